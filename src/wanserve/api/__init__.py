@@ -1,0 +1,1 @@
+"""The HTTP API: OpenAI-compatible Videos API, SSE events, health, metrics and the web page."""

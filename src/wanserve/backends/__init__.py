@@ -1,0 +1,1 @@
+"""Inference backends: local torchrun processes, Kubernetes PyTorchJobs, Ray Serve, KServe."""

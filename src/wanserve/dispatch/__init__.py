@@ -1,0 +1,1 @@
+"""The dispatcher: leases tasks, admits them within capacity, runs them on a backend."""

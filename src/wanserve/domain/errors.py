@@ -1,0 +1,119 @@
+"""The one exception tree of wanserve.
+
+    WanserveError                 status 500  every error wanserve raises on purpose
+    ├── InvalidRequest            status 422  bad input: names the field, the value and the rule
+    ├── Unauthorized              status 401  no or unknown API key
+    ├── NotFound (LookupError)    status 404  unknown task, model, artifact (or another owner's)
+    ├── Conflict                  status 409
+    │   ├── InvalidTransition     a task state change the state machine forbids
+    │   ├── IdempotencyConflict   same Idempotency-Key, different request body
+    │   └── QueueFull             admission refused
+    ├── PayloadTooLarge           status 413  an upload over the byte limit
+    └── BackendUnavailable        status 503  store, queue or a backend cannot be reached
+
+The API renders every one of them as RFC 9457 problem+json from `status`, `title` and `type`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "BackendUnavailable",
+    "Conflict",
+    "IdempotencyConflict",
+    "InvalidRequest",
+    "InvalidTransition",
+    "NotFound",
+    "PayloadTooLarge",
+    "QueueFull",
+    "Unauthorized",
+    "WanserveError",
+]
+
+
+class WanserveError(Exception):
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+    type: ClassVar[str] = "about:blank"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+
+    def problem(self) -> dict[str, Any]:
+        """The RFC 9457 body for this error (without `instance`)."""
+        body: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        body.update(self.extensions)
+        return body
+
+
+class InvalidRequest(WanserveError, ValueError):
+    """A request field breaks a rule; `field`, `value` and `rule` say which and how."""
+
+    status = 422
+    title = "Invalid request"
+    type = "https://wanserve.dev/problems/invalid-request"
+
+    def __init__(self, field: str, value: Any, rule: str) -> None:
+        shown = value if isinstance(value, int | float | bool) or value is None else str(value)
+        if isinstance(shown, str) and len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(
+            f"{field}={shown!r} is invalid: {rule}",
+            errors=[{"field": field, "value": shown, "rule": rule}],
+        )
+        self.field = field
+        self.value = value
+        self.rule = rule
+
+
+class Unauthorized(WanserveError):
+    status = 401
+    title = "Unauthorized"
+    type = "https://wanserve.dev/problems/unauthorized"
+
+
+class NotFound(WanserveError, LookupError):
+    status = 404
+    title = "Not found"
+    type = "https://wanserve.dev/problems/not-found"
+
+
+class Conflict(WanserveError):
+    status = 409
+    title = "Conflict"
+    type = "https://wanserve.dev/problems/conflict"
+
+
+class InvalidTransition(Conflict):
+    title = "Invalid state transition"
+    type = "https://wanserve.dev/problems/invalid-transition"
+
+
+class IdempotencyConflict(Conflict):
+    title = "Idempotency-Key reused with a different request"
+    type = "https://wanserve.dev/problems/idempotency-conflict"
+
+
+class QueueFull(Conflict):
+    title = "Queue full"
+    type = "https://wanserve.dev/problems/queue-full"
+
+
+class PayloadTooLarge(WanserveError):
+    status = 413
+    title = "Payload too large"
+    type = "https://wanserve.dev/problems/payload-too-large"
+
+
+class BackendUnavailable(WanserveError, ConnectionError):
+    status = 503
+    title = "Service unavailable"
+    type = "https://wanserve.dev/problems/unavailable"

