@@ -35,7 +35,7 @@ class Layout(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ModelCard:
-    """What a model id supports and its defaults (the checkpoint's own config wins in the engine)."""
+    """What a model id supports, and its defaults (the checkpoint's own config wins)."""
 
     id: str
     description: str
@@ -171,7 +171,7 @@ MODELS: dict[str, ModelCard] = {
         ),
         ModelCard(
             id="wan2.2-tiny-ti2v",
-            description="Tiny random-weight Wan2.2 TI2V-5B-layout model (text or image), built offline",
+            description="Tiny random-weight Wan2.2 TI2V-5B-layout model (text or image)",
             layout=Layout.TI2V_5B,
             tasks=frozenset({TaskKind.T2V, TaskKind.I2V}),
             default_size="128x128",

@@ -188,7 +188,9 @@ def _check_size(card: ModelCard, size: str) -> tuple[int, int]:
 
 def _check_frames(card: ModelCard, request: VideoRequest, fps: int) -> int:
     if request.num_frames is not None and request.seconds is not None:
-        raise InvalidRequest("seconds", request.seconds, "give either seconds or num_frames, not both")
+        raise InvalidRequest(
+            "seconds", request.seconds, "give either seconds or num_frames, not both"
+        )
     if request.seconds is not None:
         if not math.isfinite(request.seconds) or request.seconds <= 0:
             raise InvalidRequest("seconds", request.seconds, "must be a positive number")
@@ -219,7 +221,9 @@ def _check_guidance_2(card: ModelCard, value: float | None) -> float | None:
 def _check_task(card: ModelCard, image: str | None) -> TaskKind:
     if image is None:
         if card.requires_image:
-            raise InvalidRequest("input_reference", None, f"an input image is required for {card.id}")
+            raise InvalidRequest(
+                "input_reference", None, f"an input image is required for {card.id}"
+            )
         return TaskKind.T2V
     if not card.accepts_image:
         raise InvalidRequest(

@@ -146,7 +146,7 @@ class RetryPolicy(BaseModel):
     max_delay_s: float = 60.0
 
 
-def _move(task: Task, target: TaskState, now: float, **changes: Any) -> Task:
+def _move(task: Task, target: TaskState, **changes: Any) -> Task:
     allowed = ALLOWED_TRANSITIONS[task.state]
     if target not in allowed:
         names = ", ".join(sorted(s.value for s in allowed)) or "none: it is terminal"
@@ -171,7 +171,6 @@ def start(task: Task, now: float, backend: str) -> Task:
     return _move(
         task,
         TaskState.IN_PROGRESS,
-        now,
         attempt=task.attempt + 1,
         started_at=task.started_at or now,
         backend=backend,
@@ -203,7 +202,6 @@ def complete(task: Task, result: TaskResult, now: float, expires_at: float | Non
     return _move(
         task,
         TaskState.COMPLETED,
-        now,
         result=result,
         completed_at=now,
         expires_at=expires_at,
@@ -218,7 +216,6 @@ def fail(task: Task, error: TaskError, now: float) -> Task:
     return _move(
         task,
         TaskState.FAILED,
-        now,
         error=error,
         completed_at=now,
         timings=_close_phase(task, now),
@@ -232,7 +229,7 @@ def request_cancel(task: Task, now: float) -> Task:
         return mark_cancelled(task, now)
     if task.state == TaskState.IN_PROGRESS:
         return task.model_copy(update={"cancel_requested": True})
-    _move(task, TaskState.CANCELLED, now)  # raises InvalidTransition with the rule
+    _move(task, TaskState.CANCELLED)  # raises InvalidTransition with the rule
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -244,7 +241,6 @@ def mark_cancelled(task: Task, now: float) -> Task:
     return _move(
         task,
         TaskState.CANCELLED,
-        now,
         cancel_requested=True,
         completed_at=now,
         error=TaskError(code="cancelled", message="cancelled by request"),
@@ -258,7 +254,6 @@ def requeue(task: Task, now: float, delay_s: float = 0.0) -> Task:
     return _move(
         task,
         TaskState.QUEUED,
-        now,
         not_before=now + delay_s if delay_s > 0 else None,
         timings=_close_phase(task, now),
         phase=Phase.QUEUED,

@@ -1,1 +1,1 @@
-"""The Wan2.2 engine: runs a VideoSpec in one process or under torchrun. Needs the `engine` extra."""
+"""The Wan2.2 engine: runs a VideoSpec in one process or under torchrun (`engine` extra)."""

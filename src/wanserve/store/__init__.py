@@ -1,1 +1,1 @@
-"""The system of record: SQLAlchemy 2 (async) with Alembic; SQLite embedded, Postgres in production."""
+"""The system of record: SQLAlchemy 2 (async) + Alembic; SQLite embedded, Postgres in prod."""

@@ -39,7 +39,9 @@ class TaskStore(Protocol):
 
     async def find_by_idempotency_key(self, owner: str | None, key: str) -> Task | None: ...
 
-    async def save_task(self, task: Task, events: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[TaskEvent]:
+    async def save_task(
+        self, task: Task, events: Sequence[tuple[str, dict[str, Any]]] = ()
+    ) -> list[TaskEvent]:
         """Write `task` and append `events` (type, data) to its log in one transaction."""
         ...
 
@@ -54,7 +56,9 @@ class TaskStore(Protocol):
         """A page of tasks by creation order; `owner=None` lists every owner's (admin)."""
         ...
 
-    async def tasks_in_states(self, states: Sequence[TaskState], limit: int = 1000) -> list[Task]: ...
+    async def tasks_in_states(
+        self, states: Sequence[TaskState], limit: int = 1000
+    ) -> list[Task]: ...
 
     async def delete_task(self, task_id: str) -> bool: ...
 
@@ -72,7 +76,9 @@ class TaskStore(Protocol):
 
     async def revoke_api_key(self, key_id: str, now: float) -> bool: ...
 
-    async def record_usage(self, task_id: str, owner: str | None, gpu_seconds: float, wall_seconds: float, at: float) -> None: ...
+    async def record_usage(
+        self, task_id: str, owner: str | None, gpu_seconds: float, wall_seconds: float, at: float
+    ) -> None: ...
 
     async def usage_by_owner(self, owner: str | None) -> dict[str, float]:
         """Totals: {"tasks", "gpu_seconds", "wall_seconds"} for one owner (None: all)."""

@@ -1,0 +1,5 @@
+"""`wanserve` commands: client (registered on the root app)."""
+
+from __future__ import annotations
+
+from wanserve.cli.app import app  # noqa: F401
