@@ -45,7 +45,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return first, last
 
 
-async def content_response(content: Content, artifacts: ArtifactStore, range_header: str | None) -> Response:
+async def content_response(
+    content: Content, artifacts: ArtifactStore, range_header: str | None
+) -> Response:
     if content.url is not None:
         return RedirectResponse(content.url, status_code=302)
     size = await artifacts.size(content.key)
@@ -59,4 +61,6 @@ async def content_response(content: Content, artifacts: ArtifactStore, range_hea
     headers["Content-Length"] = str(last - first + 1)
     headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     stream = artifacts.open(content.key, offset=first, length=last - first + 1)
-    return StreamingResponse(stream, status_code=206, media_type=content.content_type, headers=headers)
+    return StreamingResponse(
+        stream, status_code=206, media_type=content.content_type, headers=headers
+    )

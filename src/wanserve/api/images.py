@@ -20,7 +20,11 @@ __all__ = ["FORMATS", "UploadedImage", "check_image"]
 FIELD = "input_reference"
 
 # PIL format name -> (file extension, content type)
-FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
+FORMATS = {
+    "PNG": ("png", "image/png"),
+    "JPEG": ("jpg", "image/jpeg"),
+    "WEBP": ("webp", "image/webp"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +50,9 @@ def check_image(data: bytes, name: str, max_pixels: int) -> UploadedImage:
     width, height = image.size
     if width * height > max_pixels:
         raise InvalidRequest(
-            FIELD, f"{width}x{height}", f"must have at most {max_pixels} pixels ({width * height} given)"
+            FIELD,
+            f"{width}x{height}",
+            f"must have at most {max_pixels} pixels ({width * height} given)",
         )
     extension, content_type = FORMATS[str(image.format)]
     return UploadedImage(data, extension, content_type, width, height)

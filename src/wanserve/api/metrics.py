@@ -23,14 +23,26 @@ class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "wanserve_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
+            "wanserve_http_requests",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "wanserve_http_request_seconds", "HTTP request latency", ["method", "route"], registry=self.registry
+            "wanserve_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
         )
-        self.tasks = Gauge("wanserve_tasks", "Live tasks by state", ["state"], registry=self.registry)
-        self.queue_depth = Gauge("wanserve_queue_depth", "Tasks waiting in the queue", registry=self.registry)
-        self.created = Counter("wanserve_tasks_created", "Tasks accepted by this API", registry=self.registry)
+        self.tasks = Gauge(
+            "wanserve_tasks", "Live tasks by state", ["state"], registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "wanserve_queue_depth", "Tasks waiting in the queue", registry=self.registry
+        )
+        self.created = Counter(
+            "wanserve_tasks_created", "Tasks accepted by this API", registry=self.registry
+        )
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """Wrap `app` so each HTTP request is counted and timed under its route template."""
@@ -65,4 +77,3 @@ class ApiMetrics:
             if state == TaskState.QUEUED:
                 self.queue_depth.set(count)
         return generate_latest(self.registry)
-

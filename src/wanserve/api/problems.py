@@ -24,7 +24,9 @@ PROBLEM_JSON = "application/problem+json"
 logger = logging.getLogger(__name__)
 
 
-def problem_response(request: Request, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+def problem_response(
+    request: Request, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
     """A problem+json response for `body`, with `instance` set to the request path."""
     body = {**body, "instance": request.url.path}
     return JSONResponse(body, status_code=body["status"], media_type=PROBLEM_JSON, headers=headers)
@@ -62,11 +64,19 @@ _TITLES = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 400
 
 
 def _field_error(error: Any) -> dict[str, Any]:
-    location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    location = [
+        str(part)
+        for part in error.get("loc", ())
+        if part not in ("body", "query", "path", "header")
+    ]
     value = error.get("input")
     if not isinstance(value, str | int | float | bool) and value is not None:
         value = None
-    return {"field": ".".join(location) or "body", "value": value, "rule": error.get("msg", "invalid")}
+    return {
+        "field": ".".join(location) or "body",
+        "value": value,
+        "rule": error.get("msg", "invalid"),
+    }
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -104,7 +104,9 @@ class VideoPublic(BaseModel):
             size=spec.size,
             seconds=f"{spec.seconds:.3g}",
             prompt=spec.prompt,
-            error=VideoError(code=task.error.code, message=task.error.message) if task.error else None,
+            error=VideoError(code=task.error.code, message=task.error.message)
+            if task.error
+            else None,
             state=task.state,
             phase=task.phase.value,
             step=task.step,
@@ -165,7 +167,11 @@ class ModelPublic(BaseModel):
             layout=card.layout.value,
             default_size=card.default_size,
             sizes=list(card.sizes) if card.sizes is not None else None,
-            size_rule={"stride": card.size_stride, "min_side": card.min_side, "max_side": card.max_side},
+            size_rule={
+                "stride": card.size_stride,
+                "min_side": card.min_side,
+                "max_side": card.max_side,
+            },
             defaults={
                 "size": card.default_size,
                 "num_frames": card.default_frames,

@@ -3,7 +3,7 @@
 Routes call exactly one method here. Every method takes the calling `Principal` and hides other
 owners' tasks behind NotFound. State changes go through the pure functions of domain/task.py,
 and each one is written with its event in one store call, then announced on the queue's
-per-task channel (`publish(task_id, str(event_id))`, or "cancel") so SSE listeners wake up.
+per-task channel (`publish(task_id, str(event_id))`) so SSE listeners wake up.
 """
 
 from __future__ import annotations
@@ -125,7 +125,9 @@ class VideoService:
         image = submission.image
         request = submission.request
         if image is not None:
-            request = request.model_copy(update={"image": input_image_key(task_id, image.extension)})
+            request = request.model_copy(
+                update={"image": input_image_key(task_id, image.extension)}
+            )
         spec = resolve_spec(request, self._seed_factory).model_copy(update={"task_id": task_id})
         now = self.clock()
         return Task(
@@ -149,7 +151,13 @@ class VideoService:
         if earlier.request_hash != fingerprint:
             raise IdempotencyConflict(
                 f"Idempotency-Key {key!r} was used for another request (task {earlier.id})",
-                errors=[{"field": "Idempotency-Key", "value": key, "rule": "must not be reused with a different body"}],
+                errors=[
+                    {
+                        "field": "Idempotency-Key",
+                        "value": key,
+                        "rule": "must not be reused with a different body",
+                    }
+                ],
             )
         return earlier
 
@@ -158,7 +166,9 @@ class VideoService:
             await self.queue.enqueue(task.id, priority=task.priority)
         except ConnectionError:
             # The store holds the task as queued; the reconciler enqueues it once the queue is back.
-            logger.warning("queue unreachable; task left for the reconciler", extra={"task_id": task.id})
+            logger.warning(
+                "queue unreachable; task left for the reconciler", extra={"task_id": task.id}
+            )
 
     async def get_video(self, principal: Principal, task_id: str) -> VideoView:
         task = await self.visible_task(principal, task_id)
@@ -193,8 +203,8 @@ class VideoService:
         task = await self.visible_task(principal, task_id)
         updated = request_cancel(task, self.clock())
         written = await self.store.save_task(updated, [("state", _state_data(updated))])
-        await self.queue.cancel(task.id)
-        await self._announce(task.id, written, "cancel")
+        await self.queue.cancel(task.id)  # also tells listeners (the dispatcher) CANCEL_MESSAGE
+        await self._announce(task.id, written)
         return updated
 
     async def delete_video(self, principal: Principal, task_id: str) -> None:
@@ -202,7 +212,6 @@ class VideoService:
         task = await self.visible_task(principal, task_id)
         if not task.is_terminal:
             await self.queue.cancel(task.id)
-            await self.queue.publish(task.id, "cancel")
         await self.artifacts.delete_prefix(task_prefix(task.id))
         await self.store.delete_task(task.id)
 
@@ -222,22 +231,27 @@ class VideoService:
         url = await self.artifacts.url(key, self.config.presign_ttl_s)
         return Content(key=key, content_type=content_type, url=url)
 
-    async def visible_task(self, principal: Principal, task_id: str, field: str = "video_id") -> Task:
+    async def visible_task(
+        self, principal: Principal, task_id: str, field: str = "video_id"
+    ) -> Task:
         """The task if it exists and `principal` may see it; else NotFound (the same for both)."""
         task = await self.store.get_task(task_id)
         if task is None or not principal.can_see(task.owner):
             raise NotFound(
                 f"no video with id {task_id!r}",
-                errors=[{"field": field, "value": task_id, "rule": "must be the id of one of your videos"}],
+                errors=[
+                    {
+                        "field": field,
+                        "value": task_id,
+                        "rule": "must be the id of one of your videos",
+                    }
+                ],
             )
         return task
 
-    async def _announce(self, task_id: str, events: list[TaskEvent], extra: str | None = None) -> None:
+    async def _announce(self, task_id: str, events: list[TaskEvent]) -> None:
         for event in events:
             await self.queue.publish(task_id, str(event.id))
-        if extra is not None:
-            await self.queue.publish(task_id, extra)
-
 
 
 def _state_data(task: Task) -> dict[str, object]:

@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 
 from wanserve.domain.task import TERMINAL_STATES, TaskEvent
-from wanserve.queue.base import JobQueue
+from wanserve.queue.base import JobQueue, Subscription
 from wanserve.store.base import TaskStore
 
 __all__ = ["format_event", "is_terminal_event", "task_event_stream"]
@@ -44,7 +44,8 @@ async def task_event_stream(
 ) -> AsyncIterator[str]:
     """SSE text for `task_id`'s events with id > `after`, ending after its terminal event."""
     wakeups: asyncio.Queue[str] = asyncio.Queue()
-    listener = asyncio.create_task(_listen(queue, task_id, wakeups))
+    subscription = await queue.listen(task_id).__aenter__()  # subscribed before the replay
+    listener = asyncio.create_task(_forward(subscription, wakeups))
     try:
         yield "retry: 1000\n\n"
         last_sent = clock()
@@ -70,10 +71,12 @@ async def task_event_stream(
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await listener
+        with contextlib.suppress(Exception):
+            await subscription.aclose()
 
 
-async def _listen(queue: JobQueue, task_id: str, wakeups: asyncio.Queue[str]) -> None:
-    async for message in queue.listen(task_id):
+async def _forward(subscription: Subscription, wakeups: asyncio.Queue[str]) -> None:
+    async for message in subscription:
         wakeups.put_nowait(message)
 
 

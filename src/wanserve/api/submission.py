@@ -106,7 +106,9 @@ def _counting_receive(request: Request, limits: UploadLimits) -> Any:
     return receive
 
 
-async def _read_form(request: Request, limits: UploadLimits) -> tuple[dict[str, Any], UploadedImage | None]:
+async def _read_form(
+    request: Request, limits: UploadLimits
+) -> tuple[dict[str, Any], UploadedImage | None]:
     form = await request.form(max_files=1, max_fields=64, max_part_size=_FIELDS_ALLOWANCE)
     fields: dict[str, Any] = {}
     image = None
@@ -129,7 +131,9 @@ async def _read_upload(key: str, upload: UploadFile, limits: UploadLimits) -> Up
     return check_image(data, upload.filename or "(upload)", limits.max_image_pixels)
 
 
-async def _read_json(request: Request, limits: UploadLimits) -> tuple[dict[str, Any], UploadedImage | None]:
+async def _read_json(
+    request: Request, limits: UploadLimits
+) -> tuple[dict[str, Any], UploadedImage | None]:
     try:
         body = json.loads(await request.body())
     except ValueError as exc:
@@ -161,7 +165,9 @@ def _priority(value: Any) -> int:
     try:
         priority = int(value) if value is not None else low
     except (TypeError, ValueError):
-        raise InvalidRequest("priority", value, f"must be an integer between {low} and {high}") from None
+        raise InvalidRequest(
+            "priority", value, f"must be an integer between {low} and {high}"
+        ) from None
     if not low <= priority <= high:
         raise InvalidRequest("priority", priority, f"must be an integer between {low} and {high}")
     return priority

@@ -16,9 +16,7 @@ class ArtifactStore(Protocol):
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int: ...
 
-    def open(
-        self, key: str, *, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    def open(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """The bytes at `key` from `offset` (`length` of them, or to the end) in chunks.
 
         An async generator: raises NotFound on first iteration when `key` does not exist.

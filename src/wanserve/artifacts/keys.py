@@ -1,8 +1,8 @@
 """Where a task's files live in the artifact store: one prefix per task.
 
-    tasks/<task id>/input.<png|jpg|webp>   the uploaded input image (i2v); `spec.image` holds this key
-    tasks/<task id>/video.mp4              the result
-    tasks/<task id>/poster.jpg             its first frame (the "thumbnail" variant)
+    tasks/<task id>/input.<ext>   the uploaded input image (i2v); `spec.image` holds this key
+    tasks/<task id>/video.mp4     the result
+    tasks/<task id>/poster.jpg    its first frame (the "thumbnail" variant)
 
 Deleting `task_prefix(id)` removes everything of a task.
 """

@@ -26,7 +26,7 @@ async def get_readiness(runtime: RuntimeDep) -> dict[str, str]:
     for name, ping in (("store", service.store.ping), ("queue", service.queue.ping)):
         try:
             await ping()
-        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        except Exception as exc:  # any failure means not ready
             raise BackendUnavailable(f"{name} unreachable: {exc}", component=name) from exc
     return {"status": "ready"}
 

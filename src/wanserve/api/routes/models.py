@@ -26,6 +26,12 @@ async def get_model(model_id: str) -> ModelPublic:
     if card is None:
         raise NotFound(
             f"no model {model_id!r}",
-            errors=[{"field": "model", "value": model_id, "rule": f"must be one of {', '.join(sorted(MODELS))}"}],
+            errors=[
+                {
+                    "field": "model",
+                    "value": model_id,
+                    "rule": f"must be one of {', '.join(sorted(MODELS))}",
+                }
+            ],
         )
     return ModelPublic.from_card(card)

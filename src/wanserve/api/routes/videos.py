@@ -81,7 +81,11 @@ async def list_videos(
 
 @router.get("/{video_id}")
 async def get_video(
-    video_id: str, request: Request, response: Response, runtime: RuntimeDep, principal: PrincipalDep
+    video_id: str,
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
 ) -> VideoPublic:
     """One video with its live progress, queue position and ETA."""
     view = await runtime.videos.get_video(principal, video_id)
@@ -153,5 +157,7 @@ def _resume_after(last_event_id: str | None, after: int | None) -> int:
     if last_event_id is None:
         return after or 0
     if not last_event_id.strip().isdigit():
-        raise InvalidRequest("Last-Event-ID", last_event_id, "must be a non-negative integer event id")
+        raise InvalidRequest(
+            "Last-Event-ID", last_event_id, "must be a non-negative integer event id"
+        )
     return int(last_event_id)
