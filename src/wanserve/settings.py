@@ -35,6 +35,7 @@ class ApiSettings(BaseModel):
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
     public_url: str | None = None  # base URL used in links and webhooks
+    default_model: str = "wan2.2-tiny"  # the model of a request that names none
 
 
 class StoreSettings(BaseModel):
