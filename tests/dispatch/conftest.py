@@ -14,7 +14,7 @@ import pytest
 
 from tests.fakes.queue import InMemoryQueue
 from tests.fakes.store import InMemoryStore
-from wanserve.artifacts.local import LocalArtifactStore
+from wanserve.artifacts.local import LocalArtifacts
 from wanserve.backends.base import InferenceBackend
 from wanserve.dispatch.capacity import Pool, Pools
 from wanserve.dispatch.config import DispatchConfig
@@ -41,7 +41,7 @@ class Harness:
 
     queue: InMemoryQueue
     store: InMemoryStore
-    artifacts: LocalArtifactStore
+    artifacts: LocalArtifacts
     backend: InferenceBackend
     config: DispatchConfig
     clock: Callable[[], float]
@@ -74,7 +74,9 @@ class Harness:
         return task
 
     async def wait(
-        self, task_id: str, done: Callable[[Task], bool] = lambda t: t.is_terminal,
+        self,
+        task_id: str,
+        done: Callable[[Task], bool] = lambda t: t.is_terminal,
         timeout: float = 10.0,
     ) -> Task:
         deadline = time.monotonic() + timeout
@@ -107,7 +109,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     h = Harness(
         queue=InMemoryQueue(lease_ttl_s=5.0, clock=clock),
         store=InMemoryStore(clock=clock),
-        artifacts=LocalArtifactStore(tmp_path / "artifacts"),
+        artifacts=LocalArtifacts(tmp_path / "artifacts"),
         backend=InstantBackend(),
         config=config,
         clock=clock,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from tests.dispatch.conftest import Harness, make_task
 from wanserve.dispatch.reconciler import Reconciler
 from wanserve.dispatch.recorder import Recorder
-from wanserve.dispatch.retention import sweep_expired
 from wanserve.domain.task import TaskResult, TaskState, complete, start
 
 
@@ -45,8 +45,9 @@ async def test_keeps_the_retry_delay_of_a_lost_task(harness: Harness) -> None:
 
 
 async def test_leaves_terminal_tasks_alone(harness: Harness) -> None:
-    result = TaskResult(video_key="k", bytes=1, sha256="0", frames=9, fps=16, duration=0.5,
-                        width=128, height=128)
+    result = TaskResult(
+        video_key="k", bytes=1, sha256="0", frames=9, fps=16, duration=0.5, width=128, height=128
+    )
     now = time.time()
     done = complete(start(make_task(), now, "x"), result, now, None)
     await harness.store.create_task(done)
@@ -54,16 +55,23 @@ async def test_leaves_terminal_tasks_alone(harness: Harness) -> None:
     assert not await harness.queue.contains(done.id)
 
 
-async def test_retention_deletes_expired_artifacts_and_tasks(harness: Harness) -> None:
+async def test_periodic_sweep_expires_old_artifacts_and_keeps_history(harness: Harness) -> None:
     now = time.time()
-    result = TaskResult(video_key="k", bytes=1, sha256="0", frames=9, fps=16, duration=0.5,
-                        width=128, height=128)
+    result = TaskResult(
+        video_key="k", bytes=1, sha256="0", frames=9, fps=16, duration=0.5, width=128, height=128
+    )
     old = complete(start(make_task(), now - 100, "x"), result, now - 90, expires_at=now - 1)
     fresh = complete(start(make_task(), now, "x"), result, now, expires_at=now + 100)
     for task in (old, fresh):
         await harness.store.create_task(task)
         await harness.artifacts.put_bytes(f"tasks/{task.id}/video.mp4", b"v", "video/mp4")
-    assert await sweep_expired(harness.store, harness.artifacts, now) == [old.id]
-    assert await harness.store.get_task(old.id) is None
-    assert not await harness.artifacts.exists(f"tasks/{old.id}/video.mp4")
+    dispatcher = harness.start(reconcile_interval_s=0.01)
+    for _ in range(200):
+        if not await harness.artifacts.exists(f"tasks/{old.id}/video.mp4"):
+            break
+        await asyncio.sleep(0.01)
+    await harness.stop()
+    kept = await harness.store.get_task(old.id)
+    assert kept is not None and kept.result is None and kept.state == TaskState.COMPLETED
     assert await harness.artifacts.exists(f"tasks/{fresh.id}/video.mp4")
+    assert await dispatcher.sweep() == []

@@ -51,6 +51,8 @@ def test_terminal_events_are_left_to_the_dispatcher() -> None:
 
 def test_state_event_names_state_attempt_and_backend() -> None:
     task = start(make_task(), 1.0, "local")
-    assert state_event(task) == ("state", {"state": "in_progress", "attempt": 1,
-                                           "backend": "local"})
+    assert state_event(task) == (
+        "state",
+        {"state": "in_progress", "attempt": 1, "backend": "local"},
+    )
     assert state_event(task, reason="r")[1]["reason"] == "r"

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from wanserve.artifacts import keys
 from wanserve.artifacts.base import ArtifactStore
 from wanserve.backends.base import InferenceBackend, Run
 from wanserve.dispatch.config import DispatchConfig
@@ -54,7 +55,7 @@ from wanserve.domain.task import (
 from wanserve.queue.base import CANCEL_MESSAGE, JobQueue, Lease
 from wanserve.store.base import TaskStore
 
-__all__ = ["Attempt", "Services", "Stop", "artifact_keys"]
+__all__ = ["Attempt", "Services", "Stop"]
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,6 @@ class Services:
     recorder: Recorder
     config: DispatchConfig
     clock: Clock
-
-
-def artifact_keys(task_id: str) -> tuple[str, str]:
-    """The artifact keys of a task's video and poster: one place, so re-runs overwrite."""
-    return f"tasks/{task_id}/video.mp4", f"tasks/{task_id}/poster.jpg"
 
 
 class Attempt:
@@ -127,6 +123,8 @@ class Attempt:
                 watcher.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
             shutil.rmtree(self._workdir, ignore_errors=True)
+            with contextlib.suppress(OSError):  # only when no other attempt still uses it
+                self._workdir.parent.rmdir()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -265,7 +263,7 @@ class Attempt:
         await self._s.queue.ack(self._lease)
 
     async def _upload(self, event: ResultEvent) -> TaskResult:
-        video_key, poster_key = artifact_keys(self.task_id)
+        video_key, poster_key = keys.video_key(self.task_id), keys.poster_key(self.task_id)
         await self._put(video_key, Path(event.path), "video/mp4")
         has_poster = event.poster is not None and await self._put(
             poster_key, Path(event.poster), "image/jpeg"

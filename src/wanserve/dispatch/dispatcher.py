@@ -20,12 +20,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from wanserve.artifacts.base import ArtifactStore
+from wanserve.artifacts.retention import expire_artifacts
 from wanserve.dispatch.attempt import Attempt, Services, Stop
 from wanserve.dispatch.capacity import Pool, Pools
 from wanserve.dispatch.config import DispatchConfig
 from wanserve.dispatch.reconciler import Reconciler
 from wanserve.dispatch.recorder import Recorder
-from wanserve.dispatch.retention import sweep_expired
 from wanserve.dispatch.routing import pick_pool
 from wanserve.dispatch.translate import state_event
 from wanserve.dispatch.types import Clock
@@ -210,7 +210,7 @@ class Dispatcher:
     async def sweep(self) -> list[str]:
         """Remove expired artifacts now (also runs every reconcile interval)."""
         services = self._services
-        return await sweep_expired(services.store, services.artifacts, services.clock())
+        return await expire_artifacts(services.store, services.artifacts, services.clock())
 
     async def _safely(self, what: str, job: Callable[[], Awaitable[object]]) -> None:
         with contextlib.suppress(asyncio.CancelledError):
