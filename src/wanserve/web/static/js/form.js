@@ -77,12 +77,7 @@ export class CreateForm {
     this.models = new Map(cards.map((card) => [card.id, card]));
     const select = $("model");
     select.replaceChildren();
-    for (const card of cards) {
-      const unavailable = raw.get(card.id).available === false;
-      const element = option(card.id, unavailable ? `${card.id} (not installed)` : card.id);
-      element.disabled = unavailable;
-      select.append(element);
-    }
+    for (const card of cards) select.append(option(card.id, card.id));
     select.disabled = cards.length === 0;
     $("submit").disabled = cards.length === 0;
     const preferred = this.preferredModel(cards, raw);
@@ -93,16 +88,16 @@ export class CreateForm {
   }
 
   preferredModel(cards, raw) {
-    const usable = cards.filter((card) => raw.get(card.id).available !== false);
     let last = "";
     try {
       last = localStorage.getItem(LAST_MODEL) || "";
     } catch {
       // no storage: use the server's choice
     }
-    if (usable.some((card) => card.id === last)) return last;
-    const flagged = usable.find((card) => raw.get(card.id).default === true);
-    return (flagged || usable[0] || cards[0])?.id;
+    if (cards.some((card) => card.id === last)) return last;
+    // The server's default model (the one a request without `model` gets) is flagged `default`.
+    const flagged = cards.find((card) => raw.get(card.id).default === true);
+    return (flagged || cards[0])?.id;
   }
 
   /** Offer `modelId`'s valid choices, preselecting its defaults. */
@@ -136,7 +131,7 @@ export class CreateForm {
 
     $("seed").max = String(model.maxSeed);
     $("seed").value = "";
-    $("negative_prompt").value = "";
+    $("negative_prompt").value = model.negativePrompt;
 
     $("image-field").hidden = !model.acceptsImage;
     $("input_reference").required = model.requiresImage;

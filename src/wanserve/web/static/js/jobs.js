@@ -78,8 +78,9 @@ class JobCard {
     if (phase === "queued" && this.status === "in_progress") phase = "starting";
     let text = phaseLabel(phase);
     if (phase === "queued" && video.queue_position !== undefined && video.queue_position !== null) {
-      const position = Number(video.queue_position);
-      text = position <= 1 ? "Next in the queue" : `In the queue: position ${position}`;
+      // queue_position counts the jobs ahead (0: this one starts next).
+      const ahead = Number(video.queue_position);
+      text = ahead === 0 ? "Next in the queue" : `In the queue: ${ahead} ahead of this one`;
     }
     if (phase === "denoising" && total) text = `Denoising: step ${step} of ${total}`;
     if (phase === "denoising" && this.expert) text += ` (${expertLabel(this.expert)})`;
@@ -216,6 +217,10 @@ class JobCard {
   /** Follow the job's events until it ends (no-op for finished jobs). */
   start() {
     if (isTerminal(this.status) || this.follower) return;
+    if (this.status === "queued" && this.video.queue_position == null) {
+      // Lists and create answers carry no queue position; one GET fetches it (events update it).
+      this.refresh().catch(() => {});
+    }
     this.follower = follow(this.id, {
       onEvent: (type, data) => this.onEvent(type, data),
       onVideo: (video) => {

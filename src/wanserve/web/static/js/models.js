@@ -1,54 +1,47 @@
 // Model cards from GET /v1/models, and the choices each one allows.
 
-const MIN_FRAMES = 5;
-const DEFAULTS = { maxPromptChars: 2000, maxSeed: 2 ** 32 - 1, guidanceMin: 0, guidanceMax: 20 };
+const DEFAULT_RANGES = {
+  num_frames: [5, 161],
+  num_inference_steps: [1, 100],
+  guidance_scale: [0, 20],
+  seed: [0, 2 ** 32 - 1],
+  prompt_chars: [1, 2000],
+};
 
-/** The first defined value among `names`, looked up on the card and its nested groups. */
-function field(raw, ...names) {
-  const scopes = [raw, raw.wanserve, raw.defaults, raw.limits, raw.capabilities].filter(
-    (scope) => scope && typeof scope === "object",
-  );
-  for (const name of names) {
-    for (const scope of scopes) {
-      if (scope[name] !== undefined && scope[name] !== null) return scope[name];
-    }
-  }
-  return undefined;
-}
-
-function hasField(raw, name) {
-  return [raw, raw.wanserve, raw.defaults].some((scope) => scope && name in scope);
-}
-
-/** A card in the shape the form uses, whatever nesting the server chose. */
+/**
+ * A card from GET /v1/models in the shape the form uses. The server sends OpenAI's model object
+ * plus `tasks`, `requires_image`, `default_size`, `sizes` (null: any size by `size_rule`),
+ * `size_rule` {stride, min_side, max_side}, `defaults` {...} and `ranges` {field: [low, high]}.
+ */
 export function normalizeModel(raw) {
-  const tasks = field(raw, "tasks") || [];
-  const guidance2 = field(raw, "guidance_scale_2", "default_guidance_scale_2");
-  const twoExperts = field(raw, "has_two_experts") ?? (guidance2 !== undefined);
-  const range = field(raw, "guidance_range") || [DEFAULTS.guidanceMin, DEFAULTS.guidanceMax];
+  const defaults = raw.defaults || {};
+  const ranges = { ...DEFAULT_RANGES, ...(raw.ranges || {}) };
+  const rule = raw.size_rule || {};
+  const tasks = raw.tasks || ["t2v"];
+  const twoExperts = "guidance_scale_2" in (raw.ranges || {}) || defaults.guidance_scale_2 != null;
   return {
     id: raw.id,
-    description: field(raw, "description") || "",
-    acceptsImage: field(raw, "accepts_image") ?? tasks.includes("i2v"),
-    requiresImage: field(raw, "requires_image") ?? (tasks.length > 0 && !tasks.includes("t2v")),
-    sizes: field(raw, "sizes") || null,
-    defaultSize: field(raw, "default_size", "size") || "",
-    sizeStride: Number(field(raw, "size_stride") || 16),
-    minSide: Number(field(raw, "min_side") || 256),
-    maxSide: Number(field(raw, "max_side") || 1280),
-    defaultFrames: Number(field(raw, "default_frames", "num_frames") || 81),
-    maxFrames: Number(field(raw, "max_frames") || 161),
-    minFrames: Number(field(raw, "min_frames") || MIN_FRAMES),
-    fps: Number(field(raw, "fps", "default_fps") || 16),
-    defaultSteps: Number(field(raw, "default_steps", "num_inference_steps") || 40),
-    maxSteps: Number(field(raw, "max_steps") || 100),
-    guidance: Number(field(raw, "guidance_scale", "default_guidance_scale") ?? 5),
-    guidance2: twoExperts ? Number(guidance2 ?? field(raw, "guidance_scale") ?? 3) : null,
-    guidanceMin: Number(range[0]),
-    guidanceMax: Number(range[1]),
-    maxPromptChars: Number(field(raw, "max_prompt_chars") || DEFAULTS.maxPromptChars),
-    maxSeed: Number(field(raw, "max_seed") || DEFAULTS.maxSeed),
-    hasSizeList: hasField(raw, "sizes") && Array.isArray(field(raw, "sizes")),
+    description: raw.description || "",
+    acceptsImage: tasks.includes("i2v"),
+    requiresImage: raw.requires_image ?? !tasks.includes("t2v"),
+    sizes: Array.isArray(raw.sizes) && raw.sizes.length ? raw.sizes : null,
+    defaultSize: raw.default_size || defaults.size || "",
+    sizeStride: Number(rule.stride || 16),
+    minSide: Number(rule.min_side || 256),
+    maxSide: Number(rule.max_side || 1280),
+    defaultFrames: Number(defaults.num_frames || 81),
+    minFrames: Number(ranges.num_frames[0]),
+    maxFrames: Number(ranges.num_frames[1]),
+    fps: Number(defaults.fps || 16),
+    defaultSteps: Number(defaults.num_inference_steps || 40),
+    maxSteps: Number(ranges.num_inference_steps[1]),
+    guidance: Number(defaults.guidance_scale ?? 5),
+    guidance2: twoExperts ? Number(defaults.guidance_scale_2 ?? defaults.guidance_scale ?? 3) : null,
+    guidanceMin: Number(ranges.guidance_scale[0]),
+    guidanceMax: Number(ranges.guidance_scale[1]),
+    maxPromptChars: Number(ranges.prompt_chars[1]),
+    maxSeed: Number(ranges.seed[1]),
+    negativePrompt: defaults.negative_prompt || "",
   };
 }
 

@@ -39,6 +39,6 @@ export function videoParams(video) {
     if (width && height) params.size = `${width}x${height}`;
   }
   const task = lookup(video, "task");
-  params.usedImage = task === "i2v" || Boolean(lookup(video, "image") || lookup(video, "input_reference"));
+  params.usedImage = task === "i2v" || Boolean(lookup(video, "has_image"));
   return params;
 }
