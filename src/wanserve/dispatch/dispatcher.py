@@ -87,6 +87,11 @@ class Dispatcher:
             periodic.cancel()
             await asyncio.gather(periodic, return_exceptions=True)
 
+    async def close(self) -> None:
+        """Close every backend (stopping whatever still runs there)."""
+        for pool in self._pools.pools:
+            await pool.backend.close()
+
     # -- leasing ---------------------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
