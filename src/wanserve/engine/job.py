@@ -80,7 +80,7 @@ def _run(
     token: CancelToken,
 ) -> ExitCode:
     spec = make_spec(runtime)
-    reporter = reporter.for_task(spec.task_id)
+    reporter.task_id = spec.task_id  # errors from here on name the task too
     reporter.phase(Phase.LOADING)
     path = resolve_checkpoint(spec.model, spec.checkpoint, options.models_dir)
     engine = Engine.load(runtime, path, options.plan, options.dtype)
