@@ -35,11 +35,17 @@ _TEXT_DIM = 32
 
 
 def build_tiny_model(
-    out: Path, layout: Layout = Layout.A14B, *, seed: int = 0, model_id: str | None = None
+    out: Path,
+    layout: Layout = Layout.A14B,
+    *,
+    seed: int = 0,
+    model_id: str | None = None,
+    transformer: dict[str, Any] | None = None,
 ) -> Path:
     """Write a tiny random-weight checkpoint of `layout` to `out` (created; must not exist).
 
-    Deterministic: the same `seed` gives the same weights. Returns `out`.
+    Deterministic: the same `seed` gives the same weights. `transformer` overrides the experts'
+    config (the CPU benchmark uses a heavier one). Returns `out`.
     """
     import torch
 
@@ -47,7 +53,7 @@ def build_tiny_model(
     if out.exists() and any(out.iterdir()):
         raise InvalidRequest("out", str(out), "must be a new or empty directory")
     torch.manual_seed(seed)
-    pipe = _tiny_pipeline(layout)
+    pipe = _tiny_pipeline(layout, transformer or {})
     pipe.save_pretrained(str(out), safe_serialization=True)
     marker = {"model": model_id or _default_id(layout), "layout": layout.value, "seed": seed}
     (out / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
@@ -99,7 +105,7 @@ def _default_id(layout: Layout) -> str:
     return "wan2.2-tiny-ti2v" if layout == Layout.TI2V_5B else "wan2.2-tiny"
 
 
-def _tiny_pipeline(layout: Layout) -> Any:
+def _tiny_pipeline(layout: Layout, overrides: dict[str, Any]) -> Any:
     from diffusers import UniPCMultistepScheduler, WanPipeline
 
     is_5b = layout == Layout.TI2V_5B
@@ -111,30 +117,31 @@ def _tiny_pipeline(layout: Layout) -> Any:
         scheduler=UniPCMultistepScheduler(
             prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0 if is_5b else 3.0
         ),
-        transformer=_transformer(channels),
-        transformer_2=None if is_5b else _transformer(channels),
+        transformer=_transformer(channels, overrides),
+        transformer_2=None if is_5b else _transformer(channels, overrides),
         boundary_ratio=None if is_5b else 0.875,
         expand_timesteps=is_5b,
     )
 
 
-def _transformer(channels: int) -> Any:
+def _transformer(channels: int, overrides: dict[str, Any]) -> Any:
     from diffusers import WanTransformer3DModel
 
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=channels,
-        out_channels=channels,
-        text_dim=_TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    )
+    config: dict[str, Any] = {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 2,
+        "attention_head_dim": 12,
+        "in_channels": channels,
+        "out_channels": channels,
+        "text_dim": _TEXT_DIM,
+        "freq_dim": 256,
+        "ffn_dim": 32,
+        "num_layers": 2,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "rope_max_seq_len": 32,
+    }
+    return WanTransformer3DModel(**{**config, **overrides})
 
 
 def _vae(is_5b: bool) -> Any:
