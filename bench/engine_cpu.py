@@ -27,8 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-HEAVY = {"num_attention_heads": 4, "attention_head_dim": 64, "ffn_dim": 1024, "num_layers": 4,
-         "rope_max_seq_len": 1024}
+HEAVY = {
+    "num_attention_heads": 4,
+    "attention_head_dim": 64,
+    "ffn_dim": 1024,
+    "num_layers": 4,
+    "rope_max_seq_len": 1024,
+}
 
 
 def _env(threads: int) -> dict[str, str]:
@@ -43,27 +48,63 @@ def _env(threads: int) -> dict[str, str]:
 
 def _spec(checkpoint: Path, out: Path, args: argparse.Namespace) -> dict[str, object]:
     width, height = (int(v) for v in args.size.split("x"))
-    return {"model": "wan2.2-tiny", "task": "t2v", "prompt": "a red fox runs through snow",
-            "negative_prompt": "blurry", "width": width, "height": height,
-            "num_frames": args.frames, "num_inference_steps": args.steps, "shift": 3.0,
-            "guidance_scale": 4.0, "guidance_scale_2": 3.0, "seed": 7, "fps": 16,
-            "checkpoint": str(checkpoint), "output": str(out)}
+    return {
+        "model": "wan2.2-tiny",
+        "task": "t2v",
+        "prompt": "a red fox runs through snow",
+        "negative_prompt": "blurry",
+        "width": width,
+        "height": height,
+        "num_frames": args.frames,
+        "num_inference_steps": args.steps,
+        "shift": 3.0,
+        "guidance_scale": 4.0,
+        "guidance_scale_2": 3.0,
+        "seed": 7,
+        "fps": 16,
+        "checkpoint": str(checkpoint),
+        "output": str(out),
+    }
 
 
-def _run(name: str, work: Path, spec: dict[str, object], nproc: int, threads: int,
-         flags: list[str]) -> float:
+def _run(
+    name: str, work: Path, spec: dict[str, object], nproc: int, threads: int, flags: list[str]
+) -> float:
     events = work / f"{name}.jsonl"
     spec_path = work / f"{name}.json"
     spec_path.write_text(json.dumps({**spec, "output": str(work / name)}))
-    cmd = [sys.executable, "-m", "wanserve.engine", "run", "--spec", str(spec_path),
-           "--events", str(events), *flags]
+    cmd = [
+        sys.executable,
+        "-m",
+        "wanserve.engine",
+        "run",
+        "--spec",
+        str(spec_path),
+        "--events",
+        str(events),
+        *flags,
+    ]
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", str(nproc), *cmd[1:]]
-    subprocess.run(cmd, env=_env(threads), check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=1800)
-    stamps = [e["at"] for e in map(json.loads, events.read_text().splitlines())
-              if e["type"] == "step"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(nproc),
+            *cmd[1:],
+        ]
+    subprocess.run(
+        cmd,
+        env=_env(threads),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=1800,
+    )
+    stamps = [
+        e["at"] for e in map(json.loads, events.read_text().splitlines()) if e["type"] == "step"
+    ]
     per_step = statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False))
     print(f"  {name:<28} {per_step:8.3f} s/step", flush=True)
     return per_step
@@ -73,10 +114,24 @@ def _fsdp_params(checkpoint: Path, work: Path) -> tuple[int, list[int]]:
     script = work / "fsdp_params.py"
     script.write_text(FSDP_WORKER)
     out = work / "fsdp.json"
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    "--nproc-per-node", "2", str(script), str(checkpoint), str(out)],
-                   env=_env(1), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=900)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(script),
+            str(checkpoint),
+            str(out),
+        ],
+        env=_env(1),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=900,
+    )
     data = json.loads(out.read_text())
     return data["full"], data["per_rank"]
 
@@ -123,8 +178,11 @@ def main() -> None:
         work = Path(tmp)
         checkpoint = build_tiny_model(work / "heavy", Layout.A14B, transformer=HEAVY)
         spec = _spec(checkpoint, work / "out", args)
-        print(f"heavier tiny A14B {HEAVY}; {args.size} x {args.frames} frames, "
-              f"{args.steps} steps, CFG on", flush=True)
+        print(
+            f"heavier tiny A14B {HEAVY}; {args.size} x {args.frames} frames, "
+            f"{args.steps} steps, CFG on",
+            flush=True,
+        )
         base = _run("1 rank x 1 thread", work, spec, 1, 1, [])
         threads = _run("1 rank x 2 threads", work, spec, 1, 2, [])
         cfg = _run("2 ranks cfg-parallel", work, spec, 2, 1, ["--cfg-parallel"])
@@ -134,9 +192,11 @@ def main() -> None:
     print(f"  1 rank x 2 threads    x{base / threads:.2f}")
     print(f"  2 ranks cfg-parallel  x{base / cfg:.2f}   (target >= 1.7)")
     print(f"  2 ranks ulysses       x{base / uly:.2f}   (target >= 1.5)")
-    print(f"FSDP parameters per rank (experts + text encoder): full {full / 1e6:.2f} MB, "
-          f"per rank {[round(b / 1e6, 2) for b in per_rank]} MB, "
-          f"ratio {max(per_rank) / full:.2f} (target <= 0.6)")
+    print(
+        f"FSDP parameters per rank (experts + text encoder): full {full / 1e6:.2f} MB, "
+        f"per rank {[round(b / 1e6, 2) for b in per_rank]} MB, "
+        f"ratio {max(per_rank) / full:.2f} (target <= 0.6)"
+    )
 
 
 if __name__ == "__main__":

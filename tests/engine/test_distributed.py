@@ -50,7 +50,12 @@ def test_two_ranks_give_the_single_rank_video(
 @pytest.mark.parametrize(
     ("fault", "flags", "code", "text"),
     [
-        ("raise@1:2", ["--cfg-parallel"], "engine_error", "RuntimeError: injected fault on rank 1 at step 2"),
+        (
+            "raise@1:2",
+            ["--cfg-parallel"],
+            "engine_error",
+            "RuntimeError: injected fault on rank 1 at step 2",
+        ),
         ("oom@0:1", ["--ulysses", "2"], "oom", "injected OOM on rank 0 at step 1"),
     ],
     ids=["exception-on-rank-1", "oom-on-rank-0"],
@@ -71,8 +76,9 @@ def test_a_failing_rank_ends_every_rank_with_one_error_event(
 
 
 def test_sigterm_on_one_rank_cancels_both_at_the_same_step(tiny_a14b: Path, tmp_path: Path) -> None:
-    spec = write_spec(tmp_path / "spec.json",
-                      make_spec(tiny_a14b, tmp_path / "out", num_inference_steps=40))
+    spec = write_spec(
+        tmp_path / "spec.json", make_spec(tiny_a14b, tmp_path / "out", num_inference_steps=40)
+    )
     proc = subprocess.Popen(
         engine_command([*RUN, "--spec", str(spec), "--cfg-parallel"], 2),
         env=subprocess_env(WANSERVE_ENGINE_STEP_DELAY="0.3"),

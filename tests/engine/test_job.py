@@ -12,13 +12,21 @@ from tests.engine.conftest import TIMEOUT_S, engine_command, make_spec, run_engi
 from wanserve.domain.events import ExitCode, parse_event
 
 
-def test_run_writes_video_and_poster_and_reports_every_phase(tiny_a14b: Path, tmp_path: Path) -> None:
+def test_run_writes_video_and_poster_and_reports_every_phase(
+    tiny_a14b: Path, tmp_path: Path
+) -> None:
     spec = write_spec(tmp_path / "spec.json", make_spec(tiny_a14b, tmp_path / "out"))
     done = run_engine(["-m", "wanserve.engine", "run", "--spec", str(spec)])
     assert done.returncode == ExitCode.OK, done.stderr[-2000:]
     phases = [e.phase.value for e in done.of_type("phase")]
-    assert phases == ["loading", "encoding_text", "denoising", "decoding", "encoding_video",
-                      "writing"]
+    assert phases == [
+        "loading",
+        "encoding_text",
+        "denoising",
+        "decoding",
+        "encoding_video",
+        "writing",
+    ]
     steps = done.of_type("step")
     assert [(s.step, s.total) for s in steps] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert [s.expert for s in steps] == ["high_noise", "high_noise", "low_noise", "low_noise"]
@@ -37,7 +45,9 @@ def test_run_writes_video_and_poster_and_reports_every_phase(tiny_a14b: Path, tm
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["poster.jpg", "video.mp4"]
 
 
-def test_an_invalid_spec_exits_invalid_with_field_value_rule(tiny_a14b: Path, tmp_path: Path) -> None:
+def test_an_invalid_spec_exits_invalid_with_field_value_rule(
+    tiny_a14b: Path, tmp_path: Path
+) -> None:
     spec = write_spec(tmp_path / "s.json", make_spec(tiny_a14b, tmp_path / "o", width=40))
     done = run_engine(["-m", "wanserve.engine", "run", "--spec", str(spec)])
     assert done.returncode == ExitCode.INVALID

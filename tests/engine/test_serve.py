@@ -44,7 +44,9 @@ def test_warm_engine_runs_specs_in_a_row_and_cancels_one(
 ) -> None:
     nproc = 2 if flags else 1
     proc = subprocess.Popen(
-        engine_command(["-m", "wanserve.engine", "serve", "--model", str(tiny_a14b), *flags], nproc),
+        engine_command(
+            ["-m", "wanserve.engine", "serve", "--model", str(tiny_a14b), *flags], nproc
+        ),
         env=subprocess_env(WANSERVE_ENGINE_STEP_DELAY="0.1"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -96,8 +98,9 @@ def test_warm_engine_reports_a_bad_spec_and_keeps_serving(tiny_a14b: Path, tmp_p
     served = Served(proc)
     try:
         served.until("ready")
-        served.send({"op": "run", "spec": make_spec(tiny_a14b, tmp_path / "x", task_id="x",
-                                                     width=40)})
+        served.send(
+            {"op": "run", "spec": make_spec(tiny_a14b, tmp_path / "x", task_id="x", width=40)}
+        )
         error = served.until("error", "x")
         served.send({"op": "run", "spec": make_spec(tiny_a14b, tmp_path / "y", task_id="y")})
         served.until("result", "y")

@@ -110,12 +110,14 @@ def _tiny_pipeline(layout: Layout, overrides: dict[str, Any]) -> Any:
 
     is_5b = layout == Layout.TI2V_5B
     channels = 48 if is_5b else 16
-    return WanPipeline(
+    return WanPipeline(  # type: ignore[no-untyped-call]
         tokenizer=_tokenizer(),
         text_encoder=_text_encoder(),
         vae=_vae(is_5b),
-        scheduler=UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0 if is_5b else 3.0
+        scheduler=UniPCMultistepScheduler(  # type: ignore[no-untyped-call]
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            flow_shift=5.0 if is_5b else 3.0,
         ),
         transformer=_transformer(channels, overrides),
         transformer_2=None if is_5b else _transformer(channels, overrides),
@@ -141,7 +143,7 @@ def _transformer(channels: int, overrides: dict[str, Any]) -> Any:
         "qk_norm": "rms_norm_across_heads",
         "rope_max_seq_len": 32,
     }
-    return WanTransformer3DModel(**{**config, **overrides})
+    return WanTransformer3DModel(**{**config, **overrides})  # type: ignore[no-untyped-call]
 
 
 def _vae(is_5b: bool) -> Any:
@@ -154,8 +156,8 @@ def _vae(is_5b: bool) -> Any:
         "temperal_downsample": [False, True, True],
     }
     if not is_5b:
-        return AutoencoderKLWan(z_dim=16, **common)
-    return AutoencoderKLWan(
+        return AutoencoderKLWan(z_dim=16, **common)  # type: ignore[no-untyped-call]
+    return AutoencoderKLWan(  # type: ignore[no-untyped-call]
         z_dim=48,
         in_channels=12,
         out_channels=12,
@@ -182,22 +184,27 @@ def _text_encoder() -> Any:
         relative_attention_num_buckets=8,
         feed_forward_proj="relu",
     )
-    return UMT5EncoderModel(config).eval()
+    return UMT5EncoderModel(config).eval()  # type: ignore[no-untyped-call]
 
 
 def _tokenizer() -> Any:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    """A character-level WordLevel tokenizer: every printable ASCII character is a token, so
+    different prompts give different embeddings (the vocabulary is padded to UMT5-tiny's size)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "</s>", "<unk>"]
-    words = [f"w{i}" for i in range(_VOCAB_SIZE - len(specials) - 26)]
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = {token: index for index, token in enumerate(specials + letters + words)}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    chars = [chr(c) for c in range(32, 127)]
+    filler = [f"<extra_{i}>" for i in range(_VOCAB_SIZE - len(specials) - len(chars))]
+    vocab = {token: index for index, token in enumerate(specials + chars + filler)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=specials[2]))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", special_tokens=[("</s>", vocab["</s>"])]
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tokenizer,
+        pad_token=specials[0],
+        eos_token=specials[1],
+        unk_token=specials[2],
     )
