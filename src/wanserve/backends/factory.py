@@ -56,7 +56,7 @@ def _local(settings: Settings) -> InferenceBackend:
     if engine.warm:
         from wanserve.backends.warm import WarmPoolBackend
 
-        return WarmPoolBackend(options)
+        return WarmPoolBackend(options, settings.data_dir / "logs")
     return LocalBackend(options)
 
 
