@@ -1,0 +1,382 @@
+"""Template -> manifest: one PyTorchJob per task attempt, filled in from the operator's YAML.
+
+`render_pytorchjob(template, job, config)` is pure: it copies the template and sets the fields
+wanserve owns (name, labels, annotations, replicas, nprocPerNode, runPolicy, and in the
+`pytorch` container: command, env, port, GPUs, model mount, artifact Secret). Everything else in
+the template (nodeSelector, tolerations, affinity, volumes, sidecars, resources other than GPUs)
+is kept. Bad templates or settings raise InvalidRequest naming the field, the value and the rule.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from wanserve.backends.kubernetes import names
+from wanserve.backends.kubernetes.command import (
+    ENV_EVENTS,
+    ENV_SPEC,
+    Parallelism,
+    engine_script,
+    generate_py_script,
+)
+from wanserve.backends.kubernetes.template import Manifest
+from wanserve.domain.errors import InvalidRequest
+from wanserve.domain.models import get_model
+from wanserve.domain.spec import VideoSpec
+from wanserve.settings import Settings
+
+__all__ = [
+    "CONTAINER",
+    "KUEUE_QUEUE_LABEL",
+    "MODELS_VOLUME",
+    "PORT_NAME",
+    "JobRequest",
+    "RenderConfig",
+    "events_stream",
+    "render_pytorchjob",
+]
+
+CONTAINER = "pytorch"
+PORT_NAME = "pytorchjob-port"
+MODELS_VOLUME = "wanserve-models"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+_ROLES = ("Master", "Worker")
+_SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields")
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """The per-task inputs of one job: which attempt of which task, and its limits."""
+
+    task_id: str
+    attempt: int
+    spec: VideoSpec
+    timeout_s: float
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderConfig:
+    """What render reads from the settings tree (see `from_settings`)."""
+
+    namespace: str = "default"
+    image: str = "ghcr.io/wanserve/wanserve:latest"
+    nnodes: int = 1
+    nproc_per_node: int = 1
+    gpus_per_node: int = 1
+    gpu_resource: str = "nvidia.com/gpu"
+    port: int = 23456
+    queue_name: str | None = None
+    priority_class: str | None = None
+    ttl_after_finished_s: int = 600
+    backoff_limit: int = 0
+    clean_pod_policy: str = "All"
+    mode: str = "engine"
+    generate_py_dir: str = "/opt/Wan2.2"
+    redis_url: str = "redis://wanserve-redis:6379/0"
+    queue_prefix: str = "wanserve"
+    output_url: str = "/outputs"
+    artifacts_secret: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    models_pvc: str | None = None
+    models_mount: str = "/models"
+    ulysses: int | None = None
+    cfg_parallel: bool = False
+    fsdp: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RenderConfig:
+        k = settings.kubernetes
+        artifacts_url = settings.artifacts.url or ""
+        default_output = artifacts_url if artifacts_url.startswith("s3://") else "/outputs"
+        return cls(
+            **{
+                f: getattr(k, f)
+                for f in cls.__dataclass_fields__
+                if hasattr(k, f) and f not in {"output_url"}
+            },
+            queue_prefix=settings.queue.prefix,
+            output_url=k.output_url or default_output,
+            s3_endpoint_url=settings.artifacts.s3_endpoint_url,
+            s3_region=settings.artifacts.s3_region,
+        )
+
+    @property
+    def world_size(self) -> int:
+        return self.nnodes * self.nproc_per_node
+
+
+def events_stream(prefix: str, task_id: str, attempt: int) -> str:
+    """The Redis stream one attempt's engine events go to (DESIGN: remote progress)."""
+    return f"{prefix}:engine:{task_id}:{attempt}"
+
+
+def render_pytorchjob(template: Manifest, job: JobRequest, config: RenderConfig) -> Manifest:
+    """The PyTorchJob for `job` from the operator's `template`; raises InvalidRequest."""
+    _check_config(config)
+    _check_template(template)
+    manifest = copy.deepcopy(template)
+    manifest.pop("status", None)
+    labels = _labels(job)
+    _fill_metadata(manifest, job, config, labels)
+    spec = manifest["spec"]
+    spec.pop("elasticPolicy", None)  # compat: wanserve runs fixed-size jobs; rendezvous is static
+    spec["nprocPerNode"] = str(config.nproc_per_node)
+    spec["pytorchReplicaSpecs"] = _replicas(spec["pytorchReplicaSpecs"], config)
+    container_env = _env(job, config)
+    script = _script(job.spec, config)
+    for replica in spec["pytorchReplicaSpecs"].values():
+        _fill_pod(replica, labels, container_env, script, config)
+    spec["runPolicy"] = _run_policy(spec.get("runPolicy") or {}, job, config, manifest)
+    return manifest
+
+
+def _check_config(config: RenderConfig) -> None:
+    names.check_dns1123_label("kubernetes.namespace", config.namespace)
+    for field in ("nnodes", "nproc_per_node"):
+        if getattr(config, field) < 1:
+            raise InvalidRequest(f"kubernetes.{field}", getattr(config, field), "must be >= 1")
+    if config.gpus_per_node < 0:
+        raise InvalidRequest("kubernetes.gpus_per_node", config.gpus_per_node, "must be >= 0")
+    if not 1 <= config.port <= 65535:
+        raise InvalidRequest("kubernetes.port", config.port, "must be a TCP port (1-65535)")
+    if config.queue_name is not None:
+        names.check_labels("kubernetes.queue_name", {KUEUE_QUEUE_LABEL: config.queue_name})
+    if config.artifacts_secret is not None:
+        names.check_dns1123_label("kubernetes.artifacts_secret", config.artifacts_secret)
+
+
+def _check_template(template: Manifest) -> None:
+    where = "kubernetes.template"
+    if template.get("apiVersion") != "kubeflow.org/v1" or template.get("kind") != "PyTorchJob":
+        found = f"{template.get('apiVersion')}/{template.get('kind')}"
+        raise InvalidRequest(where, found, "must be a kubeflow.org/v1 PyTorchJob")
+    replicas = (template.get("spec") or {}).get("pytorchReplicaSpecs")
+    if not isinstance(replicas, dict) or "Master" not in replicas:
+        raise InvalidRequest(
+            f"{where}.spec.pytorchReplicaSpecs", replicas, "must have a Master replica spec"
+        )
+    unknown = sorted(set(replicas) - set(_ROLES))
+    if unknown:
+        raise InvalidRequest(
+            f"{where}.spec.pytorchReplicaSpecs", unknown, "only Master and Worker are supported"
+        )
+    for role, replica in replicas.items():
+        containers = (((replica or {}).get("template") or {}).get("spec") or {}).get("containers")
+        if not containers:
+            raise InvalidRequest(
+                f"{where}.spec.pytorchReplicaSpecs.{role}.template.spec.containers",
+                containers,
+                "must list the engine container",
+            )
+        _engine_container(containers, f"{where}.spec.pytorchReplicaSpecs.{role}")
+
+
+def _engine_container(containers: list[dict[str, Any]], where: str) -> dict[str, Any]:
+    """The container named `pytorch`, or the only container (which render then renames)."""
+    for container in containers:
+        if container.get("name") == CONTAINER:
+            return container
+    if len(containers) == 1:
+        return containers[0]
+    found = [c.get("name") for c in containers]
+    raise InvalidRequest(
+        f"{where}.template.spec.containers", found, f"one container must be named {CONTAINER!r}"
+    )
+
+
+def _labels(job: JobRequest) -> dict[str, str]:
+    return {
+        names.LABEL_MANAGED_BY: names.MANAGED_BY,
+        "app.kubernetes.io/name": "wanserve-engine",
+        names.LABEL_TASK: names.label_value(job.task_id),
+        names.LABEL_ATTEMPT: str(job.attempt),
+        names.LABEL_MODEL: names.label_value(job.spec.model),
+    }
+
+
+def _annotations(job: JobRequest) -> dict[str, str]:
+    spec_json = job.spec.model_dump_json()
+    out = {
+        f"{names.ANNOTATION_PREFIX}task-id": job.task_id,
+        f"{names.ANNOTATION_PREFIX}attempt": str(job.attempt),
+        f"{names.ANNOTATION_PREFIX}model": job.spec.model,
+        f"{names.ANNOTATION_PREFIX}spec-sha256": hashlib.sha256(spec_json.encode()).hexdigest(),
+    }
+    if job.owner is not None:
+        out[f"{names.ANNOTATION_PREFIX}owner"] = job.owner
+    return out
+
+
+def _fill_metadata(
+    manifest: Manifest, job: JobRequest, config: RenderConfig, labels: dict[str, str]
+) -> None:
+    meta = manifest.setdefault("metadata", {})
+    for field in (*_SERVER_FIELDS, "generateName"):
+        meta.pop(field, None)
+    meta["name"] = names.job_name(job.task_id, job.attempt)
+    meta["namespace"] = config.namespace
+    meta["labels"] = {**(meta.get("labels") or {}), **labels}
+    if config.queue_name is not None:
+        meta["labels"][KUEUE_QUEUE_LABEL] = config.queue_name
+    meta["annotations"] = {**(meta.get("annotations") or {}), **_annotations(job)}
+    names.check_labels("metadata.labels", meta["labels"])
+    names.check_labels("metadata.annotations", meta["annotations"], values=False)
+
+
+def _replicas(replicas: dict[str, Any], config: RenderConfig) -> dict[str, Any]:
+    master = copy.deepcopy(replicas["Master"])
+    master["replicas"] = 1
+    out = {"Master": master}
+    if config.nnodes > 1:
+        worker = copy.deepcopy(replicas.get("Worker") or replicas["Master"])
+        worker["replicas"] = config.nnodes - 1
+        out["Worker"] = worker
+    return out
+
+
+def _output(job: JobRequest, config: RenderConfig) -> str:
+    return f"{config.output_url.rstrip('/')}/{job.task_id}/{job.attempt}"
+
+
+def _events_url(job: JobRequest, config: RenderConfig) -> str:
+    parts = urlsplit(config.redis_url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "stream"]
+    query.append(("stream", events_stream(config.queue_prefix, job.task_id, job.attempt)))
+    return urlunsplit(parts._replace(query=urlencode(query, safe=":")))
+
+
+def _env(job: JobRequest, config: RenderConfig) -> list[dict[str, Any]]:
+    spec = job.spec.model_copy(update={"task_id": job.task_id, "output": _output(job, config)})
+    env: list[dict[str, Any]] = [
+        {"name": ENV_SPEC, "value": spec.model_dump_json()},
+        {"name": ENV_EVENTS, "value": _events_url(job, config)},
+        {"name": "WANSERVE_TASK_ID", "value": job.task_id},
+        {"name": "WANSERVE_ATTEMPT", "value": str(job.attempt)},
+        {"name": "WANSERVE_QUEUE__PREFIX", "value": config.queue_prefix},
+    ]
+    if config.models_pvc is not None:
+        env.append({"name": "WANSERVE_ENGINE__MODELS_DIR", "value": config.models_mount})
+    if config.s3_endpoint_url:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": config.s3_endpoint_url})
+    if config.s3_region:
+        env.append({"name": "AWS_DEFAULT_REGION", "value": config.s3_region})
+    return env
+
+
+def _parallelism(spec: VideoSpec, config: RenderConfig) -> Parallelism:
+    world, cfg = config.world_size, 2 if config.cfg_parallel else 1
+    ulysses = config.ulysses if config.ulysses is not None else world // cfg
+    if ulysses < 1 or ulysses * cfg != world:
+        raise InvalidRequest(
+            "kubernetes.ulysses",
+            config.ulysses,
+            f"ulysses x cfg-parallel ({cfg}) must equal nnodes x nproc_per_node ({world})",
+        )
+    heads = get_model(spec.model).num_heads
+    if heads % ulysses:
+        raise InvalidRequest(
+            "kubernetes.ulysses", ulysses, f"must divide {spec.model}'s {heads} attention heads"
+        )
+    return Parallelism(ulysses=ulysses, cfg_parallel=config.cfg_parallel, fsdp=config.fsdp)
+
+
+def _script(spec: VideoSpec, config: RenderConfig) -> str:
+    parallelism = _parallelism(spec, config)
+    if config.mode == "generate_py":
+        return generate_py_script(parallelism, config.generate_py_dir)
+    if config.mode != "engine":
+        raise InvalidRequest("kubernetes.mode", config.mode, "must be engine or generate_py")
+    return engine_script(parallelism)
+
+
+def _fill_pod(
+    replica: dict[str, Any],
+    labels: dict[str, str],
+    env: list[dict[str, Any]],
+    script: str,
+    config: RenderConfig,
+) -> None:
+    replica["restartPolicy"] = "Never"  # wanserve owns retries (a new job per attempt)
+    template = replica["template"]
+    meta = template.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), **labels}
+    pod = template["spec"]
+    if config.priority_class is not None:
+        pod["priorityClassName"] = config.priority_class
+    container = _engine_container(pod["containers"], "template")
+    _fill_container(container, copy.deepcopy(env), script, config)
+    if config.models_pvc is not None:
+        _ensure_models_volume(pod, config.models_pvc)
+
+
+def _fill_container(
+    container: dict[str, Any], env: list[dict[str, Any]], script: str, config: RenderConfig
+) -> None:
+    container["name"] = CONTAINER
+    container["image"] = container.get("image") or config.image
+    container["command"] = ["/bin/sh", "-c", script]
+    container.pop("args", None)
+    ports = container.get("ports") or []
+    if not any(port.get("name") == PORT_NAME for port in ports):
+        ports = [{"name": PORT_NAME, "containerPort": config.port}, *ports]
+    container["ports"] = ports
+    ours = {e["name"] for e in env}
+    container["env"] = [e for e in container.get("env") or [] if e.get("name") not in ours] + env
+    if config.artifacts_secret is not None:
+        refs = [r for r in container.get("envFrom") or [] if r.get("secretRef", {}).get("name")]
+        if config.artifacts_secret not in {r["secretRef"]["name"] for r in refs}:
+            container["envFrom"] = [
+                *(container.get("envFrom") or []),
+                {"secretRef": {"name": config.artifacts_secret}},
+            ]
+    _fill_gpus(container.setdefault("resources", {}), config)
+    if config.models_pvc is not None:
+        _ensure_models_mount(container, config.models_mount)
+
+
+def _fill_gpus(resources: dict[str, Any], config: RenderConfig) -> None:
+    limits = resources.setdefault("limits", {})
+    requests = resources.get("requests") or {}
+    if config.gpus_per_node > 0:
+        limits[config.gpu_resource] = config.gpus_per_node
+        if config.gpu_resource in requests:  # extended resources: requests must equal limits
+            requests[config.gpu_resource] = config.gpus_per_node
+    else:
+        limits.pop(config.gpu_resource, None)
+        requests.pop(config.gpu_resource, None)
+    if not limits:
+        resources.pop("limits")
+
+
+def _ensure_models_volume(pod: dict[str, Any], claim: str) -> None:
+    volumes = pod.setdefault("volumes", [])
+    if not any(v.get("name") == MODELS_VOLUME for v in volumes):  # the template's own wins
+        volumes.append(
+            {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+
+
+def _ensure_models_mount(container: dict[str, Any], mount: str) -> None:
+    mounts = container.setdefault("volumeMounts", [])
+    if not any(m.get("name") == MODELS_VOLUME for m in mounts):
+        mounts.append({"name": MODELS_VOLUME, "mountPath": mount, "readOnly": True})
+
+
+def _run_policy(
+    policy: dict[str, Any], job: JobRequest, config: RenderConfig, manifest: Manifest
+) -> dict[str, Any]:
+    out = dict(policy)
+    out["ttlSecondsAfterFinished"] = config.ttl_after_finished_s
+    out["activeDeadlineSeconds"] = max(1, math.ceil(job.timeout_s))
+    out["backoffLimit"] = config.backoff_limit
+    out["cleanPodPolicy"] = config.clean_pod_policy
+    if KUEUE_QUEUE_LABEL in manifest["metadata"]["labels"]:
+        out["suspend"] = True  # Kueue admits the job by unsuspending it
+    return out
