@@ -17,10 +17,10 @@ from wanserve.settings import get_settings
 __all__ = ["load_spec", "rbac_yaml", "render_for_cli", "to_yaml"]
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
     """Block scalars for multi-line strings (the pod script), and no anchors or aliases."""
 
-    def ignore_aliases(self, data: object) -> bool:
+    def ignore_aliases(self, data: object) -> bool:  # noqa: ARG002
         return True
 
 
@@ -33,9 +33,10 @@ _Dumper.add_representer(str, _str)
 
 
 def to_yaml(*docs: object) -> str:
-    return yaml.dump_all(
+    text: str = yaml.dump_all(
         list(docs), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100
     )
+    return text
 
 
 def load_spec(path: Path) -> VideoSpec:
@@ -53,7 +54,7 @@ def load_spec(path: Path) -> VideoSpec:
     except ValueError as exc:
         raise InvalidRequest("--spec", str(path), f"is not a video request: {exc}") from exc
     # A fixed seed is rendered into the manifest, so re-rendering reproduces the same video.
-    return resolve_spec(request, lambda: random.randint(0, MAX_SEED))  # noqa: S311
+    return resolve_spec(request, lambda: random.randint(0, MAX_SEED))
 
 
 def render_for_cli(
@@ -66,9 +67,7 @@ def render_for_cli(
 ) -> str:
     settings = get_settings()
     overrides = {
-        k: v
-        for k, v in {"nnodes": nnodes, "namespace": namespace}.items()
-        if v is not None
+        k: v for k, v in {"nnodes": nnodes, "namespace": namespace}.items() if v is not None
     }
     kube = settings.kubernetes.model_copy(update=overrides)
     settings = settings.model_copy(update={"kubernetes": kube})

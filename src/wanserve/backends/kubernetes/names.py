@@ -39,7 +39,9 @@ MAX_JOB_NAME = 48
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _NOT_NAME = re.compile(r"[^a-z0-9-]+")
@@ -74,7 +76,7 @@ def _check_label_key(field: str, key: str) -> None:
 
 
 def check_labels(field: str, labels: dict[str, str], *, values: bool = True) -> None:
-    """Raise InvalidRequest for the first key (and, with `values`, value) Kubernetes would refuse."""
+    """Raise InvalidRequest at the first key (or, with `values`, value) Kubernetes refuses."""
     for key, value in labels.items():
         _check_label_key(f"{field}[{key!r}]", key)
         if not isinstance(value, str):
