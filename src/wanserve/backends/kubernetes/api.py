@@ -67,11 +67,11 @@ class KubeClient:
 
         if settings.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             api_client = client.ApiClient(configuration)
         else:
             path = str(settings.kubeconfig) if settings.kubeconfig else None
-            api_client = config.new_client_from_config(config_file=path)
+            api_client = config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
         return cls(api_client, settings.namespace, PYTORCHJOB, settings.request_timeout_s)
 
     def close(self) -> None:

@@ -109,7 +109,7 @@ class Informer:
     def _follow(self) -> None:
         from kubernetes import watch
 
-        self._watch = watch.Watch()
+        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
         stream = self._watch.stream(
             self._list_fn,
             label_selector=self._selector,

@@ -1,0 +1,381 @@
+"""The `kubernetes` backend: one PyTorchJob per task attempt, followed until it ends.
+
+`run` renders the job from the operator's template and creates it, or attaches to the job that
+already exists for that attempt (a restarted dispatcher adopts instead of starting twice). It
+then yields, in order: the service phases the job and its pods go through (starting,
+waiting_for_gpus, pulling_image, loading; each once, stamped, so cold start is visible), then the
+engine's own events, read from the attempt's Redis stream, until a terminal event. Failures
+Kubernetes reports (pending too long, image pull, OOMKilled, eviction, lost node, failed job,
+deletion by someone else) end the run with an ErrorEvent whose code, message and `retryable`
+the dispatcher acts on. Every run that ends deletes its job (Foreground: pods first).
+
+One list+watch per resource (jobs, pods; label app.kubernetes.io/managed-by=wanserve) feeds a
+cache every run reads; a broken watch resumes (see informer.py). The reconciler deletes the jobs
+whose task is terminal, unknown or on a later attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wanserve.backends.base import Run
+from wanserve.backends.kubernetes import names
+from wanserve.backends.kubernetes.api import KubeClient, Obj
+from wanserve.backends.kubernetes.informer import Informer
+from wanserve.backends.kubernetes.render import (
+    JobRequest,
+    RenderConfig,
+    events_stream,
+    render_pytorchjob,
+)
+from wanserve.backends.kubernetes.stream import EngineEventReader
+from wanserve.backends.kubernetes.template import Manifest, load_template
+from wanserve.backends.kubernetes.watch import Failure, assess
+from wanserve.domain.errors import BackendUnavailable, Conflict
+from wanserve.domain.events import (
+    CancelledEvent,
+    EngineEvent,
+    ErrorEvent,
+    Phase,
+    PhaseEvent,
+    ResultEvent,
+)
+from wanserve.domain.task import Task
+from wanserve.settings import Settings
+
+__all__ = ["KubernetesBackend", "ReconcileReport", "TaskLookup"]
+
+log = logging.getLogger(__name__)
+
+TaskLookup = Callable[[str], Awaitable[Task | None]]
+_TERMINAL = (ResultEvent, ErrorEvent, CancelledEvent)
+_SELECTOR = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
+
+
+@dataclass
+class ReconcileReport:
+    deleted: list[str] = field(default_factory=list)  # job names
+    kept: list[str] = field(default_factory=list)
+
+
+class KubernetesBackend:
+    """InferenceBackend over PyTorchJobs (see the module docstring for the contract)."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: KubeClient,
+        redis: Any,
+        clock: Callable[[], float] = time.time,
+        template: Manifest | None = None,
+        poll_s: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.redis = redis
+        self.clock = clock
+        self.poll_s = poll_s
+        self.template = (
+            template if template is not None else load_template(settings.kubernetes.template)
+        )
+        self.config = RenderConfig.from_settings(settings)
+        self.jobs: Informer | None = None
+        self.pods: Informer | None = None
+        self.wakeups: set[asyncio.Event] = set()
+        self.cancelled: set[str] = set()
+        self.following: dict[str, str] = {}  # job name -> task id
+
+    @classmethod
+    def from_settings(cls, settings: Settings, redis_url: str | None = None) -> KubernetesBackend:
+        """Connect with the kubeconfig or in-cluster config and the Redis the pods report to."""
+        import redis.asyncio
+
+        url = redis_url or settings.queue.url
+        if url is None:
+            raise BackendUnavailable(
+                "the kubernetes backend needs queue.url (WANSERVE_QUEUE__URL): pods report "
+                "progress through that Redis, so it cannot be the embedded one on 127.0.0.1"
+            )
+        client = KubeClient.connect(settings.kubernetes)
+        return cls(settings, client=client, redis=redis.asyncio.Redis.from_url(url))
+
+    @property
+    def gpus_per_run(self) -> int:
+        k = self.settings.kubernetes
+        return k.nnodes * (k.gpus_per_node or k.nproc_per_node)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the job and pod watches (idempotent; `run` and `reconcile` call it)."""
+        if self.jobs is not None:
+            return
+        self.jobs = self._informer("jobs", self.client.list_jobs_fn())
+        self.pods = self._informer("pods", self.client.list_pods_fn())
+        for informer in (self.jobs, self.pods):
+            informer.start()
+        k = self.settings.kubernetes
+        for informer in (self.jobs, self.pods):
+            if not await asyncio.to_thread(informer.synced.wait, k.request_timeout_s):
+                raise BackendUnavailable(f"cannot list {informer.name} in namespace {k.namespace}")
+
+    def _informer(self, name: str, list_fn: Any) -> Informer:
+        k = self.settings.kubernetes
+        return Informer(
+            name,
+            list_fn,
+            _SELECTOR,
+            self._changed,
+            loop=asyncio.get_running_loop(),
+            watch_timeout_s=k.watch_timeout_s,
+            request_timeout_s=k.request_timeout_s,
+        )
+
+    def _changed(self, kind: str, obj: Obj) -> None:  # noqa: ARG002 - every run re-reads the cache
+        for wakeup in self.wakeups:
+            wakeup.set()
+
+    async def close(self) -> None:
+        """Stop the watches and the jobs this backend follows (the Protocol's contract)."""
+        for name in list(self.following):
+            await self.client.delete_job(name)
+        for informer in (self.jobs, self.pods):
+            if informer is not None:
+                await asyncio.to_thread(informer.stop)
+        self.jobs = self.pods = None
+        await self.redis.aclose()
+        self.client.close()
+
+    # -- runs --------------------------------------------------------------------------
+
+    def run(self, run: Run) -> AsyncIterator[EngineEvent]:
+        return _Follower(self, run).events()
+
+    async def ensure_job(self, run: Run, name: str) -> bool:
+        """Create the attempt's job, or adopt the one that exists; True when adopted."""
+        if await self.client.get_job(name) is not None:
+            log.info("adopting PyTorchJob %s", name, extra={"task_id": run.task_id})
+            return True
+        job = JobRequest(
+            task_id=run.task_id,
+            attempt=run.attempt,
+            spec=run.spec,
+            timeout_s=self.settings.dispatch.task_timeout_s,
+        )
+        try:
+            await self.client.create_job(render_pytorchjob(self.template, job, self.config))
+        except Conflict:
+            return True  # created between our get and create: the same attempt, adopt it
+        log.info("created PyTorchJob %s", name, extra={"task_id": run.task_id})
+        return False
+
+    def pods_of(self, run: Run) -> list[Obj]:
+        assert self.pods is not None
+        task, attempt = names.label_value(run.task_id), str(run.attempt)
+        return [
+            pod
+            for pod in list(self.pods.cache.values())
+            if (pod["metadata"].get("labels") or {}).get(names.LABEL_TASK) == task
+            and pod["metadata"]["labels"].get(names.LABEL_ATTEMPT) == attempt
+        ]
+
+    async def cancel(self, task_id: str) -> None:
+        """Delete every job of `task_id` (Foreground) and set the engine's cancel key."""
+        self.cancelled.add(task_id)
+        key = f"{self.settings.queue.prefix}:cancel:{task_id}"
+        try:
+            await self.redis.set(key, "1", ex=24 * 3600)
+        except Exception:  # Redis away: deleting the job still stops the engine
+            log.warning("could not set %s", key, exc_info=True)
+        selector = f"{_SELECTOR},{names.LABEL_TASK}={names.label_value(task_id)}"
+        for job in await self.client.list_jobs(selector):
+            await self.client.delete_job(job["metadata"]["name"])
+
+    # -- reconciliation -------------------------------------------------------------------
+
+    async def reconcile(self, lookup: TaskLookup) -> ReconcileReport:
+        """Delete wanserve's jobs whose task is terminal, unknown, or on another attempt.
+
+        Jobs of tasks still in progress on the same attempt are kept: the dispatcher's next
+        `run` for that attempt adopts them.
+        """
+        report = ReconcileReport()
+        for job in await self.client.list_jobs(_SELECTOR):
+            name = job["metadata"]["name"]
+            annotations = job["metadata"].get("annotations") or {}
+            task_id = annotations.get(f"{names.ANNOTATION_PREFIX}task-id")
+            attempt = annotations.get(f"{names.ANNOTATION_PREFIX}attempt")
+            task = await lookup(task_id) if task_id else None
+            live = task is not None and not task.is_terminal and str(task.attempt) == attempt
+            if live or name in self.following:
+                report.kept.append(name)
+                continue
+            await self.client.delete_job(name)
+            report.deleted.append(name)
+            log.info("reconciler deleted PyTorchJob %s (task %s)", name, task_id)
+        return report
+
+    async def reconcile_forever(self, lookup: TaskLookup, interval_s: float) -> None:
+        """`reconcile` now and every `interval_s` until cancelled; errors are logged."""
+        while True:
+            try:
+                await self.reconcile(lookup)
+            except Exception:
+                log.exception("reconciling PyTorchJobs failed")
+            await asyncio.sleep(interval_s)
+
+
+class _Follower:
+    """One run: its job's phases, then its engine events, until a terminal event."""
+
+    def __init__(self, backend: KubernetesBackend, run: Run) -> None:
+        self.backend = backend
+        self.run = run
+        self.name = names.job_name(run.task_id, run.attempt)
+        key = events_stream(backend.settings.queue.prefix, run.task_id, run.attempt)
+        self.reader = EngineEventReader(backend.redis, key)
+        self.queue: deque[EngineEvent] = deque()
+        self.wakeup = asyncio.Event()
+        self.last_phase: Phase | None = None
+        self.engine_started = False
+        self.seen_job = False
+        self.succeeded_at: float | None = None
+
+    async def events(self) -> AsyncIterator[EngineEvent]:
+        backend = self.backend
+        await backend.start()
+        await backend.ensure_job(self.run, self.name)
+        backend.following[self.name] = self.run.task_id
+        backend.wakeups.add(self.wakeup)
+        pump = asyncio.create_task(self._pump())
+        try:
+            while True:
+                self.wakeup.clear()
+                for event in await self._next():
+                    yield event
+                    if isinstance(event, _TERMINAL):
+                        return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), backend.poll_s)
+        finally:
+            pump.cancel()
+            backend.wakeups.discard(self.wakeup)
+            backend.following.pop(self.name, None)
+
+    async def _pump(self) -> None:
+        while True:
+            try:
+                events = await self.reader.read(block_ms=1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("reading %s failed; retrying", self.reader.key, exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            if events:
+                self.queue.extend(events)
+                self.wakeup.set()
+
+    async def _next(self) -> list[EngineEvent]:
+        """What to yield now: engine events first, then what the job's state says."""
+        if self.queue:
+            return await self._engine_events()
+        job = await self._job()
+        now = self.backend.clock()
+        if job is None or job["metadata"].get("deletionTimestamp"):
+            return [await self._gone(now)]
+        obs = assess(job, self.backend.pods_of(self.run), now, self._pending_timeout())
+        if obs.failure is not None:
+            return [await self._failed(obs.failure, now)]
+        if obs.succeeded:
+            return await self._succeeded(now)
+        if obs.phase is not None and obs.phase != self.last_phase and not self.engine_started:
+            self.last_phase = obs.phase
+            return [PhaseEvent(task_id=self.run.task_id, phase=obs.phase, at=now)]
+        return []
+
+    def _pending_timeout(self) -> float:
+        return self.backend.settings.kubernetes.pending_timeout_s
+
+    async def _engine_events(self) -> list[EngineEvent]:
+        self.engine_started = True
+        out = []
+        while self.queue:
+            event = self.queue.popleft()
+            out.append(event)
+            if isinstance(event, _TERMINAL):
+                await self.backend.client.delete_job(self.name)
+                break
+        return out
+
+    async def _job(self) -> Obj | None:
+        assert self.backend.jobs is not None
+        job = self.backend.jobs.cache.get(self.name)
+        if job is not None:
+            self.seen_job = True
+            return job
+        if self.seen_job:
+            return None
+        # Not in the cache yet: the watch may lag behind our create. Ask the API server.
+        job = await self.backend.client.get_job(self.name)
+        return job
+
+    async def _gone(self, now: float) -> EngineEvent:
+        await self.backend.client.delete_job(self.name)
+        if self.run.task_id in self.backend.cancelled:
+            return CancelledEvent(task_id=self.run.task_id, at=now, reason="cancelled by request")
+        return ErrorEvent(
+            task_id=self.run.task_id,
+            at=now,
+            code="lost",
+            message=f"PyTorchJob {self.name} was deleted outside wanserve (kubectl delete, or "
+            "the namespace's cleanup); the task will be retried",
+            retryable=True,
+        )
+
+    async def _failed(self, failure: Failure, now: float) -> EngineEvent:
+        # The engine's own error (if it wrote one just before exiting) says more: read it first.
+        for event in await self.reader.read(block_ms=None):
+            if isinstance(event, _TERMINAL):
+                await self.backend.client.delete_job(self.name)
+                return event
+        message = failure.message
+        if failure.code == "job_failed":
+            tail = await self.backend.client.pod_log_tail(f"{self.name}-master-0")
+            message += f"\nlast log lines of {self.name}-master-0:\n{tail}" if tail else ""
+        await self.backend.client.delete_job(self.name)
+        return ErrorEvent(
+            task_id=self.run.task_id,
+            at=now,
+            code=failure.code,
+            message=message,
+            retryable=failure.retryable,
+        )
+
+    async def _succeeded(self, now: float) -> list[EngineEvent]:
+        if self.succeeded_at is None:
+            self.succeeded_at = now
+        grace = self.backend.settings.kubernetes.result_grace_s
+        if now - self.succeeded_at < grace:
+            return []  # the result event is on its way through Redis
+        await self.backend.client.delete_job(self.name)
+        return [
+            ErrorEvent(
+                task_id=self.run.task_id,
+                at=now,
+                code="lost_result",
+                message=f"PyTorchJob {self.name} succeeded but its engine sent no result within "
+                f"{grace:g} s; check kubernetes.redis_url is reachable from the pods",
+                retryable=True,
+            )
+        ]
