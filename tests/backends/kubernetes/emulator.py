@@ -241,7 +241,7 @@ class ClusterEmulator(KubernetesEmulator):
         since = params.get("resourceVersion") or ""
         timeout = float(params.get("timeoutSeconds") or 3600)
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
-        await response.prepare(request.raw_request)
+        await response.prepare(request._raw_request)
         self._streams.add(response)
 
         def wanted(p: str, obj: Obj) -> bool:
@@ -287,7 +287,7 @@ class ClusterEmulator(KubernetesEmulator):
             return response
         finally:
             self._streams.discard(response)
-            if not response.prepared or request.raw_request.transport is not None:
+            if not response.prepared or request._raw_request.transport is not None:
                 try:
                     await response.write_eof()
                 except (ConnectionResetError, RuntimeError):
@@ -326,6 +326,13 @@ class TrainingOperator:
                 await asyncio.sleep(0.01)
 
         return await asyncio.wait_for(found(), timeout)
+
+    async def until_gone(self, name: str, timeout: float = 10.0) -> None:
+        async def gone() -> None:
+            while self.cluster.get(JOBS, self.namespace, name) is not None:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(gone(), timeout)
 
     async def condition(self, name: str, kind: str, reason: str = "", message: str = "") -> None:
         job = copy.deepcopy(self.job(name))
