@@ -122,3 +122,164 @@ async def test_a_job_goes_through_every_phase_then_the_engine_events(
     assert _deletes(cluster)[-1][1]["propagationPolicy"] == "Foreground"
     await operator.until_gone(name)
     assert cluster.items(PODS) == []
+
+
+async def _to_running(operator: TrainingOperator, seen: Collector, name: str) -> None:
+    await operator.wait_for_job(name)
+    await operator.create_pods(name)
+    await operator.running(name)
+    await seen.phase(Phase.LOADING)
+
+
+FAILURES = {
+    "oom": (lambda op, n: op.oom_killed(n), "oom", False, "OOMKilled"),
+    "image": (lambda op, n: op.image_pull_error(n), "image_pull", False, "ImagePullBackOff"),
+    "evicted": (lambda op, n: op.evicted(n), "evicted", True, "low on resource"),
+    "node-lost": (lambda op, n: op.node_lost(n), "node_lost", True, "gpu-7"),
+    "exit-1": (lambda op, n: op.exited(n, 1), "job_failed", True, "1 Master replica(s) failed"),
+    "exit-2": (lambda op, n: op.exited(n, 2), "invalid_spec", False, "exit code 2"),
+    "deadline": (
+        lambda op, n: op.condition(n, "Failed", "DeadlineExceeded", "Job was active longer than specified deadline"),
+        "timeout", False, "activeDeadlineSeconds",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FAILURES)
+async def test_kubernetes_failures_end_the_run_with_an_actionable_error(
+    case: str, make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator
+) -> None:
+    step, code, retryable, words = FAILURES[case]
+    backend, run = make_backend(), _run()
+    seen = Collector(backend, run)
+    name = job_name(run.task_id, run.attempt)
+    await _to_running(operator, seen, name)
+    await step(operator, name)
+    last = await seen.end()
+    assert isinstance(last, ErrorEvent), seen.events
+    assert (last.code, last.retryable) == (code, retryable)
+    assert words in last.message and name in last.message
+    await operator.until_gone(name)  # a failed attempt leaves nothing behind
+
+
+async def test_pending_past_the_timeout_fails_retryably_with_the_schedulers_reason(
+    make_backend: MakeBackend, operator: TrainingOperator, kube_settings: Settings
+) -> None:
+    settings = kube_settings.model_copy(
+        update={"kubernetes": kube_settings.kubernetes.model_copy(update={"pending_timeout_s": 0.0})}
+    )
+    clock = [0.0]
+    backend, run = make_backend(settings, clock=lambda: clock[0]), _run()
+    seen = Collector(backend, run)
+    name = job_name(run.task_id, run.attempt)
+    await operator.wait_for_job(name)
+    await operator.create_pods(name)
+    await operator.unschedulable(name)
+    await asyncio.sleep(0.1)
+    assert not seen.task.done()  # the backend's clock has not passed the pods' creation yet
+    clock[0] = 4_000_000_000.0  # far past creationTimestamp + pending_timeout_s
+    last = await seen.end()
+    assert isinstance(last, ErrorEvent) and last.code == "pending_timeout" and last.retryable
+    assert "Insufficient nvidia.com/gpu" in last.message
+    assert "kubernetes.pending_timeout_s" in last.message
+    await operator.until_gone(name)
+
+
+async def test_engine_error_wins_over_the_job_failure_it_caused(
+    make_backend: MakeBackend, operator: TrainingOperator, redis_client: aioredis.Redis,
+    queue_prefix: str,
+) -> None:
+    backend, run = make_backend(), _run()
+    seen = Collector(backend, run)
+    name = job_name(run.task_id, run.attempt)
+    await _to_running(operator, seen, name)
+    error = ErrorEvent(task_id=run.task_id, at=2.0, code="peer_failed", message="rank 1 died")
+    await _engine(redis_client, queue_prefix, run, error)
+    await operator.exited(name, 1)
+    last = await seen.end()
+    assert last == error
+
+
+async def test_success_without_a_result_event_is_a_lost_result(
+    make_backend: MakeBackend, operator: TrainingOperator
+) -> None:
+    backend, run = make_backend(), _run()
+    seen = Collector(backend, run)
+    name = job_name(run.task_id, run.attempt)
+    await _to_running(operator, seen, name)
+    await operator.succeeded(name)
+    last = await seen.end()
+    assert isinstance(last, ErrorEvent) and last.code == "lost_result" and last.retryable
+
+
+async def test_cancel_deletes_the_job_in_the_foreground_and_sets_the_cancel_key(
+    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator,
+    redis_client: aioredis.Redis, queue_prefix: str,
+) -> None:
+    backend, run = make_backend(), _run()
+    seen = Collector(backend, run)
+    name = job_name(run.task_id, run.attempt)
+    await _to_running(operator, seen, name)
+    await backend.cancel(run.task_id)
+    last = await seen.end()
+    assert isinstance(last, CancelledEvent)
+    assert await redis_client.get(f"{queue_prefix}:cancel:{run.task_id}") == b"1"
+    path, body = _deletes(cluster)[0]
+    assert path.endswith(f"/pytorchjobs/{name}") and body["propagationPolicy"] == "Foreground"
+    await operator.until_gone(name)
+    # foreground: every pod was deleted before the job itself
+    order = [(p, o["metadata"]["name"]) for _, p, kind, o in cluster.log if kind == "DELETED"]
+    assert order[-1] == (JOBS, name) and {p for p, _ in order[:-1]} == {PODS}
+    await backend.cancel(run.task_id)  # idempotent
+
+
+async def test_a_job_deleted_by_someone_else_is_a_retryable_loss(
+    make_backend: MakeBackend, operator: TrainingOperator
+) -> None:
+    backend, run = make_backend(), _run()
+    seen = Collector(backend, run)
+    name = job_name(run.task_id, run.attempt)
+    await _to_running(operator, seen, name)
+    await operator.delete_externally(name)
+    last = await seen.end()
+    assert isinstance(last, ErrorEvent) and last.code == "lost" and last.retryable
+    assert "deleted outside wanserve" in last.message
+
+
+async def test_kueue_suspension_is_waiting_for_gpus_until_admitted(
+    make_backend: MakeBackend, operator: TrainingOperator, kube_settings: Settings,
+    cluster: ClusterEmulator,
+) -> None:
+    settings = kube_settings.model_copy(
+        update={"kubernetes": kube_settings.kubernetes.model_copy(update={"queue_name": "gpu-queue"})}
+    )
+    backend, run = make_backend(settings), _run()
+    seen = Collector(backend, run)
+    name = job_name(run.task_id, run.attempt)
+    job = await operator.wait_for_job(name)
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert job["spec"]["runPolicy"]["suspend"] is True
+    await operator.suspended(name)
+    await seen.phase(Phase.WAITING_FOR_GPUS)
+    await operator.admitted(name)
+    await operator.create_pods(name)
+    await operator.pulling(name)
+    await seen.phase(Phase.PULLING_IMAGE)
+    assert seen.phases == [Phase.WAITING_FOR_GPUS, Phase.PULLING_IMAGE]
+    await backend.cancel(run.task_id)
+    assert isinstance(await seen.end(), CancelledEvent)
+
+
+async def test_a_manifest_the_crd_refuses_is_a_422_named_in_the_error(
+    make_backend: MakeBackend, cluster: ClusterEmulator
+) -> None:
+    from wanserve.backends.kubernetes.template import load_template
+
+    template = load_template(None)
+    template["spec"]["runPolicy"]["restartPolicy"] = "Never"  # not a runPolicy field
+    backend = make_backend(template=template)
+    with pytest.raises(InvalidRequest, match="the API server refused it") as err:
+        async for _ in backend.run(_run()):
+            pass
+    assert "restartPolicy" in str(err.value)
+    assert cluster.items(JOBS) == []
