@@ -31,7 +31,9 @@ MakeBackend = Callable[..., KubernetesBackend]
 
 def _run(task_id: str = "video_t1", attempt: int = 1) -> Run:
     spec = resolve_spec(VideoRequest(model="wan2.2-tiny", prompt="a red kite", seed=3), lambda: 0)
-    return Run(task_id=task_id, attempt=attempt, spec=spec, workdir=__import__("pathlib").Path("/tmp"))
+    return Run(
+        task_id=task_id, attempt=attempt, spec=spec, workdir=__import__("pathlib").Path("/tmp")
+    )
 
 
 class Collector:
@@ -77,8 +79,16 @@ async def _engine(redis: aioredis.Redis, prefix: str, run: Run, *events: EngineE
 
 def _result(run: Run) -> ResultEvent:
     return ResultEvent(
-        task_id=run.task_id, at=1.0, path="/outputs/video.mp4", bytes=10, sha256="0" * 64,
-        frames=5, fps=16, duration=0.3, width=64, height=64,
+        task_id=run.task_id,
+        at=1.0,
+        path="/outputs/video.mp4",
+        bytes=10,
+        sha256="0" * 64,
+        frames=5,
+        fps=16,
+        duration=0.3,
+        width=64,
+        height=64,
     )
 
 
@@ -87,8 +97,11 @@ def _deletes(cluster: ClusterEmulator) -> list[tuple[str, Any]]:
 
 
 async def test_a_job_goes_through_every_phase_then_the_engine_events(
-    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator,
-    redis_client: aioredis.Redis, queue_prefix: str,
+    make_backend: MakeBackend,
+    operator: TrainingOperator,
+    cluster: ClusterEmulator,
+    redis_client: aioredis.Redis,
+    queue_prefix: str,
 ) -> None:
     backend, run = make_backend(), _run()
     seen = Collector(backend, run)
@@ -103,7 +116,9 @@ async def test_a_job_goes_through_every_phase_then_the_engine_events(
     await operator.running(name)
     await seen.phase(Phase.LOADING)
     await _engine(
-        redis_client, queue_prefix, run,
+        redis_client,
+        queue_prefix,
+        run,
         PhaseEvent(task_id=run.task_id, at=1.0, phase=Phase.DENOISING),
         StepEvent(task_id=run.task_id, at=1.0, step=1, total=2),
         StepEvent(task_id=run.task_id, at=1.0, step=2, total=2),
@@ -114,7 +129,11 @@ async def test_a_job_goes_through_every_phase_then_the_engine_events(
     last = await seen.end()
     assert isinstance(last, ResultEvent) and last.sha256 == "0" * 64
     assert seen.phases == [
-        Phase.STARTING, Phase.WAITING_FOR_GPUS, Phase.PULLING_IMAGE, Phase.LOADING, Phase.DENOISING,
+        Phase.STARTING,
+        Phase.WAITING_FOR_GPUS,
+        Phase.PULLING_IMAGE,
+        Phase.LOADING,
+        Phase.DENOISING,
     ]
     assert [type(e).__name__ for e in seen.events[-3:]] == ["StepEvent", "StepEvent", "ResultEvent"]
     # created once (201), then deleted with foreground propagation, and gone with its pods
@@ -139,8 +158,12 @@ FAILURES = {
     "exit-1": (lambda op, n: op.exited(n, 1), "job_failed", True, "1 Master replica(s) failed"),
     "exit-2": (lambda op, n: op.exited(n, 2), "invalid_spec", False, "exit code 2"),
     "deadline": (
-        lambda op, n: op.condition(n, "Failed", "DeadlineExceeded", "Job was active longer than specified deadline"),
-        "timeout", False, "activeDeadlineSeconds",
+        lambda op, n: op.condition(
+            n, "Failed", "DeadlineExceeded", "Job was active longer than specified deadline"
+        ),
+        "timeout",
+        False,
+        "activeDeadlineSeconds",
     ),
 }
 
@@ -166,7 +189,9 @@ async def test_pending_past_the_timeout_fails_retryably_with_the_schedulers_reas
     make_backend: MakeBackend, operator: TrainingOperator, kube_settings: Settings
 ) -> None:
     settings = kube_settings.model_copy(
-        update={"kubernetes": kube_settings.kubernetes.model_copy(update={"pending_timeout_s": 0.0})}
+        update={
+            "kubernetes": kube_settings.kubernetes.model_copy(update={"pending_timeout_s": 0.0})
+        }
     )
     clock = [0.0]
     backend, run = make_backend(settings, clock=lambda: clock[0]), _run()
@@ -186,7 +211,9 @@ async def test_pending_past_the_timeout_fails_retryably_with_the_schedulers_reas
 
 
 async def test_engine_error_wins_over_the_job_failure_it_caused(
-    make_backend: MakeBackend, operator: TrainingOperator, redis_client: aioredis.Redis,
+    make_backend: MakeBackend,
+    operator: TrainingOperator,
+    redis_client: aioredis.Redis,
     queue_prefix: str,
 ) -> None:
     backend, run = make_backend(), _run()
@@ -213,8 +240,11 @@ async def test_success_without_a_result_event_is_a_lost_result(
 
 
 async def test_cancel_deletes_the_job_in_the_foreground_and_sets_the_cancel_key(
-    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator,
-    redis_client: aioredis.Redis, queue_prefix: str,
+    make_backend: MakeBackend,
+    operator: TrainingOperator,
+    cluster: ClusterEmulator,
+    redis_client: aioredis.Redis,
+    queue_prefix: str,
 ) -> None:
     backend, run = make_backend(), _run()
     seen = Collector(backend, run)
@@ -247,11 +277,15 @@ async def test_a_job_deleted_by_someone_else_is_a_retryable_loss(
 
 
 async def test_kueue_suspension_is_waiting_for_gpus_until_admitted(
-    make_backend: MakeBackend, operator: TrainingOperator, kube_settings: Settings,
+    make_backend: MakeBackend,
+    operator: TrainingOperator,
+    kube_settings: Settings,
     cluster: ClusterEmulator,
 ) -> None:
     settings = kube_settings.model_copy(
-        update={"kubernetes": kube_settings.kubernetes.model_copy(update={"queue_name": "gpu-queue"})}
+        update={
+            "kubernetes": kube_settings.kubernetes.model_copy(update={"queue_name": "gpu-queue"})
+        }
     )
     backend, run = make_backend(settings), _run()
     seen = Collector(backend, run)
@@ -283,3 +317,115 @@ async def test_a_manifest_the_crd_refuses_is_a_422_named_in_the_error(
             pass
     assert "restartPolicy" in str(err.value)
     assert cluster.items(JOBS) == []
+
+
+async def test_a_broken_watch_resumes_without_losing_or_repeating_a_transition(
+    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator
+) -> None:
+    backend, run = make_backend(), _run()
+    seen = Collector(backend, run)
+    name = job_name(run.task_id, run.attempt)
+    await operator.wait_for_job(name)
+    await operator.create_pods(name)
+    await operator.unschedulable(name)
+    await seen.phase(Phase.WAITING_FOR_GPUS)
+    assert backend.pods is not None and backend.jobs is not None
+    assert cluster.cut_watches() >= 2
+    await operator.pulling(name)  # happens while the watches are down
+    await seen.phase(Phase.PULLING_IMAGE)
+    assert backend.pods.resumes >= 1 and backend.pods.relists == 1  # resumed, not re-listed
+    # a change, then history compacted, while disconnected: the resume gets 410 and re-lists
+    cluster.cut_watches()
+    await operator.running(name)
+    cluster.compact()
+    await seen.phase(Phase.LOADING)
+    await seen.until(lambda: backend.pods is not None and backend.pods.relists >= 2)
+    assert seen.phases == [
+        Phase.STARTING,
+        Phase.WAITING_FOR_GPUS,
+        Phase.PULLING_IMAGE,
+        Phase.LOADING,
+    ]
+    await backend.cancel(run.task_id)
+    await seen.end()
+
+
+async def test_a_restarted_dispatcher_adopts_the_running_job_instead_of_starting_another(
+    make_backend: MakeBackend,
+    operator: TrainingOperator,
+    cluster: ClusterEmulator,
+    redis_client: aioredis.Redis,
+    queue_prefix: str,
+) -> None:
+    first, run = make_backend(), _run()
+    seen = Collector(first, run)
+    name = job_name(run.task_id, run.attempt)
+    await _to_running(operator, seen, name)
+    step = StepEvent(task_id=run.task_id, at=1.0, step=1, total=2)
+    await _engine(redis_client, queue_prefix, run, step)
+    await seen.until(lambda: step in seen.events)
+    # the dispatcher dies: its iterator is dropped, the job keeps running
+    seen.task.cancel()
+    await asyncio.gather(seen.task, return_exceptions=True)
+    first.following.clear()
+    assert cluster.get(JOBS, "default", name) is not None
+    second = make_backend()
+    again = Collector(second, run)
+    await again.until(lambda: step in again.events)  # replayed from the stream's start
+    await operator.succeeded(name)
+    await _engine(redis_client, queue_prefix, run, _result(run))
+    assert isinstance(await again.end(), ResultEvent)
+    assert sum(1 for a, *_ in cluster.calls if a == "CREATE") == 1
+
+
+def _task(task_id: str, state: str, attempt: int) -> Any:
+    from wanserve.domain.task import Task, TaskState
+
+    spec = _run(task_id).spec
+    return Task(
+        id=task_id,
+        spec=spec,
+        state=TaskState(state),
+        attempt=attempt,
+        phase_started_at=0.0,
+        created_at=0.0,
+    )
+
+
+async def test_the_reconciler_deletes_orphans_and_keeps_live_jobs(
+    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator
+) -> None:
+    from wanserve.backends.kubernetes.render import JobRequest, RenderConfig, render_pytorchjob
+    from wanserve.backends.kubernetes.template import load_template
+
+    tasks = {
+        "video_done": _task("video_done", "completed", 1),
+        "video_live": _task("video_live", "in_progress", 2),
+        "video_retried": _task("video_retried", "in_progress", 2),
+    }
+    jobs = {"video_done": 1, "video_live": 2, "video_retried": 1, "video_unknown": 1}
+    for task_id, attempt in jobs.items():
+        request = JobRequest(task_id=task_id, attempt=attempt, spec=_run().spec, timeout_s=60)
+        await cluster.put(JOBS, render_pytorchjob(load_template(None), request, RenderConfig()))
+    stranger = {
+        "metadata": {"name": "not-ours", "namespace": "default", "labels": {"app": "x"}},
+        "spec": {},
+    }
+    await cluster.put(JOBS, stranger)
+
+    async def lookup(task_id: str) -> Any:
+        return tasks.get(task_id)
+
+    backend = make_backend()
+    report = await backend.reconcile(lookup)
+    assert sorted(report.deleted) == sorted(
+        job_name(t, a) for t, a in jobs.items() if t != "video_live"
+    )
+    assert report.kept == [job_name("video_live", 2)]
+    for name in report.deleted:
+        await operator.until_gone(name)
+    assert {j["metadata"]["name"] for j in cluster.items(JOBS)} == {
+        job_name("video_live", 2),
+        "not-ours",
+    }
+    assert (await backend.reconcile(lookup)).deleted == []

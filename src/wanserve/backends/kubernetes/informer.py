@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -61,9 +62,12 @@ class Informer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()  # shuts the socket down, so a blocked read returns now
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            # Repeated: a watch that was just being opened has no socket to shut down yet.
+            if self._watch is not None:
+                self._watch.stop()  # shuts the socket down, so a blocked read returns now
+            self._thread.join(0.05)
 
     def _run(self) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -116,13 +120,12 @@ class Informer:
             resource_version=self._rv,
             timeout_seconds=self._watch_timeout,
             allow_watch_bookmarks=True,
-            deserialize=False,
             _request_timeout=(self._request_timeout, self._watch_timeout + self._request_timeout),
         )
         for event in stream:
             if self._stop.is_set():
                 return
-            obj = event["object"]
+            obj = event["raw_object"]  # the JSON as sent; "object" may be a client model
             if event["type"] != "BOOKMARK":
                 self._apply(event["type"], obj)
             self._rv = obj["metadata"]["resourceVersion"]
