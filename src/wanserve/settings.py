@@ -93,7 +93,7 @@ class KubernetesSettings(BaseModel):
     # How pods run: "engine" (python -m wanserve.engine run) or "generate_py" (the operator's
     # Wan2.2 generate.py through wanserve's runner, see docs/kubernetes.md).
     mode: Literal["engine", "generate_py"] = "engine"
-    generate_py_dir: str = "/opt/Wan2.2"  # where generate.py lives in the image (generate_py mode)
+    generate_py_config: Path | None = None  # the runner's GeneratePyConfig (generate_py mode)
     job_kind: Literal["PyTorchJob"] = "PyTorchJob"  # TrainJob (Trainer v2) is the planned next kind
     port: int = 23456  # the container port named pytorchjob-port (torchrun's master port)
     gpu_resource: str = "nvidia.com/gpu"

@@ -53,7 +53,15 @@ CASES = {
         None,
         RenderConfig(queue_name="team-a", priority_class="interactive", nnodes=2),
     ),
-    "default-generate-py": (None, RenderConfig(mode="generate_py", nnodes=2)),
+    "default-generate-py": (
+        None,
+        RenderConfig(
+            mode="generate_py",
+            nproc_per_node=8,
+            gpus_per_node=8,
+            generate_py_config=yaml.safe_load((TEMPLATES / "generate-py-runner.yaml").read_text()),
+        ),
+    ),
     "default-s3-models-pvc": (
         None,
         RenderConfig(
@@ -185,12 +193,39 @@ def test_artifact_credentials_are_a_secret_reference_never_inline() -> None:
     assert _env(container)["WANSERVE_ENGINE__MODELS_DIR"] == "/models"
 
 
-def test_generate_py_mode_runs_the_runner() -> None:
+def test_generate_py_mode_runs_the_runner_with_the_operators_config() -> None:
     manifest = render_pytorchjob(load_template(None), _job(), CASES["default-generate-py"][1])
-    script = _container(manifest, "Master")["command"][2]
-    assert (
-        "-m wanserve.engine.generate_py run" in script and "--generate-py-dir /opt/Wan2.2" in script
+    container = _container(manifest, "Master")
+    script = container["command"][2]
+    assert "exec python -m wanserve.engine.generate_py --spec" in script
+    assert '--config "$config"' in script and "torchrun" not in script
+    runner = json.loads(_env(container)["WANSERVE_GENERATE_PY_CONFIG"])
+    assert runner["script"] == "/opt/Wan2.2/generate.py" and runner["nproc_per_node"] == 8
+    assert runner["checkpoints"]["wan2.2-t2v-a14b"] == "/models/Wan2.2-T2V-A14B"
+
+
+def test_generate_py_config_is_read_from_the_settings_path() -> None:
+    settings = Settings(
+        kubernetes={
+            "mode": "generate_py",
+            "generate_py_config": str(TEMPLATES / "generate-py-runner.yaml"),
+        }
     )
+    config = RenderConfig.from_settings(settings)
+    assert config.generate_py_config is not None and config.generate_py_config["dit_fsdp"]
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        (RenderConfig(mode="generate_py"), "kubernetes.generate_py_config"),
+        (RenderConfig(mode="generate_py", nnodes=2, generate_py_config={}), "kubernetes.nnodes"),
+    ],
+)
+def test_generate_py_mode_rules(config: RenderConfig, field: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        render_pytorchjob(load_template(None), _job(), config)
+    assert err.value.field == field
 
 
 def test_strict_validation_rejects_an_unknown_field(pytorchjob_crd: CrdValidator) -> None:

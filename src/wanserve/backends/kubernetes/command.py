@@ -9,13 +9,20 @@ Master and on every Worker.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
-__all__ = ["ENV_EVENTS", "ENV_SPEC", "Parallelism", "engine_script", "generate_py_script"]
+__all__ = [
+    "ENV_EVENTS",
+    "ENV_GENERATE_PY_CONFIG",
+    "ENV_SPEC",
+    "Parallelism",
+    "engine_script",
+    "generate_py_script",
+]
 
 ENV_SPEC = "WANSERVE_SPEC"
 ENV_EVENTS = "WANSERVE_EVENTS"
+ENV_GENERATE_PY_CONFIG = "WANSERVE_GENERATE_PY_CONFIG"
 
 # `mktemp` keeps two processes of one machine (the local multi-"pod" test) apart.
 _WRITE_SPEC = 'set -eu\nspec="$(mktemp)"\nprintf \'%s\' "$WANSERVE_SPEC" > "$spec"\n'
@@ -41,21 +48,20 @@ def engine_script(parallelism: Parallelism) -> str:
     return _WRITE_SPEC + "exec torchrun " + " ".join(argv + parallelism.flags()) + "\n"
 
 
-def generate_py_script(parallelism: Parallelism, generate_py_dir: str) -> str:
-    """`sh -c` text: wanserve's generate.py runner, which itself launches torchrun per node.
+def generate_py_script() -> str:
+    """`sh -c` text: wanserve's generate.py runner on the operator's generate.py (one node).
 
-    The runner turns the spec into the operator's `generate.py` flags, runs it under torchrun
-    (the PET_* variables again give the rendezvous) and parses its progress into engine events.
+    The runner (`python -m wanserve.engine.generate_py`) maps the spec onto generate.py's flags
+    from its config (`WANSERVE_GENERATE_PY_CONFIG`, the operator's GeneratePyConfig as JSON),
+    launches torchrun itself for `nproc_per_node` > 1 and turns generate.py's progress into
+    engine events.
     """
-    argv = [
-        "-m",
-        "wanserve.engine.generate_py",
-        "run",
-        "--spec",
-        '"$spec"',
-        "--events",
-        '"$WANSERVE_EVENTS"',
-        "--generate-py-dir",
-        shlex.quote(generate_py_dir),
-    ]
-    return _WRITE_SPEC + "exec python " + " ".join(argv + parallelism.flags()) + "\n"
+    write_config = 'config="$(mktemp)"\nprintf \'%s\' "$WANSERVE_GENERATE_PY_CONFIG" > "$config"\n'
+    argv = ["--spec", '"$spec"', "--config", '"$config"', "--events", '"$WANSERVE_EVENTS"']
+    return (
+        _WRITE_SPEC
+        + write_config
+        + "exec python -m wanserve.engine.generate_py "
+        + " ".join(argv)
+        + "\n"
+    )

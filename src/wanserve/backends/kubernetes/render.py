@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import yaml
 
 from wanserve.backends.kubernetes import names
 from wanserve.backends.kubernetes.command import (
     ENV_EVENTS,
+    ENV_GENERATE_PY_CONFIG,
     ENV_SPEC,
     Parallelism,
     engine_script,
@@ -77,7 +82,7 @@ class RenderConfig:
     backoff_limit: int = 0
     clean_pod_policy: str = "All"
     mode: str = "engine"
-    generate_py_dir: str = "/opt/Wan2.2"
+    generate_py_config: dict[str, Any] | None = None  # the runner's GeneratePyConfig
     redis_url: str = "redis://wanserve-redis:6379/0"
     queue_prefix: str = "wanserve"
     output_url: str = "/outputs"
@@ -99,8 +104,9 @@ class RenderConfig:
             **{
                 f: getattr(k, f)
                 for f in cls.__dataclass_fields__
-                if hasattr(k, f) and f not in {"output_url"}
+                if hasattr(k, f) and f not in {"output_url", "generate_py_config"}
             },
+            generate_py_config=_read_generate_py_config(k.generate_py_config),
             queue_prefix=settings.queue.prefix,
             output_url=k.output_url or default_output,
             s3_endpoint_url=settings.artifacts.s3_endpoint_url,
@@ -110,6 +116,20 @@ class RenderConfig:
     @property
     def world_size(self) -> int:
         return self.nnodes * self.nproc_per_node
+
+
+def _read_generate_py_config(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidRequest(
+            "kubernetes.generate_py_config", str(path), f"unreadable: {exc}"
+        ) from exc
+    if not isinstance(config, dict):
+        raise InvalidRequest("kubernetes.generate_py_config", str(path), "must be a mapping")
+    return config
 
 
 def events_stream(prefix: str, task_id: str, attempt: int) -> str:
@@ -261,6 +281,7 @@ def _env(job: JobRequest, config: RenderConfig) -> list[dict[str, Any]]:
         {"name": "WANSERVE_ATTEMPT", "value": str(job.attempt)},
         {"name": "WANSERVE_QUEUE__PREFIX", "value": config.queue_prefix},
     ]
+    env += _generate_py_env(config)
     if config.models_pvc is not None:
         env.append({"name": "WANSERVE_ENGINE__MODELS_DIR", "value": config.models_mount})
     if config.s3_endpoint_url:
@@ -288,12 +309,32 @@ def _parallelism(spec: VideoSpec, config: RenderConfig) -> Parallelism:
 
 
 def _script(spec: VideoSpec, config: RenderConfig) -> str:
-    parallelism = _parallelism(spec, config)
     if config.mode == "generate_py":
-        return generate_py_script(parallelism, config.generate_py_dir)
+        _check_generate_py(config)
+        return generate_py_script()
+    parallelism = _parallelism(spec, config)
     if config.mode != "engine":
         raise InvalidRequest("kubernetes.mode", config.mode, "must be engine or generate_py")
     return engine_script(parallelism)
+
+
+def _check_generate_py(config: RenderConfig) -> None:
+    if config.generate_py_config is None:
+        raise InvalidRequest(
+            "kubernetes.generate_py_config", None, "is required when kubernetes.mode=generate_py"
+        )
+    if config.nnodes != 1:
+        # compat: generate.py asserts ulysses_size == world size and the runner sizes it per node.
+        raise InvalidRequest(
+            "kubernetes.nnodes", config.nnodes, "generate_py mode runs on one node (nnodes=1)"
+        )
+
+
+def _generate_py_env(config: RenderConfig) -> list[dict[str, Any]]:
+    if config.mode != "generate_py" or config.generate_py_config is None:
+        return []
+    runner = {**config.generate_py_config, "nproc_per_node": config.nproc_per_node}
+    return [{"name": ENV_GENERATE_PY_CONFIG, "value": json.dumps(runner, sort_keys=True)}]
 
 
 def _fill_pod(
