@@ -99,9 +99,12 @@ class KubernetesSettings(BaseModel):
     gpu_resource: str = "nvidia.com/gpu"
     # Redis as the pods reach it (engine events, cancel key); the dispatcher uses queue.url.
     redis_url: str = "redis://wanserve-redis:6379/0"
-    # Where pods write video.mp4/poster.jpg: "<output_url>/<task id>/<attempt>" (s3://... or a
-    # path on a shared volume). None: artifacts.url when it is s3://, else /outputs.
+    # Where pods write video.mp4/poster.jpg, with {task_id}/{attempt} placeholders (appended when
+    # absent): s3://... or a path on a shared volume. None: <artifacts.url>/tasks/{task_id} when
+    # artifacts.url is s3://, else the dispatcher's workdir (mount it with outputs_pvc).
     output_url: str | None = None
+    outputs_pvc: str | None = None  # a ReadWriteMany claim mounted at outputs_mount in every pod
+    outputs_mount: str = "/outputs"
     artifacts_secret: str | None = None  # Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
     models_pvc: str | None = None  # PersistentVolumeClaim holding <model id>/ checkpoints
     models_mount: str = "/models"

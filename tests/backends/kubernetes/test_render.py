@@ -128,7 +128,11 @@ def test_every_per_task_field_is_filled(case: str) -> None:
         env = _env(container)
         pod_spec = VideoSpec.model_validate_json(env["WANSERVE_SPEC"])
         assert pod_spec.task_id == "video_abc123" and pod_spec.prompt == "a fox in snow"
-        assert pod_spec.output == f"{config.output_url}/video_abc123/1"
+        expected = {
+            None: "/outputs/video_abc123/1",
+            "s3://videos/out": "s3://videos/out/video_abc123/1",
+        }
+        assert pod_spec.output == expected[config.output_url]
         assert env["WANSERVE_EVENTS"].endswith("?stream=wanserve:engine:video_abc123:1")
         assert env["WANSERVE_TASK_ID"] == "video_abc123"
 
@@ -202,6 +206,31 @@ def test_generate_py_mode_runs_the_runner_with_the_operators_config() -> None:
     runner = json.loads(_env(container)["WANSERVE_GENERATE_PY_CONFIG"])
     assert runner["script"] == "/opt/Wan2.2/generate.py" and runner["nproc_per_node"] == 8
     assert runner["checkpoints"]["wan2.2-t2v-a14b"] == "/models/Wan2.2-T2V-A14B"
+
+
+def test_outputs_on_a_shared_volume_keep_the_dispatchers_path() -> None:
+    job = JobRequest(
+        task_id="video_abc123",
+        attempt=2,
+        spec=_spec().model_copy(update={"output": "/outputs/work/video_abc123/2/out"}),
+        timeout_s=60,
+    )
+    config = RenderConfig(outputs_pvc="wanserve-work", outputs_mount="/outputs/work")
+    manifest = render_pytorchjob(load_template(None), job, config)
+    container = _container(manifest, "Master")
+    pod_spec = VideoSpec.model_validate_json(_env(container)["WANSERVE_SPEC"])
+    assert pod_spec.output == "/outputs/work/video_abc123/2/out"
+    assert {"name": "wanserve-outputs", "mountPath": "/outputs/work"} in container["volumeMounts"]
+    pod = manifest["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    assert {
+        "name": "wanserve-outputs",
+        "persistentVolumeClaim": {"claimName": "wanserve-work"},
+    } in pod["volumes"]
+    templated = render_pytorchjob(
+        load_template(None), job, RenderConfig(output_url="/shared/{attempt}/{task_id}")
+    )
+    spec = VideoSpec.model_validate_json(_env(_container(templated, "Master"))["WANSERVE_SPEC"])
+    assert spec.output == "/shared/2/video_abc123"
 
 
 def test_generate_py_config_is_read_from_the_settings_path() -> None:
@@ -296,7 +325,10 @@ def test_config_from_settings_reads_the_tree() -> None:
     )
     config = RenderConfig.from_settings(settings)
     assert (config.nnodes, config.namespace, config.queue_prefix) == (2, "video", "ws2")
-    assert config.output_url == "s3://bucket/videos"
+    assert config.output_url == "s3://bucket/videos/tasks/{task_id}"
+    manifest = render_pytorchjob(load_template(None), _job(), config)
+    pod_spec = VideoSpec.model_validate_json(_env(_container(manifest, "Master"))["WANSERVE_SPEC"])
+    assert pod_spec.output == "s3://bucket/videos/tasks/video_abc123"  # the dispatcher's key
     assert config.s3_endpoint_url == "http://s3:8333"
 
 

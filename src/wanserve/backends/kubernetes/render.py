@@ -39,6 +39,7 @@ __all__ = [
     "CONTAINER",
     "KUEUE_QUEUE_LABEL",
     "MODELS_VOLUME",
+    "OUTPUTS_VOLUME",
     "PORT_NAME",
     "JobRequest",
     "RenderConfig",
@@ -49,6 +50,7 @@ __all__ = [
 CONTAINER = "pytorch"
 PORT_NAME = "pytorchjob-port"
 MODELS_VOLUME = "wanserve-models"
+OUTPUTS_VOLUME = "wanserve-outputs"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 _ROLES = ("Master", "Worker")
 _SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields")
@@ -85,7 +87,11 @@ class RenderConfig:
     generate_py_config: dict[str, Any] | None = None  # the runner's GeneratePyConfig
     redis_url: str = "redis://wanserve-redis:6379/0"
     queue_prefix: str = "wanserve"
-    output_url: str = "/outputs"
+    # Where pods write video.mp4: "{task_id}"/"{attempt}" placeholders (appended when absent).
+    # None: the spec's own output (the dispatcher's workdir; see outputs_pvc), else /outputs.
+    output_url: str | None = None
+    outputs_pvc: str | None = None  # a ReadWriteMany claim mounted at outputs_mount
+    outputs_mount: str = "/outputs"
     artifacts_secret: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
@@ -99,7 +105,12 @@ class RenderConfig:
     def from_settings(cls, settings: Settings) -> RenderConfig:
         k = settings.kubernetes
         artifacts_url = settings.artifacts.url or ""
-        default_output = artifacts_url if artifacts_url.startswith("s3://") else "/outputs"
+        # S3: write straight to the artifact key the dispatcher looks for (tasks/<id>/video.mp4).
+        default_output = (
+            f"{artifacts_url.rstrip('/')}/tasks/{{task_id}}"
+            if artifacts_url.startswith("s3://")
+            else None
+        )
         return cls(
             **{
                 f: getattr(k, f)
@@ -262,7 +273,12 @@ def _replicas(replicas: dict[str, Any], config: RenderConfig) -> dict[str, Any]:
 
 
 def _output(job: JobRequest, config: RenderConfig) -> str:
-    return f"{config.output_url.rstrip('/')}/{job.task_id}/{job.attempt}"
+    template = config.output_url
+    if template is None:
+        return job.spec.output or f"{config.outputs_mount}/{job.task_id}/{job.attempt}"
+    if "{task_id}" not in template:
+        template = template.rstrip("/") + "/{task_id}/{attempt}"
+    return template.format(task_id=job.task_id, attempt=job.attempt)
 
 
 def _events_url(job: JobRequest, config: RenderConfig) -> str:
@@ -354,7 +370,9 @@ def _fill_pod(
     container = _engine_container(pod["containers"], "template")
     _fill_container(container, copy.deepcopy(env), script, config)
     if config.models_pvc is not None:
-        _ensure_models_volume(pod, config.models_pvc)
+        _ensure_volume(pod, MODELS_VOLUME, config.models_pvc, read_only=True)
+    if config.outputs_pvc is not None:
+        _ensure_volume(pod, OUTPUTS_VOLUME, config.outputs_pvc, read_only=False)
 
 
 def _fill_container(
@@ -379,7 +397,9 @@ def _fill_container(
             ]
     _fill_gpus(container.setdefault("resources", {}), config)
     if config.models_pvc is not None:
-        _ensure_models_mount(container, config.models_mount)
+        _ensure_mount(container, MODELS_VOLUME, config.models_mount, read_only=True)
+    if config.outputs_pvc is not None:
+        _ensure_mount(container, OUTPUTS_VOLUME, config.outputs_mount, read_only=False)
 
 
 def _fill_gpus(resources: dict[str, Any], config: RenderConfig) -> None:
@@ -396,18 +416,18 @@ def _fill_gpus(resources: dict[str, Any], config: RenderConfig) -> None:
         resources.pop("limits")
 
 
-def _ensure_models_volume(pod: dict[str, Any], claim: str) -> None:
+def _ensure_volume(pod: dict[str, Any], name: str, claim: str, *, read_only: bool) -> None:
     volumes = pod.setdefault("volumes", [])
-    if not any(v.get("name") == MODELS_VOLUME for v in volumes):  # the template's own wins
-        volumes.append(
-            {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-        )
+    if not any(v.get("name") == name for v in volumes):  # the template's own wins
+        pvc = {"claimName": claim, "readOnly": True} if read_only else {"claimName": claim}
+        volumes.append({"name": name, "persistentVolumeClaim": pvc})
 
 
-def _ensure_models_mount(container: dict[str, Any], mount: str) -> None:
+def _ensure_mount(container: dict[str, Any], name: str, path: str, *, read_only: bool) -> None:
     mounts = container.setdefault("volumeMounts", [])
-    if not any(m.get("name") == MODELS_VOLUME for m in mounts):
-        mounts.append({"name": MODELS_VOLUME, "mountPath": mount, "readOnly": True})
+    if not any(m.get("name") == name for m in mounts):
+        mount = {"name": name, "mountPath": path}
+        mounts.append({**mount, "readOnly": True} if read_only else mount)
 
 
 def _run_policy(

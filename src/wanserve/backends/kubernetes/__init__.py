@@ -1,0 +1,30 @@
+"""Job mode on Kubernetes: one Kubeflow PyTorchJob per task attempt (the `kubernetes` extra).
+
+    render.py    template + task -> PyTorchJob manifest (pure; valid by construction)
+    command.py   the pod's shell line: spec from the env, torchrun reading PET_*, the engine
+    watch.py     job conditions + pod states -> phases and failures (pure)
+    informer.py  list + watch with resume (resourceVersion, 410 -> re-list)
+    api.py       the few API calls, over the official client in worker threads
+    stream.py    the attempt's engine events from its Redis stream
+    backend.py   KubernetesBackend: run (create or adopt), cancel, reconcile, close
+    manifests.py what `wanserve k8s render` / `wanserve k8s rbac` print
+
+Import this package only when the kubernetes backend is chosen (`make_kubernetes_backend`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wanserve.backends.kubernetes.backend import KubernetesBackend
+    from wanserve.settings import Settings
+
+__all__ = ["make_kubernetes_backend"]
+
+
+def make_kubernetes_backend(settings: Settings) -> KubernetesBackend:
+    """The backend for `settings` (kubeconfig or in-cluster; Redis from queue.url)."""
+    from wanserve.backends.kubernetes.backend import KubernetesBackend
+
+    return KubernetesBackend.from_settings(settings)
