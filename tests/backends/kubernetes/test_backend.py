@@ -105,7 +105,7 @@ async def test_a_job_goes_through_every_phase_then_the_engine_events(
 ) -> None:
     backend, run = make_backend(), _run()
     seen = Collector(backend, run)
-    name = job_name(run.task_id, run.attempt)
+    name = job_name(run.task_id)
     await operator.wait_for_job(name)
     await seen.phase(Phase.STARTING)
     await operator.create_pods(name)
@@ -175,7 +175,7 @@ async def test_kubernetes_failures_end_the_run_with_an_actionable_error(
     step, code, retryable, words = FAILURES[case]
     backend, run = make_backend(), _run()
     seen = Collector(backend, run)
-    name = job_name(run.task_id, run.attempt)
+    name = job_name(run.task_id)
     await _to_running(operator, seen, name)
     await step(operator, name)
     last = await seen.end()
@@ -196,7 +196,7 @@ async def test_pending_past_the_timeout_fails_retryably_with_the_schedulers_reas
     clock = [0.0]
     backend, run = make_backend(settings, clock=lambda: clock[0]), _run()
     seen = Collector(backend, run)
-    name = job_name(run.task_id, run.attempt)
+    name = job_name(run.task_id)
     await operator.wait_for_job(name)
     await operator.create_pods(name)
     await operator.unschedulable(name)
@@ -218,7 +218,7 @@ async def test_engine_error_wins_over_the_job_failure_it_caused(
 ) -> None:
     backend, run = make_backend(), _run()
     seen = Collector(backend, run)
-    name = job_name(run.task_id, run.attempt)
+    name = job_name(run.task_id)
     await _to_running(operator, seen, name)
     error = ErrorEvent(task_id=run.task_id, at=2.0, code="peer_failed", message="rank 1 died")
     await _engine(redis_client, queue_prefix, run, error)
@@ -232,7 +232,7 @@ async def test_success_without_a_result_event_is_a_lost_result(
 ) -> None:
     backend, run = make_backend(), _run()
     seen = Collector(backend, run)
-    name = job_name(run.task_id, run.attempt)
+    name = job_name(run.task_id)
     await _to_running(operator, seen, name)
     await operator.succeeded(name)
     last = await seen.end()
@@ -248,7 +248,7 @@ async def test_cancel_deletes_the_job_in_the_foreground_and_sets_the_cancel_key(
 ) -> None:
     backend, run = make_backend(), _run()
     seen = Collector(backend, run)
-    name = job_name(run.task_id, run.attempt)
+    name = job_name(run.task_id)
     await _to_running(operator, seen, name)
     await backend.cancel(run.task_id)
     last = await seen.end()
@@ -268,7 +268,7 @@ async def test_a_job_deleted_by_someone_else_is_a_retryable_loss(
 ) -> None:
     backend, run = make_backend(), _run()
     seen = Collector(backend, run)
-    name = job_name(run.task_id, run.attempt)
+    name = job_name(run.task_id)
     await _to_running(operator, seen, name)
     await operator.delete_externally(name)
     last = await seen.end()
@@ -289,7 +289,7 @@ async def test_kueue_suspension_is_waiting_for_gpus_until_admitted(
     )
     backend, run = make_backend(settings), _run()
     seen = Collector(backend, run)
-    name = job_name(run.task_id, run.attempt)
+    name = job_name(run.task_id)
     job = await operator.wait_for_job(name)
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     assert job["spec"]["runPolicy"]["suspend"] is True
@@ -324,7 +324,7 @@ async def test_a_broken_watch_resumes_without_losing_or_repeating_a_transition(
 ) -> None:
     backend, run = make_backend(), _run()
     seen = Collector(backend, run)
-    name = job_name(run.task_id, run.attempt)
+    name = job_name(run.task_id)
     await operator.wait_for_job(name)
     await operator.create_pods(name)
     await operator.unschedulable(name)
@@ -357,9 +357,9 @@ async def test_a_restarted_dispatcher_adopts_the_running_job_instead_of_starting
     redis_client: aioredis.Redis,
     queue_prefix: str,
 ) -> None:
-    first, run = make_backend(), _run()
+    first, run = make_backend(), _run(attempt=1)
     seen = Collector(first, run)
-    name = job_name(run.task_id, run.attempt)
+    name = job_name(run.task_id)
     await _to_running(operator, seen, name)
     step = StepEvent(task_id=run.task_id, at=1.0, step=1, total=2)
     await _engine(redis_client, queue_prefix, run, step)
@@ -369,13 +369,35 @@ async def test_a_restarted_dispatcher_adopts_the_running_job_instead_of_starting
     await asyncio.gather(seen.task, return_exceptions=True)
     first.following.clear()
     assert cluster.get(JOBS, "default", name) is not None
+    # the new dispatcher recovers the task as its next attempt; the running job is adopted
     second = make_backend()
-    again = Collector(second, run)
-    await again.until(lambda: step in again.events)  # replayed from the stream's start
+    again = Collector(second, _run(attempt=2))
+    await again.until(lambda: step in again.events)  # attempt 1's stream, replayed from its start
     await operator.succeeded(name)
     await _engine(redis_client, queue_prefix, run, _result(run))
     assert isinstance(await again.end(), ResultEvent)
     assert sum(1 for a, *_ in cluster.calls if a == "CREATE") == 1
+
+
+async def test_a_failed_job_of_an_earlier_attempt_is_replaced_not_adopted(
+    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator
+) -> None:
+    from wanserve.backends.kubernetes.render import JobRequest, RenderConfig, render_pytorchjob
+    from wanserve.backends.kubernetes.template import load_template
+
+    request = JobRequest(task_id="video_t1", attempt=1, spec=_run().spec, timeout_s=60)
+    await cluster.put(JOBS, render_pytorchjob(load_template(None), request, RenderConfig()))
+    name = job_name("video_t1")
+    await operator.condition(name, "Failed", "PyTorchJobFailed", "1 Master replica(s) failed")
+    backend = make_backend()
+    seen = Collector(backend, _run(attempt=2))
+    await seen.phase(Phase.STARTING)
+    job = operator.job(name)
+    assert job["metadata"]["annotations"]["wanserve.dev/attempt"] == "2"
+    assert "status" not in job  # a fresh job, not the failed one
+    assert [a for a, *_ in cluster.calls if a in ("CREATE", "DELETE")] == ["DELETE", "CREATE"]
+    await backend.cancel("video_t1")
+    assert isinstance(await seen.end(), CancelledEvent)
 
 
 def _task(task_id: str, state: str, attempt: int) -> Any:
@@ -401,9 +423,11 @@ async def test_the_reconciler_deletes_orphans_and_keeps_live_jobs(
     tasks = {
         "video_done": _task("video_done", "completed", 1),
         "video_live": _task("video_live", "in_progress", 2),
-        "video_retried": _task("video_retried", "in_progress", 2),
+        "video_recovered": _task("video_recovered", "queued", 1),  # its next run adopts the job
+        "video_cancelled": _task("video_cancelled", "cancelled", 1),
     }
-    jobs = {"video_done": 1, "video_live": 2, "video_retried": 1, "video_unknown": 1}
+    jobs = {"video_done": 1, "video_live": 2, "video_recovered": 1, "video_cancelled": 1}
+    jobs["video_unknown"] = 1
     for task_id, attempt in jobs.items():
         request = JobRequest(task_id=task_id, attempt=attempt, spec=_run().spec, timeout_s=60)
         await cluster.put(JOBS, render_pytorchjob(load_template(None), request, RenderConfig()))
@@ -418,14 +442,31 @@ async def test_the_reconciler_deletes_orphans_and_keeps_live_jobs(
 
     backend = make_backend()
     report = await backend.reconcile(lookup)
-    assert sorted(report.deleted) == sorted(
-        job_name(t, a) for t, a in jobs.items() if t != "video_live"
-    )
-    assert report.kept == [job_name("video_live", 2)]
+    doomed = ["video_done", "video_cancelled", "video_unknown"]
+    assert sorted(report.deleted) == sorted(job_name(t) for t in doomed)
+    assert sorted(report.kept) == sorted(job_name(t) for t in ("video_live", "video_recovered"))
     for name in report.deleted:
         await operator.until_gone(name)
-    assert {j["metadata"]["name"] for j in cluster.items(JOBS)} == {
-        job_name("video_live", 2),
-        "not-ours",
-    }
+    left = {j["metadata"]["name"] for j in cluster.items(JOBS)}
+    assert left == {job_name("video_live"), job_name("video_recovered"), "not-ours"}
     assert (await backend.reconcile(lookup)).deleted == []
+
+
+async def test_the_dispatcher_hook_reconciles_on_start_without_any_run(
+    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator
+) -> None:
+    from wanserve.backends.kubernetes.render import JobRequest, RenderConfig, render_pytorchjob
+    from wanserve.backends.kubernetes.template import load_template
+
+    request = JobRequest(task_id="video_gone", attempt=1, spec=_run().spec, timeout_s=60)
+    await cluster.put(JOBS, render_pytorchjob(load_template(None), request, RenderConfig()))
+    asked: list[str] = []
+
+    async def lookup(task_id: str) -> Any:
+        asked.append(task_id)
+        return None  # the store does not know it: an orphan
+
+    backend = make_backend()
+    backend.use_task_lookup(lookup, interval_s=3600)
+    await operator.until_gone(job_name("video_gone"))
+    assert asked == ["video_gone"]

@@ -98,7 +98,7 @@ def test_every_per_task_field_is_filled(case: str) -> None:
     path, config = CASES[case]
     manifest = render_pytorchjob(load_template(path), _job(owner="key_1"), config)
     meta = manifest["metadata"]
-    assert meta["name"].startswith("ws-video-abc123-") and meta["name"].endswith("-1")
+    assert meta["name"].startswith("ws-video-abc123-")  # cleaned id + hash of the original
     assert meta["namespace"] == config.namespace
     assert meta["labels"]["app.kubernetes.io/managed-by"] == "wanserve"
     assert meta["labels"]["wanserve.dev/task-id"] == "video_abc123"

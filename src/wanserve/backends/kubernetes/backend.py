@@ -37,7 +37,7 @@ from wanserve.backends.kubernetes.render import (
 )
 from wanserve.backends.kubernetes.stream import EngineEventReader
 from wanserve.backends.kubernetes.template import Manifest, load_template
-from wanserve.backends.kubernetes.watch import Failure, assess
+from wanserve.backends.kubernetes.watch import Failure, assess, job_condition
 from wanserve.domain.errors import BackendUnavailable, Conflict
 from wanserve.domain.events import (
     CancelledEvent,
@@ -94,6 +94,8 @@ class KubernetesBackend:
         self.wakeups: set[asyncio.Event] = set()
         self.cancelled: set[str] = set()
         self.following: dict[str, str] = {}  # job name -> task id
+        self._lookup: tuple[TaskLookup, float] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, redis_url: str | None = None) -> KubernetesBackend:
@@ -116,8 +118,20 @@ class KubernetesBackend:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def use_task_lookup(self, lookup: TaskLookup, interval_s: float) -> None:
+        """Reconcile with `lookup` (the store's get_task) now and every `interval_s`."""
+        self._lookup = (lookup, interval_s)
+        with contextlib.suppress(RuntimeError):  # no running loop yet: start() begins it
+            asyncio.get_running_loop()
+            self._start_reconciler()
+
+    def _start_reconciler(self) -> None:
+        if self._lookup is not None and self._reconciler is None:
+            self._reconciler = asyncio.create_task(self.reconcile_forever(*self._lookup))
+
     async def start(self) -> None:
         """Start the job and pod watches (idempotent; `run` and `reconcile` call it)."""
+        self._start_reconciler()
         if self.jobs is not None:
             return
         self.jobs = self._informer("jobs", self.client.list_jobs_fn())
@@ -147,6 +161,9 @@ class KubernetesBackend:
 
     async def close(self) -> None:
         """Stop the watches and the jobs this backend follows (the Protocol's contract)."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            await asyncio.gather(self._reconciler, return_exceptions=True)
         for name in list(self.following):
             await self.client.delete_job(name)
         for informer in (self.jobs, self.pods):
@@ -161,32 +178,52 @@ class KubernetesBackend:
     def run(self, run: Run) -> AsyncIterator[EngineEvent]:
         return _Follower(self, run).events()
 
-    async def ensure_job(self, run: Run, name: str) -> bool:
-        """Create the attempt's job, or adopt the one that exists; True when adopted."""
-        if await self.client.get_job(name) is not None:
-            log.info("adopting PyTorchJob %s", name, extra={"task_id": run.task_id})
-            return True
+    async def ensure_job(self, run: Run) -> int:
+        """Create the task's job, or adopt the one that exists; the attempt the job runs.
+
+        A job still running (or finished well) from an earlier attempt is adopted: a restarted
+        dispatcher starts the task's next attempt while the first one's pods are busy. A job
+        that failed, is being deleted, or belongs to a later attempt is deleted first.
+        """
+        name = names.job_name(run.task_id)
+        deadline = self.clock() + self.settings.kubernetes.request_timeout_s * 4
+        while True:
+            job = await self.client.get_job(name)
+            if job is None:
+                try:
+                    await self.client.create_job(self._render(run))
+                except Conflict:
+                    continue  # created meanwhile: look at it again
+                log.info("created PyTorchJob %s", name, extra={"task_id": run.task_id})
+                return run.attempt
+            attempt = _attempt_of(job)
+            if not _replaceable(job, attempt, run.attempt):
+                log.info("adopting PyTorchJob %s", name, extra={"task_id": run.task_id})
+                return attempt
+            await self.client.delete_job(name)
+            if self.clock() > deadline:
+                raise BackendUnavailable(
+                    f"PyTorchJob {name} of an earlier attempt is not going away"
+                )
+            await asyncio.sleep(self.poll_s)
+
+    def _render(self, run: Run) -> Manifest:
         job = JobRequest(
             task_id=run.task_id,
             attempt=run.attempt,
             spec=run.spec,
             timeout_s=self.settings.dispatch.task_timeout_s,
         )
-        try:
-            await self.client.create_job(render_pytorchjob(self.template, job, self.config))
-        except Conflict:
-            return True  # created between our get and create: the same attempt, adopt it
-        log.info("created PyTorchJob %s", name, extra={"task_id": run.task_id})
-        return False
+        return render_pytorchjob(self.template, job, self.config)
 
-    def pods_of(self, run: Run) -> list[Obj]:
+    def pods_of(self, run: Run, attempt: int) -> list[Obj]:
         assert self.pods is not None
-        task, attempt = names.label_value(run.task_id), str(run.attempt)
+        task, wanted = names.label_value(run.task_id), str(attempt)
         return [
             pod
             for pod in list(self.pods.cache.values())
             if (pod["metadata"].get("labels") or {}).get(names.LABEL_TASK) == task
-            and pod["metadata"]["labels"].get(names.LABEL_ATTEMPT) == attempt
+            and pod["metadata"]["labels"].get(names.LABEL_ATTEMPT) == wanted
         ]
 
     async def cancel(self, task_id: str) -> None:
@@ -204,20 +241,18 @@ class KubernetesBackend:
     # -- reconciliation -------------------------------------------------------------------
 
     async def reconcile(self, lookup: TaskLookup) -> ReconcileReport:
-        """Delete wanserve's jobs whose task is terminal, unknown, or on another attempt.
+        """Delete wanserve's jobs whose task is terminal or unknown to the store.
 
-        Jobs of tasks still in progress on the same attempt are kept: the dispatcher's next
-        `run` for that attempt adopts them.
+        Jobs of tasks still queued or in progress are kept: the dispatcher's next `run` of the
+        task adopts (or replaces) them.
         """
         report = ReconcileReport()
         for job in await self.client.list_jobs(_SELECTOR):
             name = job["metadata"]["name"]
             annotations = job["metadata"].get("annotations") or {}
             task_id = annotations.get(f"{names.ANNOTATION_PREFIX}task-id")
-            attempt = annotations.get(f"{names.ANNOTATION_PREFIX}attempt")
             task = await lookup(task_id) if task_id else None
-            live = task is not None and not task.is_terminal and str(task.attempt) == attempt
-            if live or name in self.following:
+            if (task is not None and not task.is_terminal) or name in self.following:
                 report.kept.append(name)
                 continue
             await self.client.delete_job(name)
@@ -235,15 +270,31 @@ class KubernetesBackend:
             await asyncio.sleep(interval_s)
 
 
+def _attempt_of(job: Obj) -> int:
+    annotations = job["metadata"].get("annotations") or {}
+    try:
+        return int(annotations.get(f"{names.ANNOTATION_PREFIX}attempt", "0"))
+    except ValueError:
+        return 0
+
+
+def _replaceable(job: Obj, attempt: int, wanted: int) -> bool:
+    """Whether a run of attempt `wanted` must replace `job` (of `attempt`) instead of adopting."""
+    if attempt == wanted:
+        return bool(job["metadata"].get("deletionTimestamp"))
+    failed = job_condition(job)[0] == "Failed"
+    return attempt > wanted or failed or bool(job["metadata"].get("deletionTimestamp"))
+
+
 class _Follower:
     """One run: its job's phases, then its engine events, until a terminal event."""
 
     def __init__(self, backend: KubernetesBackend, run: Run) -> None:
         self.backend = backend
         self.run = run
-        self.name = names.job_name(run.task_id, run.attempt)
-        key = events_stream(backend.settings.queue.prefix, run.task_id, run.attempt)
-        self.reader = EngineEventReader(backend.redis, key)
+        self.name = names.job_name(run.task_id)
+        self.attempt = run.attempt  # the job's own attempt once adopted
+        self.reader = EngineEventReader(backend.redis, self._stream())
         self.queue: deque[EngineEvent] = deque()
         self.wakeup = asyncio.Event()
         self.last_phase: Phase | None = None
@@ -254,7 +305,8 @@ class _Follower:
     async def events(self) -> AsyncIterator[EngineEvent]:
         backend = self.backend
         await backend.start()
-        await backend.ensure_job(self.run, self.name)
+        self.attempt = await backend.ensure_job(self.run)
+        self.reader.key = self._stream()
         backend.following[self.name] = self.run.task_id
         backend.wakeups.add(self.wakeup)
         pump = asyncio.create_task(self._pump())
@@ -271,6 +323,9 @@ class _Follower:
             pump.cancel()
             backend.wakeups.discard(self.wakeup)
             backend.following.pop(self.name, None)
+
+    def _stream(self) -> str:
+        return events_stream(self.backend.settings.queue.prefix, self.run.task_id, self.attempt)
 
     async def _pump(self) -> None:
         while True:
@@ -294,7 +349,9 @@ class _Follower:
         now = self.backend.clock()
         if job is None or job["metadata"].get("deletionTimestamp"):
             return [await self._gone(now)]
-        obs = assess(job, self.backend.pods_of(self.run), now, self._pending_timeout())
+        obs = assess(
+            job, self.backend.pods_of(self.run, self.attempt), now, self._pending_timeout()
+        )
         if obs.failure is not None:
             return [await self._failed(obs.failure, now)]
         if obs.succeeded:

@@ -94,16 +94,19 @@ def _digest(text: str, size: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:size]
 
 
-def job_name(task_id: str, attempt: int, prefix: str = "ws") -> str:
-    """The PyTorchJob name of `task_id`'s attempt: stable, unique, a short DNS-1035 label."""
-    suffix = f"-{attempt}"
+def job_name(task_id: str, prefix: str = "ws") -> str:
+    """The PyTorchJob name of `task_id`: stable, unique, a short DNS-1035 label.
+
+    One name per task, not per attempt: a task has at most one job at a time, so a dispatcher
+    that restarts (and starts the task's next attempt) finds the job still running and adopts it.
+    """
     body = _NOT_NAME.sub("-", task_id.lower()).strip("-")
     if body != task_id:
         body = f"{body}-{_digest(task_id)}".strip("-")
-    room = MAX_JOB_NAME - len(prefix) - 1 - len(suffix)
+    room = MAX_JOB_NAME - len(prefix) - 1
     if len(body) > room:
         body = f"{body[: room - 9].rstrip('-')}-{_digest(task_id)}"
-    return check_dns1123_label("metadata.name", f"{prefix}-{body}{suffix}", dns1035=True)
+    return check_dns1123_label("metadata.name", f"{prefix}-{body}", dns1035=True)
 
 
 def label_value(text: str) -> str:

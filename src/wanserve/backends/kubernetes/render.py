@@ -251,7 +251,7 @@ def _fill_metadata(
     meta = manifest.setdefault("metadata", {})
     for field in (*_SERVER_FIELDS, "generateName"):
         meta.pop(field, None)
-    meta["name"] = names.job_name(job.task_id, job.attempt)
+    meta["name"] = names.job_name(job.task_id)
     meta["namespace"] = config.namespace
     meta["labels"] = {**(meta.get("labels") or {}), **labels}
     if config.queue_name is not None:
