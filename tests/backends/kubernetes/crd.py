@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import celpy
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import kubernetes_validate
 import yaml
+from celpy.adapter import json_to_cel
 
 K8S_VERSION = "1.33"
 _DNS1123_SUBDOMAIN = re.compile(
@@ -82,9 +83,9 @@ class CrdValidator:
             is_transition = "oldSelf" in rule["rule"]
             if is_transition and old is None:
                 continue  # transition rules apply to updates only
-            bindings = {"self": celpy.json_to_cel(value)}
+            bindings = {"self": json_to_cel(value)}
             if is_transition:
-                bindings["oldSelf"] = celpy.json_to_cel(old)
+                bindings["oldSelf"] = json_to_cel(old)
             self.rules_evaluated += 1
             result = self._program(rule["rule"]).evaluate(bindings)
             if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and result):

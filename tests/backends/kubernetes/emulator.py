@@ -99,7 +99,7 @@ class ClusterEmulator(KubernetesEmulator):
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
 
-    async def put(self, plural: str, obj: Obj) -> Obj:
+    async def save(self, plural: str, obj: Obj) -> Obj:
         """Store `obj` (ADDED when new, else MODIFIED) with a new resourceVersion."""
         meta = obj["metadata"]
         key = (plural, meta["namespace"], meta["name"])
@@ -121,7 +121,7 @@ class ClusterEmulator(KubernetesEmulator):
         self._bump(obj)
         await self._record(plural, "DELETED", obj)
 
-    def get(self, plural: str, namespace: str, name: str) -> Obj | None:
+    def find(self, plural: str, namespace: str, name: str) -> Obj | None:
         return self.store.get((plural, namespace, name))
 
     def items(self, plural: str, namespace: str | None = None) -> list[Obj]:
@@ -155,7 +155,8 @@ class ClusterEmulator(KubernetesEmulator):
             raise KubernetesError(status=400, reason="BadRequest", message="body is not an object")
         meta = obj.setdefault("metadata", {})
         meta.setdefault("namespace", request.namespace or "default")
-        problems = self.validators.get(plural, lambda _: [])(obj)
+        validate = self.validators.get(plural)
+        problems = validate(obj) if validate is not None else []
         if problems:
             raise KubernetesError(
                 status=422,
@@ -168,7 +169,7 @@ class ClusterEmulator(KubernetesEmulator):
             raise KubernetesError(
                 status=409, reason="AlreadyExists", message=f"{meta['name']} already exists"
             )
-        return 201, await self.put(plural, obj)
+        return 201, await self.save(plural, obj)
 
     async def _fetch(self, request: Request, plural: str) -> tuple[int, Obj]:
         obj = self.store.get(self._key(request, plural))
@@ -211,7 +212,7 @@ class ClusterEmulator(KubernetesEmulator):
         if policy == "Foreground":
             obj["metadata"]["deletionTimestamp"] = _now()
             obj["metadata"]["finalizers"] = ["foregroundDeletion"]
-            await self.put(plural, obj)
+            await self.save(plural, obj)
             answer = copy.deepcopy(obj)
             asyncio.get_running_loop().create_task(self._collect(key))
             return 200, answer
@@ -240,8 +241,10 @@ class ClusterEmulator(KubernetesEmulator):
         selector = params.get("labelSelector")
         since = params.get("resourceVersion") or ""
         timeout = float(params.get("timeoutSeconds") or 3600)
+        raw_request = request._raw_request
+        assert raw_request is not None
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
-        await response.prepare(request._raw_request)
+        await response.prepare(raw_request)
         self._streams.add(response)
 
         def wanted(p: str, obj: Obj) -> bool:
@@ -287,7 +290,7 @@ class ClusterEmulator(KubernetesEmulator):
             return response
         finally:
             self._streams.discard(response)
-            if not response.prepared or request._raw_request.transport is not None:
+            if not response.prepared or raw_request.transport is not None:
                 try:
                     await response.write_eof()
                 except (ConnectionResetError, RuntimeError):
@@ -302,7 +305,7 @@ class TrainingOperator:
         self.namespace = namespace
 
     def job(self, name: str) -> Obj:
-        job = self.cluster.get(JOBS, self.namespace, name)
+        job = self.cluster.find(JOBS, self.namespace, name)
         assert job is not None, f"no PyTorchJob {name}"
         return job
 
@@ -329,7 +332,7 @@ class TrainingOperator:
 
     async def until_gone(self, name: str, timeout: float = 10.0) -> None:
         async def gone() -> None:
-            while self.cluster.get(JOBS, self.namespace, name) is not None:
+            while self.cluster.find(JOBS, self.namespace, name) is not None:
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(gone(), timeout)
@@ -353,7 +356,7 @@ class TrainingOperator:
             }
         )
         status["conditions"] = conditions
-        await self.cluster.put(JOBS, job)
+        await self.cluster.save(JOBS, job)
 
     async def create_pods(self, name: str) -> list[Obj]:
         """Created: one Pending pod per replica, labelled as the operator labels them."""
@@ -388,7 +391,7 @@ class TrainingOperator:
                     "spec": copy.deepcopy(replica["template"]["spec"]),
                     "status": {"phase": "Pending"},
                 }
-                pods.append(await self.cluster.put(PODS, pod))
+                pods.append(await self.cluster.save(PODS, pod))
         return pods
 
     async def _pods_status(self, name: str, status: Obj, only: str | None = None) -> None:
@@ -396,7 +399,7 @@ class TrainingOperator:
             if only is None or pod["metadata"]["name"] == only:
                 pod = copy.deepcopy(pod)
                 pod["status"] = copy.deepcopy(status)
-                await self.cluster.put(PODS, pod)
+                await self.cluster.save(PODS, pod)
 
     async def unschedulable(self, name: str) -> None:
         message = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
@@ -533,7 +536,7 @@ class TrainingOperator:
             if c["type"] == "Suspended":
                 c["status"] = "False"
         job["spec"]["runPolicy"]["suspend"] = False
-        await self.cluster.put(JOBS, job)
+        await self.cluster.save(JOBS, job)
 
     async def delete_externally(self, name: str) -> None:
         """`kubectl delete pytorchjob NAME`: the pods go with it."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -150,7 +150,8 @@ async def _to_running(operator: TrainingOperator, seen: Collector, name: str) ->
     await seen.phase(Phase.LOADING)
 
 
-FAILURES = {
+Step = Callable[[TrainingOperator, str], Awaitable[None]]
+FAILURES: dict[str, tuple[Step, str, bool, str]] = {
     "oom": (lambda op, n: op.oom_killed(n), "oom", False, "OOMKilled"),
     "image": (lambda op, n: op.image_pull_error(n), "image_pull", False, "ImagePullBackOff"),
     "evicted": (lambda op, n: op.evicted(n), "evicted", True, "low on resource"),
@@ -368,7 +369,7 @@ async def test_a_restarted_dispatcher_adopts_the_running_job_instead_of_starting
     seen.task.cancel()
     await asyncio.gather(seen.task, return_exceptions=True)
     first.following.clear()
-    assert cluster.get(JOBS, "default", name) is not None
+    assert cluster.find(JOBS, "default", name) is not None
     # the new dispatcher recovers the task as its next attempt; the running job is adopted
     second = make_backend()
     again = Collector(second, _run(attempt=2))
@@ -386,7 +387,7 @@ async def test_a_failed_job_of_an_earlier_attempt_is_replaced_not_adopted(
     from wanserve.backends.kubernetes.template import load_template
 
     request = JobRequest(task_id="video_t1", attempt=1, spec=_run().spec, timeout_s=60)
-    await cluster.put(JOBS, render_pytorchjob(load_template(None), request, RenderConfig()))
+    await cluster.save(JOBS, render_pytorchjob(load_template(None), request, RenderConfig()))
     name = job_name("video_t1")
     await operator.condition(name, "Failed", "PyTorchJobFailed", "1 Master replica(s) failed")
     backend = make_backend()
@@ -430,12 +431,12 @@ async def test_the_reconciler_deletes_orphans_and_keeps_live_jobs(
     jobs["video_unknown"] = 1
     for task_id, attempt in jobs.items():
         request = JobRequest(task_id=task_id, attempt=attempt, spec=_run().spec, timeout_s=60)
-        await cluster.put(JOBS, render_pytorchjob(load_template(None), request, RenderConfig()))
+        await cluster.save(JOBS, render_pytorchjob(load_template(None), request, RenderConfig()))
     stranger = {
         "metadata": {"name": "not-ours", "namespace": "default", "labels": {"app": "x"}},
         "spec": {},
     }
-    await cluster.put(JOBS, stranger)
+    await cluster.save(JOBS, stranger)
 
     async def lookup(task_id: str) -> Any:
         return tasks.get(task_id)
@@ -459,7 +460,7 @@ async def test_the_dispatcher_hook_reconciles_on_start_without_any_run(
     from wanserve.backends.kubernetes.template import load_template
 
     request = JobRequest(task_id="video_gone", attempt=1, spec=_run().spec, timeout_s=60)
-    await cluster.put(JOBS, render_pytorchjob(load_template(None), request, RenderConfig()))
+    await cluster.save(JOBS, render_pytorchjob(load_template(None), request, RenderConfig()))
     asked: list[str] = []
 
     async def lookup(task_id: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def test_the_api_server_accepts_a_rendered_job_in_a_dry_run() -> None:
     from kubernetes import client as k8s
 
     api = k8s.CustomObjectsApi(client.api_client)
-    created = api.create_namespaced_custom_object(
+    created: Any = api.create_namespaced_custom_object(
         PYTORCHJOB.group, PYTORCHJOB.version, namespace, PYTORCHJOB.plural, manifest, dry_run="All"
     )
     assert created["metadata"]["name"] == manifest["metadata"]["name"]

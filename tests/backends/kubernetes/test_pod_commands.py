@@ -136,7 +136,7 @@ def test_two_pods_from_the_manifest_make_the_single_process_video(
 
     client = redis.Redis.from_url(valkey_url)
     try:
-        entries = client.xrange(f"{queue_prefix}:engine:video_pods:1")
+        entries: Any = client.xrange(f"{queue_prefix}:engine:video_pods:1")
     finally:
         client.close()
     events = [parse_event(fields[b"event"]) for _, fields in entries]
