@@ -29,13 +29,16 @@ def render(
     attempt: Annotated[int, typer.Option("--attempt", min=1)] = 1,
     nnodes: Annotated[int | None, typer.Option("--nnodes", min=1)] = None,
     namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+    kind: Annotated[
+        str, typer.Option("--kind", help="PyTorchJob (what the backend runs) or TrainJob (v2)")
+    ] = "PyTorchJob",
 ) -> None:
     """Print the PyTorchJob wanserve would create for the spec in FILE (YAML on stdout)."""
     from wanserve.backends.kubernetes.manifests import render_for_cli
     from wanserve.domain.errors import WanserveError
 
     try:
-        text = render_for_cli(spec, template, task_id, attempt, nnodes, namespace)
+        text = render_for_cli(spec, template, task_id, attempt, nnodes, namespace, kind)
     except WanserveError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         raise typer.Exit(2) from exc

@@ -64,6 +64,7 @@ def render_for_cli(
     attempt: int,
     nnodes: int | None,
     namespace: str | None,
+    kind: str = "PyTorchJob",
 ) -> str:
     settings = get_settings()
     overrides = {
@@ -71,12 +72,32 @@ def render_for_cli(
     }
     kube = settings.kubernetes.model_copy(update=overrides)
     settings = settings.model_copy(update={"kubernetes": kube})
-    template = load_template(template_path or settings.kubernetes.template)
     spec = load_spec(spec_path)
     job = JobRequest(
         task_id=task_id, attempt=attempt, spec=spec, timeout_s=settings.dispatch.task_timeout_s
     )
-    return to_yaml(render_pytorchjob(template, job, RenderConfig.from_settings(settings)))
+    config = RenderConfig.from_settings(settings)
+    if kind == "TrainJob":
+        from wanserve.backends.kubernetes.trainjob import render_trainjob
+
+        docs = read_package_yaml("trainjob.yaml") if template_path is None else None
+        template = docs[0] if docs else _read_one(template_path)
+        return to_yaml(render_trainjob(template, job, config))
+    if kind != "PyTorchJob":
+        raise InvalidRequest("--kind", kind, "must be PyTorchJob or TrainJob")
+    template = load_template(template_path or settings.kubernetes.template)
+    return to_yaml(render_pytorchjob(template, job, config))
+
+
+def _read_one(path: Path | None) -> dict[str, object]:
+    assert path is not None
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidRequest("--template", str(path), f"cannot be read: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidRequest("--template", str(path), "must hold one YAML mapping")
+    return doc
 
 
 def rbac_yaml(namespace: str | None) -> str:

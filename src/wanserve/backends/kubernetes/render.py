@@ -37,6 +37,11 @@ from wanserve.settings import Settings
 
 __all__ = [
     "CONTAINER",
+    "check_config",
+    "pod_env",
+    "pod_labels",
+    "pod_script",
+    "set_metadata",
     "KUEUE_QUEUE_LABEL",
     "MODELS_VOLUME",
     "OUTPUTS_VOLUME",
@@ -150,25 +155,26 @@ def events_stream(prefix: str, task_id: str, attempt: int) -> str:
 
 def render_pytorchjob(template: Manifest, job: JobRequest, config: RenderConfig) -> Manifest:
     """The PyTorchJob for `job` from the operator's `template`; raises InvalidRequest."""
-    _check_config(config)
+    check_config(config)
     _check_template(template)
     manifest = copy.deepcopy(template)
     manifest.pop("status", None)
-    labels = _labels(job)
-    _fill_metadata(manifest, job, config, labels)
+    labels = pod_labels(job)
+    set_metadata(manifest, job, config, labels)
     spec = manifest["spec"]
     spec.pop("elasticPolicy", None)  # compat: wanserve runs fixed-size jobs; rendezvous is static
     spec["nprocPerNode"] = str(config.nproc_per_node)
     spec["pytorchReplicaSpecs"] = _replicas(spec["pytorchReplicaSpecs"], config)
-    container_env = _env(job, config)
-    script = _script(job.spec, config)
+    container_env = pod_env(job, config)
+    script = pod_script(job.spec, config)
     for replica in spec["pytorchReplicaSpecs"].values():
         _fill_pod(replica, labels, container_env, script, config)
     spec["runPolicy"] = _run_policy(spec.get("runPolicy") or {}, job, config, manifest)
     return manifest
 
 
-def _check_config(config: RenderConfig) -> None:
+def check_config(config: RenderConfig) -> None:
+    """Raise InvalidRequest for settings no job can be rendered from."""
     names.check_dns1123_label("kubernetes.namespace", config.namespace)
     for field in ("nnodes", "nproc_per_node"):
         if getattr(config, field) < 1:
@@ -222,7 +228,8 @@ def _engine_container(containers: list[dict[str, Any]], where: str) -> dict[str,
     )
 
 
-def _labels(job: JobRequest) -> dict[str, str]:
+def pod_labels(job: JobRequest) -> dict[str, str]:
+    """The labels wanserve puts on a task's job and pods (managed-by, task, attempt, model)."""
     return {
         names.LABEL_MANAGED_BY: names.MANAGED_BY,
         "app.kubernetes.io/name": "wanserve-engine",
@@ -245,7 +252,7 @@ def _annotations(job: JobRequest) -> dict[str, str]:
     return out
 
 
-def _fill_metadata(
+def set_metadata(
     manifest: Manifest, job: JobRequest, config: RenderConfig, labels: dict[str, str]
 ) -> None:
     meta = manifest.setdefault("metadata", {})
@@ -288,7 +295,8 @@ def _events_url(job: JobRequest, config: RenderConfig) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe=":")))
 
 
-def _env(job: JobRequest, config: RenderConfig) -> list[dict[str, Any]]:
+def pod_env(job: JobRequest, config: RenderConfig) -> list[dict[str, Any]]:
+    """The engine container's env: the spec, the events URL, ids, models dir, S3 endpoint."""
     spec = job.spec.model_copy(update={"task_id": job.task_id, "output": _output(job, config)})
     env: list[dict[str, Any]] = [
         {"name": ENV_SPEC, "value": spec.model_dump_json()},
@@ -324,7 +332,8 @@ def _parallelism(spec: VideoSpec, config: RenderConfig) -> Parallelism:
     return Parallelism(ulysses=ulysses, cfg_parallel=config.cfg_parallel, fsdp=config.fsdp)
 
 
-def _script(spec: VideoSpec, config: RenderConfig) -> str:
+def pod_script(spec: VideoSpec, config: RenderConfig) -> str:
+    """The `sh -c` text every pod runs (engine or generate.py runner mode)."""
     if config.mode == "generate_py":
         _check_generate_py(config)
         return generate_py_script()
