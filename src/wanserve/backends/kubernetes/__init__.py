@@ -6,6 +6,10 @@
     informer.py  list + watch with resume (resourceVersion, 410 -> re-list)
     api.py       the few API calls, over the official client in worker threads
     stream.py    the attempt's engine events from its Redis stream
+    config.py    the per-task request and the settings render reads
+    container.py the engine container and pod fill-ins
+    trainjob.py  the same task as a Trainer v2 TrainJob (the next job kind)
+    follower.py  one run: phases from the watches, engine events, the terminal outcome
     backend.py   KubernetesBackend: run (create or adopt), cancel, reconcile, close
     manifests.py what `wanserve k8s render` / `wanserve k8s rbac` print
 

@@ -130,6 +130,15 @@ class KubeClient:
         )
         return list(body.get("items") or [])
 
+    async def list_pods(self, selector: str) -> list[Obj]:
+        body = await self._call(
+            self._core.list_namespaced_pod,
+            self.namespace,
+            label_selector=selector,
+            what="list pods",
+        )
+        return list(body.get("items") or [])
+
     async def delete_job(self, name: str, propagation: str = "Foreground") -> bool:
         """Delete `name` (dependents first with Foreground); False when it was already gone."""
         from kubernetes import client

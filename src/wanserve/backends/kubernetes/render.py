@@ -13,12 +13,8 @@ import copy
 import hashlib
 import json
 import math
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-import yaml
 
 from wanserve.backends.kubernetes import names
 from wanserve.backends.kubernetes.command import (
@@ -29,11 +25,19 @@ from wanserve.backends.kubernetes.command import (
     engine_script,
     generate_py_script,
 )
+from wanserve.backends.kubernetes.config import JobRequest, RenderConfig, events_stream
+from wanserve.backends.kubernetes.container import (
+    CONTAINER,
+    MODELS_VOLUME,
+    OUTPUTS_VOLUME,
+    PORT_NAME,
+    engine_container,
+    fill_pod,
+)
 from wanserve.backends.kubernetes.template import Manifest
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.models import get_model
 from wanserve.domain.spec import VideoSpec
-from wanserve.settings import Settings
 
 __all__ = [
     "CONTAINER",
@@ -52,105 +56,9 @@ __all__ = [
     "render_pytorchjob",
 ]
 
-CONTAINER = "pytorch"
-PORT_NAME = "pytorchjob-port"
-MODELS_VOLUME = "wanserve-models"
-OUTPUTS_VOLUME = "wanserve-outputs"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 _ROLES = ("Master", "Worker")
 _SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields")
-
-
-@dataclass(frozen=True, slots=True)
-class JobRequest:
-    """The per-task inputs of one job: which attempt of which task, and its limits."""
-
-    task_id: str
-    attempt: int
-    spec: VideoSpec
-    timeout_s: float
-    owner: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RenderConfig:
-    """What render reads from the settings tree (see `from_settings`)."""
-
-    namespace: str = "default"
-    image: str = "ghcr.io/wanserve/wanserve:latest"
-    nnodes: int = 1
-    nproc_per_node: int = 1
-    gpus_per_node: int = 1
-    gpu_resource: str = "nvidia.com/gpu"
-    port: int = 23456
-    queue_name: str | None = None
-    priority_class: str | None = None
-    ttl_after_finished_s: int = 600
-    backoff_limit: int = 0
-    clean_pod_policy: str = "All"
-    mode: str = "engine"
-    generate_py_config: dict[str, Any] | None = None  # the runner's GeneratePyConfig
-    redis_url: str = "redis://wanserve-redis:6379/0"
-    queue_prefix: str = "wanserve"
-    # Where pods write video.mp4: "{task_id}"/"{attempt}" placeholders (appended when absent).
-    # None: the spec's own output (the dispatcher's workdir; see outputs_pvc), else /outputs.
-    output_url: str | None = None
-    outputs_pvc: str | None = None  # a ReadWriteMany claim mounted at outputs_mount
-    outputs_mount: str = "/outputs"
-    artifacts_secret: str | None = None
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
-    models_pvc: str | None = None
-    models_mount: str = "/models"
-    ulysses: int | None = None
-    cfg_parallel: bool = False
-    fsdp: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RenderConfig:
-        k = settings.kubernetes
-        artifacts_url = settings.artifacts.url or ""
-        # S3: write straight to the artifact key the dispatcher looks for (tasks/<id>/video.mp4).
-        default_output = (
-            f"{artifacts_url.rstrip('/')}/tasks/{{task_id}}"
-            if artifacts_url.startswith("s3://")
-            else None
-        )
-        return cls(
-            **{
-                f: getattr(k, f)
-                for f in cls.__dataclass_fields__
-                if hasattr(k, f) and f not in {"output_url", "generate_py_config"}
-            },
-            generate_py_config=_read_generate_py_config(k.generate_py_config),
-            queue_prefix=settings.queue.prefix,
-            output_url=k.output_url or default_output,
-            s3_endpoint_url=settings.artifacts.s3_endpoint_url,
-            s3_region=settings.artifacts.s3_region,
-        )
-
-    @property
-    def world_size(self) -> int:
-        return self.nnodes * self.nproc_per_node
-
-
-def _read_generate_py_config(path: Path | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidRequest(
-            "kubernetes.generate_py_config", str(path), f"unreadable: {exc}"
-        ) from exc
-    if not isinstance(config, dict):
-        raise InvalidRequest("kubernetes.generate_py_config", str(path), "must be a mapping")
-    return config
-
-
-def events_stream(prefix: str, task_id: str, attempt: int) -> str:
-    """The Redis stream one attempt's engine events go to (DESIGN: remote progress)."""
-    return f"{prefix}:engine:{task_id}:{attempt}"
 
 
 def render_pytorchjob(template: Manifest, job: JobRequest, config: RenderConfig) -> Manifest:
@@ -168,7 +76,7 @@ def render_pytorchjob(template: Manifest, job: JobRequest, config: RenderConfig)
     container_env = pod_env(job, config)
     script = pod_script(job.spec, config)
     for replica in spec["pytorchReplicaSpecs"].values():
-        _fill_pod(replica, labels, container_env, script, config)
+        fill_pod(replica, labels, container_env, script, config)
     spec["runPolicy"] = _run_policy(spec.get("runPolicy") or {}, job, config, manifest)
     return manifest
 
@@ -212,20 +120,7 @@ def _check_template(template: Manifest) -> None:
                 containers,
                 "must list the engine container",
             )
-        _engine_container(containers, f"{where}.spec.pytorchReplicaSpecs.{role}")
-
-
-def _engine_container(containers: list[dict[str, Any]], where: str) -> dict[str, Any]:
-    """The container named `pytorch`, or the only container (which render then renames)."""
-    for container in containers:
-        if container.get("name") == CONTAINER:
-            return container
-    if len(containers) == 1:
-        return containers[0]
-    found = [c.get("name") for c in containers]
-    raise InvalidRequest(
-        f"{where}.template.spec.containers", found, f"one container must be named {CONTAINER!r}"
-    )
+        engine_container(containers, f"{where}.spec.pytorchReplicaSpecs.{role}")
 
 
 def pod_labels(job: JobRequest) -> dict[str, str]:
@@ -360,83 +255,6 @@ def _generate_py_env(config: RenderConfig) -> list[dict[str, Any]]:
         return []
     runner = {**config.generate_py_config, "nproc_per_node": config.nproc_per_node}
     return [{"name": ENV_GENERATE_PY_CONFIG, "value": json.dumps(runner, sort_keys=True)}]
-
-
-def _fill_pod(
-    replica: dict[str, Any],
-    labels: dict[str, str],
-    env: list[dict[str, Any]],
-    script: str,
-    config: RenderConfig,
-) -> None:
-    replica["restartPolicy"] = "Never"  # wanserve owns retries (a new job per attempt)
-    template = replica["template"]
-    meta = template.setdefault("metadata", {})
-    meta["labels"] = {**(meta.get("labels") or {}), **labels}
-    pod = template["spec"]
-    if config.priority_class is not None:
-        pod["priorityClassName"] = config.priority_class
-    container = _engine_container(pod["containers"], "template")
-    _fill_container(container, copy.deepcopy(env), script, config)
-    if config.models_pvc is not None:
-        _ensure_volume(pod, MODELS_VOLUME, config.models_pvc, read_only=True)
-    if config.outputs_pvc is not None:
-        _ensure_volume(pod, OUTPUTS_VOLUME, config.outputs_pvc, read_only=False)
-
-
-def _fill_container(
-    container: dict[str, Any], env: list[dict[str, Any]], script: str, config: RenderConfig
-) -> None:
-    container["name"] = CONTAINER
-    container["image"] = container.get("image") or config.image
-    container["command"] = ["/bin/sh", "-c", script]
-    container.pop("args", None)
-    ports = container.get("ports") or []
-    if not any(port.get("name") == PORT_NAME for port in ports):
-        ports = [{"name": PORT_NAME, "containerPort": config.port}, *ports]
-    container["ports"] = ports
-    ours = {e["name"] for e in env}
-    container["env"] = [e for e in container.get("env") or [] if e.get("name") not in ours] + env
-    if config.artifacts_secret is not None:
-        refs = [r for r in container.get("envFrom") or [] if r.get("secretRef", {}).get("name")]
-        if config.artifacts_secret not in {r["secretRef"]["name"] for r in refs}:
-            container["envFrom"] = [
-                *(container.get("envFrom") or []),
-                {"secretRef": {"name": config.artifacts_secret}},
-            ]
-    _fill_gpus(container.setdefault("resources", {}), config)
-    if config.models_pvc is not None:
-        _ensure_mount(container, MODELS_VOLUME, config.models_mount, read_only=True)
-    if config.outputs_pvc is not None:
-        _ensure_mount(container, OUTPUTS_VOLUME, config.outputs_mount, read_only=False)
-
-
-def _fill_gpus(resources: dict[str, Any], config: RenderConfig) -> None:
-    limits = resources.setdefault("limits", {})
-    requests = resources.get("requests") or {}
-    if config.gpus_per_node > 0:
-        limits[config.gpu_resource] = config.gpus_per_node
-        if config.gpu_resource in requests:  # extended resources: requests must equal limits
-            requests[config.gpu_resource] = config.gpus_per_node
-    else:
-        limits.pop(config.gpu_resource, None)
-        requests.pop(config.gpu_resource, None)
-    if not limits:
-        resources.pop("limits")
-
-
-def _ensure_volume(pod: dict[str, Any], name: str, claim: str, *, read_only: bool) -> None:
-    volumes = pod.setdefault("volumes", [])
-    if not any(v.get("name") == name for v in volumes):  # the template's own wins
-        pvc = {"claimName": claim, "readOnly": True} if read_only else {"claimName": claim}
-        volumes.append({"name": name, "persistentVolumeClaim": pvc})
-
-
-def _ensure_mount(container: dict[str, Any], name: str, path: str, *, read_only: bool) -> None:
-    mounts = container.setdefault("volumeMounts", [])
-    if not any(m.get("name") == name for m in mounts):
-        mount = {"name": name, "mountPath": path}
-        mounts.append({**mount, "readOnly": True} if read_only else mount)
 
 
 def _run_policy(
