@@ -81,9 +81,7 @@ def test_wan_timesteps_rejects_zero_steps() -> None:
 
 def test_tracker_turns_real_tqdm_output_into_every_step_and_one_switch() -> None:
     timesteps = wan_timesteps(40, 12.0)
-    tracker = ProgressTracker(
-        task_id="t1", timesteps=timesteps, boundary_ratio=0.875, clock=_clock
-    )
+    tracker = ProgressTracker(task_id="t1", timesteps=timesteps, boundary_ratio=0.875, clock=_clock)
     events = [e for fragment in _tqdm_output(40) for e in tracker.feed(fragment)]
     steps = [e for e in events if isinstance(e, StepEvent)]
     assert [s.step for s in steps] == list(range(1, 41))

@@ -1,12 +1,13 @@
 """A supervised child process tree: its output as text fragments, and a stop that leaves no orphan.
 
-`ChildProcess` starts a command in its own session (process group), reads stdout and stderr on
-two threads, and hands out their fragments split at newlines and carriage returns (tqdm redraws
-its bar with `\\r`). A fragment not yet ended is offered too, once, when the stream goes quiet, so
-a progress bar is seen when it is drawn and not one redraw later. `stop()` (and leaving the
-`with` block) sends SIGTERM to the child's group and to every descendant (torchrun starts its
-workers in sessions of their own), waits `grace_s`, then SIGKILLs whatever is left.
-`failure_of(returncode, stderr_tail)` names the cause of a failed run.
+`ChildProcess` starts a command in its own session (process group) with stderr joined to stdout
+(one pipe keeps the order in which the processes wrote: a log line after the last progress bar
+stays after it), reads it on a thread, and hands out fragments split at newlines and carriage
+returns (tqdm redraws its bar with `\\r`). A complete bar not yet followed by its `\\r` is
+handed out at once, so progress is seen when it is drawn and not one redraw later. `stop()` (and
+leaving the `with` block) sends SIGTERM to the child's group and to every descendant (torchrun
+starts its workers in sessions of their own), waits `grace_s`, then SIGKILLs whatever is left.
+`failure_of(returncode, output_tail)` names the cause of a failed run.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ class ChildProcess:
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, grace_s: float) -> None:
         self._argv, self._env, self._cwd, self._grace_s = argv, env, cwd, grace_s
-        self._queue: queue.Queue[tuple[str, str | None]] = queue.Queue()
-        self._stderr: deque[str] = deque(maxlen=_TAIL_LINES)
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
         self._proc: subprocess.Popen[bytes] | None = None
-        self._threads: list[threading.Thread] = []
+        self._reader: threading.Thread | None = None
 
     def __enter__(self) -> ChildProcess:
         self._proc = subprocess.Popen(
@@ -59,14 +60,12 @@ class ChildProcess:
             cwd=self._cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so a stop reaches all of it
         )
-        assert self._proc.stdout is not None and self._proc.stderr is not None
-        for name, stream in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
-            thread = threading.Thread(target=self._pump, args=(name, stream), daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        assert self._proc.stdout is not None
+        self._reader = threading.Thread(target=self._pump, args=(self._proc.stdout,), daemon=True)
+        self._reader.start()
         return self
 
     def __exit__(
@@ -87,25 +86,25 @@ class ChildProcess:
         return None if self._proc is None else self._proc.poll()
 
     def fragments(self, cancel: threading.Event, deadline: float | None) -> Iterator[str]:
-        """Output fragments until both streams end and the process exits, a cancel, or deadline."""
-        open_streams = len(self._threads)
-        while open_streams or self.returncode is None:
+        """Output fragments until the output ends and the process exits, a cancel, or deadline."""
+        is_open = True
+        while is_open or self.returncode is None:
             if cancel.is_set() or (deadline is not None and time.monotonic() > deadline):
                 return
             try:
-                name, text = self._queue.get(timeout=_POLL_S)
+                text = self._queue.get(timeout=_POLL_S)
             except queue.Empty:
                 continue
             if text is None:
-                open_streams -= 1
+                is_open = False
                 continue
-            if name == "stderr" and not _TQDM_BAR.search(text):
-                self._stderr.append(text)
+            if not _TQDM_BAR.search(text):
+                self._tail.append(text)
             yield text
 
-    def stderr_tail(self) -> list[str]:
-        """The last lines of stderr (progress bars left out)."""
-        return list(self._stderr)
+    def output_tail(self) -> list[str]:
+        """The last lines of its output, stderr and stdout as written (progress bars left out)."""
+        return list(self._tail)
 
     def stop(self) -> None:
         """End the process and all its descendants: SIGTERM, `grace_s`, then SIGKILL."""
@@ -119,10 +118,10 @@ class ChildProcess:
         psutil.wait_procs(tree, timeout=self._grace_s)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout=self._grace_s)
-        for thread in self._threads:
-            thread.join(timeout=self._grace_s)
+        if self._reader is not None:
+            self._reader.join(timeout=self._grace_s)
 
-    def _pump(self, name: str, stream: IO[bytes]) -> None:
+    def _pump(self, stream: IO[bytes]) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending, offered = "", ""
         fd = stream.fileno()
@@ -131,16 +130,16 @@ class ChildProcess:
             pending = parts.pop()
             for part in parts:
                 if part.strip() and part != offered:
-                    self._queue.put((name, part))
+                    self._queue.put(part)
                 offered = ""
             if pending != offered and _TQDM_DRAWN.search(pending):
                 # A complete bar not yet followed by its \r: offer it now, not one redraw later.
-                self._queue.put((name, pending))
+                self._queue.put(pending)
                 offered = pending
         if pending.strip() and pending != offered:
-            self._queue.put((name, pending))
+            self._queue.put(pending)
         stream.close()
-        self._queue.put((name, None))
+        self._queue.put(None)
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -171,22 +170,22 @@ class Failure:
     message: str
 
 
-def failure_of(returncode: int, stderr_tail: list[str], tail_lines: int = 30) -> Failure | None:
-    """None when `returncode` is 0; else the cause, with the tail of stderr in the message."""
+def failure_of(returncode: int, output_tail: list[str], tail_lines: int = 30) -> Failure | None:
+    """None when `returncode` is 0; else the cause, with the tail of the output in the message."""
     if returncode == 0:
         return None
-    text = "\n".join(stderr_tail)
-    cause = _cause(stderr_tail)
+    text = "\n".join(output_tail)
+    cause = _cause(output_tail)
     if returncode < 0:
         status = f"was killed by {signal.Signals(-returncode).name}"
     else:
         status = f"exited with code {returncode}"
     message = f"generate.py {status}: {cause or 'no exception in its output'}"
-    if stderr_tail:
-        message += "\n--- stderr (last lines) ---\n" + "\n".join(stderr_tail[-tail_lines:])
+    if output_tail:
+        message += "\n--- output (last lines) ---\n" + "\n".join(output_tail[-tail_lines:])
     if "out of memory" in text.lower() or "OutOfMemoryError" in text:
         return Failure("oom", message)
-    if returncode == 2 and any(": error: " in line for line in stderr_tail):
+    if returncode == 2 and any(": error: " in line for line in output_tail):
         return Failure("invalid_spec", message)  # argparse refused the command line
     return Failure("engine_error", message)
 

@@ -11,7 +11,7 @@ The contract (docs/engine-generate-py.md has the long form):
   the MP4 it will write (`<spec.output>/video.mp4`).
 - `GeneratePyRunner(config).events(spec)` starts it, yields `domain/events.py` events parsed
   from its output (see `tqdm_progress`), and ends with exactly one terminal event: `result`
-  (the MP4 probed with PyAV, plus `poster.jpg`), `error` (the cause and the tail of its stderr)
+  (the MP4 probed with PyAV, plus `poster.jpg`), `error` (the cause and the tail of its output)
   or `cancelled`. Closing the iterator early, `cancel()`, or SIGTERM/SIGINT during `run()` stop
   the whole process tree (torchrun and every worker): SIGTERM, a grace period, then SIGKILL.
   `run(spec, sink)` sends the events to `sink` and returns the `ExitCode`.
@@ -430,7 +430,7 @@ class GeneratePyRunner:
                     spec, "timeout", f"generate.py ran over {self.config.timeout_s} s"
                 )
                 return
-            failure = failure_of(child.returncode, child.stderr_tail())
+            failure = failure_of(child.returncode, child.output_tail())
         if failure is not None:
             yield self._error(spec, failure.code, failure.message)
             return
