@@ -1,0 +1,206 @@
+"""Model-load throughput: the real loading path against a raw read of the same files.
+
+Builds a ~1 GB random-weight `WanTransformer3DModel` checkpoint (Wan2.1-1.3B-sized blocks:
+dim 1536 = 12 heads x 128, ffn 8960, text_dim 4096; as many layers as the size asks) in the
+diffusers layout, bf16, sharded safetensors, in a temporary directory. Then, in the same process:
+
+- raw: read every byte of every shard into memory (`readinto` a buffer the file's size);
+- load: `WanTransformer3DModel.from_pretrained(dir, torch_dtype=bfloat16)`, diffusers' own
+  path (safetensors memory-maps the shards by default, `--no-mmap` passes `disable_mmap=True`),
+  and the load only counts as done once every byte is materialised in process memory: every
+  parameter and buffer is touched, one byte per 4 KiB page (`--touch page`, default: faults in
+  every page of a mapped file at almost no compute cost) or summed whole (`--touch sum`).
+
+Page cache, the fair way: before each *cold* measurement every shard's cached pages are
+dropped with `posix_fadvise(POSIX_FADV_DONTNEED)` (per file, no root, nothing else on the
+machine is touched), so both sides read from the disk; *warm* measurements run right after a
+read of the same files, so both sides read from the page cache. Each round measures raw and
+load back to back, and the order alternates between rounds (raw first, then load first), so
+neither side always gets the disk's or the allocator's better moment. Medians are printed, the
+ratio is load MB/s / raw MB/s (target: >= 0.7).
+
+    /work/venv/bin/python bench/engine_load.py [--size-gb 1.0] [--rounds 6] [--touch page|sum]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+BLOCK = {  # Wan2.1-T2V-1.3B's transformer, with text_dim of Wan2.2
+    "patch_size": (1, 2, 2),
+    "num_attention_heads": 12,
+    "attention_head_dim": 128,
+    "in_channels": 16,
+    "out_channels": 16,
+    "text_dim": 4096,
+    "freq_dim": 256,
+    "ffn_dim": 8960,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "eps": 1e-6,
+    "rope_max_seq_len": 1024,
+}
+PAGE = 4096
+
+
+def build_checkpoint(directory: Path, size_gb: float) -> list[Path]:
+    """A random bf16 WanTransformer3DModel of about `size_gb`, saved in sharded safetensors."""
+    from diffusers import WanTransformer3DModel
+
+    layers = max(1, round(size_gb * 1e9 / 2 / _params_per_layer()))
+    with torch.device("meta"):
+        model = WanTransformer3DModel(num_layers=layers, **BLOCK).to(torch.bfloat16)
+    # As from_pretrained(torch_dtype=bfloat16) leaves it: these small modules stay in float32.
+    keep = model._keep_in_fp32_modules or []
+    for name, param in model.named_parameters():
+        if any(part in keep for part in name.split(".")):
+            param.data = param.data.float()
+    model.to_empty(device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
+    model.save_pretrained(directory, safe_serialization=True, max_shard_size="300MB")
+    del model
+    gc.collect()
+    shards = sorted(directory.glob("*.safetensors"))
+    for shard in shards:
+        with shard.open("rb+") as f:
+            os.fsync(f.fileno())  # clean pages only: fadvise can drop them
+    return shards
+
+
+def _params_per_layer() -> int:
+    from diffusers import WanTransformer3DModel
+
+    with torch.device("meta"):
+        one = WanTransformer3DModel(num_layers=1, **BLOCK)
+        two = WanTransformer3DModel(num_layers=2, **BLOCK)
+    return sum(p.numel() for p in two.parameters()) - sum(p.numel() for p in one.parameters())
+
+
+def drop_cache(files: list[Path]) -> None:
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def raw_read(files: list[Path]) -> int:
+    """Read every byte of `files` into memory; returns the byte count."""
+    total = 0
+    buffers = []
+    for path in files:
+        buffer = bytearray(path.stat().st_size)
+        with path.open("rb", buffering=0) as f:
+            view = memoryview(buffer)
+            while view:
+                n = f.readinto(view)
+                if not n:
+                    break
+                view = view[n:]
+        total += len(buffer)
+        buffers.append(buffer)
+    return total
+
+
+def load(directory: Path, touch: str, mmap: bool) -> int:
+    """Load through diffusers and materialise every byte; returns the bytes of the state."""
+    from diffusers import WanTransformer3DModel
+
+    model = WanTransformer3DModel.from_pretrained(
+        directory, torch_dtype=torch.bfloat16, disable_mmap=not mmap
+    )
+    total, checksum = 0, 0.0
+    for tensor in [*model.parameters(), *model.buffers()]:
+        flat = tensor.detach().reshape(-1).view(torch.uint8)
+        total += flat.numel()
+        if touch == "sum":
+            checksum += float(tensor.detach().float().sum())
+        else:
+            checksum += float(flat[::PAGE].sum())
+    del model
+    gc.collect()
+    return total if checksum == checksum else 0  # NaN would mean garbage was read
+
+
+def timed(fn: Callable[[], int]) -> float:
+    """MB/s of one call of `fn` (which returns the bytes it moved)."""
+    gc.collect()
+    start = time.perf_counter()
+    moved = fn()
+    return moved / (time.perf_counter() - start) / 1e6
+
+
+def measure(directory: Path, files: list[Path], args: argparse.Namespace) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {
+        "cold raw": [],
+        "cold load": [],
+        "warm raw": [],
+        "warm load": [],
+    }
+    sides = {
+        "raw": lambda: raw_read(files),
+        "load": lambda: load(directory, args.touch, not args.no_mmap),
+    }
+    for round_ in range(args.rounds):
+        order = ["raw", "load"] if round_ % 2 == 0 else ["load", "raw"]
+        for side in order:
+            drop_cache(files)
+            results[f"cold {side}"].append(timed(sides[side]))
+        raw_read(files)  # everything in the page cache
+        for side in order:
+            results[f"warm {side}"].append(timed(sides[side]))
+        print(
+            f"round {round_ + 1} ({' then '.join(order)}): "
+            + ", ".join(f"{k} {v[-1]:.0f}" for k, v in results.items()),
+            flush=True,
+        )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-gb", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--touch", choices=["page", "sum"], default="page")
+    parser.add_argument("--no-mmap", action="store_true", help="from_pretrained(disable_mmap=True)")
+    parser.add_argument("--dir", type=Path, default=None, help="keep the checkpoint here")
+    args = parser.parse_args()
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # the keep-in-float32 notice: handled in the build
+    diffusers_logging.disable_progress_bar()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1)))
+    with tempfile.TemporaryDirectory(prefix="wanserve-load-") as tmp:
+        directory = args.dir or Path(tmp)
+        directory.mkdir(parents=True, exist_ok=True)
+        files = sorted(directory.glob("*.safetensors")) or build_checkpoint(directory, args.size_gb)
+        size = sum(f.stat().st_size for f in files)
+        print(f"checkpoint: {len(files)} shards, {size / 1e9:.3f} GB in {directory}")
+        print(
+            f"loader: diffusers WanTransformer3DModel.from_pretrained, mmap={not args.no_mmap},"
+            f" touch={args.touch}"
+        )
+        results = measure(directory, files, args)
+    medians = {k: statistics.median(v) for k, v in results.items()}
+    for k, v in medians.items():
+        print(f"median {k:9s} {v:8.0f} MB/s")
+    for cache in ("cold", "warm"):
+        ratio = medians[f"{cache} load"] / medians[f"{cache} raw"]
+        print(f"{cache}: load/raw = {ratio:.2f}x (target >= 0.7x)")
+
+
+if __name__ == "__main__":
+    main()
