@@ -1,23 +1,30 @@
-"""Model-load throughput: the real loading path against a raw read of the same files.
+"""Model-load throughput: the engine's loading path against a raw read of the same files.
 
-Builds a ~1 GB random-weight `WanTransformer3DModel` checkpoint (Wan2.1-1.3B-sized blocks:
-dim 1536 = 12 heads x 128, ffn 8960, text_dim 4096; as many layers as the size asks) in the
-diffusers layout, bf16, sharded safetensors, in a temporary directory. Then, in the same process:
+Builds a ~1 GB checkpoint in the diffusers layout in a temporary directory: the engine's tiny
+TI2V-5B-layout checkpoint (`wanserve.engine.tiny.build_tiny_model`: model_index.json, UMT5,
+tokenizer, VAE, scheduler) whose `transformer/` is replaced by a random-weight
+`WanTransformer3DModel` of about `--size-gb` (Wan2.1-1.3B-sized blocks: dim 1536 = 12 heads x
+128, ffn 8960, text_dim 4096; as many layers as the size asks), bf16 with diffusers' float32
+modules kept in float32, saved with `save_pretrained` as sharded safetensors. Then, in the same
+process:
 
-- raw: read every byte of every shard into memory (`readinto` a buffer the file's size);
-- load: `WanTransformer3DModel.from_pretrained(dir, torch_dtype=bfloat16)`, diffusers' own
-  path (safetensors memory-maps the shards by default, `--no-mmap` passes `disable_mmap=True`),
-  and the load only counts as done once every byte is materialised in process memory: every
-  parameter and buffer is touched, one byte per 4 KiB page (`--touch page`, default: faults in
-  every page of a mapped file at almost no compute cost) or summed whole (`--touch sum`).
+- raw: read every byte of every file of the checkpoint into memory (`readinto` a buffer the
+  file's size);
+- load: `wanserve.engine.loading.load_components(dir, bfloat16, float32)`, the engine's own path
+  (each component's `from_pretrained`; safetensors memory-maps the shards), or with
+  `--loader diffusers` `WanTransformer3DModel.from_pretrained(dir/transformer)` alone
+  (`--no-mmap` passes `disable_mmap=True` there). A load only counts as done once every byte is
+  materialised in process memory: every parameter and buffer of every component is touched, one
+  byte per 4 KiB page (`--touch page`, default: faults in every page of a mapped file at almost
+  no compute cost) or summed whole (`--touch sum`).
 
-Page cache, the fair way: before each *cold* measurement every shard's cached pages are
-dropped with `posix_fadvise(POSIX_FADV_DONTNEED)` (per file, no root, nothing else on the
-machine is touched), so both sides read from the disk; *warm* measurements run right after a
-read of the same files, so both sides read from the page cache. Each round measures raw and
-load back to back, and the order alternates between rounds (raw first, then load first), so
-neither side always gets the disk's or the allocator's better moment. Medians are printed, the
-ratio is load MB/s / raw MB/s (target: >= 0.7).
+Page cache, the fair way: before each *cold* measurement every file's cached pages are dropped
+with `posix_fadvise(POSIX_FADV_DONTNEED)` (per file, no root, nothing else on the machine is
+touched), so both sides read from the disk; *warm* measurements run right after a read of the
+same files, so both sides read from the page cache. Each round measures raw and load back to
+back, and the order alternates between rounds (raw first, then load first), so neither side
+always gets the disk's or the allocator's better moment. Medians are printed; the ratio is
+load MB/s / raw MB/s (target: >= 0.7). Both rates divide the checkpoint's bytes on disk.
 
     /work/venv/bin/python bench/engine_load.py [--size-gb 1.0] [--rounds 6] [--touch page|sum]
 """
@@ -27,13 +34,20 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+try:
+    import wanserve  # noqa: F401
+except ImportError:  # compat: run from a checkout without installing the package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 BLOCK = {  # Wan2.1-T2V-1.3B's transformer, with text_dim of Wan2.2
     "patch_size": (1, 2, 2),
@@ -53,13 +67,18 @@ PAGE = 4096
 
 
 def build_checkpoint(directory: Path, size_gb: float) -> list[Path]:
-    """A random bf16 WanTransformer3DModel of about `size_gb`, saved in sharded safetensors."""
+    """The tiny TI2V-5B-layout checkpoint with a random bf16 transformer of about `size_gb`."""
     from diffusers import WanTransformer3DModel
 
+    from wanserve.domain.models import Layout
+    from wanserve.engine.tiny import build_tiny_model
+
+    build_tiny_model(directory, Layout.TI2V_5B)
+    shutil.rmtree(directory / "transformer")
     layers = max(1, round(size_gb * 1e9 / 2 / _params_per_layer()))
     with torch.device("meta"):
         model = WanTransformer3DModel(num_layers=layers, **BLOCK).to(torch.bfloat16)
-    # As from_pretrained(torch_dtype=bfloat16) leaves it: these small modules stay in float32.
+    # As from_pretrained(torch_dtype=bfloat16) leaves it: these small parts stay in float32.
     keep = model._keep_in_fp32_modules or []
     for name, param in model.named_parameters():
         if any(part in keep for part in name.split(".")):
@@ -69,14 +88,16 @@ def build_checkpoint(directory: Path, size_gb: float) -> list[Path]:
     with torch.no_grad():
         for tensor in model.state_dict().values():
             tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
-    model.save_pretrained(directory, safe_serialization=True, max_shard_size="300MB")
+    model.save_pretrained(
+        directory / "transformer", safe_serialization=True, max_shard_size="300MB"
+    )
     del model
     gc.collect()
-    shards = sorted(directory.glob("*.safetensors"))
-    for shard in shards:
-        with shard.open("rb+") as f:
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    for path in files:
+        with path.open("rb+") as f:
             os.fsync(f.fileno())  # clean pages only: fadvise can drop them
-    return shards
+    return files
 
 
 def _params_per_layer() -> int:
@@ -115,24 +136,36 @@ def raw_read(files: list[Path]) -> int:
     return total
 
 
-def load(directory: Path, touch: str, mmap: bool) -> int:
-    """Load through diffusers and materialise every byte; returns the bytes of the state."""
-    from diffusers import WanTransformer3DModel
+def load(directory: Path, args: argparse.Namespace) -> list[torch.nn.Module]:
+    """The checkpoint's torch modules, loaded the way `args.loader` says."""
+    if args.loader == "diffusers":
+        from diffusers import WanTransformer3DModel
 
-    model = WanTransformer3DModel.from_pretrained(
-        directory, torch_dtype=torch.bfloat16, disable_mmap=not mmap
-    )
-    total, checksum = 0, 0.0
-    for tensor in [*model.parameters(), *model.buffers()]:
-        flat = tensor.detach().reshape(-1).view(torch.uint8)
-        total += flat.numel()
-        if touch == "sum":
-            checksum += float(tensor.detach().float().sum())
-        else:
-            checksum += float(flat[::PAGE].sum())
-    del model
+        model = WanTransformer3DModel.from_pretrained(
+            directory / "transformer", torch_dtype=torch.bfloat16, disable_mmap=args.no_mmap
+        )
+        return [model]
+    from wanserve.engine.loading import load_components
+
+    parts = load_components(directory, torch.bfloat16, torch.float32)
+    modules = [parts.transformer, parts.transformer_2, parts.text_encoder, parts.vae]
+    return [m for m in modules if m is not None]
+
+
+def load_and_touch(directory: Path, files: list[Path], args: argparse.Namespace) -> int:
+    """Load, then materialise every byte; returns the checkpoint's size on disk."""
+    modules = load(directory, args)
+    checksum = 0.0
+    for module in modules:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if args.touch == "sum":
+                checksum += float(tensor.detach().float().sum())
+            else:
+                checksum += float(tensor.detach().reshape(-1).view(torch.uint8)[::PAGE].sum())
+    del modules
     gc.collect()
-    return total if checksum == checksum else 0  # NaN would mean garbage was read
+    assert checksum == checksum, "NaN: garbage was read"
+    return sum(f.stat().st_size for f in files)
 
 
 def timed(fn: Callable[[], int]) -> float:
@@ -152,7 +185,7 @@ def measure(directory: Path, files: list[Path], args: argparse.Namespace) -> dic
     }
     sides = {
         "raw": lambda: raw_read(files),
-        "load": lambda: load(directory, args.touch, not args.no_mmap),
+        "load": lambda: load_and_touch(directory, files, args),
     }
     for round_ in range(args.rounds):
         order = ["raw", "load"] if round_ % 2 == 0 else ["load", "raw"]
@@ -175,16 +208,20 @@ def main() -> None:
     parser.add_argument("--size-gb", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--touch", choices=["page", "sum"], default="page")
-    parser.add_argument("--no-mmap", action="store_true", help="from_pretrained(disable_mmap=True)")
+    parser.add_argument("--loader", choices=["engine", "diffusers"], default="engine")
+    parser.add_argument("--no-mmap", action="store_true", help="diffusers: disable_mmap=True")
     parser.add_argument("--dir", type=Path, default=None, help="keep the checkpoint here")
     args = parser.parse_args()
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # the keep-in-float32 notice: handled in the build
     diffusers_logging.disable_progress_bar()
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     torch.set_num_threads(max(1, (os.cpu_count() or 1)))
     with tempfile.TemporaryDirectory(prefix="wanserve-load-") as tmp:
-        directory = args.dir or Path(tmp)
+        directory = args.dir or Path(tmp) / "checkpoint"
         directory.mkdir(parents=True, exist_ok=True)
         files = sorted(directory.glob("*.safetensors")) or build_checkpoint(directory, args.size_gb)
         size = sum(f.stat().st_size for f in files)
