@@ -6,6 +6,7 @@ tests/engine/fixtures/fake_generate.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -43,18 +44,10 @@ from wanserve.engine.generate_py import (
     build_invocation,
     exit_code_of,
 )
-from wanserve.engine.video_file import sha256_of
+from wanserve.engine.sinks import ListSink
 
 FAKE = Path(__file__).parent / "fixtures" / "fake_generate.py"
 WAIT_S = 60.0
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[EngineEvent] = []
-
-    def emit(self, event: EngineEvent) -> None:
-        self.events.append(event)
 
 
 @pytest.fixture
@@ -288,7 +281,8 @@ def _assert_video_result(events: list[EngineEvent], tmp_path: Path, frames: int)
     result = events[-1]
     assert isinstance(result, ResultEvent)
     video = tmp_path / "out" / "video.mp4"
-    assert result.path == str(video) and result.sha256 == sha256_of(video)
+    assert result.path == str(video)
+    assert result.sha256 == hashlib.sha256(video.read_bytes()).hexdigest()
     assert result.bytes == video.stat().st_size
     assert (result.frames, result.fps, result.width, result.height) == (frames, 16, 832, 480)
     assert result.duration == pytest.approx(frames / 16)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -48,9 +48,11 @@ from wanserve.domain.spec import VideoSpec
 from wanserve.engine.child_process import ChildProcess, failure_of
 from wanserve.engine.tqdm_progress import ProgressTracker, wan_timesteps
 
+if TYPE_CHECKING:
+    from wanserve.engine.sinks import EventSink
+
 __all__ = [
     "WAN_SUPPORTED_SIZES",
-    "EventSink",
     "GeneratePyConfig",
     "GeneratePyRunner",
     "Invocation",
@@ -348,12 +350,6 @@ def exit_code_of(event: EngineEvent) -> ExitCode:
     raise ValueError(f"{event.type} is not a terminal event")
 
 
-class EventSink(Protocol):
-    """Where `run` sends events (a JSON-lines writer, a Redis stream, a list in a test)."""
-
-    def emit(self, event: EngineEvent) -> None: ...
-
-
 class GeneratePyRunner:
     """Runs specs through generate.py, one at a time; `cancel()` may be called from any thread."""
 
@@ -438,15 +434,24 @@ class GeneratePyRunner:
         yield self._result(spec, invocation.save_file)
 
     def _result(self, spec: VideoSpec, video: Path) -> EngineEvent:
-        from wanserve.engine.video_file import describe_video, write_poster
+        from wanserve.engine.video_probe import poster_from_video, probe_video
 
         if not video.is_file():
             return self._error(spec, "engine_error", f"generate.py exited 0 but wrote no {video}")
-        poster = video.with_name(POSTER_NAME)
-        write_poster(video, poster)
-        info = describe_video(video)
+        poster = poster_from_video(video, video.with_name(POSTER_NAME))
+        facts = probe_video(video)
         return ResultEvent(
-            task_id=spec.task_id, at=self._clock(), path=str(video), poster=str(poster), **info
+            task_id=spec.task_id,
+            at=self._clock(),
+            path=str(video),
+            poster=str(poster),
+            bytes=facts.bytes,
+            sha256=facts.sha256,
+            frames=facts.frames,
+            fps=facts.fps,
+            duration=facts.duration if facts.fps else 0.0,
+            width=facts.width,
+            height=facts.height,
         )
 
     def _error(self, spec: VideoSpec, code: str, message: str) -> ErrorEvent:
@@ -468,30 +473,26 @@ class GeneratePyRunner:
         return restore
 
 
-class _JsonLinesSink:
-    def __init__(self, stream: object) -> None:
-        self._stream = stream
-
-    def emit(self, event: EngineEvent) -> None:
-        self._stream.write(event.model_dump_json() + "\n")  # type: ignore[attr-defined]
-        self._stream.flush()  # type: ignore[attr-defined]
-
-
 def main(argv: list[str] | None = None) -> int:
-    """`python -m wanserve.engine.generate_py --spec SPEC.json --config CONFIG [--events FILE]`."""
+    """`python -m wanserve.engine.generate_py --spec SPEC.json --config CONFIG [--events SINK]`.
+
+    SINK as for `python -m wanserve.engine run`: `-`/`stdout`, a file, or a redis:// stream.
+    """
+    from wanserve.engine.sinks import open_sink
+
     parser = argparse.ArgumentParser(prog="python -m wanserve.engine.generate_py")
     parser.add_argument("--spec", type=Path, required=True, help="VideoSpec JSON file")
     parser.add_argument("--config", type=Path, required=True, help="GeneratePyConfig JSON/YAML")
-    parser.add_argument("--events", default="-", help="'-' (stdout, default) or a file path")
+    parser.add_argument("--events", default=None, help="-/stdout, a file, or redis://...?stream=K")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
     spec = VideoSpec.model_validate_json(args.spec.read_text())
     config = GeneratePyConfig.from_file(args.config)
-    runner = GeneratePyRunner(config)
-    if args.events in ("-", "stdout"):
-        return int(runner.run(spec, _JsonLinesSink(sys.stdout)))
-    with open(args.events, "a", encoding="utf-8") as stream:
-        return int(runner.run(spec, _JsonLinesSink(stream)))
+    sink = open_sink(args.events)
+    try:
+        return int(GeneratePyRunner(config).run(spec, sink))
+    finally:
+        sink.close()
 
 
 if __name__ == "__main__":
