@@ -222,14 +222,18 @@ def main() -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1)))
     with tempfile.TemporaryDirectory(prefix="wanserve-load-") as tmp:
         directory = args.dir or Path(tmp) / "checkpoint"
-        directory.mkdir(parents=True, exist_ok=True)
-        files = sorted(directory.glob("*.safetensors")) or build_checkpoint(directory, args.size_gb)
+        if not (directory / "model_index.json").exists():
+            build_checkpoint(directory, args.size_gb)
+        scope = directory / "transformer" if args.loader == "diffusers" else directory
+        files = sorted(p for p in scope.rglob("*") if p.is_file())  # what the loader reads
         size = sum(f.stat().st_size for f in files)
-        print(f"checkpoint: {len(files)} shards, {size / 1e9:.3f} GB in {directory}")
-        print(
-            f"loader: diffusers WanTransformer3DModel.from_pretrained, mmap={not args.no_mmap},"
-            f" touch={args.touch}"
-        )
+        shards = len(list(directory.glob("transformer/*.safetensors")))
+        print(f"checkpoint: {len(files)} files ({shards} transformer shards), {size / 1e9:.3f} GB")
+        loader = {
+            "engine": "wanserve.engine.loading.load_components",
+            "diffusers": f"WanTransformer3DModel.from_pretrained(disable_mmap={args.no_mmap})",
+        }[args.loader]
+        print(f"loader: {loader}; touch: {args.touch}; rounds: {args.rounds}")
         results = measure(directory, files, args)
     medians = {k: statistics.median(v) for k, v in results.items()}
     for k, v in medians.items():
