@@ -94,6 +94,18 @@ def _spec(tmp_path: Path, **overrides: object) -> VideoSpec:
     return VideoSpec.model_validate(fields)
 
 
+def _ti2v_spec(tmp_path: Path, **overrides: object) -> VideoSpec:
+    fields: dict[str, object] = {
+        "model": "wan2.2-ti2v-5b",
+        "width": 1280,
+        "height": 704,
+        "guidance_scale": 5.0,
+        "guidance_scale_2": None,
+        "fps": 24,
+    }
+    return _spec(tmp_path, **{**fields, **overrides})
+
+
 def _flag(argv: list[str], name: str) -> str | None:
     return argv[argv.index(name) + 1] if name in argv else None
 
@@ -149,17 +161,7 @@ def test_two_different_guide_scales_for_a_one_value_generate_py_are_refused(
 
 def test_ti2v_and_i2v_map_to_their_wan_tasks(tmp_path: Path, ckpt: Path) -> None:
     image = tmp_path / "in.jpg"
-    ti2v = _spec(
-        tmp_path,
-        model="wan2.2-ti2v-5b",
-        width=1280,
-        height=704,
-        guidance_scale=5.0,
-        guidance_scale_2=None,
-        fps=24,
-        image=str(image),
-        task=TaskKind.I2V,
-    )
+    ti2v = _ti2v_spec(tmp_path, image=str(image), task=TaskKind.I2V)
     argv = build_invocation(ti2v, _config(ckpt)).argv
     assert _flag(argv, "--task") == "ti2v-5B" and _flag(argv, "--image") == str(image)
     assert _flag(argv, "--sample_guide_scale") == "5"
@@ -207,14 +209,7 @@ def test_world_size_above_one_runs_under_torchrun_with_ulysses(tmp_path: Path, c
     assert _flag(argv, "--ulysses_size") == "2" and "--dit_fsdp" in argv and "--t5_fsdp" in argv
     with pytest.raises(InvalidRequest, match="must divide t2v-A14B's 40 attention heads"):
         build_invocation(_spec(tmp_path), _config(ckpt, nproc_per_node=16))
-    ti2v = _spec(
-        tmp_path,
-        model="wan2.2-ti2v-5b",
-        width=1280,
-        height=704,
-        guidance_scale=5.0,
-        guidance_scale_2=None,
-    )
+    ti2v = _ti2v_spec(tmp_path)
     five = _config(ckpt, nproc_per_node=5)  # 40 heads split 5 ways, 24 do not
     assert _flag(build_invocation(_spec(tmp_path), five).argv, "--ulysses_size") == "5"
     with pytest.raises(InvalidRequest, match="24 attention heads"):
