@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import av
 import psutil
@@ -48,6 +49,7 @@ from wanserve.engine.sinks import ListSink
 
 FAKE = Path(__file__).parent / "fixtures" / "fake_generate.py"
 WAIT_S = 60.0
+_E = TypeVar("_E")
 
 
 @pytest.fixture
@@ -268,7 +270,7 @@ def _trace_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {"FAKE_WAN_STEP_S": "0.01", "FAKE_WAN_TRACE": str(tmp_path / "trace.json"), **extra}
 
 
-def _of_type(events: list[EngineEvent], kind: type[EngineEvent]) -> list[EngineEvent]:
+def _of_type(events: list[EngineEvent], kind: type[_E]) -> list[_E]:
     return [e for e in events if isinstance(e, kind)]
 
 
@@ -291,7 +293,7 @@ def test_a_run_reports_phases_steps_the_switch_and_the_result(tmp_path: Path, ck
     code, events = _run(tmp_path, ckpt, env=_trace_env(tmp_path))
     assert code is ExitCode.OK
     trace = json.loads((tmp_path / "trace.json").read_text())
-    phases = [e.phase for e in _of_type(events, PhaseEvent)]  # type: ignore[attr-defined]
+    phases = [e.phase for e in _of_type(events, PhaseEvent)]
     assert phases == [
         Phase.LOADING,
         Phase.ENCODING_TEXT,
@@ -301,14 +303,14 @@ def test_a_run_reports_phases_steps_the_switch_and_the_result(tmp_path: Path, ck
         Phase.WRITING,
     ]
     steps = _of_type(events, StepEvent)
-    numbers = [s.step for s in steps]  # type: ignore[attr-defined]
+    numbers = [s.step for s in steps]
     assert numbers == sorted(set(numbers)) and numbers[-1] == 8  # tqdm may skip, never repeat
     for step in steps:
-        assert step.timestep == trace["timesteps"][step.step - 1]  # type: ignore[attr-defined]
-        assert step.expert == trace["experts"][step.step - 1]  # type: ignore[attr-defined]
+        assert step.timestep == trace["timesteps"][step.step - 1]
+        assert step.expert == trace["experts"][step.step - 1]
     # The switch the runner inferred is where the stand-in's own Wan schedule switched.
     (switch,) = _of_type(events, ExpertSwitchEvent)
-    assert switch.step == trace["experts"].index("low_noise") + 1  # type: ignore[attr-defined]
+    assert switch.step == trace["experts"].index("low_noise") + 1
     assert {e.task_id for e in events} == {"task-1"}
     _assert_video_result(events, tmp_path, frames=5)
 
@@ -319,7 +321,7 @@ def test_two_process_torchrun_run_gives_the_same_video(tmp_path: Path, ckpt: Pat
     assert code is ExitCode.OK, events[-1]
     trace = json.loads((tmp_path / "trace.json").read_text())
     assert trace["args"]["ulysses_size"] == 2  # generate.py asserted it equals WORLD_SIZE
-    numbers = [s.step for s in _of_type(events, StepEvent)]  # type: ignore[attr-defined]
+    numbers = [s.step for s in _of_type(events, StepEvent)]
     assert numbers == sorted(set(numbers)) and numbers[-1] == 8  # two ranks' bars, counted once
     two_ranks = _assert_video_result(events, tmp_path, frames=5)
     code, events = _run(tmp_path, ckpt)
@@ -369,7 +371,7 @@ def test_a_missing_checkpoint_is_reported_by_generate_pys_own_error(tmp_path: Pa
     error = events[-1]
     assert code is ExitCode.FAILED and isinstance(error, ErrorEvent)
     assert "FileNotFoundError: No such checkpoint directory" in error.message.splitlines()[0]
-    assert Phase.LOADING in [e.phase for e in _of_type(events, PhaseEvent)]  # type: ignore[attr-defined]
+    assert Phase.LOADING in [e.phase for e in _of_type(events, PhaseEvent)]
 
 
 def test_flags_generate_py_refuses_are_an_invalid_spec(tmp_path: Path, ckpt: Path) -> None:
@@ -399,7 +401,7 @@ def test_warnings_are_log_events(tmp_path: Path, ckpt: Path) -> None:
     code, events = _run(tmp_path, ckpt, spec=_spec(tmp_path, negative_prompt="blurry"))
     assert code is ExitCode.OK
     logs = _of_type(events, LogEvent)
-    assert [e.level for e in logs] == ["warning"]  # type: ignore[attr-defined]
+    assert [e.level for e in logs] == ["warning"]
 
 
 # --- cancel --------------------------------------------------------------------------------------
@@ -415,7 +417,7 @@ def _pids(pid_dir: Path, count: int) -> list[int]:
 
 def _alive(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 
@@ -458,7 +460,7 @@ def test_closing_the_event_iterator_stops_generate_py(tmp_path: Path, ckpt: Path
     events = runner.events(_spec(tmp_path, num_inference_steps=40))
     _events_until_first_step(events)
     (pid,) = _pids(tmp_path / "pids", 1)
-    events.close()  # type: ignore[attr-defined]
+    events.close()
     assert not _alive(pid)
 
 

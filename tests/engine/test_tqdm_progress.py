@@ -6,7 +6,7 @@ import io
 import re
 
 import pytest
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 from wanserve.domain.events import ExpertSwitchEvent, Phase, PhaseEvent, StepEvent
 from wanserve.engine.tqdm_progress import (
@@ -21,7 +21,7 @@ from wanserve.engine.tqdm_progress import (
 def _tqdm_output(total: int, **kwargs: object) -> list[str]:
     """What `tqdm(range(total))` writes to its stream, split where a reader splits it."""
     stream = io.StringIO()
-    for _ in tqdm(range(total), file=stream, mininterval=0, miniters=1, **kwargs):  # type: ignore[call-overload]
+    for _ in tqdm(range(total), file=stream, mininterval=0, miniters=1, **kwargs):
         pass
     return [part for part in re.split(r"[\r\n]", stream.getvalue()) if part.strip()]
 

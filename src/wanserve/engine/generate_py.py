@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Literal
@@ -380,7 +380,7 @@ class GeneratePyRunner:
         finally:
             restore()
 
-    def events(self, spec: VideoSpec) -> Iterator[EngineEvent]:
+    def events(self, spec: VideoSpec) -> Generator[EngineEvent, None, None]:
         """Start generate.py for `spec` and yield its events, the terminal one last."""
         self._cancel.clear()
         try:
