@@ -107,19 +107,36 @@ class ChildProcess:
         return list(self._tail)
 
     def stop(self) -> None:
-        """End the process and all its descendants: SIGTERM, `grace_s`, then SIGKILL."""
+        """End the process and all its descendants: SIGTERM, `grace_s`, then SIGKILL.
+
+        A process that already exited (and was reaped) is left alone: its pid, and so its group
+        id, may belong to someone else by now.
+        """
         if self._proc is None:
             return
-        tree = _tree(self._proc.pid)
-        _signal_all(self._proc.pid, tree, signal.SIGTERM)
-        _, alive = psutil.wait_procs(tree, timeout=self._grace_s)
-        tree = alive + [p for p in _tree(self._proc.pid) if p not in alive]
-        _signal_all(self._proc.pid, tree, signal.SIGKILL)
-        psutil.wait_procs(tree, timeout=self._grace_s)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._proc.wait(timeout=self._grace_s)
+        if self._proc.poll() is None:
+            tree = _tree(self._proc.pid)  # before any signal: orphans cannot be found later
+            _signal_all(self._proc.pid, tree, signal.SIGTERM)
+            alive = self._wait(tree)
+            if alive:
+                group = self._proc.pid if self._proc.poll() is None else None
+                _signal_all(group, alive, signal.SIGKILL)
+                self._wait(alive)
         if self._reader is not None:
             self._reader.join(timeout=self._grace_s)
+
+    def _wait(self, tree: list[psutil.Process]) -> list[psutil.Process]:
+        """Wait up to `grace_s` for `tree` to end; what is still alive."""
+        assert self._proc is not None
+        deadline = time.monotonic() + self._grace_s
+        # Popen reaps its own child, so its exit status is not lost to psutil.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=self._grace_s)
+        others = [p for p in tree if p.pid != self._proc.pid]
+        _, alive = psutil.wait_procs(others, timeout=max(0.0, deadline - time.monotonic()))
+        if self._proc.poll() is None:
+            alive.append(psutil.Process(self._proc.pid))
+        return list(alive)
 
     def _pump(self, stream: IO[bytes]) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -150,15 +167,16 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def _signal_all(pid: int, tree: list[psutil.Process], sig: signal.Signals) -> None:
-    groups = {pid}
+def _signal_all(group: int | None, tree: list[psutil.Process], sig: signal.Signals) -> None:
+    """`sig` to `group`, to every process of `tree`, and to the process groups they are in."""
+    groups = set() if group is None else {group}
     for proc in tree:
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(OSError):  # it ended meanwhile
             groups.add(os.getpgid(proc.pid))
-    for group in groups:
-        if group != os.getpgrp():  # never our own group
+    for pgid in groups:
+        if pgid != os.getpgrp():  # never our own group
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, sig)
+                os.killpg(pgid, sig)
     for proc in tree:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
