@@ -14,9 +14,9 @@ import pytest
 
 pytest.importorskip("diffusers")
 
-from tests.conftest import subprocess_env  # noqa: E402
-from wanserve.domain.events import parse_event  # noqa: E402
-from wanserve.domain.models import Layout  # noqa: E402
+from tests.conftest import subprocess_env
+from wanserve.domain.events import parse_event
+from wanserve.domain.models import Layout
 
 TIMEOUT_S = 240
 

@@ -1,4 +1,4 @@
-"""The explicit Wan2.2 loop in one process: expert switch, checkpoint config, image paths, checks."""
+"""The explicit Wan2.2 loop in one process: expert switch, checkpoint config, image, checks."""
 
 from __future__ import annotations
 
@@ -22,15 +22,27 @@ from wanserve.engine.pipelines.wan import WanVideoPipeline
 
 
 def _pipeline(path: Path) -> WanVideoPipeline:
-    return WanVideoPipeline(load_components(path, torch.float32, torch.float32), torch.device("cpu"))
-
-
-def _run(pipe: WanVideoPipeline, steps: int, **kwargs: Any) -> tuple[Any, list[tuple[int, float, str]]]:
-    seen: list[tuple[int, float, str]] = []
-    args: dict[str, Any] = dict(
-        prompt="a fox", negative_prompt="", width=64, height=64, num_frames=5,
-        num_inference_steps=steps, shift=3.0, guidance_scale=4.0, guidance_scale_2=3.0, seed=3,
+    return WanVideoPipeline(
+        load_components(path, torch.float32, torch.float32), torch.device("cpu")
     )
+
+
+def _run(
+    pipe: WanVideoPipeline, steps: int, **kwargs: Any
+) -> tuple[Any, list[tuple[int, float, str]]]:
+    seen: list[tuple[int, float, str]] = []
+    args: dict[str, Any] = {
+        "prompt": "a fox",
+        "negative_prompt": "",
+        "width": 64,
+        "height": 64,
+        "num_frames": 5,
+        "num_inference_steps": steps,
+        "shift": 3.0,
+        "guidance_scale": 4.0,
+        "guidance_scale_2": 3.0,
+        "seed": 3,
+    }
     args.update(kwargs)
     latents = pipe(**args, callback_on_step_end=lambda i, t, e: seen.append((i, t, e)))
     return latents, seen
@@ -56,7 +68,9 @@ def test_the_checkpoint_boundary_ratio_wins(tiny_a14b: Path, tmp_path: Path) -> 
     index["boundary_ratio"] = 0.5
     (path / "model_index.json").write_text(json.dumps(index))
     _, seen = _run(_pipeline(path), steps=10)
-    assert [e for _, t, e in seen] == ["high_noise" if t >= 500 else "low_noise" for _, t, _ in seen]
+    assert [e for _, t, e in seen] == [
+        "high_noise" if t >= 500 else "low_noise" for _, t, _ in seen
+    ]
     assert sum(e == "high_noise" for _, _, e in seen) > 2  # later than the 0.875 switch
 
 
@@ -78,18 +92,37 @@ def test_interrupt_stops_after_the_current_step(a14b: WanVideoPipeline) -> None:
         if i == 1:
             a14b.request_interrupt()
 
-    result = a14b(prompt="a fox", negative_prompt="", width=64, height=64, num_frames=5,
-                  num_inference_steps=6, shift=3.0, guidance_scale=4.0, guidance_scale_2=3.0,
-                  seed=1, callback_on_step_end=stop_at_two)
+    result = a14b(
+        prompt="a fox",
+        negative_prompt="",
+        width=64,
+        height=64,
+        num_frames=5,
+        num_inference_steps=6,
+        shift=3.0,
+        guidance_scale=4.0,
+        guidance_scale_2=3.0,
+        seed=1,
+        callback_on_step_end=stop_at_two,
+    )
     assert result is None and seen == [0, 1]
 
 
 def test_ti2v_image_to_video_keeps_the_first_frame_close_to_the_image(tiny_ti2v: Path) -> None:
     pipe = _pipeline(tiny_ti2v)
     image = Image.fromarray(np.full((64, 64, 3), (230, 30, 30), dtype=np.uint8))
-    common = dict(prompt="a fox", negative_prompt="", width=64, height=64, num_frames=5,
-                  num_inference_steps=2, shift=5.0, guidance_scale=5.0, guidance_scale_2=None,
-                  seed=2)
+    common = {
+        "prompt": "a fox",
+        "negative_prompt": "",
+        "width": 64,
+        "height": 64,
+        "num_frames": 5,
+        "num_inference_steps": 2,
+        "shift": 5.0,
+        "guidance_scale": 5.0,
+        "guidance_scale_2": None,
+        "seed": 2,
+    }
     with_image = pipe.decode(pipe(**common, image=image))
     without = pipe.decode(pipe(**common))
     assert with_image.shape == without.shape == (5, 64, 64, 3)
@@ -115,5 +148,12 @@ def test_engine_checks_name_the_field_value_and_rule(tiny_a14b: Path, tmp_path: 
     with pytest.raises(InvalidRequest, match="width=40"):
         check_spec_fits(_spec(tmp_path, tiny_a14b, width=40), info, components, ParallelPlan())
     with pytest.raises(InvalidRequest, match="text-to-video only"):
-        check_spec_fits(_spec(tmp_path, tiny_a14b, task="i2v", image="x.png"), info, components,
-                        ParallelPlan())
+        check_spec_fits(
+            _spec(tmp_path, tiny_a14b, task="i2v", image="x.png"), info, components, ParallelPlan()
+        )
+
+
+def test_the_prompt_changes_the_video(a14b: WanVideoPipeline) -> None:
+    fox, _ = _run(a14b, steps=2, prompt="a red fox runs through snow")
+    cat, _ = _run(a14b, steps=2, prompt="a black cat sleeps on a sofa")
+    assert not torch.allclose(fox, cat)

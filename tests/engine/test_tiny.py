@@ -61,8 +61,13 @@ def test_ensure_tiny_model_builds_once_when_two_processes_race(tmp_path: Path) -
         "print(ensure_tiny_model(Path(sys.argv[1]), 'wan2.2-tiny'))"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=subprocess_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)],
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=120)[0].strip() for p in procs]

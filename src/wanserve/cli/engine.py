@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from wanserve.cli.app import app
+from wanserve.domain.models import Layout
+
+if TYPE_CHECKING:
+    from wanserve.engine.sinks import EventSink
 
 __all__ = ["generate", "model_tiny"]
 
@@ -25,15 +29,23 @@ app.add_typer(model_app)
 def generate(
     prompt: Annotated[str, typer.Option(help="What the video shows.")],
     out: Annotated[Path, typer.Option(help="The MP4 to write (a JPEG poster goes beside it).")],
-    model: Annotated[str, typer.Option(help="A model id or a checkpoint directory.")] = "wan2.2-tiny",
+    model: Annotated[
+        str, typer.Option(help="A model id or a checkpoint directory.")
+    ] = "wan2.2-tiny",
     image: Annotated[str | None, typer.Option(help="Input image (image-to-video).")] = None,
     size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT; default: the model's.")] = None,
     frames: Annotated[int | None, typer.Option(help="Frame count, 4n+1.")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed; default: random (shared by all ranks).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed; default: random (shared by all ranks).")
+    ] = None,
     negative_prompt: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
-    guidance: Annotated[float | None, typer.Option(help="Guidance scale (high-noise expert).")] = None,
-    guidance_2: Annotated[float | None, typer.Option(help="Guidance scale (low-noise expert).")] = None,
+    guidance: Annotated[
+        float | None, typer.Option(help="Guidance scale (high-noise expert).")
+    ] = None,
+    guidance_2: Annotated[
+        float | None, typer.Option(help="Guidance scale (low-noise expert).")
+    ] = None,
     shift: Annotated[float | None, typer.Option(help="Flow-matching sample shift.")] = None,
     fps: Annotated[int | None, typer.Option(help="Frames per second of the MP4.")] = None,
     ulysses: Annotated[int, typer.Option(help="Ulysses sequence-parallel degree.")] = 1,
@@ -53,8 +65,21 @@ def generate(
     from wanserve.engine.request import GenerateFlags, spec_from_flags
 
     _setup_logging()
-    flags = GenerateFlags(model, prompt, out, negative_prompt, image, size, frames, steps, seed,
-                          shift, guidance, guidance_2, fps)
+    flags = GenerateFlags(
+        model,
+        prompt,
+        out,
+        negative_prompt,
+        image,
+        size,
+        frames,
+        steps,
+        seed,
+        shift,
+        guidance,
+        guidance_2,
+        fps,
+    )
     resolved_models_dir = models_dir or default_models_dir()
     options = JobOptions(
         plan=ParallelPlan(ulysses=ulysses, cfg_parallel=cfg_parallel, fsdp=fsdp),
@@ -78,7 +103,6 @@ def model_tiny(
 ) -> None:
     """Build a tiny random-weight Wan2.2 checkpoint offline (diffusers layout, < 1 MB)."""
     from wanserve.domain.errors import InvalidRequest
-    from wanserve.domain.models import Layout
     from wanserve.engine.tiny import build_tiny_model
 
     try:
@@ -90,9 +114,8 @@ def model_tiny(
     typer.echo(f"wrote {path} ({layout}, {size / 1e6:.2f} MB)")
 
 
-def _layout(value: str) -> object:
+def _layout(value: str) -> Layout:
     from wanserve.domain.errors import InvalidRequest
-    from wanserve.domain.models import Layout
 
     try:
         return Layout(value)
@@ -100,7 +123,7 @@ def _layout(value: str) -> object:
         raise InvalidRequest("layout", value, "must be a14b or ti2v-5b") from None
 
 
-def _progress_sink() -> object | None:
+def _progress_sink() -> EventSink | None:
     """A progress bar on rank 0 when stdout is a terminal; otherwise None (JSON events)."""
     import os
 

@@ -7,7 +7,15 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from wanserve.domain.events import EngineEvent
+from wanserve.domain.events import (
+    CancelledEvent,
+    EngineEvent,
+    ErrorEvent,
+    ExpertSwitchEvent,
+    PhaseEvent,
+    ResultEvent,
+    StepEvent,
+)
 
 __all__ = ["ProgressSink"]
 
@@ -28,21 +36,22 @@ class ProgressSink:
         self._task: Any = None
 
     def emit(self, event: EngineEvent) -> None:
-        kind = event.type
-        if kind == "phase":
-            self._phase(event.phase.value)  # type: ignore[union-attr]
-        elif kind == "step":
-            self._step(event.step, event.total, event.expert)  # type: ignore[union-attr]
-        elif kind == "expert_switch":
-            self._progress.log(f"switched to the {event.expert} expert at step {event.step}")  # type: ignore[union-attr]
-        elif kind == "result":
+        if isinstance(event, PhaseEvent):
+            self._phase(event.phase.value)
+        elif isinstance(event, StepEvent):
+            self._step(event.step, event.total, event.expert)
+        elif isinstance(event, ExpertSwitchEvent):
+            self._progress.log(f"switched to the {event.expert} expert at step {event.step}")
+        elif isinstance(event, ResultEvent):
             self.close()
-            self.console.print(f"[green]wrote[/] {event.path} ({event.width}x{event.height}, "  # type: ignore[union-attr]
-                               f"{event.frames} frames, {event.bytes} bytes)")  # type: ignore[union-attr]
-        elif kind in ("error", "cancelled"):
+            self.console.print(
+                f"[green]wrote[/] {event.path} ({event.width}x{event.height}, "
+                f"{event.frames} frames, {event.bytes} bytes)"
+            )
+        elif isinstance(event, ErrorEvent | CancelledEvent):
             self.close()
-            detail = getattr(event, "message", None) or getattr(event, "reason", "")
-            self.console.print(f"[red]{kind}[/]: {detail}")
+            detail = event.message if isinstance(event, ErrorEvent) else event.reason
+            self.console.print(f"[red]{event.type}[/]: {detail}")
 
     def _phase(self, phase: str) -> None:
         if self._task is None:

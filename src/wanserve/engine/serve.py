@@ -131,8 +131,9 @@ class WarmEngine:
             reporter.emit(CancelledEvent, reason="cancelled before it started")
             return
         try:
-            with watch_redis_cancel(reporter.sink, spec.task_id, self.token,
-                                    enabled=self.runtime.is_main):
+            with watch_redis_cancel(
+                reporter.sink, spec.task_id, self.token, enabled=self.runtime.is_main
+            ):
                 self.engine.run(spec, reporter, self.token)
         except InvalidRequest as exc:
             handle_failure(self.runtime, reporter, exc)  # same on every rank: keep serving
@@ -163,7 +164,7 @@ def serve(options: ServeOptions) -> ExitCode:
         if runtime.is_main:
             threading.Thread(target=_read_stdin, args=(warm,), daemon=True).start()
         code = warm.loop()
-    except BaseException as exc:  # noqa: BLE001 - every failure becomes an event and a code
+    except BaseException as exc:
         code = handle_failure(runtime, reporter, exc)
         if runtime.is_distributed:
             sink.close()
