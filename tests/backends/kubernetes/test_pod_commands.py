@@ -18,7 +18,7 @@ import redis
 from tests.conftest import subprocess_env
 from wanserve.backends.kubernetes.render import JobRequest, RenderConfig, render_pytorchjob
 from wanserve.backends.kubernetes.template import load_template
-from wanserve.domain.events import ResultEvent, parse_event
+from wanserve.domain.events import ResultEvent, StepEvent, parse_event
 from wanserve.domain.models import Layout
 from wanserve.domain.spec import VideoSpec
 
@@ -160,3 +160,60 @@ def test_two_pods_from_the_manifest_make_the_single_process_video(
     assert ours.shape == reference.shape == (9, 64, 64, 3)
     assert int(np.abs(ours - reference).max()) <= 2  # the acceptance bar's tolerance
     assert float(reference.std()) > 1.0  # a real picture, not a constant
+
+
+def test_generate_py_mode_pod_runs_the_operators_script_through_the_runner(
+    tmp_path: Path, valkey_url: str, queue_prefix: str
+) -> None:
+    from tests.conftest import ROOT
+
+    fake_generate = ROOT / "tests" / "engine" / "fixtures" / "fake_generate.py"  # Wan2.2 stand-in
+    ckpt = tmp_path / "Wan2.2-T2V-A14B"
+    ckpt.mkdir()
+    runner_config = {
+        "script": str(fake_generate),
+        "checkpoints": {"wan2.2-t2v-a14b": str(ckpt)},
+        "env": {"FAKE_WAN_STEP_S": "0.01"},
+    }
+    spec = VideoSpec(
+        model="wan2.2-t2v-a14b",
+        task="t2v",
+        prompt="two cats boxing on a stage",
+        width=832,
+        height=480,
+        num_frames=5,
+        num_inference_steps=8,
+        shift=12.0,
+        guidance_scale=4.0,
+        guidance_scale_2=3.0,
+        seed=7,
+        fps=16,
+    )
+    config = RenderConfig(
+        mode="generate_py",
+        generate_py_config=runner_config,
+        gpus_per_node=0,
+        redis_url=valkey_url,
+        queue_prefix=queue_prefix,
+        output_url=str(tmp_path / "out"),
+    )
+    job = JobRequest(task_id="video_gen", attempt=1, spec=spec, timeout_s=600)
+    manifest = render_pytorchjob(load_template(None), job, config)
+    ((role, index, container),) = _pods(manifest)
+    env = subprocess_env(**{e["name"]: e["value"] for e in container["env"]})
+    env.update(_operator_env(role, index, 1, _free_port()))
+    env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(
+        container["command"], env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = redis.Redis.from_url(valkey_url)
+    try:
+        entries: Any = client.xrange(f"{queue_prefix}:engine:video_gen:1")
+    finally:
+        client.close()
+    events = [parse_event(fields[b"event"]) for _, fields in entries]
+    assert isinstance(events[-1], ResultEvent) and events[-1].frames == 5
+    assert Path(events[-1].path) == tmp_path / "out" / "video_gen" / "1" / "video.mp4"
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert steps and steps[-1].step == steps[-1].total == 8  # the runner may coalesce fast steps
