@@ -49,7 +49,9 @@ def png_bytes(width: int = 64, height: int = 64, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def make_api(tmp_path: Path, **api_settings: object) -> tuple[FastAPI, InMemoryStore, InMemoryQueue, LocalArtifacts, FakeClock, Settings]:
+def make_api(
+    tmp_path: Path, **api_settings: object
+) -> tuple[FastAPI, InMemoryStore, InMemoryQueue, LocalArtifacts, FakeClock, Settings]:
     settings = Settings(data_dir=tmp_path, api=ApiSettings(**api_settings))  # type: ignore[arg-type]
     clock = FakeClock()
     store = InMemoryStore(clock=clock)

@@ -22,7 +22,9 @@ async def keyed(tmp_path: Path) -> AsyncIterator[Api]:
     app, store, queue, artifacts, clock, settings = make_api(
         tmp_path, require_keys=True, admin_key=SecretStr("ws-bootstrap-admin")
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
         yield Api(app, client, store, queue, artifacts, clock, settings)
 
 
@@ -85,7 +87,9 @@ async def test_each_key_sees_only_its_own_videos(keyed: Api) -> None:
     mine = (await keyed.client.get("/v1/videos", headers=bearer(alice.secret))).json()["data"]
     assert [v["id"] for v in mine] == [vid]
     for secret in (admin.secret, "ws-bootstrap-admin"):
-        assert (await keyed.client.get(f"/v1/videos/{vid}", headers=bearer(secret))).status_code == 200
+        assert (
+            await keyed.client.get(f"/v1/videos/{vid}", headers=bearer(secret))
+        ).status_code == 200
         listed = (await keyed.client.get("/v1/videos", headers=bearer(secret))).json()["data"]
         assert [v["id"] for v in listed] == [vid]
     assert (await keyed.store.get_task(vid)) is not None  # bob's DELETE did nothing
