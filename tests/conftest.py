@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 SHARED = ROOT.parent / "shared"
 
-pytest_plugins = ["tests.fixtures.valkey"]
+pytest_plugins = ["tests.fixtures.valkey", "tests.fixtures.seaweedfs"]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
