@@ -1,4 +1,4 @@
-"""The real openai SDK against a real uvicorn server, a real Valkey queue and a worker double."""
+"""The real openai SDK against real uvicorn, SQLite store and Valkey queue, and a worker double."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from tests.api.conftest import png_bytes
 from tests.api.server import LiveServer, serve
 from tests.api.test_events import parse_sse
 from tests.api.worker import FAKE_MP4, InstantWorker
-from tests.fakes.store import InMemoryStore
 from wanserve.api import create_app
 from wanserve.artifacts.local import LocalArtifacts
 from wanserve.queue import make_queue
 from wanserve.settings import QueueSettings, Settings
+from wanserve.store import make_store
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +36,17 @@ def server(tmp_path_factory: pytest.TempPathFactory, valkey_url: str) -> Iterato
     )
 
     async def build() -> Any:
-        store = InMemoryStore()
+        store = await make_store(settings)  # SQLite under root, migrated
         queue = make_queue(settings)
         artifacts = LocalArtifacts(root / "artifacts")
         app = create_app(settings, store, queue, artifacts, sse_poll_s=0.5)
         worker = InstantWorker(store, queue, artifacts, time.time, step_s=STEP_S)
-        parts = {"store": store, "queue": queue, "artifacts": artifacts, "close": queue.close}
+
+        async def close() -> None:
+            await queue.close()
+            await store.close()
+
+        parts = {"store": store, "queue": queue, "artifacts": artifacts, "close": close}
         return app, parts, [worker.run_forever()]
 
     with serve(build) as live:
@@ -181,3 +186,18 @@ def test_poll_after_header_is_sent(server: LiveServer, client: OpenAI) -> None:
     if raw.parse().status in ("queued", "in_progress"):
         assert int(raw.headers["openai-poll-after-ms"]) > 0
     client.videos.poll(video.id, poll_interval_ms=50)
+
+
+def test_idempotency_key_through_the_sdk(client: OpenAI) -> None:
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = client.videos.create(
+        model="wan2.2-tiny", prompt="once", extra_headers=key, extra_body={"seed": 3}
+    )
+    again = client.videos.create(
+        model="wan2.2-tiny", prompt="once", extra_headers=key, extra_body={"seed": 3}
+    )
+    assert again.id == first.id
+    with pytest.raises(openai.ConflictError) as caught:
+        client.videos.create(model="wan2.2-tiny", prompt="twice", extra_headers=key)
+    body: Any = caught.value.body
+    assert body["errors"][0]["field"] == "Idempotency-Key"
