@@ -77,6 +77,8 @@ class DispatchSettings(BaseModel):
     retry_base_delay_s: float = 2.0
     retry_max_delay_s: float = 60.0
     reconcile_interval_s: float = 30.0
+    shutdown_grace_s: float = 30.0  # on SIGTERM, running tasks may finish this long, then go back
+    workdir: Path | None = None  # scratch space per attempt; default: <data_dir>/work
 
 
 class KubernetesSettings(BaseModel):
