@@ -28,7 +28,7 @@ class Api:
 
     app: FastAPI
     client: httpx.AsyncClient
-    store: InMemoryStore
+    store: TaskStore
     queue: InMemoryQueue
     artifacts: LocalArtifacts
     clock: FakeClock
@@ -52,9 +52,9 @@ def png_bytes(width: int = 64, height: int = 64, fmt: str = "PNG") -> bytes:
 
 def make_api(
     tmp_path: Path, *, store: TaskStore | None = None, **api_settings: object
-) -> tuple[FastAPI, InMemoryStore, InMemoryQueue, LocalArtifacts, FakeClock, Settings]:
+) -> tuple[FastAPI, TaskStore, InMemoryQueue, LocalArtifacts, FakeClock, Settings]:
     """An app over fakes (or over `store`, e.g. a real SqlStore), with these ApiSettings."""
-    settings = Settings(data_dir=tmp_path, api=ApiSettings(**api_settings))  # type: ignore[arg-type]
+    settings = Settings(data_dir=tmp_path, api=ApiSettings(**api_settings))
     clock = FakeClock()
     store = store or InMemoryStore(clock=clock)
     queue = InMemoryQueue(clock=clock)

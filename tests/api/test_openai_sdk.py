@@ -67,7 +67,9 @@ def test_create_and_poll_then_download_both_variants(client: OpenAI) -> None:
     )
     assert video.status == "completed" and video.progress == 100, video
     assert (
-        video.size == "128x128" and video.completed_at is not None and video.expires_at is not None
+        str(video.size) == "128x128"
+        and video.completed_at is not None
+        and video.expires_at is not None
     )
     assert client.videos.download_content(video.id).read() == FAKE_MP4
     poster = client.videos.download_content(video.id, variant="thumbnail").read()
@@ -91,7 +93,7 @@ def test_create_sends_multipart_with_extra_body_fields(client: OpenAI, server: L
     params = extra["parameters"]
     assert (params["num_inference_steps"], params["seed"], params["guidance_scale"]) == (2, 11, 1.5)
     assert params["num_frames"] == 13 and params["negative_prompt"] == "blur"
-    assert video.size == "96x64" and video.status in ("queued", "in_progress")
+    assert str(video.size) == "96x64" and video.status in ("queued", "in_progress")
     assert client.videos.poll(video.id, poll_interval_ms=50).status == "completed"
 
 
