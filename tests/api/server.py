@@ -1,4 +1,4 @@
-"""A real uvicorn server on 127.0.0.1 running the app and a worker in one event loop thread."""
+"""A real uvicorn server on 127.0.0.1 running the app (and e.g. a dispatcher) in one loop thread."""
 
 from __future__ import annotations
 
