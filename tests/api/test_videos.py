@@ -228,3 +228,17 @@ async def test_unknown_video_is_404_problem(api: Api) -> None:
         assert response.headers["content-type"] == "application/problem+json"
         assert problem["status"] == 404 and problem["instance"] == path
         assert problem["errors"][0]["value"] == "nope"
+
+
+async def test_delete_of_a_running_video_cancels_it_and_the_dispatcher_carries_on(api: Api) -> None:
+    running = str((await create(api, num_inference_steps=50))["id"])
+    after = str((await create(api))["id"])
+    async with api.dispatching(SleepyBackend(step_s=0.05)):
+        await wait_for_state(api.store, running, [TaskState.IN_PROGRESS])
+        response = await api.client.delete(f"/v1/videos/{running}")
+        assert response.status_code == 200 and response.json()["deleted"] is True
+        assert (await api.client.get(f"/v1/videos/{running}")).status_code == 404
+        finished = await wait_for_state(api.store, after)
+    assert finished.state == TaskState.COMPLETED
+    assert await api.store.get_task(running) is None
+    assert not (api.artifacts.root / "tasks" / running).exists()
