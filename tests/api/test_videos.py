@@ -242,3 +242,22 @@ async def test_delete_of_a_running_video_cancels_it_and_the_dispatcher_carries_o
     assert finished.state == TaskState.COMPLETED
     assert await api.store.get_task(running) is None
     assert not (api.artifacts.root / "tasks" / running).exists()
+
+
+async def test_a_store_failure_leaves_no_uploaded_image_behind(api: Api) -> None:
+    from tests.api.conftest import png_bytes
+    from wanserve.domain.errors import BackendUnavailable
+
+    async def down(task: object) -> None:
+        raise BackendUnavailable("store unreachable: disk full")
+
+    api.store.create_task = down  # type: ignore[method-assign,assignment]
+    response = await api.client.post(
+        "/v1/videos",
+        data={"model": "wan2.2-tiny-ti2v", "prompt": "x"},
+        files={"input_reference": ("a.png", png_bytes(), "image/png")},
+    )
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert not any(api.artifacts.root.rglob("*.*"))
+    assert await api.queue.lease("probe", wait_s=0) is None
