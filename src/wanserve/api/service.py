@@ -223,11 +223,16 @@ class VideoService:
     async def content(self, principal: Principal, task_id: str, variant: Variant) -> Content:
         """Where the finished video (or its poster) is; NotFound until the task completed."""
         task = await self.visible_task(principal, task_id)
-        if task.state != TaskState.COMPLETED or task.result is None:
+        if task.state != TaskState.COMPLETED:
             raise NotFound(
                 f"video {task_id} has no {variant} yet: status is {task.state.value} "
                 "(content exists once it is completed)",
                 errors=[{"field": "video_id", "value": task_id, "rule": "must be completed"}],
+            )
+        if task.result is None:
+            raise NotFound(
+                f"video {task_id} has expired: its files were deleted after the retention period",
+                errors=[{"field": "video_id", "value": task_id, "rule": "must not be expired"}],
             )
         if variant == "thumbnail":
             key, content_type = task.result.poster_key or poster_key(task.id), "image/jpeg"
