@@ -274,3 +274,18 @@ async def test_content_of_an_expired_video_says_so(api: Api) -> None:
     assert response.status_code == 404 and "expired" in response.json()["detail"]
     video = (await api.client.get(f"/v1/videos/{video_id}")).json()
     assert video["status"] == "completed" and video["expires_at"] is None
+
+
+@pytest.mark.parametrize("shape", ["object", "string"])
+async def test_json_image_as_a_data_url(api: Api, shape: str) -> None:
+    import base64
+
+    from tests.api.conftest import png_bytes
+
+    image = png_bytes(96, 96)
+    url = "data:image/png;base64," + base64.b64encode(image).decode()
+    reference = {"image_url": url} if shape == "object" else url
+    video = await create(api, model="wan2.2-tiny-ti2v", input_reference=reference)
+    task = await api.store.get_task(str(video["id"]))
+    assert task is not None and task.spec.image is not None
+    assert api.artifacts.path(task.spec.image).read_bytes() == image
