@@ -2,28 +2,44 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
 from tests.api.conftest import Api, make_api
+from tests.fakes.clock import FakeClock
+from tests.fakes.queue import InMemoryQueue
+from wanserve.api import create_app
 from wanserve.api.auth import is_loopback, keys_required
 from wanserve.api.keys import KEY_PREFIX, create_api_key, hash_key
+from wanserve.artifacts.local import LocalArtifacts
 from wanserve.settings import ApiSettings, Settings
+from wanserve.store import default_url, open_store
 
 BODY = {"model": "wan2.2-tiny", "prompt": "a boat"}
 
 
-@pytest.fixture
-async def keyed(tmp_path: Path) -> AsyncIterator[Api]:
+@pytest.fixture(params=["memory", "sqlite"])
+async def keyed(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Api]:
+    """A keys-required app, over the in-memory store and over the real SQL store."""
     app, store, queue, artifacts, clock, settings = make_api(
-        tmp_path, require_keys=True, admin_key=SecretStr("ws-bootstrap-admin")
+        tmp_path,
+        store=await open_store(default_url(tmp_path), clock=FakeClock())
+        if request.param == "sqlite"
+        else None,
+        require_keys=True,
+        admin_key=SecretStr("ws-bootstrap-admin"),
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
         yield Api(app, client, store, queue, artifacts, clock, settings)
+    await store.close()
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -85,7 +101,9 @@ async def test_each_key_sees_only_its_own_videos(keyed: Api) -> None:
     mine = (await keyed.client.get("/v1/videos", headers=bearer(alice.secret))).json()["data"]
     assert [v["id"] for v in mine] == [vid]
     for secret in (admin.secret, "ws-bootstrap-admin"):
-        assert (await keyed.client.get(f"/v1/videos/{vid}", headers=bearer(secret))).status_code == 200
+        assert (
+            await keyed.client.get(f"/v1/videos/{vid}", headers=bearer(secret))
+        ).status_code == 200
         listed = (await keyed.client.get("/v1/videos", headers=bearer(secret))).json()["data"]
         assert [v["id"] for v in listed] == [vid]
     assert (await keyed.store.get_task(vid)) is not None  # bob's DELETE did nothing
@@ -115,3 +133,35 @@ async def test_key_names_are_checked(api: Api) -> None:
 
     with pytest.raises(InvalidRequest, match="name"):
         await create_api_key(api.store, " ", now=api.clock)
+
+
+@pytest.mark.integration
+def test_openai_sdk_with_keys_over_http(tmp_path: Path) -> None:
+    """The SDK's api_key is the bearer secret; another key's video is a NotFoundError."""
+    import openai
+
+    from tests.api.server import serve
+
+    settings = Settings(data_dir=tmp_path, api=ApiSettings(require_keys=True))
+    secrets: dict[str, str] = {}
+
+    async def build() -> Any:
+        store = await open_store(default_url(tmp_path))
+        for name in ("alice", "bob"):
+            secrets[name] = (await create_api_key(store, name, now=time.time)).secret
+        queue = InMemoryQueue(clock=time.time)
+        app = create_app(settings, store, queue, LocalArtifacts(tmp_path / "artifacts"))
+        return app, {"close": store.close}, []
+
+    with serve(build) as server:
+
+        def client(secret: str) -> openai.OpenAI:
+            return openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+
+        video = client(secrets["alice"]).videos.create(model="wan2.2-tiny", prompt="mine")
+        assert client(secrets["alice"]).videos.retrieve(video.id).id == video.id
+        with pytest.raises(openai.NotFoundError):
+            client(secrets["bob"]).videos.retrieve(video.id)
+        assert list(client(secrets["bob"]).videos.list()) == []
+        with pytest.raises(openai.AuthenticationError):
+            client("ws-not-a-key").videos.list()

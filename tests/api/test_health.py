@@ -36,6 +36,24 @@ async def test_metrics_count_requests_and_live_tasks(api: Api) -> None:
 
 async def test_openapi_lists_the_routes(api: Api) -> None:
     paths = (await api.client.get("/openapi.json")).json()["paths"]
-    for path in ["/v1/videos", "/v1/videos/{video_id}/events", "/v1/videos/{video_id}/cancel", "/v1/models"]:
+    for path in [
+        "/v1/videos",
+        "/v1/videos/{video_id}/events",
+        "/v1/videos/{video_id}/cancel",
+        "/v1/models",
+    ]:
         assert path in paths
-    assert "multipart/form-data" in paths["/v1/videos"]["post"]["requestBody"]["content"]
+    content = paths["/v1/videos"]["post"]["requestBody"]["content"]
+    form = content["multipart/form-data"]["schema"]["properties"]
+    assert form["input_reference"]["format"] == "binary" and "num_frames" in form
+    assert "image" not in form and form["priority"]["maximum"] == 9
+    assert "input_reference" in content["application/json"]["schema"]["properties"]
+
+
+async def test_unknown_routes_and_methods_are_problems_too(api: Api) -> None:
+    missing = await api.client.get("/v2/nothing")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.json()["instance"] == "/v2/nothing"
+    wrong = await api.client.put("/v1/videos")
+    assert wrong.status_code == 405 and wrong.json()["title"] == "Method not allowed"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.api.conftest import Api, png_bytes
-from tests.api.worker import FAKE_MP4
+from tests.api.dispatching import wait_for_state
+from tests.fakes.backend import SleepyBackend
+from wanserve.domain.task import TaskState
 
 
 async def create(api: Api, **fields: object) -> dict[str, object]:
@@ -79,7 +81,10 @@ async def test_get_reports_queue_position_eta_and_poll_hint(api: Api) -> None:
     assert response.headers["openai-poll-after-ms"] == "1000"
     video = response.json()
     assert video["queue_position"] == 1
-    assert video["eta_seconds"] > (await api.client.get(f"/v1/videos/{first['id']}")).json()["eta_seconds"]
+    assert (
+        video["eta_seconds"]
+        > (await api.client.get(f"/v1/videos/{first['id']}")).json()["eta_seconds"]
+    )
 
 
 async def test_list_paginates_with_after_and_order(api: Api) -> None:
@@ -88,7 +93,9 @@ async def test_list_paginates_with_after_and_order(api: Api) -> None:
     assert page["object"] == "list" and page["has_more"] is True
     assert [v["id"] for v in page["data"]] == ids[::-1][:2]
     assert page["first_id"] == ids[4] and page["last_id"] == ids[3]
-    rest = (await api.client.get("/v1/videos", params={"after": page["last_id"], "limit": 10})).json()
+    rest = (
+        await api.client.get("/v1/videos", params={"after": page["last_id"], "limit": 10})
+    ).json()
     assert [v["id"] for v in rest["data"]] == ids[::-1][2:] and rest["has_more"] is False
     ascending = (await api.client.get("/v1/videos", params={"order": "asc", "limit": 3})).json()
     assert [v["id"] for v in ascending["data"]] == ids[:3]
@@ -100,15 +107,17 @@ async def test_list_rejects_unknown_cursor_and_bad_limit(api: Api) -> None:
     response = await api.client.get("/v1/videos", params={"limit": 0})
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["errors"][0] == {"field": "limit", "value": "0", "rule": response.json()["errors"][0]["rule"]}
+    assert response.json()["errors"][0] == {
+        "field": "limit",
+        "value": "0",
+        "rule": response.json()["errors"][0]["rule"],
+    }
 
 
 async def test_delete_returns_deleted_object_and_removes_everything(api: Api) -> None:
     video = await create(api)
-    async_worker = api.worker()
-    lease = await api.queue.lease("w", wait_s=0)
-    assert lease is not None
-    await async_worker.settle(lease)
+    await api.run_to_end(str(video["id"]))
+    assert (api.artifacts.root / "tasks" / str(video["id"]) / "video.mp4").is_file()
     response = await api.client.delete(f"/v1/videos/{video['id']}")
     assert response.json() == {"id": video["id"], "object": "video.deleted", "deleted": True}
     assert (await api.client.get(f"/v1/videos/{video['id']}")).status_code == 404
@@ -127,20 +136,18 @@ async def test_cancel_queued_is_immediate(api: Api) -> None:
     assert events[-1].type == "state" and events[-1].data["state"] == "cancelled"
 
 
-async def test_cancel_running_flags_it_for_the_worker(api: Api) -> None:
-    video = await create(api)
-    lease = await api.queue.lease("w", wait_s=0)
-    assert lease is not None
-    task = await api.store.get_task(lease.task_id)
-    assert task is not None
-    from wanserve.domain.task import start
-
-    await api.store.save_task(start(task, api.clock(), "fake"))
-    body = (await api.client.post(f"/v1/videos/{video['id']}/cancel")).json()
-    assert body["state"] == "in_progress" and body["cancel_requested"] is True
-    assert await api.queue.is_cancelled(str(video["id"]))
-    settled = await api.worker().settle(lease)  # the worker sees the flag and stops
-    assert settled.state == "cancelled"
+async def test_cancel_running_flags_it_and_the_dispatcher_stops_it(api: Api) -> None:
+    video = await create(api, num_inference_steps=50)
+    video_id = str(video["id"])
+    async with api.dispatching(SleepyBackend(step_s=0.05)):
+        await wait_for_state(api.store, video_id, [TaskState.IN_PROGRESS])
+        body = (await api.client.post(f"/v1/videos/{video_id}/cancel")).json()
+        assert body["state"] == "in_progress" and body["cancel_requested"] is True
+        assert await api.queue.is_cancelled(video_id)
+        settled = await wait_for_state(api.store, video_id)
+    assert settled.state == TaskState.CANCELLED and settled.step < 50
+    final = (await api.client.get(f"/v1/videos/{video_id}")).json()
+    assert final["status"] == "failed" and final["error"]["code"] == "cancelled"
 
 
 async def test_cancel_of_a_finished_video_is_a_conflict(api: Api) -> None:
@@ -157,33 +164,36 @@ async def test_content_is_404_until_completed_then_served_with_ranges(api: Api) 
     url = f"/v1/videos/{video['id']}/content"
     early = await api.client.get(url)
     assert early.status_code == 404 and "status is queued" in early.json()["detail"]
-    lease = await api.queue.lease("w", wait_s=0)
-    assert lease is not None
-    await api.worker().settle(lease)
+    await api.run_to_end(str(video["id"]))
+    video_bytes = f"video of {video['id']} attempt 1".encode()  # what InstantBackend writes
     full = await api.client.get(url)
-    assert full.status_code == 200 and full.content == FAKE_MP4
+    assert full.status_code == 200 and full.content == video_bytes
     assert full.headers["content-type"] == "video/mp4"
-    assert full.headers["content-length"] == str(len(FAKE_MP4))
+    assert full.headers["content-length"] == str(len(video_bytes))
     part = await api.client.get(url, headers={"Range": "bytes=10-19"})
-    assert part.status_code == 206 and part.content == FAKE_MP4[10:20]
-    assert part.headers["content-range"] == f"bytes 10-19/{len(FAKE_MP4)}"
+    assert part.status_code == 206 and part.content == video_bytes[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{len(video_bytes)}"
     tail = await api.client.get(url, headers={"Range": "bytes=-5"})
-    assert tail.content == FAKE_MP4[-5:]
-    beyond = await api.client.get(url, headers={"Range": f"bytes={len(FAKE_MP4)}-"})
+    assert tail.content == video_bytes[-5:]
+    beyond = await api.client.get(url, headers={"Range": f"bytes={len(video_bytes)}-"})
     assert beyond.status_code == 416
     thumb = await api.client.get(url, params={"variant": "thumbnail"})
-    assert thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
+    assert thumb.headers["content-type"] == "image/jpeg" and thumb.content == b"poster"
     done = (await api.client.get(f"/v1/videos/{video['id']}")).json()
     assert done["status"] == "completed" and done["progress"] == 100
-    assert done["expires_at"] == int(api.clock()) + 3600 and "openai-poll-after-ms" not in (
-        await api.client.get(f"/v1/videos/{video['id']}")
-    ).headers
+    assert (
+        done["expires_at"] == int(api.clock() + api.settings.artifacts.retention_s)
+        and "openai-poll-after-ms"
+        not in (await api.client.get(f"/v1/videos/{video['id']}")).headers
+    )
 
 
 @pytest.mark.parametrize("variant", ["spritesheet", "gif"])
 async def test_content_rejects_other_variants(api: Api, variant: str) -> None:
     video = await create(api)
-    response = await api.client.get(f"/v1/videos/{video['id']}/content", params={"variant": variant})
+    response = await api.client.get(
+        f"/v1/videos/{video['id']}/content", params={"variant": variant}
+    )
     assert response.status_code in (404, 422)
     assert response.json()["errors"][0]["field"] == "variant"
 
@@ -218,3 +228,64 @@ async def test_unknown_video_is_404_problem(api: Api) -> None:
         assert response.headers["content-type"] == "application/problem+json"
         assert problem["status"] == 404 and problem["instance"] == path
         assert problem["errors"][0]["value"] == "nope"
+
+
+async def test_delete_of_a_running_video_cancels_it_and_the_dispatcher_carries_on(api: Api) -> None:
+    running = str((await create(api, num_inference_steps=50))["id"])
+    after = str((await create(api))["id"])
+    async with api.dispatching(SleepyBackend(step_s=0.05)):
+        await wait_for_state(api.store, running, [TaskState.IN_PROGRESS])
+        response = await api.client.delete(f"/v1/videos/{running}")
+        assert response.status_code == 200 and response.json()["deleted"] is True
+        assert (await api.client.get(f"/v1/videos/{running}")).status_code == 404
+        finished = await wait_for_state(api.store, after)
+    assert finished.state == TaskState.COMPLETED
+    assert await api.store.get_task(running) is None
+    assert not (api.artifacts.root / "tasks" / running).exists()
+
+
+async def test_a_store_failure_leaves_no_uploaded_image_behind(api: Api) -> None:
+    from tests.api.conftest import png_bytes
+    from wanserve.domain.errors import BackendUnavailable
+
+    async def down(task: object) -> None:
+        raise BackendUnavailable("store unreachable: disk full")
+
+    api.store.create_task = down  # type: ignore[method-assign,assignment]
+    response = await api.client.post(
+        "/v1/videos",
+        data={"model": "wan2.2-tiny-ti2v", "prompt": "x"},
+        files={"input_reference": ("a.png", png_bytes(), "image/png")},
+    )
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert not any(api.artifacts.root.rglob("*.*"))
+    assert await api.queue.lease("probe", wait_s=0) is None
+
+
+async def test_content_of_an_expired_video_says_so(api: Api) -> None:
+    from wanserve.artifacts.retention import expire_artifacts
+
+    video_id = str((await create(api))["id"])
+    await api.run_to_end(video_id)
+    api.clock.advance(api.settings.artifacts.retention_s + 1)
+    assert await expire_artifacts(api.store, api.artifacts, api.clock()) == [video_id]
+    response = await api.client.get(f"/v1/videos/{video_id}/content")
+    assert response.status_code == 404 and "expired" in response.json()["detail"]
+    video = (await api.client.get(f"/v1/videos/{video_id}")).json()
+    assert video["status"] == "completed" and video["expires_at"] is None
+
+
+@pytest.mark.parametrize("shape", ["object", "string"])
+async def test_json_image_as_a_data_url(api: Api, shape: str) -> None:
+    import base64
+
+    from tests.api.conftest import png_bytes
+
+    image = png_bytes(96, 96)
+    url = "data:image/png;base64," + base64.b64encode(image).decode()
+    reference = {"image_url": url} if shape == "object" else url
+    video = await create(api, model="wan2.2-tiny-ti2v", input_reference=reference)
+    task = await api.store.get_task(str(video["id"]))
+    assert task is not None and task.spec.image is not None
+    assert api.artifacts.path(task.spec.image).read_bytes() == image

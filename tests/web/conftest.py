@@ -60,7 +60,9 @@ def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> Non
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"wanserve up exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"wanserve up exited ({process.returncode}):\n{log.read_text()[-3000:]}"
+            )
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                 return
@@ -147,13 +149,17 @@ def watch() -> PageWatch:
 
 
 @pytest.fixture
-def page(browser: Any, server: str, watch: PageWatch, request: pytest.FixtureRequest) -> Iterator[Any]:
+def page(
+    browser: Any, server: str, watch: PageWatch, request: pytest.FixtureRequest
+) -> Iterator[Any]:
     """A fresh browser context at desktop size; fails the test on unexpected console errors."""
     context = browser.new_context(viewport=DESKTOP, base_url=server)
     context.set_default_timeout(30_000)
     context.add_init_script(PROGRESS_RECORDER)
     tab = context.new_page()
-    tab.on("console", lambda m: m.type == "error" and watch.errors.append(f"{m.text} @ {m.location}"))
+    tab.on(
+        "console", lambda m: m.type == "error" and watch.errors.append(f"{m.text} @ {m.location}")
+    )
     tab.on("pageerror", lambda e: watch.errors.append(f"uncaught: {e}"))
     tab.on("request", lambda r: watch.requests.append((r.method, httpx.URL(r.url).path)))
     try:
