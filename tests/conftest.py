@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 SHARED = ROOT.parent / "shared"
 
+pytest_plugins = ["tests.fixtures.store", "tests.fixtures.valkey"]
+
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     """os.environ with `src/` on PYTHONPATH, so `python -m wanserve` works installed or not."""

@@ -7,11 +7,13 @@ returned to the queue and handed to another worker.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Protocol
 
-__all__ = ["JobQueue", "Lease"]
+__all__ = ["CANCEL_MESSAGE", "JobQueue", "Lease", "Subscription"]
+
+CANCEL_MESSAGE = "cancel"  # what `cancel` publishes to the task's listeners
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,30 @@ class Lease:
     expires_at: float
 
 
+class Subscription(Protocol):
+    """Live messages for one task id: async iterator of str and async context manager.
+
+    Messages published after the subscription is active are delivered in order. It becomes active
+    on `__aenter__` (use this when nothing may be missed, e.g. subscribe, then replay the store,
+    then follow live), or lazily on the first `__anext__`. `aclose()` unsubscribes.
+    """
+
+    def __aiter__(self) -> Subscription: ...
+
+    async def __anext__(self) -> str: ...
+
+    async def __aenter__(self) -> Subscription: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
 class JobQueue(Protocol):
     async def enqueue(self, task_id: str, *, priority: int = 0, delay_s: float = 0.0) -> bool:
         """Add `task_id`; False (and no change) when it is already queued or leased."""
@@ -34,7 +60,11 @@ class JobQueue(Protocol):
         ...
 
     async def heartbeat(self, lease: Lease) -> Lease | None:
-        """Renew `lease`; None when it was lost (expired and re-leased, or the task cancelled)."""
+        """Renew `lease`; None when it was lost (expired and re-leased, or the task cancelled).
+
+        A cancelled task's lease is still renewed (so the worker can clean up and then `ack`),
+        but the result is None to tell the worker to stop.
+        """
         ...
 
     async def ack(self, lease: Lease) -> bool:
@@ -42,11 +72,19 @@ class JobQueue(Protocol):
         ...
 
     async def release(self, lease: Lease, *, delay_s: float = 0.0) -> bool:
-        """Give the task back to the queue (retry after `delay_s`, or hand-back on shutdown)."""
+        """Give the task back to the queue (retry after `delay_s`, or hand-back on shutdown).
+
+        It keeps its priority and its place among equal priorities. A cancelled task is dropped
+        instead. False (and no change) when the lease was lost.
+        """
         ...
 
     async def cancel(self, task_id: str) -> bool:
-        """Remove a queued task, or flag a leased one so `is_cancelled` and listeners see it."""
+        """Remove a queued task, or flag a leased one so `is_cancelled` and listeners see it.
+
+        Either way the task's cancel flag is set and CANCEL_MESSAGE is published to listeners.
+        False when the queue does not hold `task_id` (nothing changes then).
+        """
         ...
 
     async def is_cancelled(self, task_id: str) -> bool: ...
@@ -60,15 +98,18 @@ class JobQueue(Protocol):
         ...
 
     async def requeue_expired(self) -> list[str]:
-        """Return expired leases to the queue; the ids that were returned."""
+        """Return expired leases to the queue; the ids that were returned.
+
+        Expired leases of cancelled tasks are dropped, not returned. `lease` also does this.
+        """
         ...
 
     async def publish(self, task_id: str, message: str) -> None:
         """Fan a live notification (an event id, a cancel) out to every listener of `task_id`."""
         ...
 
-    def listen(self, task_id: str) -> AsyncIterator[str]:
-        """Messages published for `task_id` from now on, until the consumer stops iterating."""
+    def listen(self, task_id: str) -> Subscription:
+        """Messages published for `task_id` once subscribed (see `Subscription`)."""
         ...
 
     async def ping(self) -> None:

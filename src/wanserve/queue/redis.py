@@ -1,0 +1,188 @@
+"""RedisQueue: the JobQueue on a Redis-protocol server (Valkey embedded, Redis/Valkey in prod).
+
+Every change that touches more than one key is one Lua script (queue/scripts.py), so a worker
+that dies between two commands cannot leave a task half-moved. Times come from the injected
+clock of the process that calls (workers and the API should share NTP-synced clocks, as they
+share the lease TTL); the server's clock is not used, so tests can move time with a FakeClock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from wanserve.domain.errors import BackendUnavailable
+from wanserve.queue import scripts
+from wanserve.queue.base import CANCEL_MESSAGE, Lease
+
+__all__ = ["RedisQueue", "RedisSubscription"]
+
+CANCEL_FLAG_TTL_S = 7 * 24 * 3600  # long enough for any remote engine to see it
+_MIN_WAIT_S = 0.01  # BLPOP timeout 0 would mean "forever"
+
+_T = TypeVar("_T")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _guard(call: Awaitable[_T]) -> _T:
+    """Run one server call; lost connections become BackendUnavailable."""
+    try:
+        return await call
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise BackendUnavailable(f"queue server unreachable: {exc}") from exc
+
+
+class RedisSubscription:
+    """A pub/sub subscription to one task's channel (see queue.base.Subscription)."""
+
+    def __init__(self, client: aioredis.Redis, channel: str) -> None:
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._channel = channel
+        self._active = False
+
+    async def subscribe(self) -> None:
+        if not self._active:
+            await _guard(self._pubsub.subscribe(self._channel))
+            self._active = True
+
+    def __aiter__(self) -> RedisSubscription:
+        return self
+
+    async def __anext__(self) -> str:
+        await self.subscribe()
+        while True:
+            message = await _guard(self._pubsub.get_message(timeout=None))
+            if message is not None and message.get("type") == "message":
+                return _text(message["data"])
+
+    async def __aenter__(self) -> RedisSubscription:
+        await self.subscribe()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        self._active = False
+
+
+class RedisQueue:
+    """JobQueue over one Redis/Valkey node; all keys start with `prefix` (scripts.py has them).
+
+    `lease_ttl_s` bounds how long a dead worker's task stays leased: a worker that stops calling
+    `heartbeat` has its task re-leased by the next `lease`/`requeue_expired` after the TTL.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "wanserve",
+        lease_ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.lease_ttl_s = lease_ttl_s
+        self._clock = clock
+        self._scripts = {
+            name: client.register_script(getattr(scripts, name))
+            for name in ("ACK", "CANCEL", "ENQUEUE", "HEARTBEAT", "LEASE", "POSITION", "RELEASE")
+        }
+        self._scripts["REQUEUE"] = client.register_script(scripts.REQUEUE)
+
+    async def enqueue(self, task_id: str, *, priority: int = 0, delay_s: float = 0.0) -> bool:
+        added = await self._run("ENQUEUE", task_id, int(priority), self._clock(), delay_s)
+        return bool(added)
+
+    async def lease(self, worker_id: str, *, wait_s: float) -> Lease | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            token = uuid.uuid4().hex
+            now = self._clock()
+            taken, next_due = await self._run("LEASE", now, self.lease_ttl_s, worker_id, token)
+            if taken:
+                return Lease(_text(taken), worker_id, token, now + self.lease_ttl_s)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            await self._wait_for_work(remaining, next_due)
+
+    async def heartbeat(self, lease: Lease) -> Lease | None:
+        expires_at = self._clock() + self.lease_ttl_s
+        result = await self._run("HEARTBEAT", lease.task_id, lease.token, expires_at)
+        if result != 1:
+            return None
+        return Lease(lease.task_id, lease.worker_id, lease.token, expires_at)
+
+    async def ack(self, lease: Lease) -> bool:
+        return bool(await self._run("ACK", lease.task_id, lease.token))
+
+    async def release(self, lease: Lease, *, delay_s: float = 0.0) -> bool:
+        now = self._clock()
+        return bool(await self._run("RELEASE", lease.task_id, lease.token, now, delay_s))
+
+    async def cancel(self, task_id: str) -> bool:
+        return bool(await self._run("CANCEL", task_id, CANCEL_FLAG_TTL_S, CANCEL_MESSAGE))
+
+    async def is_cancelled(self, task_id: str) -> bool:
+        return bool(await _guard(self.client.exists(self.cancel_key(task_id))))
+
+    async def position(self, task_id: str) -> int | None:
+        rank = int(await self._run("POSITION", task_id, self._clock()))
+        return None if rank < 0 else rank
+
+    async def contains(self, task_id: str) -> bool:
+        return bool(await _guard(self.client.exists(f"{self.prefix}:q:job:{task_id}")))
+
+    async def requeue_expired(self) -> list[str]:
+        return [_text(i) for i in await self._run("REQUEUE", self._clock())]
+
+    async def publish(self, task_id: str, message: str) -> None:
+        await _guard(self.client.publish(self.channel(task_id), message))
+
+    def listen(self, task_id: str) -> RedisSubscription:
+        return RedisSubscription(self.client, self.channel(task_id))
+
+    async def ping(self) -> None:
+        await _guard(self.client.ping())
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    def cancel_key(self, task_id: str) -> str:
+        """The cancel flag's key, `<prefix>:cancel:<task_id>` (remote engines read it)."""
+        return f"{self.prefix}:cancel:{task_id}"
+
+    def channel(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}"
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        return await _guard(self._scripts[name](args=[self.prefix, *args]))
+
+    async def _wait_for_work(self, remaining: float, next_due: Any) -> None:
+        """Block until an enqueue/release pushes a wake-up, something falls due, or time is up."""
+        timeout = remaining
+        if next_due:
+            timeout = min(timeout, float(_text(next_due)) - self._clock())
+        await _guard(
+            self.client.blpop([f"{self.prefix}:q:notify"], timeout=max(timeout, _MIN_WAIT_S))
+        )

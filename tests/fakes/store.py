@@ -1,0 +1,137 @@
+"""An in-memory TaskStore with the same contract as SqlStore (tests/store runs both)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, Literal
+
+from wanserve.domain.errors import Conflict, InvalidRequest, NotFound
+from wanserve.domain.task import Task, TaskEvent, TaskState
+from wanserve.store.base import ApiKey, TaskPage
+
+__all__ = ["InMemoryStore"]
+
+
+class InMemoryStore:
+    """TaskStore in one process. Event times come from the injected clock."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._tasks: dict[str, Task] = {}  # insertion order is creation order
+        self._events: dict[str, list[TaskEvent]] = {}
+        self._keys: dict[str, ApiKey] = {}
+        self._usage: list[tuple[str, str | None, float, float]] = []
+        self.closed = False
+
+    async def create_task(self, task: Task) -> Task:
+        if task.id in self._tasks:
+            raise Conflict(f"task {task.id} already exists", task_id=task.id)
+        if task.idempotency_key is not None:
+            found = await self.find_by_idempotency_key(task.owner, task.idempotency_key)
+            if found is not None:
+                raise Conflict(
+                    f"idempotency_key={task.idempotency_key!r} is already used by task {found.id}",
+                    task_id=found.id,
+                )
+        self._tasks[task.id] = task
+        self._events[task.id] = []
+        self._append(task.id, "created", {"state": task.state.value})
+        return task
+
+    async def get_task(self, task_id: str) -> Task | None:
+        return self._tasks.get(task_id)
+
+    async def find_by_idempotency_key(self, owner: str | None, key: str) -> Task | None:
+        for task in self._tasks.values():
+            if task.owner == owner and task.idempotency_key == key:
+                return task
+        return None
+
+    async def save_task(
+        self, task: Task, events: Sequence[tuple[str, dict[str, Any]]] = ()
+    ) -> list[TaskEvent]:
+        if task.id not in self._tasks:
+            raise NotFound(f"task {task.id} does not exist", task_id=task.id)
+        self._tasks[task.id] = task
+        return [self._append(task.id, kind, data) for kind, data in events]
+
+    async def list_tasks(
+        self,
+        *,
+        owner: str | None,
+        after: str | None = None,
+        limit: int = 20,
+        order: Literal["asc", "desc"] = "desc",
+    ) -> TaskPage:
+        tasks = [t for t in self._tasks.values() if owner is None or t.owner == owner]
+        if order == "desc":
+            tasks.reverse()
+        if after is not None:
+            ids = [t.id for t in tasks]
+            if after not in ids:
+                raise InvalidRequest("after", after, "must be the id of a task in this list")
+            tasks = tasks[ids.index(after) + 1 :]
+        return TaskPage(tasks=tasks[:limit], has_more=len(tasks) > limit)
+
+    async def tasks_in_states(self, states: Sequence[TaskState], limit: int = 1000) -> list[Task]:
+        return [t for t in self._tasks.values() if t.state in states][:limit]
+
+    async def delete_task(self, task_id: str) -> bool:
+        self._events.pop(task_id, None)
+        return self._tasks.pop(task_id, None) is not None
+
+    async def list_events(self, task_id: str, *, after_id: int = 0) -> list[TaskEvent]:
+        return [e for e in self._events.get(task_id, []) if e.id > after_id]
+
+    async def expired_tasks(self, now: float, limit: int = 100) -> list[Task]:
+        expired = [
+            t
+            for t in self._tasks.values()
+            if t.state == TaskState.COMPLETED and t.expires_at is not None and t.expires_at <= now
+        ]
+        return sorted(expired, key=lambda t: t.expires_at or 0.0)[:limit]
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        if key.id in self._keys or any(k.key_hash == key.key_hash for k in self._keys.values()):
+            raise Conflict(f"api key {key.id} already exists", key_id=key.id)
+        self._keys[key.id] = key
+
+    async def get_api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        return next((k for k in self._keys.values() if k.key_hash == key_hash), None)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        return sorted(self._keys.values(), key=lambda k: (k.created_at, k.id))
+
+    async def revoke_api_key(self, key_id: str, now: float) -> bool:
+        key = self._keys.get(key_id)
+        if key is None or key.revoked_at is not None:
+            return False
+        self._keys[key_id] = replace(key, revoked_at=now)
+        return True
+
+    async def record_usage(
+        self, task_id: str, owner: str | None, gpu_seconds: float, wall_seconds: float, at: float
+    ) -> None:
+        self._usage.append((task_id, owner, gpu_seconds, wall_seconds))
+
+    async def usage_by_owner(self, owner: str | None) -> dict[str, float]:
+        rows = [u for u in self._usage if owner is None or u[1] == owner]
+        return {
+            "tasks": float(len({u[0] for u in rows})),
+            "gpu_seconds": sum(u[2] for u in rows),
+            "wall_seconds": sum(u[3] for u in rows),
+        }
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def _append(self, task_id: str, kind: str, data: dict[str, Any]) -> TaskEvent:
+        log = self._events[task_id]
+        event = TaskEvent(id=len(log) + 1, task_id=task_id, type=kind, data=data, at=self._clock())
+        log.append(event)
+        return event

@@ -1,0 +1,252 @@
+"""The JobQueue contract, run against InMemoryQueue and RedisQueue on a real Valkey (rule 27).
+
+Both queues run on a FakeClock, so lease expiry and delays are driven by `advance`, not sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.fakes.clock import FakeClock
+from tests.fakes.queue import InMemoryQueue
+from tests.fixtures.valkey import delete_prefix
+from wanserve.queue.base import CANCEL_MESSAGE, JobQueue
+from wanserve.queue.redis import RedisQueue
+
+TTL = 10.0
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+async def queue(request: pytest.FixtureRequest, fake_clock: FakeClock) -> AsyncIterator[JobQueue]:
+    if request.param == "memory":
+        yield InMemoryQueue(lease_ttl_s=TTL, clock=fake_clock)
+        return
+    # compat: pytest-asyncio cannot resolve an async fixture through getfixturevalue here
+    client = aioredis.Redis.from_url(request.getfixturevalue("valkey_url"))
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield RedisQueue(client, prefix=prefix, lease_ttl_s=TTL, clock=fake_clock)
+    finally:
+        await delete_prefix(client, prefix)
+        await client.aclose()
+
+
+async def _drain(queue: JobQueue) -> list[str]:
+    taken = []
+    while (lease := await queue.lease("w", wait_s=0)) is not None:
+        taken.append(lease.task_id)
+    return taken
+
+
+class TestJobQueueContract:
+    async def test_enqueue_is_idempotent_by_task_id(self, queue: JobQueue) -> None:
+        assert await queue.enqueue("t1") is True
+        assert await queue.enqueue("t1", priority=9) is False
+        lease = await queue.lease("w", wait_s=0)
+        assert lease is not None and lease.task_id == "t1"
+        assert await queue.enqueue("t1") is False  # leased counts as held
+        assert await queue.lease("w", wait_s=0) is None
+        assert await queue.ack(lease)
+        assert await queue.enqueue("t1") is True  # forgotten after ack
+
+    async def test_lease_on_empty_queue_returns_none_after_waiting(self, queue: JobQueue) -> None:
+        assert await queue.lease("w", wait_s=0.05) is None
+
+    async def test_blocked_lease_wakes_on_enqueue(self, queue: JobQueue) -> None:
+        waiter = asyncio.create_task(queue.lease("w", wait_s=10))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        await queue.enqueue("t1")
+        lease = await asyncio.wait_for(waiter, timeout=5)
+        assert lease is not None and lease.task_id == "t1"
+
+    async def test_high_priority_overtakes_queued_low_fifo_within_priority(
+        self, queue: JobQueue
+    ) -> None:
+        for task_id in ("low1", "low2", "low3"):
+            await queue.enqueue(task_id, priority=0)
+        await queue.enqueue("high", priority=10)
+        await queue.enqueue("mid", priority=5)
+        assert await queue.position("high") == 0
+        assert await queue.position("mid") == 1
+        assert await queue.position("low1") == 2
+        assert await queue.position("low3") == 4
+        assert await _drain(queue) == ["high", "mid", "low1", "low2", "low3"]
+
+    async def test_lease_fields(self, queue: JobQueue, fake_clock: FakeClock) -> None:
+        await queue.enqueue("t1")
+        lease = await queue.lease("worker-7", wait_s=0)
+        assert lease is not None
+        assert (lease.task_id, lease.worker_id) == ("t1", "worker-7")
+        assert lease.expires_at == pytest.approx(fake_clock.now() + TTL)
+        assert await queue.position("t1") is None
+        assert await queue.contains("t1")
+
+    async def test_heartbeat_keeps_a_live_lease(
+        self, queue: JobQueue, fake_clock: FakeClock
+    ) -> None:
+        await queue.enqueue("t1")
+        lease = await queue.lease("w1", wait_s=0)
+        assert lease is not None
+        for _ in range(5):  # 5 x 0.8 TTL: far past the first deadline
+            fake_clock.advance(TTL * 0.8)
+            renewed = await queue.heartbeat(lease)
+            assert renewed is not None and renewed.token == lease.token
+            assert renewed.expires_at == pytest.approx(fake_clock.now() + TTL)
+            assert await queue.requeue_expired() == []
+            assert await queue.lease("w2", wait_s=0) is None
+
+    async def test_expired_lease_goes_to_another_worker(
+        self, queue: JobQueue, fake_clock: FakeClock
+    ) -> None:
+        await queue.enqueue("t1")
+        first = await queue.lease("w1", wait_s=0)
+        assert first is not None
+        fake_clock.advance(TTL + 0.1)
+        assert await queue.requeue_expired() == ["t1"]
+        assert await queue.position("t1") == 0
+        second = await queue.lease("w2", wait_s=0)
+        assert second is not None and second.task_id == "t1" and second.token != first.token
+        # the dead worker's stale lease can no longer act on the task
+        assert await queue.heartbeat(first) is None
+        assert await queue.ack(first) is False
+        assert await queue.release(first) is False
+        assert await queue.ack(second) is True
+
+    async def test_lease_itself_requeues_expired(
+        self, queue: JobQueue, fake_clock: FakeClock
+    ) -> None:
+        await queue.enqueue("t1")
+        assert await queue.lease("w1", wait_s=0) is not None
+        fake_clock.advance(TTL + 1)
+        second = await queue.lease("w2", wait_s=0)
+        assert second is not None and second.task_id == "t1"
+
+    async def test_expired_lease_returns_to_its_place(
+        self, queue: JobQueue, fake_clock: FakeClock
+    ) -> None:
+        await queue.enqueue("first")
+        await queue.enqueue("second")
+        assert await queue.lease("w1", wait_s=0) is not None
+        await queue.enqueue("third")
+        fake_clock.advance(TTL + 1)
+        assert await _drain(queue) == ["first", "second", "third"]
+
+    async def test_release_with_delay_waits_for_the_clock(
+        self, queue: JobQueue, fake_clock: FakeClock
+    ) -> None:
+        await queue.enqueue("t1", priority=3)
+        lease = await queue.lease("w1", wait_s=0)
+        assert lease is not None
+        assert await queue.release(lease, delay_s=8) is True
+        assert await queue.contains("t1")
+        assert await queue.position("t1") is None
+        assert await queue.lease("w1", wait_s=0) is None
+        fake_clock.advance(7.9)
+        assert await queue.lease("w1", wait_s=0) is None
+        fake_clock.advance(0.2)
+        await queue.enqueue("low", priority=0)
+        assert await queue.position("t1") == 0  # kept its priority
+        again = await queue.lease("w2", wait_s=0)
+        assert again is not None and again.task_id == "t1"
+
+    async def test_enqueue_with_delay(self, queue: JobQueue, fake_clock: FakeClock) -> None:
+        assert await queue.enqueue("later", delay_s=5)
+        await queue.enqueue("now")
+        assert await _drain(queue) == ["now"]
+        fake_clock.advance(5)
+        assert await _drain(queue) == ["later"]
+
+    async def test_release_without_delay_hands_back_at_once(self, queue: JobQueue) -> None:
+        await queue.enqueue("a")
+        await queue.enqueue("b")
+        lease = await queue.lease("w1", wait_s=0)
+        assert lease is not None and lease.task_id == "a"
+        assert await queue.release(lease)
+        assert await _drain(queue) == ["a", "b"]  # back in its original place
+
+    async def test_cancel_queued_removes_it(self, queue: JobQueue) -> None:
+        await queue.enqueue("t1")
+        await queue.enqueue("t2")
+        assert await queue.cancel("t1") is True
+        assert await queue.is_cancelled("t1")
+        assert not await queue.is_cancelled("t2")
+        assert not await queue.contains("t1")
+        assert await queue.position("t2") == 0
+        assert await _drain(queue) == ["t2"]
+
+    async def test_cancel_delayed_removes_it(self, queue: JobQueue, fake_clock: FakeClock) -> None:
+        await queue.enqueue("t1", delay_s=5)
+        assert await queue.cancel("t1") is True
+        fake_clock.advance(6)
+        assert await _drain(queue) == []
+
+    async def test_cancel_unknown_is_false(self, queue: JobQueue) -> None:
+        assert await queue.cancel("nope") is False
+        assert not await queue.is_cancelled("nope")
+
+    async def test_cancel_running_flags_the_lease(
+        self, queue: JobQueue, fake_clock: FakeClock
+    ) -> None:
+        await queue.enqueue("t1")
+        lease = await queue.lease("w1", wait_s=0)
+        assert lease is not None
+        async with queue.listen("t1") as messages:
+            assert await queue.cancel("t1") is True
+            assert await asyncio.wait_for(anext(messages), timeout=5) == CANCEL_MESSAGE
+        assert await queue.is_cancelled("t1")
+        assert await queue.contains("t1")  # still leased while the worker cleans up
+        fake_clock.advance(TTL * 0.8)
+        assert await queue.heartbeat(lease) is None  # stop: but the lease was renewed
+        fake_clock.advance(TTL * 0.8)
+        assert await queue.requeue_expired() == []
+        assert await queue.ack(lease) is True
+        assert not await queue.contains("t1")
+
+    async def test_cancelled_lease_that_expires_is_dropped(
+        self, queue: JobQueue, fake_clock: FakeClock
+    ) -> None:
+        await queue.enqueue("t1")
+        assert await queue.lease("w1", wait_s=0) is not None
+        await queue.cancel("t1")
+        fake_clock.advance(TTL + 1)
+        assert await queue.requeue_expired() == []
+        assert not await queue.contains("t1")
+        assert await queue.lease("w2", wait_s=0) is None
+
+    async def test_release_of_cancelled_task_drops_it(self, queue: JobQueue) -> None:
+        await queue.enqueue("t1")
+        lease = await queue.lease("w1", wait_s=0)
+        assert lease is not None
+        await queue.cancel("t1")
+        assert await queue.release(lease, delay_s=1) is True
+        assert not await queue.contains("t1")
+
+    async def test_publish_reaches_every_listener_in_order(self, queue: JobQueue) -> None:
+        async with queue.listen("t1") as one, queue.listen("t1") as two:
+            async with queue.listen("other") as other:
+                for message in ("1", "2", "3"):
+                    await queue.publish("t1", message)
+                await queue.publish("other", "x")
+                for sub in (one, two):
+                    got = [await asyncio.wait_for(anext(sub), timeout=5) for _ in range(3)]
+                    assert got == ["1", "2", "3"]
+                assert await asyncio.wait_for(anext(other), timeout=5) == "x"
+
+    async def test_contains_covers_queued_delayed_and_leased(self, queue: JobQueue) -> None:
+        await queue.enqueue("q")
+        await queue.enqueue("d", delay_s=30)
+        assert await queue.contains("q") and await queue.contains("d")
+        lease = await queue.lease("w", wait_s=0)
+        assert lease is not None and await queue.contains("q")
+        await queue.ack(lease)
+        assert not await queue.contains("q")
+        assert not await queue.contains("never")
+
+    async def test_ping(self, queue: JobQueue) -> None:
+        await queue.ping()

@@ -1,0 +1,225 @@
+"""The TaskStore contract, run against InMemoryStore, SQLite and Postgres (rule 27)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.clock import FakeClock
+from tests.fakes.store import InMemoryStore
+from tests.fixtures.store import make_task, open_sql_store
+from wanserve.domain.errors import Conflict, InvalidRequest, NotFound
+from wanserve.domain.events import Phase
+from wanserve.domain.task import TaskError, TaskResult, TaskState, complete, fail, start
+from wanserve.store.base import ApiKey, TaskStore
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("sqlite", marks=pytest.mark.integration),
+        pytest.param("postgres", marks=pytest.mark.integration),
+    ]
+)
+async def store(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    postgres_schema: tuple[str, str] | None,
+    fake_clock: FakeClock,
+) -> AsyncIterator[TaskStore]:
+    if request.param == "memory":
+        yield InMemoryStore(clock=fake_clock)
+        return
+    async with open_sql_store(request.param, tmp_path, postgres_schema, fake_clock) as sql:
+        yield sql
+
+
+def _result() -> TaskResult:
+    return TaskResult(
+        video_key="v/1.mp4",
+        bytes=10,
+        sha256="0" * 64,
+        frames=17,
+        fps=16,
+        duration=1.0,
+        width=832,
+        height=480,
+    )
+
+
+class TestTaskStoreContract:
+    async def test_create_then_get_round_trips_the_whole_task(
+        self, store: TaskStore, fake_clock: FakeClock
+    ) -> None:
+        task = make_task("t1", owner="k1", priority=3, idempotency_key="abc", request_hash="h")
+        assert await store.create_task(task) == task
+        assert await store.get_task("t1") == task
+        assert await store.get_task("nope") is None
+        [created] = await store.list_events("t1")
+        assert (created.id, created.type, created.task_id) == (1, "created", "t1")
+        assert created.data == {"state": "queued"}
+        assert created.at == fake_clock.now()
+
+    async def test_duplicate_id_is_a_conflict(self, store: TaskStore) -> None:
+        await store.create_task(make_task("t1"))
+        with pytest.raises(Conflict):
+            await store.create_task(make_task("t1"))
+        assert len(await store.list_events("t1")) == 1
+
+    async def test_idempotency_key_is_unique_per_owner(self, store: TaskStore) -> None:
+        await store.create_task(make_task("a", owner="k1", idempotency_key="key"))
+        with pytest.raises(Conflict) as info:
+            await store.create_task(make_task("b", owner="k1", idempotency_key="key"))
+        assert info.value.extensions["task_id"] == "a"
+        assert await store.get_task("b") is None
+        await store.create_task(make_task("c", owner="k2", idempotency_key="key"))
+        await store.create_task(make_task("d", owner=None, idempotency_key="key"))
+        with pytest.raises(Conflict):  # no owner (open server) is one scope too
+            await store.create_task(make_task("e", owner=None, idempotency_key="key"))
+        found = await store.find_by_idempotency_key("k1", "key")
+        assert found is not None and found.id == "a"
+        found = await store.find_by_idempotency_key(None, "key")
+        assert found is not None and found.id == "d"
+        assert await store.find_by_idempotency_key("k3", "key") is None
+        await store.create_task(make_task("f", owner="k1"))  # tasks without keys never clash
+        await store.create_task(make_task("g", owner="k1"))
+
+    async def test_save_task_appends_numbered_events(
+        self, store: TaskStore, fake_clock: FakeClock
+    ) -> None:
+        task = await store.create_task(make_task("t1"))
+        running = start(task, fake_clock.advance(1), backend="local")
+        saved = await store.save_task(
+            running, [("state", {"state": "in_progress"}), ("phase", {"phase": "loading"})]
+        )
+        assert [(e.id, e.type) for e in saved] == [(2, "state"), (3, "phase")]
+        assert saved[0].at == fake_clock.now()
+        assert await store.get_task("t1") == running
+        assert await store.save_task(running) == []
+        [step] = await store.save_task(running, [("step", {"step": 1, "total": 4})])
+        assert step.id == 4 and step.data == {"step": 1, "total": 4}
+        assert [e.id for e in await store.list_events("t1")] == [1, 2, 3, 4]
+        assert [e.id for e in await store.list_events("t1", after_id=2)] == [3, 4]
+        assert await store.list_events("t1", after_id=4) == []
+
+    async def test_event_ids_are_per_task(self, store: TaskStore) -> None:
+        one = await store.create_task(make_task("one"))
+        two = await store.create_task(make_task("two"))
+        await store.save_task(one, [("step", {})])
+        [event] = await store.save_task(two, [("step", {})])
+        assert event.id == 2
+
+    async def test_concurrent_saves_never_reuse_an_event_id(self, store: TaskStore) -> None:
+        task = await store.create_task(make_task("t1"))
+        batches = await asyncio.gather(
+            *(store.save_task(task, [("step", {"n": n}), ("memory", {})]) for n in range(8))
+        )
+        ids = sorted(e.id for batch in batches for e in batch)
+        assert ids == list(range(2, 18))
+        assert [e.id for e in await store.list_events("t1")] == list(range(1, 18))
+
+    async def test_save_unknown_task_is_not_found(self, store: TaskStore) -> None:
+        with pytest.raises(NotFound):
+            await store.save_task(make_task("ghost"), [("state", {})])
+
+    async def test_list_tasks_pages_by_creation_order(self, store: TaskStore) -> None:
+        for n in range(5):
+            await store.create_task(make_task(f"t{n}", owner="k1", created_at=1000.0))
+        page = await store.list_tasks(owner="k1", limit=2)
+        assert [t.id for t in page.tasks] == ["t4", "t3"] and page.has_more
+        page = await store.list_tasks(owner="k1", after="t3", limit=2)
+        assert [t.id for t in page.tasks] == ["t2", "t1"] and page.has_more
+        page = await store.list_tasks(owner="k1", after="t1", limit=2)
+        assert [t.id for t in page.tasks] == ["t0"] and not page.has_more
+        page = await store.list_tasks(owner="k1", order="asc", after="t1", limit=10)
+        assert [t.id for t in page.tasks] == ["t2", "t3", "t4"] and not page.has_more
+        page = await store.list_tasks(owner="k1", order="asc", limit=3)
+        assert [t.id for t in page.tasks] == ["t0", "t1", "t2"] and page.has_more
+
+    async def test_list_tasks_filters_by_owner(self, store: TaskStore) -> None:
+        await store.create_task(make_task("a1", owner="a"))
+        await store.create_task(make_task("b1", owner="b"))
+        await store.create_task(make_task("n1", owner=None))
+        await store.create_task(make_task("a2", owner="a"))
+        assert [t.id for t in (await store.list_tasks(owner="a")).tasks] == ["a2", "a1"]
+        everyone = await store.list_tasks(owner=None)
+        assert [t.id for t in everyone.tasks] == ["a2", "n1", "b1", "a1"]
+        with pytest.raises(InvalidRequest) as info:  # another owner's id is no cursor
+            await store.list_tasks(owner="a", after="b1")
+        assert info.value.field == "after"
+        with pytest.raises(InvalidRequest):
+            await store.list_tasks(owner=None, after="missing")
+        assert (await store.list_tasks(owner="nobody")).tasks == []
+
+    async def test_tasks_in_states(self, store: TaskStore, fake_clock: FakeClock) -> None:
+        queued = [await store.create_task(make_task(f"q{n}")) for n in range(3)]
+        running = start(queued[1], fake_clock.now(), backend="local")
+        await store.save_task(running)
+        done = fail(start(queued[2], 1.0, "local"), TaskError(code="x", message="y"), 2.0)
+        await store.save_task(done)
+        found = await store.tasks_in_states([TaskState.QUEUED, TaskState.IN_PROGRESS])
+        assert [t.id for t in found] == ["q0", "q1"]
+        assert [t.id for t in await store.tasks_in_states([TaskState.FAILED])] == ["q2"]
+        assert len(await store.tasks_in_states(list(TaskState), limit=2)) == 2
+
+    async def test_delete_task_removes_its_events(self, store: TaskStore) -> None:
+        task = await store.create_task(make_task("t1"))
+        await store.save_task(task, [("step", {})])
+        await store.create_task(make_task("t2"))
+        assert await store.delete_task("t1") is True
+        assert await store.get_task("t1") is None
+        assert await store.list_events("t1") == []
+        assert await store.delete_task("t1") is False
+        assert len(await store.list_events("t2")) == 1
+
+    async def test_expired_tasks(self, store: TaskStore) -> None:
+        for n, expires in enumerate([100.0, 300.0, 200.0]):
+            task = await store.create_task(make_task(f"c{n}"))
+            running = start(task, 1.0, "local").model_copy(update={"phase": Phase.WRITING})
+            await store.save_task(complete(running, _result(), 2.0, expires_at=expires))
+        await store.create_task(make_task("queued"))
+        assert [t.id for t in await store.expired_tasks(250.0)] == ["c0", "c2"]
+        assert [t.id for t in await store.expired_tasks(1000.0, limit=1)] == ["c0"]
+        assert await store.expired_tasks(50.0) == []
+
+    async def test_api_keys(self, store: TaskStore) -> None:
+        admin = ApiKey(id="k1", name="ops", key_hash="h1", is_admin=True, created_at=1.0)
+        user = ApiKey(id="k2", name="app", key_hash="h2", is_admin=False, created_at=2.0)
+        await store.create_api_key(user)
+        await store.create_api_key(admin)
+        assert await store.get_api_key_by_hash("h1") == admin
+        assert await store.get_api_key_by_hash("nope") is None
+        assert await store.list_api_keys() == [admin, user]
+        with pytest.raises(Conflict):
+            await store.create_api_key(ApiKey("k3", "dup", "h1", False, 3.0))
+        assert await store.revoke_api_key("k2", now=5.0) is True
+        assert await store.revoke_api_key("k2", now=6.0) is False
+        assert await store.revoke_api_key("missing", now=6.0) is False
+        revoked = await store.get_api_key_by_hash("h2")
+        assert revoked is not None and revoked.revoked_at == 5.0
+
+    async def test_usage_totals_per_owner(self, store: TaskStore) -> None:
+        assert await store.usage_by_owner("a") == {
+            "tasks": 0.0,
+            "gpu_seconds": 0.0,
+            "wall_seconds": 0.0,
+        }
+        await store.record_usage("t1", "a", gpu_seconds=10.0, wall_seconds=4.0, at=1.0)
+        await store.record_usage("t1", "a", gpu_seconds=2.0, wall_seconds=1.0, at=2.0)
+        await store.record_usage("t2", "b", gpu_seconds=5.0, wall_seconds=5.0, at=3.0)
+        assert await store.usage_by_owner("a") == {
+            "tasks": 1.0,
+            "gpu_seconds": 12.0,
+            "wall_seconds": 5.0,
+        }
+        assert await store.usage_by_owner(None) == {
+            "tasks": 2.0,
+            "gpu_seconds": 17.0,
+            "wall_seconds": 10.0,
+        }
+
+    async def test_ping(self, store: TaskStore) -> None:
+        await store.ping()
