@@ -56,13 +56,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path, model: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"wanserve up exited ({process.returncode}):\n{log.read_text()[-3000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+            ready = httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+            if ready and model.exists():
                 return
         time.sleep(0.5)
     raise TimeoutError(f"wanserve up not ready in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
@@ -79,26 +80,33 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def running_up(data: Path, **env: str) -> Iterator[str]:
+    """`python -m wanserve up` on a free port with `data` as its data dir; yields its base URL
+    once it is ready and its default tiny model is built; stops its whole process group."""
+    port = _free_port()
+    log = data / "up.log"
+    command = [sys.executable, "-m", "wanserve", "up", "--host", "127.0.0.1",
+               "--port", str(port), "--data-dir", str(data)]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=subprocess_env(**env), stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, process, log, data / "models" / "wan2.2-tiny" / "model_index.json")
+        yield base
+    finally:
+        _stop(process)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The base URL of a real `wanserve up` (API, web page, Valkey, dispatcher, tiny model)."""
     if url := os.environ.get("WANSERVE_WEB_TEST_URL"):
         yield url.rstrip("/")
         return
-    data = tmp_path_factory.mktemp("wanserve-up")
-    port = _free_port()
-    log = data / "up.log"
-    command = [sys.executable, "-m", "wanserve", "up", "--host", "127.0.0.1",
-               "--port", str(port), "--data-dir", str(data)]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, env=subprocess_env(), stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base, process, log)
+    with running_up(tmp_path_factory.mktemp("wanserve-up")) as base:
         yield base
-    finally:
-        _stop(process)
 
 
 @pytest.fixture(scope="session")
@@ -149,7 +157,12 @@ def watch() -> PageWatch:
 @pytest.fixture
 def page(browser: Any, server: str, watch: PageWatch, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh browser context at desktop size; fails the test on unexpected console errors."""
-    context = browser.new_context(viewport=DESKTOP, base_url=server)
+    yield from watched_page(browser, server, watch, request.node.name)
+
+
+def watched_page(browser: Any, base: str, watch: PageWatch, name: str) -> Iterator[Any]:
+    """A new context and page on `base` that records into `watch`; asserts it at the end."""
+    context = browser.new_context(viewport=DESKTOP, base_url=base)
     context.set_default_timeout(30_000)
     context.add_init_script(PROGRESS_RECORDER)
     tab = context.new_page()
@@ -160,7 +173,7 @@ def page(browser: Any, server: str, watch: PageWatch, request: pytest.FixtureReq
         yield tab
     finally:
         with contextlib.suppress(Exception):
-            screenshot(tab, f"{request.node.name}-last")
+            screenshot(tab, f"{name}-last")
         context.close()
     assert watch.unexpected() == [], f"console errors: {watch.unexpected()}"
 

@@ -113,7 +113,8 @@ class JobCard {
       if (s1 > s0) return Math.max(0, (total - s1) * ((t1 - t0) / (s1 - s0)) - (nowSeconds() - t1));
     }
     if (typeof video.eta_seconds === "number" && this.etaAt) {
-      return Math.max(0, video.eta_seconds - (nowSeconds() - this.etaAt));
+      const left = video.eta_seconds - (nowSeconds() - this.etaAt);
+      return left >= 1 ? left : null; // an estimate that ran out says nothing
     }
     return null;
   }
