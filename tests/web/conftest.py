@@ -60,7 +60,9 @@ def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path, model: P
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"wanserve up exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"wanserve up exited ({process.returncode}):\n{log.read_text()[-3000:]}"
+            )
         with contextlib.suppress(httpx.HTTPError):
             ready = httpx.get(f"{base}/readyz", timeout=2).status_code == 200
             if ready and model.exists():
@@ -155,7 +157,9 @@ def watch() -> PageWatch:
 
 
 @pytest.fixture
-def page(browser: Any, server: str, watch: PageWatch, request: pytest.FixtureRequest) -> Iterator[Any]:
+def page(
+    browser: Any, server: str, watch: PageWatch, request: pytest.FixtureRequest
+) -> Iterator[Any]:
     """A fresh browser context at desktop size; fails the test on unexpected console errors."""
     yield from watched_page(browser, server, watch, request.node.name)
 
@@ -166,7 +170,7 @@ def watched_page(browser: Any, base: str, watch: PageWatch, name: str) -> Iterat
     context.set_default_timeout(30_000)
     context.add_init_script(PROGRESS_RECORDER)
     tab = context.new_page()
-    tab.on("console", lambda m: m.type == "error" and watch.errors.append(f"{m.text} @ {m.location}"))
+    tab.on("console", lambda m: m.type == "error" and watch.errors.append(f"{m.text} {m.location}"))
     tab.on("pageerror", lambda e: watch.errors.append(f"uncaught: {e}"))
     tab.on("request", lambda r: watch.requests.append((r.method, httpx.URL(r.url).path)))
     try:
@@ -176,6 +180,11 @@ def watched_page(browser: Any, base: str, watch: PageWatch, name: str) -> Iterat
             screenshot(tab, f"{name}-last")
         context.close()
     assert watch.unexpected() == [], f"console errors: {watch.unexpected()}"
+
+
+def is_create(response: Any) -> bool:
+    """The answer to POST /v1/videos (for page.expect_response)."""
+    return bool(response.url.endswith("/v1/videos") and response.request.method == "POST")
 
 
 def screenshot(tab: Any, name: str, *, full_page: bool = True) -> Path:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.web.conftest import (
     PageWatch,
+    is_create,
     requires_chromium,
     running_up,
     screenshot,
@@ -70,7 +71,7 @@ def test_asks_for_a_key_keeps_it_and_uses_it_for_everything(
     page.select_option("#model", "wan2.2-tiny")
     page.fill("#prompt", "a lantern on a windy night")
     page.fill("#num_inference_steps", "2")
-    with page.expect_response(lambda r: r.url.endswith("/v1/videos") and r.request.method == "POST") as answer:
+    with page.expect_response(is_create) as answer:
         page.click("#submit")
     assert answer.value.request.headers["authorization"] == f"Bearer {KEY}"
     video_id = answer.value.json()["id"]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.web.conftest import PageWatch, requires_chromium, screenshot
+from tests.web.conftest import PageWatch, is_create, requires_chromium, screenshot
 
 pytestmark = [pytest.mark.browser, requires_chromium]
 
@@ -41,7 +41,7 @@ def _choose_model(page: Any, model: str) -> None:
 def _submit(page: Any) -> str:
     """Press Generate; returns the new job's id once its card is on the page."""
     before = set(page.eval_on_selector_all(".job", "cards => cards.map(c => c.dataset.id)"))
-    with page.expect_response(lambda r: r.url.endswith("/v1/videos") and r.request.method == "POST") as answer:
+    with page.expect_response(is_create) as answer:
         page.click("#submit")
     assert answer.value.status == 200, answer.value.text()
     video_id = str(answer.value.json()["id"])
@@ -156,9 +156,11 @@ def test_cancel_a_running_job(page: Any, api: httpx.Client) -> None:
 def test_history_pages_newest_first_and_reuses_settings(page: Any, api: httpx.Client) -> None:
     created = []
     for n in range(PAGE_SIZE + 1):
-        body = {"model": TINY, "prompt": f"history job {n}", "seed": 1000 + n,
-                "num_inference_steps": 3, "size": "96x64", "num_frames": 13,
-                "guidance_scale": 3.5, "guidance_scale_2": 2.5, "negative_prompt": "blurry"}  # fmt: skip
+        body = {
+            **{"model": TINY, "prompt": f"history job {n}", "seed": 1000 + n},
+            **{"num_inference_steps": 3, "size": "96x64", "num_frames": 13},
+            **{"guidance_scale": 3.5, "guidance_scale_2": 2.5, "negative_prompt": "blurry"},
+        }
         video = api.post("/v1/videos", json=body)
         assert video.status_code == 200, video.text
         created.append(video.json()["id"])
@@ -254,6 +256,7 @@ def test_phone_width_has_no_horizontal_overflow(page: Any) -> None:
 
 def test_keyboard_reaches_every_control_with_a_label(page: Any) -> None:
     _open(page)
+    assert page.input_value("#model") == TINY, "the server's default model is preselected"
     _choose_model(page, TINY)
     unlabelled = page.evaluate(
         "() => [...document.querySelectorAll('#create-form input, #create-form select,"
@@ -266,4 +269,5 @@ def test_keyboard_reaches_every_control_with_a_label(page: Any) -> None:
     for _ in range(30):
         page.keyboard.press("Tab")
         reached.add(page.evaluate("document.activeElement.id"))
-    assert {"model", "prompt", "size", "num_frames", "num_inference_steps", "seed", "submit"} <= reached
+    controls = {"model", "prompt", "size", "num_frames", "num_inference_steps", "seed", "submit"}
+    assert controls <= reached
