@@ -7,6 +7,9 @@ the result against the public API, which is the page's only source of truth.
 from __future__ import annotations
 
 import io
+import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +274,47 @@ def test_keyboard_reaches_every_control_with_a_label(page: Any) -> None:
         reached.add(page.evaluate("document.activeElement.id"))
     controls = {"model", "prompt", "size", "num_frames", "num_inference_steps", "seed", "submit"}
     assert controls <= reached
+
+
+EVENTS = re.compile(r"/v1/videos/[^/]+/events$")
+
+
+def test_events_resume_with_last_event_id_after_a_drop(page: Any) -> None:
+    """The stream drops after its first event; the page reconnects from there and carries on."""
+    resumed_from: list[str | None] = []
+
+    def drop_first(route: Any) -> None:
+        if not resumed_from and route.request.headers.get("last-event-id") is None:
+            resumed_from.append(None)
+            first = {"id": 1, "type": "created", "data": {}, "at": time.time()}
+            body = f"retry: 200\nid: 1\nevent: created\ndata: {json.dumps(first)}\n\n"
+            route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
+            return
+        resumed_from.append(route.request.headers.get("last-event-id"))
+        route.continue_()
+
+    page.route(EVENTS, drop_first)
+    _open(page)
+    _choose_model(page, TINY)
+    page.fill("#prompt", "a kite that keeps its string")
+    page.fill("#num_inference_steps", "3")
+    video_id = _submit(page)
+    _wait_status(page, video_id, "completed")
+    _wait_playable(page, video_id)
+    assert resumed_from[:2] == [None, "1"], resumed_from
+    values = [v for v, _ in page.evaluate("(id) => window.__progress[id] || []", video_id)]
+    assert max(values) == 3, values
+
+
+def test_falls_back_to_polling_when_events_keep_failing(page: Any, watch: PageWatch) -> None:
+    """A proxy that breaks SSE: after repeated failures the card follows the job by GET."""
+    watch.allow(r"ERR_FAILED|ERR_ABORTED")  # the refused streams, logged by Chromium
+    page.route(EVENTS, lambda route: route.abort())
+    _open(page)
+    _choose_model(page, TINY)
+    page.fill("#prompt", "a lighthouse blinking through fog")
+    page.fill("#num_inference_steps", "2")
+    video_id = _submit(page)
+    _wait_status(page, video_id, "completed")
+    _wait_playable(page, video_id)
+    assert watch.gets(f"/v1/videos/{video_id}") >= 2, "followed by polling"
