@@ -260,6 +260,8 @@ def test_phone_width_has_no_horizontal_overflow(page: Any) -> None:
 def test_keyboard_reaches_every_control_with_a_label(page: Any) -> None:
     _open(page)
     assert page.input_value("#model") == TINY, "the server's default model is preselected"
+    page.click("#seed-random")
+    assert 0 <= int(page.input_value("#seed")) <= 2**32 - 1
     _choose_model(page, TINY)
     unlabelled = page.evaluate(
         "() => [...document.querySelectorAll('#create-form input, #create-form select,"
