@@ -19,6 +19,7 @@ from tests.fakes.store import InMemoryStore
 from wanserve.api import create_app
 from wanserve.artifacts.local import LocalArtifacts
 from wanserve.settings import ApiSettings, Settings
+from wanserve.store.base import TaskStore
 
 
 @dataclass
@@ -49,10 +50,13 @@ def png_bytes(width: int = 64, height: int = 64, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def make_api(tmp_path: Path, **api_settings: object) -> tuple[FastAPI, InMemoryStore, InMemoryQueue, LocalArtifacts, FakeClock, Settings]:
+def make_api(
+    tmp_path: Path, *, store: TaskStore | None = None, **api_settings: object
+) -> tuple[FastAPI, InMemoryStore, InMemoryQueue, LocalArtifacts, FakeClock, Settings]:
+    """An app over fakes (or over `store`, e.g. a real SqlStore), with these ApiSettings."""
     settings = Settings(data_dir=tmp_path, api=ApiSettings(**api_settings))  # type: ignore[arg-type]
     clock = FakeClock()
-    store = InMemoryStore(clock=clock)
+    store = store or InMemoryStore(clock=clock)
     queue = InMemoryQueue(clock=clock)
     artifacts = LocalArtifacts(tmp_path / "artifacts")
     app = create_app(settings, store, queue, artifacts, clock, sse_poll_s=0.05)

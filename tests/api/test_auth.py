@@ -10,20 +10,31 @@ import pytest
 from pydantic import SecretStr
 
 from tests.api.conftest import Api, make_api
+from tests.fakes.clock import FakeClock
 from wanserve.api.auth import is_loopback, keys_required
 from wanserve.api.keys import KEY_PREFIX, create_api_key, hash_key
 from wanserve.settings import ApiSettings, Settings
+from wanserve.store import default_url, open_store
 
 BODY = {"model": "wan2.2-tiny", "prompt": "a boat"}
 
 
-@pytest.fixture
-async def keyed(tmp_path: Path) -> AsyncIterator[Api]:
+@pytest.fixture(params=["memory", "sqlite"])
+async def keyed(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Api]:
+    """A keys-required app, over the in-memory store and over the real SQL store."""
     app, store, queue, artifacts, clock, settings = make_api(
-        tmp_path, require_keys=True, admin_key=SecretStr("ws-bootstrap-admin")
+        tmp_path,
+        store=await open_store(default_url(tmp_path), clock=FakeClock())
+        if request.param == "sqlite"
+        else None,
+        require_keys=True,
+        admin_key=SecretStr("ws-bootstrap-admin"),
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        yield Api(app, client, store, queue, artifacts, clock, settings)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        yield Api(app, client, store, queue, artifacts, clock, settings)  # type: ignore[arg-type]
+    await store.close()
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -85,7 +96,9 @@ async def test_each_key_sees_only_its_own_videos(keyed: Api) -> None:
     mine = (await keyed.client.get("/v1/videos", headers=bearer(alice.secret))).json()["data"]
     assert [v["id"] for v in mine] == [vid]
     for secret in (admin.secret, "ws-bootstrap-admin"):
-        assert (await keyed.client.get(f"/v1/videos/{vid}", headers=bearer(secret))).status_code == 200
+        assert (
+            await keyed.client.get(f"/v1/videos/{vid}", headers=bearer(secret))
+        ).status_code == 200
         listed = (await keyed.client.get("/v1/videos", headers=bearer(secret))).json()["data"]
         assert [v["id"] for v in listed] == [vid]
     assert (await keyed.store.get_task(vid)) is not None  # bob's DELETE did nothing

@@ -36,6 +36,11 @@ async def test_metrics_count_requests_and_live_tasks(api: Api) -> None:
 
 async def test_openapi_lists_the_routes(api: Api) -> None:
     paths = (await api.client.get("/openapi.json")).json()["paths"]
-    for path in ["/v1/videos", "/v1/videos/{video_id}/events", "/v1/videos/{video_id}/cancel", "/v1/models"]:
+    for path in [
+        "/v1/videos",
+        "/v1/videos/{video_id}/events",
+        "/v1/videos/{video_id}/cancel",
+        "/v1/models",
+    ]:
         assert path in paths
     assert "multipart/form-data" in paths["/v1/videos"]["post"]["requestBody"]["content"]

@@ -79,7 +79,10 @@ async def test_get_reports_queue_position_eta_and_poll_hint(api: Api) -> None:
     assert response.headers["openai-poll-after-ms"] == "1000"
     video = response.json()
     assert video["queue_position"] == 1
-    assert video["eta_seconds"] > (await api.client.get(f"/v1/videos/{first['id']}")).json()["eta_seconds"]
+    assert (
+        video["eta_seconds"]
+        > (await api.client.get(f"/v1/videos/{first['id']}")).json()["eta_seconds"]
+    )
 
 
 async def test_list_paginates_with_after_and_order(api: Api) -> None:
@@ -88,7 +91,9 @@ async def test_list_paginates_with_after_and_order(api: Api) -> None:
     assert page["object"] == "list" and page["has_more"] is True
     assert [v["id"] for v in page["data"]] == ids[::-1][:2]
     assert page["first_id"] == ids[4] and page["last_id"] == ids[3]
-    rest = (await api.client.get("/v1/videos", params={"after": page["last_id"], "limit": 10})).json()
+    rest = (
+        await api.client.get("/v1/videos", params={"after": page["last_id"], "limit": 10})
+    ).json()
     assert [v["id"] for v in rest["data"]] == ids[::-1][2:] and rest["has_more"] is False
     ascending = (await api.client.get("/v1/videos", params={"order": "asc", "limit": 3})).json()
     assert [v["id"] for v in ascending["data"]] == ids[:3]
@@ -100,7 +105,11 @@ async def test_list_rejects_unknown_cursor_and_bad_limit(api: Api) -> None:
     response = await api.client.get("/v1/videos", params={"limit": 0})
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["errors"][0] == {"field": "limit", "value": "0", "rule": response.json()["errors"][0]["rule"]}
+    assert response.json()["errors"][0] == {
+        "field": "limit",
+        "value": "0",
+        "rule": response.json()["errors"][0]["rule"],
+    }
 
 
 async def test_delete_returns_deleted_object_and_removes_everything(api: Api) -> None:
@@ -175,15 +184,19 @@ async def test_content_is_404_until_completed_then_served_with_ranges(api: Api) 
     assert thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
     done = (await api.client.get(f"/v1/videos/{video['id']}")).json()
     assert done["status"] == "completed" and done["progress"] == 100
-    assert done["expires_at"] == int(api.clock()) + 3600 and "openai-poll-after-ms" not in (
-        await api.client.get(f"/v1/videos/{video['id']}")
-    ).headers
+    assert (
+        done["expires_at"] == int(api.clock()) + 3600
+        and "openai-poll-after-ms"
+        not in (await api.client.get(f"/v1/videos/{video['id']}")).headers
+    )
 
 
 @pytest.mark.parametrize("variant", ["spritesheet", "gif"])
 async def test_content_rejects_other_variants(api: Api, variant: str) -> None:
     video = await create(api)
-    response = await api.client.get(f"/v1/videos/{video['id']}/content", params={"variant": variant})
+    response = await api.client.get(
+        f"/v1/videos/{video['id']}/content", params={"variant": variant}
+    )
     assert response.status_code in (404, 422)
     assert response.json()["errors"][0]["field"] == "variant"
 

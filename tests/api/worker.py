@@ -18,7 +18,15 @@ from PIL import Image
 
 from wanserve.artifacts.base import ArtifactStore
 from wanserve.artifacts.keys import poster_key, video_key
-from wanserve.domain.task import Task, TaskResult, TaskState, complete, mark_cancelled, record_step, start
+from wanserve.domain.task import (
+    Task,
+    TaskResult,
+    TaskState,
+    complete,
+    mark_cancelled,
+    record_step,
+    start,
+)
 from wanserve.queue.base import JobQueue, Lease
 from wanserve.store.base import TaskStore
 
@@ -63,7 +71,16 @@ class InstantWorker:
             await asyncio.sleep(self.step_s)
             if await self.queue.is_cancelled(task.id):
                 task = mark_cancelled(task, self.clock())
-                await self._save(task, ("state", {"state": "cancelled", "error": task.error.model_dump() if task.error else None}))
+                await self._save(
+                    task,
+                    (
+                        "state",
+                        {
+                            "state": "cancelled",
+                            "error": task.error.model_dump() if task.error else None,
+                        },
+                    ),
+                )
                 await self.queue.ack(lease)
                 return task
             task = record_step(task, step, task.spec.num_inference_steps, self.clock())

@@ -8,27 +8,53 @@ import time
 from tests.dispatch.conftest import Harness, make_task
 from wanserve.dispatch.reconciler import Reconciler
 from wanserve.dispatch.recorder import Recorder
-from wanserve.domain.task import TaskResult, TaskState, complete, start
+from wanserve.domain.task import TaskResult, TaskState, complete, record_step, start
 
 
 def _reconciler(h: Harness) -> Reconciler:
     return Reconciler(h.store, h.queue, Recorder(h.store, h.queue), h.clock)
 
 
+async def _twice(h: Harness) -> list[str]:
+    reconciler = _reconciler(h)
+    assert await reconciler.run_once() == []
+    return await reconciler.run_once()
+
+
+async def test_a_task_that_moves_between_passes_is_left_alone(harness: Harness) -> None:
+    task = await harness.store.create_task(start(make_task(), time.time(), "local"))
+    reconciler = _reconciler(harness)
+    assert await reconciler.run_once() == []
+    await harness.store.save_task(record_step(task, 1, 4, time.time()))  # its worker is alive
+    assert await reconciler.run_once() == []
+    assert (await harness.store.get_task(task.id)).state == TaskState.IN_PROGRESS  # type: ignore[union-attr]
+
+
+async def test_a_lost_task_with_a_cancel_request_is_cancelled_not_rerun(harness: Harness) -> None:
+    task = start(make_task(), time.time(), "local").model_copy(update={"cancel_requested": True})
+    await harness.store.create_task(task)
+    assert await _twice(harness) == [task.id]
+    after = await harness.store.get_task(task.id)
+    assert after is not None and after.state == TaskState.CANCELLED
+    assert not await harness.queue.contains(task.id)
+
+
 async def test_reenqueues_queued_tasks_the_queue_lost(harness: Harness) -> None:
     lost = await harness.store.create_task(make_task(priority=3))
     held = await harness.submit()
-    restored = await _reconciler(harness).run_once()
+    reconciler = _reconciler(harness)
+    assert await reconciler.run_once() == []  # first sighting: maybe it is being settled
+    restored = await reconciler.run_once()
     assert restored == [lost.id]
     assert await harness.queue.contains(lost.id) and await harness.queue.contains(held.id)
     lease = await harness.queue.lease("w", wait_s=0)
     assert lease is not None and lease.task_id == lost.id  # kept its priority
-    assert await _reconciler(harness).run_once() == []  # nothing left to restore
+    assert await reconciler.run_once() == []  # nothing left to restore
 
 
 async def test_requeues_in_progress_tasks_nobody_holds(harness: Harness) -> None:
     orphan = await harness.store.create_task(start(make_task(), time.time(), "local"))
-    restored = await _reconciler(harness).run_once()
+    restored = await _twice(harness)
     assert restored == [orphan.id]
     after = await harness.store.get_task(orphan.id)
     assert after is not None and after.state == TaskState.QUEUED and after.attempt == 1
@@ -39,7 +65,7 @@ async def test_requeues_in_progress_tasks_nobody_holds(harness: Harness) -> None
 
 async def test_keeps_the_retry_delay_of_a_lost_task(harness: Harness) -> None:
     task = await harness.store.create_task(make_task(not_before=time.time() + 60))
-    assert await _reconciler(harness).run_once() == [task.id]
+    assert await _twice(harness) == [task.id]
     assert await harness.queue.position(task.id) is None  # delayed, not ready
     assert await harness.queue.contains(task.id)
 
@@ -51,7 +77,7 @@ async def test_leaves_terminal_tasks_alone(harness: Harness) -> None:
     now = time.time()
     done = complete(start(make_task(), now, "x"), result, now, None)
     await harness.store.create_task(done)
-    assert await _reconciler(harness).run_once() == []
+    assert await _twice(harness) == []
     assert not await harness.queue.contains(done.id)
 
 

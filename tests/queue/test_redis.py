@@ -130,22 +130,27 @@ async def test_cancel_flag_uses_the_shared_key(
 
 async def test_queued_tasks_survive_a_valkey_restart(tmp_path: Path) -> None:
     server = EmbeddedValkey(tmp_path / "valkey")
+    url = server.start()
+    queue = RedisQueue(aioredis.Redis.from_url(url), prefix="wanserve")
     try:
-        queue = RedisQueue(aioredis.Redis.from_url(server.start()), prefix="wanserve")
         await queue.enqueue("low", priority=0)
         await queue.enqueue("high", priority=5)
         await queue.enqueue("running")
         running = await queue.lease("w", wait_s=0)
         assert running is not None and running.task_id == "high"
-        await queue.close()
         server.stop()
+        with pytest.raises(BackendUnavailable):
+            await queue.ping()
 
-        queue = RedisQueue(aioredis.Redis.from_url(server.start()), prefix="wanserve")
+        assert server.start() == url  # same port: clients reconnect on their own
         assert await queue.contains("high")  # the lease survived too
         assert await queue.heartbeat(running) is not None
         assert [await queue.position(t) for t in ("low", "running")] == [0, 1]
-        await queue.close()
+        assert await queue.enqueue("after-restart")
+        lease = await queue.lease("w", wait_s=0)
+        assert lease is not None and lease.task_id == "low"
     finally:
+        await queue.close()
         server.stop()
 
 

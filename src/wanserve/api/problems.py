@@ -44,7 +44,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     assert isinstance(exc, RequestValidationError)
     errors = [_field_error(error) for error in exc.errors()]
     first = errors[0] if errors else {"field": "body", "value": None, "rule": "must be valid"}
-    problem = InvalidRequest(first["field"], first["value"], first["rule"]).problem()
+    problem = InvalidRequest(str(first["field"]), first["value"], str(first["rule"])).problem()
     problem["errors"] = errors
     return problem_response(request, problem)
 

@@ -26,7 +26,7 @@ from wanserve.settings import Settings, get_settings
 __all__ = ["open_mode_refusal", "run_up", "up_settings"]
 
 log = logging.getLogger(__name__)
-console = Console(stderr=False, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 def up_settings(*, host: str, port: int, data_dir: Path | None, allow_open: bool) -> Settings:

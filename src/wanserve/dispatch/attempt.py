@@ -186,8 +186,12 @@ class Attempt:
             if renewed is not None:
                 self._lease = renewed
                 continue
-            cancelled = await self._is_cancelled()
-            self.signal(Stop.CANCEL if cancelled else Stop.LEASE_LOST)
+            if await self._is_cancelled():
+                # The queue keeps renewing a cancelled task's lease until we ack; keep beating
+                # so it is not dropped while the engine stops (the reconciler would re-run it).
+                self.signal(Stop.CANCEL)
+                continue
+            self.signal(Stop.LEASE_LOST)
             return
 
     async def _watch(self) -> None:

@@ -104,8 +104,8 @@ class Dispatcher:
                     self.worker_id, wait_s=self._services.config.lease_wait_s
                 )
                 backoff = _RETRY_LEASE_S[0]
-            except Exception:  # the queue is down or restarting: wait and retry
-                log.warning("lease failed; retrying in %.1f s", backoff, exc_info=True)
+            except Exception as error:  # the queue is down or restarting: wait and retry
+                log.warning("lease failed (%s); retrying in %.1f s", error, backoff)
                 await self._until(asyncio.sleep(backoff))
                 backoff = min(_RETRY_LEASE_S[1], backoff * 2)
                 continue

@@ -28,8 +28,9 @@ PERSISTENCE: dict[str, Any] = {
 class EmbeddedValkey:
     """Start and stop one Valkey server bound to 127.0.0.1 that keeps its data in `data_dir`.
 
-    `start()` returns the redis:// URL; `stop()` shuts the server down cleanly (it writes its
-    data first). Starting again on the same `data_dir` brings the queued tasks back.
+    `start()` returns the redis:// URL (a free port is picked when `port` is None, then kept, so a
+    restart gives the same URL); `stop()` shuts the server down cleanly (it writes its data
+    first). Starting again on the same `data_dir` brings the queued tasks back.
     """
 
     def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
@@ -52,6 +53,7 @@ class EmbeddedValkey:
             )
             server.start(timeout=timeout_s)
             self._server = server
+            self.port = server.port  # a restart keeps the URL that clients were given
             log.info("embedded Valkey at %s (data in %s)", self.url, self.data_dir)
         return self.url
 

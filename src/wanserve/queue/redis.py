@@ -47,14 +47,21 @@ class RedisSubscription:
     """A pub/sub subscription to one task's channel (see queue.base.Subscription)."""
 
     def __init__(self, client: aioredis.Redis, channel: str) -> None:
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub = client.pubsub()
         self._channel = channel
         self._active = False
 
-    async def subscribe(self) -> None:
-        if not self._active:
-            await _guard(self._pubsub.subscribe(self._channel))
-            self._active = True
+    async def subscribe(self, timeout_s: float = 10.0) -> None:
+        """Subscribe and wait for the server's confirmation, so no later publish is missed."""
+        if self._active:
+            return
+        await _guard(self._pubsub.subscribe(self._channel))
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await _guard(self._pubsub.get_message(timeout=timeout_s))
+                if message is not None and message.get("type") == "subscribe":
+                    break
+        self._active = True
 
     def __aiter__(self) -> RedisSubscription:
         return self

@@ -8,7 +8,8 @@ serialised by the row (Postgres) or the database write lock (SQLite) and never r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -23,7 +24,16 @@ from wanserve.store.base import ApiKey, TaskPage
 from wanserve.store.migrations import upgrade
 from wanserve.store.tables import api_keys, task_events, tasks, usage
 
-__all__ = ["SqlStore"]
+__all__ = ["SqlStore", "page_query"]
+
+
+@asynccontextmanager
+async def unreachable_as_unavailable() -> AsyncIterator[None]:
+    """A database that cannot be reached raises BackendUnavailable (503), not a driver error."""
+    try:
+        yield
+    except (OperationalError, SaInterfaceError, OSError) as exc:
+        raise BackendUnavailable(f"store unreachable: {exc}") from exc
 
 
 def _scope(owner: str | None, key: str) -> str:
@@ -49,6 +59,25 @@ def _key(row: sa.Row[Any]) -> ApiKey:
     return ApiKey(**{**row._mapping, "is_admin": bool(row.is_admin)})
 
 
+def _owned(owner: str | None, task_id: str) -> sa.ColumnElement[bool]:
+    if owner is None:
+        return tasks.c.id == task_id
+    return sa.and_(tasks.c.id == task_id, tasks.c.owner == owner)
+
+
+def page_query(
+    *, owner: str | None, cursor: int | None, limit: int, order: Literal["asc", "desc"]
+) -> sa.Select[tuple[Any]]:
+    """Task JSON after creation-order position `cursor`: an index range scan on (owner, seq)
+    or on the primary key, whatever the table size (tests/store/test_sql.py checks the plan).
+    """
+    where = [] if owner is None else [tasks.c.owner == owner]
+    if cursor is not None:
+        where.append(tasks.c.seq > cursor if order == "asc" else tasks.c.seq < cursor)
+    by = tasks.c.seq.asc() if order == "asc" else tasks.c.seq.desc()
+    return sa.select(tasks.c.data).where(*where).order_by(by).limit(limit)
+
+
 class SqlStore:
     """TaskStore on an AsyncEngine. Build it with `open_store(url)`, which also migrates."""
 
@@ -58,7 +87,8 @@ class SqlStore:
 
     async def migrate(self) -> None:
         """Apply the shipped Alembic migrations up to head (no-op when current)."""
-        await upgrade(self.engine)
+        async with unreachable_as_unavailable():
+            await upgrade(self.engine)
 
     async def create_task(self, task: Task) -> Task:
         row = _task_row(task) | {"last_event_id": 1}
@@ -100,18 +130,14 @@ class SqlStore:
         limit: int = 20,
         order: Literal["asc", "desc"] = "desc",
     ) -> TaskPage:
-        where = [] if owner is None else [tasks.c.owner == owner]
         async with self.engine.connect() as conn:
+            cursor = None
             if after is not None:
-                cursor = await conn.scalar(
-                    sa.select(tasks.c.seq).where(tasks.c.id == after, *where)
-                )
+                cursor = await conn.scalar(sa.select(tasks.c.seq).where(_owned(owner, after)))
                 if cursor is None:
                     raise InvalidRequest("after", after, "must be the id of a task in this list")
-                where.append(tasks.c.seq > cursor if order == "asc" else tasks.c.seq < cursor)
-            by = tasks.c.seq.asc() if order == "asc" else tasks.c.seq.desc()
-            query = sa.select(tasks.c.data).where(*where).order_by(by).limit(limit + 1)
-            found = [Task.model_validate(d) for d in (await conn.scalars(query))]
+            query = page_query(owner=owner, cursor=cursor, limit=limit + 1, order=order)
+            found = [Task.model_validate(d) for d in await conn.scalars(query)]
         return TaskPage(tasks=found[:limit], has_more=len(found) > limit)
 
     async def tasks_in_states(self, states: Sequence[TaskState], limit: int = 1000) -> list[Task]:
@@ -190,11 +216,8 @@ class SqlStore:
         return {"tasks": float(count), "gpu_seconds": float(gpu), "wall_seconds": float(wall)}
 
     async def ping(self) -> None:
-        try:
-            async with self.engine.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
-        except (OperationalError, SaInterfaceError, OSError) as exc:
-            raise BackendUnavailable(f"store unreachable: {exc}") from exc
+        async with unreachable_as_unavailable(), self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
 
     async def close(self) -> None:
         await self.engine.dispose()

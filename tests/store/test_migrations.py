@@ -1,0 +1,82 @@
+"""The shipped Alembic migrations build exactly the schema in store/tables.py."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tests.fixtures.store import postgres_options
+from wanserve.store.migrations import alembic_config, upgrade
+from wanserve.store.tables import metadata
+
+pytestmark = pytest.mark.integration
+
+
+def _diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, metadata))
+
+
+def _revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _downgrade(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, "base")
+
+
+async def _check_round_trip(engine: AsyncEngine) -> None:
+    await upgrade(engine)
+    async with engine.connect() as conn:
+        assert await conn.run_sync(_diff) == []
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert await conn.run_sync(_revision) == head
+    await upgrade(engine)  # idempotent
+    async with engine.begin() as conn:
+        await conn.run_sync(_downgrade)
+    async with engine.connect() as conn:
+        names = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
+        assert set(names) <= {"alembic_version"}
+    await upgrade(engine)
+    async with engine.connect() as conn:
+        assert await conn.run_sync(_diff) == []
+
+
+async def test_sqlite_upgrade_head_matches_the_models(tmp_path: Path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
+    try:
+        await _check_round_trip(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_postgres_upgrade_head_matches_the_models(
+    postgres_schema: tuple[str, str] | None,
+) -> None:
+    if postgres_schema is None:
+        pytest.skip("WANSERVE_TEST_POSTGRES_URL is not set")
+    url = postgres_schema[0]
+    schema = f"wanserve_mig_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(url)
+    engine = create_async_engine(url, **postgres_options(schema))
+    try:
+        async with admin.begin() as conn:
+            await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        await _check_round_trip(engine)
+    finally:
+        await engine.dispose()
+        async with admin.begin() as conn:
+            await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        await admin.dispose()
