@@ -143,6 +143,10 @@ class PageWatch:
     def allow(self, pattern: str) -> None:
         self.allowed.append(re.compile(pattern))
 
+    def console(self, message: Any) -> None:
+        if message.type == "error":
+            self.errors.append(f"{message.text} {message.location}")
+
     def unexpected(self) -> list[str]:
         return [e for e in self.errors if not any(p.search(e) for p in self.allowed)]
 
@@ -170,7 +174,7 @@ def watched_page(browser: Any, base: str, watch: PageWatch, name: str) -> Iterat
     context.set_default_timeout(30_000)
     context.add_init_script(PROGRESS_RECORDER)
     tab = context.new_page()
-    tab.on("console", lambda m: m.type == "error" and watch.errors.append(f"{m.text} {m.location}"))
+    tab.on("console", watch.console)
     tab.on("pageerror", lambda e: watch.errors.append(f"uncaught: {e}"))
     tab.on("request", lambda r: watch.requests.append((r.method, httpx.URL(r.url).path)))
     try:

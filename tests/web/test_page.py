@@ -135,24 +135,37 @@ def test_submit_follows_progress_and_plays_the_video(
     _wait_playable(page, video_id)
 
 
-def test_cancel_a_running_job(page: Any, api: httpx.Client) -> None:
+def test_cancel_a_queued_and_a_running_job(page: Any, api: httpx.Client) -> None:
     _open(page)
     _choose_model(page, TINY)
     page.fill("#prompt", "a very long slow pan over mountains")
     page.select_option("#size", "512x512")
     page.fill("#num_inference_steps", "50")
-    video_id = _submit(page)
-    card = page.locator(_card(video_id))
-    assert card.locator("[data-action=cancel]").is_visible(), "queued jobs can be cancelled"
-    _wait_status(page, video_id, "in_progress")
-    page.wait_for_selector(f"{_card(video_id)} [data-role=phase]:has-text('Denoising')",
-                           timeout=JOB_TIMEOUT_MS)  # fmt: skip
-    card.locator("[data-action=cancel]").click()
-    _wait_status(page, video_id, "cancelled", timeout=60_000)
-    assert card.locator(".badge").inner_text().strip().lower() == "cancelled"
-    assert card.locator("[data-action=cancel]").is_hidden()
-    assert card.locator("video").get_attribute("src") is None
-    assert api.get(f"/v1/videos/{video_id}").json()["state"] == "cancelled"
+    running_id = _submit(page)
+    _wait_status(page, running_id, "in_progress")
+    page.fill("#prompt", "waiting its turn")
+    page.select_option("#size", "128x128")
+    page.fill("#num_inference_steps", "2")
+    queued_id = _submit(page)
+
+    # Behind a running job: queued, with its place in the queue, and cancellable at once.
+    queued = page.locator(_card(queued_id))
+    page.wait_for_selector(f"{_card(queued_id)} [data-role=phase]:has-text('queue')")
+    assert queued.get_attribute("data-status") == "queued"
+    screenshot(page, "queued")
+    queued.locator("[data-action=cancel]").click()
+    _wait_status(page, queued_id, "cancelled", timeout=30_000)
+    assert api.get(f"/v1/videos/{queued_id}").json()["state"] == "cancelled"
+
+    running = page.locator(_card(running_id))
+    phase = f"{_card(running_id)} [data-role=phase]:has-text('Denoising')"
+    page.wait_for_selector(phase, timeout=JOB_TIMEOUT_MS)
+    running.locator("[data-action=cancel]").click()
+    _wait_status(page, running_id, "cancelled", timeout=60_000)
+    assert running.locator(".badge").inner_text().strip().lower() == "cancelled"
+    assert running.locator("[data-action=cancel]").is_hidden()
+    assert running.locator("video").get_attribute("src") is None
+    assert api.get(f"/v1/videos/{running_id}").json()["state"] == "cancelled"
     screenshot(page, "cancelled")
 
 
