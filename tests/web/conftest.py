@@ -82,10 +82,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One models directory for every server of the session: each tiny model is built once."""
+    return tmp_path_factory.mktemp("models")
+
+
 @contextlib.contextmanager
-def running_up(data: Path, **env: str) -> Iterator[str]:
-    """`python -m wanserve up` on a free port with `data` as its data dir; yields its base URL
-    once it is ready and its default tiny model is built; stops its whole process group."""
+def running_up(data: Path, models: Path, **env: str) -> Iterator[str]:
+    """`python -m wanserve up` on a free port with `data` as its data dir and `models` as its
+    models dir; yields its base URL once it is ready and its default tiny model is built; stops
+    its whole process group."""
+    env = {"WANSERVE_ENGINE__MODELS_DIR": str(models), **env}
     port = _free_port()
     log = data / "up.log"
     command = [sys.executable, "-m", "wanserve", "up", "--host", "127.0.0.1",
@@ -95,19 +103,19 @@ def running_up(data: Path, **env: str) -> Iterator[str]:
                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, process, log, data / "models" / "wan2.2-tiny" / "model_index.json")
+        _wait_ready(base, process, log, models / "wan2.2-tiny" / "model_index.json")
         yield base
     finally:
         _stop(process)
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[str]:
     """The base URL of a real `wanserve up` (API, web page, Valkey, dispatcher, tiny model)."""
     if url := os.environ.get("WANSERVE_WEB_TEST_URL"):
         yield url.rstrip("/")
         return
-    with running_up(tmp_path_factory.mktemp("wanserve-up")) as base:
+    with running_up(tmp_path_factory.mktemp("wanserve-up"), models_dir) as base:
         yield base
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,10 +24,10 @@ KEY = "ws-test-" + secrets.token_hex(16)
 
 
 @pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def keyed_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[str]:
     """A real `wanserve up` that refuses requests without a key (KEY is its admin key)."""
     env = {"WANSERVE_API__REQUIRE_KEYS": "true", "WANSERVE_API__ADMIN_KEY": KEY}
-    with running_up(tmp_path_factory.mktemp("wanserve-up-keys"), **env) as base:
+    with running_up(tmp_path_factory.mktemp("wanserve-up-keys"), models_dir, **env) as base:
         yield base
 
 

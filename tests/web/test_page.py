@@ -169,6 +169,23 @@ def test_cancel_a_queued_and_a_running_job(page: Any, api: httpx.Client) -> None
     screenshot(page, "cancelled")
 
 
+def test_a_failed_job_shows_the_reason(page: Any) -> None:
+    """`wanserve up` has no real checkpoints: the engine refuses the A14B model, and says why."""
+    _open(page)
+    _choose_model(page, "wan2.2-t2v-a14b")
+    assert page.input_value("#size") == "1280x720", "that model's default size"
+    page.select_option("#size", "832x480")
+    page.select_option("#num_frames", "5")
+    page.fill("#num_inference_steps", "1")
+    page.fill("#prompt", "a job that cannot run here")
+    video_id = _submit(page)
+    _wait_status(page, video_id, "failed")
+    reason = page.inner_text(f"{_card(video_id)} [data-role=reason]")
+    assert reason.startswith("Failed:") and "model_index.json" in reason, reason
+    assert page.is_hidden(f"{_card(video_id)} [data-action=cancel]")
+    screenshot(page, "failed", full_page=False)
+
+
 def test_history_pages_newest_first_and_reuses_settings(page: Any, api: httpx.Client) -> None:
     created = []
     for n in range(PAGE_SIZE + 1):
