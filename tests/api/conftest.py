@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,12 +13,15 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from tests.api.worker import InstantWorker
+from tests.api.dispatching import make_dispatcher, running_dispatcher, wait_for_state
 from tests.fakes.clock import FakeClock
 from tests.fakes.queue import InMemoryQueue
 from tests.fakes.store import InMemoryStore
 from wanserve.api import create_app
 from wanserve.artifacts.local import LocalArtifacts
+from wanserve.backends.base import InferenceBackend
+from wanserve.dispatch.dispatcher import Dispatcher
+from wanserve.domain.task import Task
 from wanserve.settings import ApiSettings, Settings
 from wanserve.store.base import TaskStore
 
@@ -28,14 +32,29 @@ class Api:
 
     app: FastAPI
     client: httpx.AsyncClient
-    store: InMemoryStore
+    store: TaskStore
     queue: InMemoryQueue
     artifacts: LocalArtifacts
     clock: FakeClock
     settings: Settings
 
-    def worker(self, step_s: float = 0.0) -> InstantWorker:
-        return InstantWorker(self.store, self.queue, self.artifacts, self.clock, step_s=step_s)
+    @property
+    def workdir(self) -> Path:
+        return self.settings.data_dir / "work"
+
+    def dispatching(
+        self, backend: InferenceBackend | None = None
+    ) -> AsyncContextManager[Dispatcher]:
+        """The real dispatcher (default backend: InstantBackend) running for a block."""
+        dispatcher = make_dispatcher(
+            self.store, self.queue, self.artifacts, self.workdir, backend=backend, clock=self.clock
+        )
+        return running_dispatcher(dispatcher)
+
+    async def run_to_end(self, video_id: str) -> Task:
+        """Dispatch until `video_id` is terminal (with the instant fake backend)."""
+        async with self.dispatching():
+            return await wait_for_state(self.store, video_id)
 
     async def assert_nothing_stored(self) -> None:
         page = await self.store.list_tasks(owner=None)
@@ -52,9 +71,9 @@ def png_bytes(width: int = 64, height: int = 64, fmt: str = "PNG") -> bytes:
 
 def make_api(
     tmp_path: Path, *, store: TaskStore | None = None, **api_settings: object
-) -> tuple[FastAPI, InMemoryStore, InMemoryQueue, LocalArtifacts, FakeClock, Settings]:
+) -> tuple[FastAPI, TaskStore, InMemoryQueue, LocalArtifacts, FakeClock, Settings]:
     """An app over fakes (or over `store`, e.g. a real SqlStore), with these ApiSettings."""
-    settings = Settings(data_dir=tmp_path, api=ApiSettings(**api_settings))  # type: ignore[arg-type]
+    settings = Settings(data_dir=tmp_path, api=ApiSettings(**api_settings))
     clock = FakeClock()
     store = store or InMemoryStore(clock=clock)
     queue = InMemoryQueue(clock=clock)

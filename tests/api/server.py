@@ -1,4 +1,4 @@
-"""A real uvicorn server on 127.0.0.1 running the app and a worker in one event loop thread."""
+"""A real uvicorn server on 127.0.0.1 running the app (and e.g. a dispatcher) in one loop thread."""
 
 from __future__ import annotations
 
@@ -29,12 +29,17 @@ class LiveServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
 
 
-Builder = Callable[[], Awaitable[tuple[FastAPI, dict[str, Any], list[Awaitable[None]]]]]
+Builder = Callable[[], Awaitable[tuple[FastAPI | None, dict[str, Any], list[Awaitable[None]]]]]
 
 
 @contextlib.contextmanager
 def serve(build: Builder, timeout: float = 15.0) -> Iterator[LiveServer]:
-    """Start `build()`'s app (and its background coroutines) in a thread; stop it on exit."""
+    """Start `build()`'s app and background coroutines in a thread; stop them on exit.
+
+    With no app, only the background coroutines run (a worker process, say). On exit uvicorn
+    stops (open streams are cut after a 1 s grace), then the background jobs are cancelled
+    and `parts["close"]()` runs.
+    """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -43,18 +48,15 @@ def serve(build: Builder, timeout: float = 15.0) -> Iterator[LiveServer]:
 
     async def main() -> None:
         app, parts, background = await build()
-        config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1
-        )
-        server = uvicorn.Server(config)
-        state.update(loop=asyncio.get_running_loop(), parts=parts, server=server)
+        stop = asyncio.Event()
+        state.update(loop=asyncio.get_running_loop(), parts=parts, stop=stop)
         jobs = [asyncio.ensure_future(job) for job in background]
-        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.01)
-        ready.set()
         try:
-            await serving
+            if app is None:
+                ready.set()
+                await stop.wait()
+            else:
+                await _serve_app(app, sock, state, ready)
         finally:
             for job in jobs:
                 job.cancel()
@@ -67,10 +69,25 @@ def serve(build: Builder, timeout: float = 15.0) -> Iterator[LiveServer]:
     thread.start()
     try:
         if not ready.wait(timeout):
-            raise TimeoutError("uvicorn did not start")
+            raise TimeoutError("the server did not start")
         yield LiveServer(f"http://127.0.0.1:{port}", state["loop"], state["parts"])
     finally:
         if "server" in state:
             state["server"].should_exit = True
+        if "stop" in state:
+            state["loop"].call_soon_threadsafe(state["stop"].set)
         thread.join(timeout)
         sock.close()
+
+
+async def _serve_app(
+    app: FastAPI, sock: socket.socket, state: dict[str, Any], ready: threading.Event
+) -> None:
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    state["server"] = server
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.01)
+    ready.set()
+    await serving

@@ -33,7 +33,7 @@ async def keyed(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t"
     ) as client:
-        yield Api(app, client, store, queue, artifacts, clock, settings)  # type: ignore[arg-type]
+        yield Api(app, client, store, queue, artifacts, clock, settings)
     await store.close()
 
 

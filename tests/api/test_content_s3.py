@@ -10,8 +10,8 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from tests.api.dispatching import make_dispatcher
 from tests.api.server import LiveServer, serve
-from tests.api.worker import FAKE_MP4, InstantWorker
 from tests.fakes.queue import InMemoryQueue
 from tests.fakes.store import InMemoryStore
 from tests.fixtures.seaweedfs import S3Server
@@ -26,15 +26,16 @@ pytestmark = pytest.mark.integration
 def server(
     tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server, s3_bucket: str
 ) -> Iterator[LiveServer]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("s3api"))
+    root = tmp_path_factory.mktemp("s3api")
+    settings = Settings(data_dir=root)
 
     async def build() -> Any:
         store = InMemoryStore()
         queue = InMemoryQueue(clock=time.time)
         artifacts = S3Artifacts(s3_server.client(), s3_bucket)
         app = create_app(settings, store, queue, artifacts)
-        worker = InstantWorker(store, queue, artifacts, time.time)
-        return app, {"store": store}, [worker.run_forever()]
+        dispatcher = make_dispatcher(store, queue, artifacts, root / "work")
+        return app, {"store": store}, [dispatcher.run()]
 
     with serve(build) as live:
         yield live
@@ -46,9 +47,8 @@ def test_download_follows_the_presigned_redirect(server: LiveServer) -> None:
     ) as client:
         video = client.videos.create_and_poll(model="wan2.2-tiny", prompt="s3", poll_interval_ms=50)
         assert video.status == "completed"
-        assert client.videos.download_content(video.id).read() == FAKE_MP4
-        assert (
-            client.videos.download_content(video.id, variant="thumbnail").read()[:2] == b"\xff\xd8"
-        )
+        expected = f"video of {video.id} attempt 1".encode()  # what InstantBackend wrote
+        assert client.videos.download_content(video.id).read() == expected
+        assert client.videos.download_content(video.id, variant="thumbnail").read() == b"poster"
     raw = httpx.get(f"{server.base_url}/v1/videos/{video.id}/content")
     assert raw.status_code == 302 and "X-Amz-Signature" in raw.headers["location"]

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from tests.api.conftest import Api
-from tests.api.worker import running_worker
+from tests.fakes.backend import SleepyBackend
 from wanserve.api.sse import format_event, is_terminal_event
 from wanserve.domain.task import TaskEvent
 
@@ -31,9 +31,7 @@ async def completed_video(api: Api) -> str:
     video = (
         await api.client.post("/v1/videos", json={"model": "wan2.2-tiny", "prompt": "x"})
     ).json()
-    lease = await api.queue.lease("w", wait_s=0)
-    assert lease is not None
-    await api.worker().settle(lease)
+    await api.run_to_end(str(video["id"]))
     return str(video["id"])
 
 
@@ -63,14 +61,14 @@ async def test_last_event_id_and_after_resume_where_the_client_left(api: Api) ->
     assert [int(m["id"]) for m in by_query] == [e.id for e in stored if e.id > 5]
 
 
-async def test_live_events_follow_the_worker_until_completion(api: Api) -> None:
+async def test_live_events_follow_the_dispatcher_until_completion(api: Api) -> None:
     video = (
         await api.client.post("/v1/videos", json={"model": "wan2.2-tiny", "prompt": "x"})
     ).json()
     request = asyncio.create_task(api.client.get(f"/v1/videos/{video['id']}/events"))
     await asyncio.sleep(0.1)  # the stream is open and has sent the replay
     assert not request.done()
-    async with running_worker(api.worker(step_s=0.01)):
+    async with api.dispatching(SleepyBackend(step_s=0.01)):
         response = await asyncio.wait_for(request, 10)
     types = [m["event"] for m in parse_sse(response.text)]
     assert types[0] == "created" and types[-1] == "state" and "result" in types

@@ -44,3 +44,12 @@ async def test_openapi_lists_the_routes(api: Api) -> None:
     ]:
         assert path in paths
     assert "multipart/form-data" in paths["/v1/videos"]["post"]["requestBody"]["content"]
+
+
+async def test_unknown_routes_and_methods_are_problems_too(api: Api) -> None:
+    missing = await api.client.get("/v2/nothing")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.json()["instance"] == "/v2/nothing"
+    wrong = await api.client.put("/v1/videos")
+    assert wrong.status_code == 405 and wrong.json()["title"] == "Method not allowed"

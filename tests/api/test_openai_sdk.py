@@ -1,4 +1,7 @@
-"""The real openai SDK against real uvicorn, SQLite store and Valkey queue, and a worker double."""
+"""The real openai SDK against real uvicorn, SQLite store, Valkey queue and dispatcher.
+
+Only the engine is a fake: SleepyBackend, which writes small files after `STEP_S` per step.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import pytest
 from openai import OpenAI
 
 from tests.api.conftest import png_bytes
+from tests.api.dispatching import make_dispatcher
 from tests.api.server import LiveServer, serve
 from tests.api.test_events import parse_sse
-from tests.api.worker import FAKE_MP4, InstantWorker
+from tests.fakes.backend import SleepyBackend
 from wanserve.api import create_app
 from wanserve.artifacts.local import LocalArtifacts
 from wanserve.queue import make_queue
@@ -40,14 +44,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, valkey_url: str) -> Iterato
         queue = make_queue(settings)
         artifacts = LocalArtifacts(root / "artifacts")
         app = create_app(settings, store, queue, artifacts, sse_poll_s=0.5)
-        worker = InstantWorker(store, queue, artifacts, time.time, step_s=STEP_S)
+        dispatcher = make_dispatcher(
+            store, queue, artifacts, root / "work", backend=SleepyBackend(step_s=STEP_S)
+        )
 
         async def close() -> None:
             await queue.close()
             await store.close()
 
         parts = {"store": store, "queue": queue, "artifacts": artifacts, "close": close}
-        return app, parts, [worker.run_forever()]
+        return app, parts, [dispatcher.run()]
 
     with serve(build) as live:
         yield live
@@ -67,11 +73,14 @@ def test_create_and_poll_then_download_both_variants(client: OpenAI) -> None:
     )
     assert video.status == "completed" and video.progress == 100, video
     assert (
-        video.size == "128x128" and video.completed_at is not None and video.expires_at is not None
+        str(video.size) == "128x128"
+        and video.completed_at is not None
+        and video.expires_at is not None
     )
-    assert client.videos.download_content(video.id).read() == FAKE_MP4
-    poster = client.videos.download_content(video.id, variant="thumbnail").read()
-    assert poster[:2] == b"\xff\xd8"
+    content = client.videos.download_content(video.id)
+    assert content.read() == f"video of {video.id} attempt 1".encode()  # what the backend wrote
+    assert content.response.headers["content-type"] == "video/mp4"
+    assert client.videos.download_content(video.id, variant="thumbnail").read() == b"poster"
 
 
 def test_create_sends_multipart_with_extra_body_fields(client: OpenAI, server: LiveServer) -> None:
@@ -91,7 +100,7 @@ def test_create_sends_multipart_with_extra_body_fields(client: OpenAI, server: L
     params = extra["parameters"]
     assert (params["num_inference_steps"], params["seed"], params["guidance_scale"]) == (2, 11, 1.5)
     assert params["num_frames"] == 13 and params["negative_prompt"] == "blur"
-    assert video.size == "96x64" and video.status in ("queued", "in_progress")
+    assert str(video.size) == "96x64" and video.status in ("queued", "in_progress")
     assert client.videos.poll(video.id, poll_interval_ms=50).status == "completed"
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.api.conftest import Api, png_bytes
-from tests.api.worker import FAKE_MP4
+from tests.api.dispatching import wait_for_state
+from tests.fakes.backend import SleepyBackend
+from wanserve.domain.task import TaskState
 
 
 async def create(api: Api, **fields: object) -> dict[str, object]:
@@ -114,10 +116,8 @@ async def test_list_rejects_unknown_cursor_and_bad_limit(api: Api) -> None:
 
 async def test_delete_returns_deleted_object_and_removes_everything(api: Api) -> None:
     video = await create(api)
-    async_worker = api.worker()
-    lease = await api.queue.lease("w", wait_s=0)
-    assert lease is not None
-    await async_worker.settle(lease)
+    await api.run_to_end(str(video["id"]))
+    assert (api.artifacts.root / "tasks" / str(video["id"]) / "video.mp4").is_file()
     response = await api.client.delete(f"/v1/videos/{video['id']}")
     assert response.json() == {"id": video["id"], "object": "video.deleted", "deleted": True}
     assert (await api.client.get(f"/v1/videos/{video['id']}")).status_code == 404
@@ -136,20 +136,18 @@ async def test_cancel_queued_is_immediate(api: Api) -> None:
     assert events[-1].type == "state" and events[-1].data["state"] == "cancelled"
 
 
-async def test_cancel_running_flags_it_for_the_worker(api: Api) -> None:
-    video = await create(api)
-    lease = await api.queue.lease("w", wait_s=0)
-    assert lease is not None
-    task = await api.store.get_task(lease.task_id)
-    assert task is not None
-    from wanserve.domain.task import start
-
-    await api.store.save_task(start(task, api.clock(), "fake"))
-    body = (await api.client.post(f"/v1/videos/{video['id']}/cancel")).json()
-    assert body["state"] == "in_progress" and body["cancel_requested"] is True
-    assert await api.queue.is_cancelled(str(video["id"]))
-    settled = await api.worker().settle(lease)  # the worker sees the flag and stops
-    assert settled.state == "cancelled"
+async def test_cancel_running_flags_it_and_the_dispatcher_stops_it(api: Api) -> None:
+    video = await create(api, num_inference_steps=50)
+    video_id = str(video["id"])
+    async with api.dispatching(SleepyBackend(step_s=0.05)):
+        await wait_for_state(api.store, video_id, [TaskState.IN_PROGRESS])
+        body = (await api.client.post(f"/v1/videos/{video_id}/cancel")).json()
+        assert body["state"] == "in_progress" and body["cancel_requested"] is True
+        assert await api.queue.is_cancelled(video_id)
+        settled = await wait_for_state(api.store, video_id)
+    assert settled.state == TaskState.CANCELLED and settled.step < 50
+    final = (await api.client.get(f"/v1/videos/{video_id}")).json()
+    assert final["status"] == "failed" and final["error"]["code"] == "cancelled"
 
 
 async def test_cancel_of_a_finished_video_is_a_conflict(api: Api) -> None:
@@ -166,26 +164,25 @@ async def test_content_is_404_until_completed_then_served_with_ranges(api: Api) 
     url = f"/v1/videos/{video['id']}/content"
     early = await api.client.get(url)
     assert early.status_code == 404 and "status is queued" in early.json()["detail"]
-    lease = await api.queue.lease("w", wait_s=0)
-    assert lease is not None
-    await api.worker().settle(lease)
+    await api.run_to_end(str(video["id"]))
+    video_bytes = f"video of {video['id']} attempt 1".encode()  # what InstantBackend writes
     full = await api.client.get(url)
-    assert full.status_code == 200 and full.content == FAKE_MP4
+    assert full.status_code == 200 and full.content == video_bytes
     assert full.headers["content-type"] == "video/mp4"
-    assert full.headers["content-length"] == str(len(FAKE_MP4))
+    assert full.headers["content-length"] == str(len(video_bytes))
     part = await api.client.get(url, headers={"Range": "bytes=10-19"})
-    assert part.status_code == 206 and part.content == FAKE_MP4[10:20]
-    assert part.headers["content-range"] == f"bytes 10-19/{len(FAKE_MP4)}"
+    assert part.status_code == 206 and part.content == video_bytes[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{len(video_bytes)}"
     tail = await api.client.get(url, headers={"Range": "bytes=-5"})
-    assert tail.content == FAKE_MP4[-5:]
-    beyond = await api.client.get(url, headers={"Range": f"bytes={len(FAKE_MP4)}-"})
+    assert tail.content == video_bytes[-5:]
+    beyond = await api.client.get(url, headers={"Range": f"bytes={len(video_bytes)}-"})
     assert beyond.status_code == 416
     thumb = await api.client.get(url, params={"variant": "thumbnail"})
-    assert thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
+    assert thumb.headers["content-type"] == "image/jpeg" and thumb.content == b"poster"
     done = (await api.client.get(f"/v1/videos/{video['id']}")).json()
     assert done["status"] == "completed" and done["progress"] == 100
     assert (
-        done["expires_at"] == int(api.clock()) + 3600
+        done["expires_at"] == int(api.clock() + api.settings.artifacts.retention_s)
         and "openai-poll-after-ms"
         not in (await api.client.get(f"/v1/videos/{video['id']}")).headers
     )
@@ -231,3 +228,17 @@ async def test_unknown_video_is_404_problem(api: Api) -> None:
         assert response.headers["content-type"] == "application/problem+json"
         assert problem["status"] == 404 and problem["instance"] == path
         assert problem["errors"][0]["value"] == "nope"
+
+
+async def test_delete_of_a_running_video_cancels_it_and_the_dispatcher_carries_on(api: Api) -> None:
+    running = str((await create(api, num_inference_steps=50))["id"])
+    after = str((await create(api))["id"])
+    async with api.dispatching(SleepyBackend(step_s=0.05)):
+        await wait_for_state(api.store, running, [TaskState.IN_PROGRESS])
+        response = await api.client.delete(f"/v1/videos/{running}")
+        assert response.status_code == 200 and response.json()["deleted"] is True
+        assert (await api.client.get(f"/v1/videos/{running}")).status_code == 404
+        finished = await wait_for_state(api.store, after)
+    assert finished.state == TaskState.COMPLETED
+    assert await api.store.get_task(running) is None
+    assert not (api.artifacts.root / "tasks" / running).exists()

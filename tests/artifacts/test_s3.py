@@ -55,8 +55,8 @@ async def test_make_artifacts_builds_s3_from_settings(s3_server: S3Server, s3_bu
         artifacts=ArtifactSettings(
             url=f"s3://{s3_bucket}/videos",
             s3_endpoint_url=s3_server.endpoint_url,
-            s3_access_key_id=s3_server.access_key_id,  # type: ignore[arg-type]
-            s3_secret_access_key=s3_server.secret_access_key,  # type: ignore[arg-type]
+            s3_access_key_id=s3_server.access_key_id,
+            s3_secret_access_key=s3_server.secret_access_key,
         )
     )
     store = make_artifacts(settings)

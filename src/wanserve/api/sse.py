@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 
 from wanserve.domain.task import TERMINAL_STATES, TaskEvent
-from wanserve.queue.base import JobQueue, Subscription
+from wanserve.queue.base import JobQueue
 from wanserve.store.base import TaskStore
 
 __all__ = ["format_event", "is_terminal_event", "task_event_stream"]
+
+logger = logging.getLogger(__name__)
 
 _TERMINAL_VALUES = frozenset(state.value for state in TERMINAL_STATES)
 
@@ -44,9 +47,9 @@ async def task_event_stream(
 ) -> AsyncIterator[str]:
     """SSE text for `task_id`'s events with id > `after`, ending after its terminal event."""
     wakeups: asyncio.Queue[str] = asyncio.Queue()
-    subscription = await queue.listen(task_id).__aenter__()  # subscribed before the replay
-    listener = asyncio.create_task(_forward(subscription, wakeups))
+    listener = asyncio.create_task(_listen(queue, task_id, wakeups))
     try:
+        await _wait(wakeups, poll_s)  # subscribed (or known unavailable) before the replay
         yield "retry: 1000\n\n"
         last_sent = clock()
         while True:
@@ -71,13 +74,20 @@ async def task_event_stream(
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await listener
-        with contextlib.suppress(Exception):
-            await subscription.aclose()
 
 
-async def _forward(subscription: Subscription, wakeups: asyncio.Queue[str]) -> None:
-    async for message in subscription:
-        wakeups.put_nowait(message)
+async def _listen(queue: JobQueue, task_id: str, wakeups: asyncio.Queue[str]) -> None:
+    """Forward the task's live notifications; without a queue the stream just polls the store."""
+    try:
+        async with queue.listen(task_id) as subscription:
+            wakeups.put_nowait("subscribed")
+            async for message in subscription:
+                wakeups.put_nowait(message)
+    except ConnectionError:
+        wakeups.put_nowait("unavailable")
+        logger.warning(
+            "live notifications unavailable; polling the store", extra={"task_id": task_id}
+        )
 
 
 async def _wait(wakeups: asyncio.Queue[str], timeout_s: float) -> None:

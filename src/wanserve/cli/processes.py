@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 import sys
@@ -37,6 +38,7 @@ def configure_logging(settings: Settings) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: dump stacks
 
 
 def on_stop_signals(stop: Callable[[], None]) -> None:
@@ -54,7 +56,6 @@ def on_stop_signals(stop: Callable[[], None]) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, handler, signum)
-
 
 def api_server(settings: Settings, app: Any) -> ApiServer:
     config = uvicorn.Config(

@@ -13,7 +13,6 @@ lease expired) and is requeued before it starts again, and a cancelled one is se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -218,8 +217,7 @@ class Dispatcher:
         return await expire_artifacts(services.store, services.artifacts, services.clock())
 
     async def _safely(self, what: str, job: Callable[[], Awaitable[object]]) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            try:
-                await job()
-            except Exception:  # periodic jobs retry on their next round
-                log.warning("%s failed", what, exc_info=True)
+        try:
+            await job()
+        except Exception as error:  # periodic jobs retry on their next round
+            log.warning("%s failed: %s", what, error)
