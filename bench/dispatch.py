@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import statistics
 import subprocess
 import sys
@@ -182,7 +183,12 @@ def _build_tiny(models_dir: Path) -> None:
         "import sys; from pathlib import Path; from wanserve.engine.tiny import "
         "ensure_tiny_model; ensure_tiny_model(Path(sys.argv[1]), 'wan2.2-tiny')"
     )
-    subprocess.run([sys.executable, "-c", code, str(models_dir)], check=True)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+    }
+    subprocess.run([sys.executable, "-c", code, str(models_dir)], check=True, env=env)
 
 
 async def main(args: argparse.Namespace) -> None:
