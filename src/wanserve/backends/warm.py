@@ -41,7 +41,8 @@ class WarmEngine:
         self._reader = asyncio.create_task(self._read())
 
     def subscribe(self, task_id: str) -> asyncio.Queue[EngineEvent]:
-        self._routes[task_id] = route = asyncio.Queue()
+        route: asyncio.Queue[EngineEvent] = asyncio.Queue()
+        self._routes[task_id] = route
         self._finished[task_id] = asyncio.Event()
         return route
 
