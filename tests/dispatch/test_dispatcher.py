@@ -201,6 +201,15 @@ async def test_timeout_stops_the_backend_and_fails(harness: Harness) -> None:
     assert backend.cancelled == [task.id]
 
 
+async def test_the_timeout_bounds_each_attempt_not_the_time_queued(harness: Harness) -> None:
+    harness.start(SleepyBackend(0.05))
+    long_ago = harness.clock() - 1000  # first started long ago, then requeued for a retry
+    task = await harness.submit(timeout_s=5.0, attempt=1, started_at=long_ago)
+    done = await harness.wait(task.id)
+    await harness.stop()
+    assert done.state == TaskState.COMPLETED and done.attempt == 2
+
+
 async def test_redelivered_terminal_task_is_acked_without_a_run(harness: Harness) -> None:
     backend = InstantBackend()
     harness.start(backend)
