@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from tests.conftest import subprocess_env
 from tests.fixtures.store import postgres_options
 from wanserve.store.migrations import alembic_config, upgrade
 from wanserve.store.tables import metadata
@@ -75,6 +79,61 @@ async def test_postgres_upgrade_head_matches_the_models(
         async with admin.begin() as conn:
             await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
         await _check_round_trip(engine)
+    finally:
+        await engine.dispose()
+        async with admin.begin() as conn:
+            await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+_OPEN_STORE = """
+import asyncio, json, sys
+from wanserve.store import open_store
+
+async def main(url, options):
+    store = await open_store(url, **options)
+    await store.close()
+
+asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
+"""
+
+
+async def _start_together(url: str, options: dict[str, Any], count: int = 3) -> list[int]:
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _OPEN_STORE, url, json.dumps(options), env=subprocess_env()
+        )
+        for _ in range(count)
+    ]
+    return [await asyncio.wait_for(p.wait(), timeout=120) for p in procs]
+
+
+async def test_processes_starting_together_migrate_once_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'together.db'}"
+    assert await _start_together(url, {}) == [0, 0, 0]
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_processes_starting_together_migrate_once_postgres(
+    postgres_schema: tuple[str, str] | None,
+) -> None:
+    if postgres_schema is None:
+        pytest.skip("WANSERVE_TEST_POSTGRES_URL is not set")
+    url = postgres_schema[0]
+    schema = f"wanserve_mig_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(url)
+    engine = create_async_engine(url, **postgres_options(schema))
+    try:
+        async with admin.begin() as conn:
+            await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        assert await _start_together(url, postgres_options(schema)) == [0, 0, 0]
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
     finally:
         await engine.dispose()
         async with admin.begin() as conn:

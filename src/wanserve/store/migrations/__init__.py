@@ -1,9 +1,20 @@
-"""Alembic migrations of the store, shipped inside the package and applied at start-up."""
+"""Alembic migrations of the store, shipped inside the package and applied at start-up.
+
+Several processes may start at once on one database (`wanserve up` starts the API and a worker),
+so `upgrade` serialises: within a process (Alembic's `context` is process-global), and across
+processes with a Postgres advisory lock or, for SQLite, an flock on `<database>.migrate.lock`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
@@ -12,6 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 __all__ = ["alembic_config", "upgrade"]
 
 _STORE = Path(__file__).resolve().parent.parent
+_PG_LOCK_KEY = 0x77616E7365727665  # "wanserve": the advisory lock taken while migrating
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def alembic_config() -> Config:
@@ -23,7 +38,10 @@ def alembic_config() -> Config:
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the database behind `engine` to `revision` (idempotent: no-op when already there)."""
-    async with engine.begin() as connection:
+    lock = _LOCKS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock, _sqlite_file_lock(engine), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
         await connection.run_sync(_upgrade, revision)
 
 
@@ -31,3 +49,17 @@ def _upgrade(connection: Connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
+
+
+@asynccontextmanager
+async def _sqlite_file_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as handle:
+        await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
