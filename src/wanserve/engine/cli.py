@@ -33,7 +33,9 @@ def add_parallel_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fsdp", action="store_true", help="shard experts and text encoder")
     parser.add_argument("--models-dir", type=Path, default=None)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
+    parser.add_argument(
+        "--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from wanserve.engine.serve import ServeOptions, serve
 
-        return int(serve(ServeOptions(args.model, plan, models_dir, args.events, args.device,
-                                      args.dtype)))
+        return int(
+            serve(ServeOptions(args.model, plan, models_dir, args.events, args.device, args.dtype))
+        )
     return int(_run(args, plan, models_dir))
 
 

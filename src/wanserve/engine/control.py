@@ -96,15 +96,21 @@ class AbortRecord:
     def dumps(self) -> str:
         f = self.failure
         return json.dumps(
-            {"rank": self.rank, "code": f.code, "message": f.message,
-             "exit_code": int(f.exit_code), "retryable": f.retryable}
+            {
+                "rank": self.rank,
+                "code": f.code,
+                "message": f.message,
+                "exit_code": int(f.exit_code),
+                "retryable": f.retryable,
+            }
         )
 
     @classmethod
     def loads(cls, raw: bytes | str) -> AbortRecord:
         data = json.loads(raw)
-        failure = Failure(data["code"], data["message"], ExitCode(data["exit_code"]),
-                          data["retryable"])
+        failure = Failure(
+            data["code"], data["message"], ExitCode(data["exit_code"]), data["retryable"]
+        )
         return cls(int(data["rank"]), failure)
 
 
@@ -124,7 +130,7 @@ def claim_abort(runtime: Runtime, failure: Failure) -> AbortRecord:
     try:
         current = runtime.store.compare_set(ABORT_KEY, "", mine.dumps())
         return AbortRecord.loads(bytes(current).decode())
-    except Exception:  # noqa: BLE001 - the store may be gone with rank 0; report our own cause
+    except Exception:
         logger.exception("could not publish the abort record")
         return mine
 
@@ -158,8 +164,12 @@ class Watchdog:
                 continue
             if self._stop.wait(self._grace_s):
                 return
-            logger.error("rank %d failed (%s); stopping rank %d",
-                         record.rank, record.failure.message, self._runtime.rank)
+            logger.error(
+                "rank %d failed (%s); stopping rank %d",
+                record.rank,
+                record.failure.message,
+                self._runtime.rank,
+            )
             flush_and_exit(record.failure.exit_code)
 
     def _peer_record(self) -> AbortRecord | None:
@@ -167,7 +177,7 @@ class Watchdog:
             if not self._runtime.store.check([ABORT_KEY]):
                 return None
             record = AbortRecord.loads(bytes(self._runtime.store.get(ABORT_KEY)).decode())
-        except Exception:  # noqa: BLE001 - the store went away: the group is over
+        except Exception:
             logger.error("lost the control store; stopping rank %d", self._runtime.rank)
             flush_and_exit(ExitCode.FAILED)
         return None if record.rank == self._runtime.rank else record
@@ -179,7 +189,7 @@ def flush_and_exit(code: int) -> Any:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:  # noqa: BLE001, S110 - exiting anyway
+        except Exception:  # noqa: S110 - exiting anyway
             pass
     os._exit(int(code))
 

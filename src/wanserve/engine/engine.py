@@ -223,7 +223,9 @@ def _load_image(spec: VideoSpec) -> Any:
         with Image.open(spec.image) as image:
             return image.convert("RGB")
     except OSError as exc:
-        raise InvalidRequest("image", spec.image, f"must be a readable image file ({exc})") from None
+        raise InvalidRequest(
+            "image", spec.image, f"must be a readable image file ({exc})"
+        ) from None
 
 
 def _dtypes(name: DtypeName, device: torch.device) -> tuple[torch.dtype, torch.dtype]:

@@ -9,7 +9,6 @@ out of memory (OOM), any other error (FAILED). On a multi-rank failure the proce
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,9 @@ from wanserve.domain.spec import VideoSpec
 from wanserve.engine.control import (
     CancelToken,
     Watchdog,
-    flush_and_exit,
     claim_abort,
     classify,
+    flush_and_exit,
 )
 from wanserve.engine.engine import DtypeName, Engine, OutputTarget
 from wanserve.engine.loading import resolve_checkpoint
@@ -61,7 +60,7 @@ def run_job(make_spec: SpecFactory, options: JobOptions) -> ExitCode:
     watchdog = Watchdog(runtime).start()
     try:
         code = _run(runtime, make_spec, options, reporter, token)
-    except BaseException as exc:  # noqa: BLE001 - every failure becomes an event and a code
+    except BaseException as exc:
         code = handle_failure(runtime, reporter, exc)
     finally:
         watchdog.stop()
@@ -80,7 +79,7 @@ def _run(
     token: CancelToken,
 ) -> ExitCode:
     spec = make_spec(runtime)
-    reporter = reporter.for_task(spec.task_id)
+    reporter.task_id = spec.task_id  # errors from here on name the task too
     reporter.phase(Phase.LOADING)
     path = resolve_checkpoint(spec.model, spec.checkpoint, options.models_dir)
     engine = Engine.load(runtime, path, options.plan, options.dtype)
@@ -107,8 +106,4 @@ def handle_failure(runtime: Runtime, reporter: Reporter, exc: BaseException) -> 
             message = f"rank {runtime.rank}: {message}"
         reporter.error(failure.code, message, failure.retryable)
         return failure.exit_code
-    print(
-        f"rank {runtime.rank} stopping: rank {record.rank} failed: {record.failure.message}",
-        file=sys.stderr,
-    )
     return record.failure.exit_code

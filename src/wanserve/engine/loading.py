@@ -61,7 +61,9 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
     pipeline_class = str(index.get("_class_name", ""))
     if pipeline_class not in _PIPELINES:
         raise InvalidRequest(
-            "checkpoint", str(path), f"model_index.json names {pipeline_class!r}, not a Wan pipeline"
+            "checkpoint",
+            str(path),
+            f"model_index.json names {pipeline_class!r}, not a Wan pipeline",
         )
     transformer = _read_json(path / "transformer" / "config.json")
     info = CheckpointInfo(
@@ -137,8 +139,9 @@ def _with_card(info: CheckpointInfo, marker: dict[str, Any] | None) -> Checkpoin
 def _require_checkpoint(field: str, path: Path) -> Path:
     if not (path / "model_index.json").is_file():
         raise InvalidRequest(
-            field, str(path), "must be a Wan2.2 checkpoint directory in the diffusers layout "
-            "(with model_index.json)"
+            field,
+            str(path),
+            "must be a Wan2.2 checkpoint directory in the diffusers layout (with model_index.json)",
         )
     return path
 

@@ -120,7 +120,7 @@ def _enable_ulysses(components: WanComponents, mesh: Any, degree: int) -> None:
     for expert in (components.transformer, components.transformer_2):
         if expert is not None:
             expert.enable_parallelism(
-                config=ContextParallelConfig(ulysses_degree=degree, mesh=mesh)
+                config=ContextParallelConfig(ulysses_degree=degree, mesh=mesh)  # type: ignore[no-untyped-call]
             )
 
 

@@ -41,7 +41,7 @@ def watch_redis_cancel(
                 if sink.client.exists(key):
                     token.cancel(f"cancel requested ({key})")
                     return
-            except Exception:  # noqa: BLE001 - Redis away: keep running, the backend can kill us
+            except Exception:
                 logger.warning("could not read %s", key, exc_info=True)
 
     thread = threading.Thread(target=poll, name="wanserve-redis-cancel", daemon=True)

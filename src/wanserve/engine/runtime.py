@@ -71,11 +71,12 @@ def init_runtime(
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     chosen = _device(device, local_rank)
     if world_size == 1:
-        return Runtime(0, 1, local_rank, chosen, dist.HashStore())
+        return Runtime(0, 1, local_rank, chosen, dist.HashStore())  # type: ignore[attr-defined]
     backend = "nccl" if chosen.type == "cuda" else "gloo"
     kwargs: dict[str, Any] = {"device_id": chosen} if chosen.type == "cuda" else {}
     dist.init_process_group(backend=backend, init_method="env://", timeout=timeout, **kwargs)
-    store = dist.PrefixStore("wanserve", dist.distributed_c10d._get_default_store())
+    default_store = dist.distributed_c10d._get_default_store()
+    store = dist.PrefixStore("wanserve", default_store)  # type: ignore[attr-defined]
     logger.info("rank %d/%d on %s (%s)", rank, world_size, chosen, backend)
     return Runtime(rank, world_size, local_rank, chosen, store)
 

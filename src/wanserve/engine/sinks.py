@@ -47,7 +47,7 @@ class FileSink:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self._file = open(path, "a", encoding="utf-8")
 
     def emit(self, event: EngineEvent) -> None:
         self._file.write(event.model_dump_json() + "\n")
@@ -80,7 +80,10 @@ class RedisSink:
 
     def emit(self, event: EngineEvent) -> None:
         self.client.xadd(
-            self.stream, {self.FIELD: event.model_dump_json()}, maxlen=self._maxlen, approximate=True
+            self.stream,
+            {self.FIELD: event.model_dump_json()},
+            maxlen=self._maxlen,
+            approximate=True,
         )
 
     def close(self) -> None:

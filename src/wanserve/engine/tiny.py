@@ -35,11 +35,17 @@ _TEXT_DIM = 32
 
 
 def build_tiny_model(
-    out: Path, layout: Layout = Layout.A14B, *, seed: int = 0, model_id: str | None = None
+    out: Path,
+    layout: Layout = Layout.A14B,
+    *,
+    seed: int = 0,
+    model_id: str | None = None,
+    transformer: dict[str, Any] | None = None,
 ) -> Path:
     """Write a tiny random-weight checkpoint of `layout` to `out` (created; must not exist).
 
-    Deterministic: the same `seed` gives the same weights. Returns `out`.
+    Deterministic: the same `seed` gives the same weights. `transformer` overrides the experts'
+    config (the CPU benchmark uses a heavier one). Returns `out`.
     """
     import torch
 
@@ -47,7 +53,7 @@ def build_tiny_model(
     if out.exists() and any(out.iterdir()):
         raise InvalidRequest("out", str(out), "must be a new or empty directory")
     torch.manual_seed(seed)
-    pipe = _tiny_pipeline(layout)
+    pipe = _tiny_pipeline(layout, transformer or {})
     pipe.save_pretrained(str(out), safe_serialization=True)
     marker = {"model": model_id or _default_id(layout), "layout": layout.value, "seed": seed}
     (out / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
@@ -99,42 +105,45 @@ def _default_id(layout: Layout) -> str:
     return "wan2.2-tiny-ti2v" if layout == Layout.TI2V_5B else "wan2.2-tiny"
 
 
-def _tiny_pipeline(layout: Layout) -> Any:
+def _tiny_pipeline(layout: Layout, overrides: dict[str, Any]) -> Any:
     from diffusers import UniPCMultistepScheduler, WanPipeline
 
     is_5b = layout == Layout.TI2V_5B
     channels = 48 if is_5b else 16
-    return WanPipeline(
+    return WanPipeline(  # type: ignore[no-untyped-call]
         tokenizer=_tokenizer(),
         text_encoder=_text_encoder(),
         vae=_vae(is_5b),
-        scheduler=UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0 if is_5b else 3.0
+        scheduler=UniPCMultistepScheduler(  # type: ignore[no-untyped-call]
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            flow_shift=5.0 if is_5b else 3.0,
         ),
-        transformer=_transformer(channels),
-        transformer_2=None if is_5b else _transformer(channels),
+        transformer=_transformer(channels, overrides),
+        transformer_2=None if is_5b else _transformer(channels, overrides),
         boundary_ratio=None if is_5b else 0.875,
         expand_timesteps=is_5b,
     )
 
 
-def _transformer(channels: int) -> Any:
+def _transformer(channels: int, overrides: dict[str, Any]) -> Any:
     from diffusers import WanTransformer3DModel
 
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=channels,
-        out_channels=channels,
-        text_dim=_TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    )
+    config: dict[str, Any] = {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 2,
+        "attention_head_dim": 12,
+        "in_channels": channels,
+        "out_channels": channels,
+        "text_dim": _TEXT_DIM,
+        "freq_dim": 256,
+        "ffn_dim": 32,
+        "num_layers": 2,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "rope_max_seq_len": 32,
+    }
+    return WanTransformer3DModel(**{**config, **overrides})  # type: ignore[no-untyped-call]
 
 
 def _vae(is_5b: bool) -> Any:
@@ -147,8 +156,8 @@ def _vae(is_5b: bool) -> Any:
         "temperal_downsample": [False, True, True],
     }
     if not is_5b:
-        return AutoencoderKLWan(z_dim=16, **common)
-    return AutoencoderKLWan(
+        return AutoencoderKLWan(z_dim=16, **common)  # type: ignore[no-untyped-call]
+    return AutoencoderKLWan(  # type: ignore[no-untyped-call]
         z_dim=48,
         in_channels=12,
         out_channels=12,
@@ -175,22 +184,27 @@ def _text_encoder() -> Any:
         relative_attention_num_buckets=8,
         feed_forward_proj="relu",
     )
-    return UMT5EncoderModel(config).eval()
+    return UMT5EncoderModel(config).eval()  # type: ignore[no-untyped-call]
 
 
 def _tokenizer() -> Any:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    """A character-level WordLevel tokenizer: every printable ASCII character is a token, so
+    different prompts give different embeddings (the vocabulary is padded to UMT5-tiny's size)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "</s>", "<unk>"]
-    words = [f"w{i}" for i in range(_VOCAB_SIZE - len(specials) - 26)]
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = {token: index for index, token in enumerate(specials + letters + words)}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    chars = [chr(c) for c in range(32, 127)]
+    filler = [f"<extra_{i}>" for i in range(_VOCAB_SIZE - len(specials) - len(chars))]
+    vocab = {token: index for index, token in enumerate(specials + chars + filler)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=specials[2]))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", special_tokens=[("</s>", vocab["</s>"])]
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tokenizer,
+        pad_token=specials[0],
+        eos_token=specials[1],
+        unk_token=specials[2],
     )

@@ -30,7 +30,8 @@ class VideoFile:
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     """Float frames in [0, 1] (frames, height, width, 3) as uint8, cropped to even sides."""
     frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
-    return np.round(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
+    pixels: np.ndarray = np.round(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return pixels
 
 
 def write_mp4(frames: np.ndarray, path: Path, fps: int, crf: int = 18) -> VideoFile:

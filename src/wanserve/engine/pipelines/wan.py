@@ -66,7 +66,8 @@ class WanComponents:
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
-        return tuple(self.transformer.config.patch_size)  # type: ignore[return-value]
+        p, h, w = self.transformer.config.patch_size
+        return int(p), int(h), int(w)
 
     @property
     def num_heads(self) -> int:
@@ -134,7 +135,10 @@ class WanVideoPipeline:
         embeds = embeds.to(dtype=c.transformer.dtype, device=self.device)
         embeds = [u[:v] for u, v in zip(embeds, seq_lens, strict=True)]
         return torch.stack(
-            [torch.cat([u, u.new_zeros(MAX_SEQUENCE_LENGTH - u.size(0), u.size(1))]) for u in embeds]
+            [
+                torch.cat([u, u.new_zeros(MAX_SEQUENCE_LENGTH - u.size(0), u.size(1))])
+                for u in embeds
+            ]
         )
 
     @torch.no_grad()
@@ -174,7 +178,9 @@ class WanVideoPipeline:
             model_input, timestep = self._model_input(latents, condition, first_frame_mask, t)
             model_input = model_input.to(dtype)
 
-            def run(embeds: torch.Tensor, model: Any = model, x: Any = model_input, ts: Any = timestep) -> Any:
+            def run(
+                embeds: torch.Tensor, model: Any = model, x: Any = model_input, ts: Any = timestep
+            ) -> Any:
                 return model(
                     hidden_states=x, timestep=ts, encoder_hidden_states=embeds, return_dict=False
                 )[0]
@@ -194,7 +200,7 @@ class WanVideoPipeline:
                 callback_on_step_end(i, float(t), expert)
         if self.interrupt:
             return None
-        if first_frame_mask is not None:
+        if first_frame_mask is not None and condition is not None:
             latents = (1 - first_frame_mask) * condition + first_frame_mask * latents
         return latents
 
@@ -207,18 +213,19 @@ class WanVideoPipeline:
         latents = latents / inv_std + mean
         video = vae.decode(latents, return_dict=False)[0]  # (1, 3, F, H, W) in [-1, 1]
         video = (video[0].float() / 2 + 0.5).clamp(0, 1)
-        return video.permute(1, 2, 3, 0).cpu().numpy()
+        frames: np.ndarray = video.permute(1, 2, 3, 0).cpu().numpy()
+        return frames
 
     def _encode(
         self, prompt: str, negative_prompt: str, do_cfg: bool, cfg: CfgGroup | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if cfg is not None and do_cfg:
             # compat: each CFG rank encodes only the text it denoises with; the other slot is a
             # placeholder it never reads.
             own = self.encode_prompt(prompt if cfg.rank == 0 else negative_prompt)
             return own, own
         cond = self.encode_prompt(prompt)
-        return cond, self.encode_prompt(negative_prompt) if do_cfg else None
+        return cond, self.encode_prompt(negative_prompt) if do_cfg else cond
 
     def _set_timesteps(self, num_inference_steps: int, shift: float) -> torch.Tensor:
         scheduler = self.components.scheduler
@@ -263,7 +270,9 @@ class WanVideoPipeline:
         from diffusers.video_processor import VideoProcessor
 
         processor = VideoProcessor(vae_scale_factor=c.vae_scale_factor_spatial)
-        pixels = processor.preprocess(image, height=height, width=width).to(self.device, torch.float32)
+        pixels = processor.preprocess(image, height=height, width=width).to(
+            self.device, torch.float32
+        )
         pixels = pixels.unsqueeze(2)  # (1, 3, 1, H, W)
         _, _, frames, lat_h, lat_w = latents.shape
         num_frames = (frames - 1) * c.vae_scale_factor_temporal + 1
