@@ -19,7 +19,8 @@ from PIL import Image
 
 from tests.web.conftest import PageWatch, is_create, requires_chromium, screenshot
 
-pytestmark = [pytest.mark.browser, requires_chromium]
+# Each test runs a real job on CPU; the first also waits for the server to start.
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600), requires_chromium]
 
 TINY = "wan2.2-tiny"
 TINY_TI2V = "wan2.2-tiny-ti2v"
