@@ -37,8 +37,8 @@ def serve(build: Builder, timeout: float = 15.0) -> Iterator[LiveServer]:
     """Start `build()`'s app and background coroutines in a thread; stop them on exit.
 
     With no app, only the background coroutines run (a worker process, say). On exit uvicorn
-    stops (open streams are cut after a 1 s grace), then the background jobs are cancelled
-    and `parts["close"]()` runs.
+    stops (open streams are cut after a 1 s grace), then `parts["stop"]()` (if any) asks the
+    background jobs to end, the rest are cancelled, and `parts["close"]()` runs.
     """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -58,6 +58,12 @@ def serve(build: Builder, timeout: float = 15.0) -> Iterator[LiveServer]:
             else:
                 await _serve_app(app, sock, state, ready)
         finally:
+            stopper = parts.get(
+                "stop"
+            )  # a graceful stop first (a dispatcher's stop()), then cancel
+            if stopper is not None and jobs:
+                stopper()
+                await asyncio.wait(jobs, timeout=5)
             for job in jobs:
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -11,8 +13,11 @@ from pydantic import SecretStr
 
 from tests.api.conftest import Api, make_api
 from tests.fakes.clock import FakeClock
+from tests.fakes.queue import InMemoryQueue
+from wanserve.api import create_app
 from wanserve.api.auth import is_loopback, keys_required
 from wanserve.api.keys import KEY_PREFIX, create_api_key, hash_key
+from wanserve.artifacts.local import LocalArtifacts
 from wanserve.settings import ApiSettings, Settings
 from wanserve.store import default_url, open_store
 
@@ -128,3 +133,35 @@ async def test_key_names_are_checked(api: Api) -> None:
 
     with pytest.raises(InvalidRequest, match="name"):
         await create_api_key(api.store, " ", now=api.clock)
+
+
+@pytest.mark.integration
+def test_openai_sdk_with_keys_over_http(tmp_path: Path) -> None:
+    """The SDK's api_key is the bearer secret; another key's video is a NotFoundError."""
+    import openai
+
+    from tests.api.server import serve
+
+    settings = Settings(data_dir=tmp_path, api=ApiSettings(require_keys=True))
+    secrets: dict[str, str] = {}
+
+    async def build() -> Any:
+        store = await open_store(default_url(tmp_path))
+        for name in ("alice", "bob"):
+            secrets[name] = (await create_api_key(store, name, now=time.time)).secret
+        queue = InMemoryQueue(clock=time.time)
+        app = create_app(settings, store, queue, LocalArtifacts(tmp_path / "artifacts"))
+        return app, {"close": store.close}, []
+
+    with serve(build) as server:
+
+        def client(secret: str) -> openai.OpenAI:
+            return openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+
+        video = client(secrets["alice"]).videos.create(model="wan2.2-tiny", prompt="mine")
+        assert client(secrets["alice"]).videos.retrieve(video.id).id == video.id
+        with pytest.raises(openai.NotFoundError):
+            client(secrets["bob"]).videos.retrieve(video.id)
+        assert list(client(secrets["bob"]).videos.list()) == []
+        with pytest.raises(openai.AuthenticationError):
+            client("ws-not-a-key").videos.list()

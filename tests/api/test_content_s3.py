@@ -35,7 +35,7 @@ def server(
         artifacts = S3Artifacts(s3_server.client(), s3_bucket)
         app = create_app(settings, store, queue, artifacts)
         dispatcher = make_dispatcher(store, queue, artifacts, root / "work")
-        return app, {"store": store}, [dispatcher.run()]
+        return app, {"store": store, "stop": dispatcher.stop}, [dispatcher.run()]
 
     with serve(build) as live:
         yield live

@@ -43,7 +43,11 @@ async def test_openapi_lists_the_routes(api: Api) -> None:
         "/v1/models",
     ]:
         assert path in paths
-    assert "multipart/form-data" in paths["/v1/videos"]["post"]["requestBody"]["content"]
+    content = paths["/v1/videos"]["post"]["requestBody"]["content"]
+    form = content["multipart/form-data"]["schema"]["properties"]
+    assert form["input_reference"]["format"] == "binary" and "num_frames" in form
+    assert "image" not in form and form["priority"]["maximum"] == 9
+    assert "input_reference" in content["application/json"]["schema"]["properties"]
 
 
 async def test_unknown_routes_and_methods_are_problems_too(api: Api) -> None:

@@ -52,7 +52,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, valkey_url: str) -> Iterato
             await queue.close()
             await store.close()
 
-        parts = {"store": store, "queue": queue, "artifacts": artifacts, "close": close}
+        parts = {
+            "store": store,
+            "queue": queue,
+            "artifacts": artifacts,
+            "close": close,
+            "stop": dispatcher.stop,
+        }
         return app, parts, [dispatcher.run()]
 
     with serve(build) as live:
@@ -189,12 +195,16 @@ def test_sse_live_and_resumed_over_http(client: OpenAI, server: LiveServer) -> N
     assert [e["id"] for e in resumed] == [e["id"] for e in events[3:]]
 
 
-def test_poll_after_header_is_sent(server: LiveServer, client: OpenAI) -> None:
-    video = client.videos.create(model="wan2.2-tiny", prompt="hdr")
+def test_poll_after_header_is_sent_while_live(server: LiveServer, client: OpenAI) -> None:
+    long = {"num_inference_steps": 40}  # about 2 s on SleepyBackend: still live when asked
+    video = client.videos.create(model="wan2.2-tiny", prompt="hdr", extra_body=long)
     raw = client.videos.with_raw_response.retrieve(video.id)
-    if raw.parse().status in ("queued", "in_progress"):
-        assert int(raw.headers["openai-poll-after-ms"]) > 0
-    client.videos.poll(video.id, poll_interval_ms=50)
+    assert raw.parse().status in ("queued", "in_progress")
+    assert int(raw.headers["openai-poll-after-ms"]) in (500, 1000)
+    httpx.post(f"{server.base_url}/v1/videos/{video.id}/cancel")
+    final = client.videos.poll(video.id, poll_interval_ms=50)
+    after = client.videos.with_raw_response.retrieve(final.id)
+    assert "openai-poll-after-ms" not in after.headers
 
 
 def test_idempotency_key_through_the_sdk(client: OpenAI) -> None:

@@ -76,7 +76,7 @@ def worker(settings: Settings, step_s: float) -> Any:
             await queue.close()
             await store.close()
 
-        return None, {"close": close}, [dispatcher.run()]
+        return None, {"close": close, "stop": dispatcher.stop}, [dispatcher.run()]
 
     return serve(build)
 

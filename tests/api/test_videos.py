@@ -242,3 +242,50 @@ async def test_delete_of_a_running_video_cancels_it_and_the_dispatcher_carries_o
     assert finished.state == TaskState.COMPLETED
     assert await api.store.get_task(running) is None
     assert not (api.artifacts.root / "tasks" / running).exists()
+
+
+async def test_a_store_failure_leaves_no_uploaded_image_behind(api: Api) -> None:
+    from tests.api.conftest import png_bytes
+    from wanserve.domain.errors import BackendUnavailable
+
+    async def down(task: object) -> None:
+        raise BackendUnavailable("store unreachable: disk full")
+
+    api.store.create_task = down  # type: ignore[method-assign,assignment]
+    response = await api.client.post(
+        "/v1/videos",
+        data={"model": "wan2.2-tiny-ti2v", "prompt": "x"},
+        files={"input_reference": ("a.png", png_bytes(), "image/png")},
+    )
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert not any(api.artifacts.root.rglob("*.*"))
+    assert await api.queue.lease("probe", wait_s=0) is None
+
+
+async def test_content_of_an_expired_video_says_so(api: Api) -> None:
+    from wanserve.artifacts.retention import expire_artifacts
+
+    video_id = str((await create(api))["id"])
+    await api.run_to_end(video_id)
+    api.clock.advance(api.settings.artifacts.retention_s + 1)
+    assert await expire_artifacts(api.store, api.artifacts, api.clock()) == [video_id]
+    response = await api.client.get(f"/v1/videos/{video_id}/content")
+    assert response.status_code == 404 and "expired" in response.json()["detail"]
+    video = (await api.client.get(f"/v1/videos/{video_id}")).json()
+    assert video["status"] == "completed" and video["expires_at"] is None
+
+
+@pytest.mark.parametrize("shape", ["object", "string"])
+async def test_json_image_as_a_data_url(api: Api, shape: str) -> None:
+    import base64
+
+    from tests.api.conftest import png_bytes
+
+    image = png_bytes(96, 96)
+    url = "data:image/png;base64," + base64.b64encode(image).decode()
+    reference = {"image_url": url} if shape == "object" else url
+    video = await create(api, model="wan2.2-tiny-ti2v", input_reference=reference)
+    task = await api.store.get_task(str(video["id"]))
+    assert task is not None and task.spec.image is not None
+    assert api.artifacts.path(task.spec.image).read_bytes() == image

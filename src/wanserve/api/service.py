@@ -103,13 +103,13 @@ class VideoService:
             earlier = await self._replay(principal, idempotency_key, fingerprint)
             if earlier is not None:
                 return earlier, False
-        if submission.image is not None and task.spec.image is not None:
-            image = submission.image
-            await self.artifacts.put_bytes(task.spec.image, image.data, image.content_type)
+        await self._store_image(task, submission)
         try:
             task = await self.store.create_task(task)
-        except Conflict:
-            if idempotency_key is None:
+        except BaseException as exc:
+            if submission.image is not None:  # the task never existed: neither does its image
+                await self.artifacts.delete_prefix(task_prefix(task.id))
+            if not isinstance(exc, Conflict) or idempotency_key is None:
                 raise
             earlier = await self._replay(principal, idempotency_key, fingerprint)
             if earlier is None:
@@ -117,6 +117,11 @@ class VideoService:
             return earlier, False
         await self._enqueue(task)
         return task, True
+
+    async def _store_image(self, task: Task, submission: Submission) -> None:
+        image = submission.image
+        if image is not None and task.spec.image is not None:
+            await self.artifacts.put_bytes(task.spec.image, image.data, image.content_type)
 
     def _new_task(
         self, principal: Principal, submission: Submission, key: str | None, fingerprint: str
@@ -218,11 +223,16 @@ class VideoService:
     async def content(self, principal: Principal, task_id: str, variant: Variant) -> Content:
         """Where the finished video (or its poster) is; NotFound until the task completed."""
         task = await self.visible_task(principal, task_id)
-        if task.state != TaskState.COMPLETED or task.result is None:
+        if task.state != TaskState.COMPLETED:
             raise NotFound(
                 f"video {task_id} has no {variant} yet: status is {task.state.value} "
                 "(content exists once it is completed)",
                 errors=[{"field": "video_id", "value": task_id, "rule": "must be completed"}],
+            )
+        if task.result is None:
+            raise NotFound(
+                f"video {task_id} has expired: its files were deleted after the retention period",
+                errors=[{"field": "video_id", "value": task_id, "rule": "must not be expired"}],
             )
         if variant == "thumbnail":
             key, content_type = task.result.poster_key or poster_key(task.id), "image/jpeg"

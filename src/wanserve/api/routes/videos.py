@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.responses import StreamingResponse
@@ -14,6 +14,7 @@ from wanserve.api.service import VideoView
 from wanserve.api.sse import task_event_stream
 from wanserve.api.submission import read_submission
 from wanserve.domain.errors import InvalidRequest, NotFound
+from wanserve.domain.spec import VideoRequest
 from wanserve.domain.task import TaskState
 
 __all__ = ["router"]
@@ -21,15 +22,29 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 _POLL_AFTER_MS = {TaskState.QUEUED: "1000", TaskState.IN_PROGRESS: "500"}
-_CREATE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {"schema": {"type": "object", "required": ["prompt"]}},
-            "application/json": {"schema": {"type": "object", "required": ["prompt"]}},
-        },
+
+
+def _create_body() -> dict[str, Any]:
+    """The OpenAPI request body of POST /v1/videos: VideoRequest's fields plus the upload."""
+    schema = VideoRequest.model_json_schema()
+    fields = {k: v for k, v in schema["properties"].items() if k != "image"}
+    fields["model"] = {**fields["model"], "description": "default: the server's default model"}
+    fields["priority"] = {"type": "integer", "minimum": 0, "maximum": 9, "default": 0}
+    form = {**fields, "input_reference": {"type": "string", "format": "binary"}}
+    data_url = {"type": "string", "description": "data:image/...;base64,..."}
+    reference = {"anyOf": [data_url, {"type": "object", "properties": {"image_url": data_url}}]}
+    body = {"type": "object", "required": ["prompt"]}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": {**body, "properties": form}},
+                "application/json": {
+                    "schema": {**body, "properties": {**fields, "input_reference": reference}}
+                },
+            },
+        }
     }
-}
 
 
 def _public(view: VideoView, request: Request, runtime: RuntimeDep) -> VideoPublic:
@@ -39,7 +54,7 @@ def _public(view: VideoView, request: Request, runtime: RuntimeDep) -> VideoPubl
     )
 
 
-@router.post("", openapi_extra=_CREATE_BODY)
+@router.post("", openapi_extra=_create_body())
 async def create_video(
     request: Request,
     response: Response,
