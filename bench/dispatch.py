@@ -149,20 +149,13 @@ async def _first_state(services: Services, wakeups: AsyncIterator[str], task_id:
 
 
 async def warm_overhead(
-    services: Services, models_dir: Path, tasks: int
+    services: Services, models_dir: Path, tasks: int, request: VideoRequest
 ) -> list[tuple[float, float]]:
     settings = services.settings
     options = LocalOptions(env={"WANSERVE_ENGINE__MODELS_DIR": str(models_dir)})
     backend = Timed(WarmPoolBackend(options, settings.data_dir / "logs"))
     dispatcher = build_dispatcher(services, backend)  # type: ignore[arg-type]
     running = asyncio.create_task(dispatcher.run())
-    request = VideoRequest(
-        model="wan2.2-tiny",
-        prompt="a paper boat on a rainy street",
-        size="128x128",
-        num_frames=17,
-        num_inference_steps=20,
-    )
     results = []
     try:
         for n in range(tasks + 1):
@@ -217,10 +210,18 @@ async def main(args: argparse.Namespace) -> None:
         if not args.skip_e2e:
             models = root / "models"
             _build_tiny(models)
-            for e2e, compute in await warm_overhead(services, models, args.e2e_tasks):
+            request = VideoRequest(
+                model="wan2.2-tiny",
+                prompt="a paper boat on a rainy street",
+                size=args.e2e_size,
+                num_frames=args.e2e_frames,
+                num_inference_steps=args.e2e_steps,
+            )
+            shape = f"{args.e2e_size}x{args.e2e_frames}, {args.e2e_steps} steps"
+            for e2e, compute in await warm_overhead(services, models, args.e2e_tasks, request):
                 overhead = e2e - compute
                 print(
-                    f"warm pool, tiny 128x128x17, 20 steps: e2e {e2e:.2f} s, engine compute "
+                    f"warm pool, tiny {shape}: e2e {e2e:.2f} s, engine compute "
                     f"{compute:.2f} s, overhead {overhead * 1000:.0f} ms = "
                     f"{100 * overhead / e2e:.2f}% of e2e (target <= 2% once compute >= 2 s)"
                 )
@@ -234,4 +235,7 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--e2e-tasks", type=int, default=3)
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--e2e-size", default="128x128")
+    parser.add_argument("--e2e-frames", type=int, default=17)
+    parser.add_argument("--e2e-steps", type=int, default=20)
     asyncio.run(main(parser.parse_args()))

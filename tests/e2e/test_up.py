@@ -192,6 +192,8 @@ def test_up_stops_every_child_on_sigterm(
 
     port = free_port()
     proc = _up(procs, service_env, tmp_path / "up", port)
+    maps = psutil.Process(proc.pid).memory_maps()
+    assert not any("torch" in m.path for m in maps)  # API + dispatcher run without torch
     children = psutil.Process(proc.pid).children(recursive=True)
     assert any("valkey" in " ".join(c.cmdline()) for c in children)
     proc.signal(signal.SIGTERM)
