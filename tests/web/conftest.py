@@ -125,8 +125,11 @@ def api(server: str) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Headless Chromium for one test module. Not session-wide: Playwright's sync API keeps an
+    event loop running in this thread while it is open, which would break the asyncio tests
+    that run after the browser tests."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -18,7 +18,8 @@ from tests.web.conftest import (
     watched_page,
 )
 
-pytestmark = [pytest.mark.browser, requires_chromium]
+# Each test runs a real job on CPU; the first also waits for the server to start.
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600), requires_chromium]
 
 KEY = "ws-test-" + secrets.token_hex(16)
 

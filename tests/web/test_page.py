@@ -18,8 +18,11 @@ import pytest
 from PIL import Image
 
 from tests.web.conftest import PageWatch, is_create, requires_chromium, screenshot
+from wanserve.domain.models import MODELS
+from wanserve.domain.spec import VideoRequest, resolve_spec
 
-pytestmark = [pytest.mark.browser, requires_chromium]
+# Each test runs a real job on CPU; the first also waits for the server to start.
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600), requires_chromium]
 
 TINY = "wan2.2-tiny"
 TINY_TI2V = "wan2.2-tiny-ti2v"
@@ -268,6 +271,32 @@ def test_image_to_video_with_an_uploaded_picture(
     assert stored["model"] == TINY_TI2V
     assert stored["parameters"]["task"] == "i2v"
     screenshot(page, "image-to-video", full_page=False)
+
+
+def test_every_model_offers_only_valid_choices_with_its_defaults(page: Any) -> None:
+    """Whatever a person can pick on the form, the server's rules accept."""
+    _open(page)
+    for card in MODELS.values():
+        _choose_model(page, card.id)
+        sizes = page.eval_on_selector_all("#size option", "os => os.map(o => o.value)")
+        frames = page.eval_on_selector_all("#num_frames option", "os => os.map(o => o.value)")
+        assert page.input_value("#size") == card.default_size
+        assert page.input_value("#num_frames") == str(card.default_frames)
+        assert page.input_value("#num_inference_steps") == str(card.default_steps)
+        assert page.get_attribute("#num_inference_steps", "max") == str(card.max_steps)
+        assert float(page.input_value("#guidance_scale")) == card.guidance_scale
+        assert page.is_visible("#guidance_scale_2") == card.has_two_experts
+        assert page.is_visible("#input_reference") == card.accepts_image
+        assert page.evaluate("document.getElementById('input_reference').required") == (
+            card.requires_image
+        )
+        image = "start.png" if card.requires_image else None
+        for size in sizes:
+            resolve_spec(VideoRequest(model=card.id, prompt="p", size=size, image=image), int)
+        for count in frames:
+            request = VideoRequest(model=card.id, prompt="p", num_frames=int(count), image=image)
+            resolve_spec(request, int)
+        assert len(sizes) >= 1 and len(frames) >= 2, (card.id, sizes, frames)
 
 
 def test_phone_width_has_no_horizontal_overflow(page: Any, api: httpx.Client) -> None:

@@ -68,7 +68,10 @@ class JobCard {
     this.part("prompt").textContent = video.prompt || videoParams(video).prompt || "";
     const live = !isTerminal(status);
     this.part("live").hidden = !live;
-    this.action("cancel").hidden = !live;
+    const cancel = this.action("cancel");
+    cancel.hidden = !live;
+    cancel.disabled = Boolean(video.cancel_requested);
+    cancel.textContent = video.cancel_requested ? "Cancelling…" : "Cancel";
     if (live) this.renderProgress();
     this.renderOutcome(status);
   }
@@ -87,6 +90,7 @@ class JobCard {
     }
     if (phase === "denoising" && total) text = `Denoising: step ${step} of ${total}`;
     if (phase === "denoising" && this.expert) text += ` (${expertLabel(this.expert)})`;
+    if (video.cancel_requested) text = `Cancelling… (${text.charAt(0).toLowerCase()}${text.slice(1)})`;
     this.part("phase").textContent = text;
     const bar = this.part("progress");
     bar.max = total || 1;
@@ -196,15 +200,16 @@ class JobCard {
     button.disabled = true;
     button.textContent = "Cancelling…";
     try {
+      // A running job stays in_progress (cancel_requested) until the worker has stopped it;
+      // its events then bring the cancelled state.
       this.update(await api.cancelVideo(this.id));
     } catch (error) {
-      if (error.status === 409) await this.refresh();
-      else this.showNotice(`Could not cancel: ${error.message}`);
-    } finally {
-      button.disabled = false;
-      button.textContent = "Cancel";
+      if (error.status === 409) await this.refresh().catch(() => {});
+      else {
+        this.update({});
+        this.showNotice(`Could not cancel: ${error.message}`);
+      }
     }
-    if (isTerminal(this.status)) this.stop();
   }
 
   showNotice(text) {
