@@ -3,7 +3,8 @@
 Builds a heavier tiny Wan2.2 A14B checkpoint (where transformer compute dominates), then runs the
 same spec through the real entry point (`python -m wanserve.engine run`, torchrun + gloo for 2
 ranks) and reads the per-step time from the step events' timestamps (median step interval,
-first step excluded; the best of interleaved rounds). Every figure is measured in the same run, and ratios are printed:
+first step excluded; the best of interleaved rounds). Every figure is measured in the same run,
+and ratios are printed:
 
     1 rank x 1 thread        baseline
     1 rank x 2 threads       intra-op threads
