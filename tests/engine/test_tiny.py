@@ -80,3 +80,11 @@ def test_ensure_tiny_model_builds_once_when_two_processes_race(tmp_path: Path) -
 def test_ensure_tiny_model_refuses_real_model_ids(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="only tiny models"):
         ensure_tiny_model(tmp_path, "wan2.2-t2v-a14b")
+
+
+def test_the_engine_package_imports_without_torch() -> None:
+    code = (
+        "import sys, wanserve.engine as e; e.ensure_tiny_model; e.open_sink;"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], env=subprocess_env(), check=True, timeout=60)

@@ -131,7 +131,6 @@ class Engine:
             if agree_to_stop(self.runtime, token):
                 self.pipeline.request_interrupt()
 
-        reporter.phase(Phase.DENOISING)
         return self.pipeline(
             prompt=spec.prompt,
             negative_prompt=spec.negative_prompt,
@@ -146,6 +145,7 @@ class Engine:
             image=_load_image(spec),
             cfg=self._cfg,
             callback_on_step_end=on_step,
+            on_denoising_start=lambda: reporter.phase(Phase.DENOISING),
         )
 
     @staticmethod

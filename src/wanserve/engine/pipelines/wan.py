@@ -158,8 +158,12 @@ class WanVideoPipeline:
         image: Any | None = None,
         cfg: CfgGroup | None = None,
         callback_on_step_end: StepCallback | None = None,
+        on_denoising_start: Callable[[], None] | None = None,
     ) -> torch.Tensor | None:
-        """Denoise and return the final latents (unnormalised), or None when interrupted."""
+        """Denoise and return the final latents (unnormalised), or None when interrupted.
+
+        `on_denoising_start` runs once the text is encoded and the latents are ready.
+        """
         c = self.components
         self._interrupt = False
         do_cfg = guidance_scale > 1.0
@@ -169,6 +173,8 @@ class WanVideoPipeline:
         latents = self._noise(seed, width, height, num_frames)
         condition, first_frame_mask = self._image_condition(image, latents, width, height)
         dtype = c.transformer.dtype
+        if on_denoising_start is not None:
+            on_denoising_start()
         for i, t in enumerate(timesteps):
             if self.interrupt:
                 break
