@@ -475,3 +475,14 @@ async def test_the_dispatcher_hook_reconciles_on_start_without_any_run(
     backend.use_task_lookup(lookup, interval_s=3600)
     await operator.until_gone(job_name("video_gone"))
     assert asked == ["video_gone"]
+
+
+async def test_a_cancel_that_arrives_before_the_job_exists_still_stops_it(
+    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator
+) -> None:
+    backend, run = make_backend(), _run()
+    await backend.cancel(run.task_id)  # nothing to delete yet
+    seen = Collector(backend, run)
+    assert isinstance(await seen.end(), CancelledEvent)
+    await operator.until_gone(job_name(run.task_id))
+    assert run.task_id not in backend.cancelled  # forgotten once the run ended
