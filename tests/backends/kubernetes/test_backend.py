@@ -183,6 +183,8 @@ async def test_kubernetes_failures_end_the_run_with_an_actionable_error(
     assert isinstance(last, ErrorEvent), seen.events
     assert (last.code, last.retryable) == (code, retryable)
     assert words in last.message and name in last.message
+    if code == "job_failed":  # the Master's last log lines come with it (pods/log)
+        assert "RuntimeError: exit 1" in last.message
     await operator.until_gone(name)  # a failed attempt leaves nothing behind
 
 
