@@ -488,3 +488,27 @@ async def test_a_cancel_that_arrives_before_the_job_exists_still_stops_it(
     assert isinstance(await seen.end(), CancelledEvent)
     await operator.until_gone(job_name(run.task_id))
     assert run.task_id not in backend.cancelled  # forgotten once the run ended
+
+
+async def test_two_tasks_at_once_share_one_pair_of_watches(
+    make_backend: MakeBackend,
+    operator: TrainingOperator,
+    redis_client: aioredis.Redis,
+    queue_prefix: str,
+) -> None:
+    backend = make_backend()
+    runs = [_run("video_a"), _run("video_b")]
+    seen = [Collector(backend, run) for run in runs]
+    for run, collector in zip(runs, seen, strict=True):
+        await _to_running(operator, collector, job_name(run.task_id))
+    jobs_informer = backend.jobs
+    for run in runs:
+        await operator.succeeded(job_name(run.task_id))
+        await _engine(redis_client, queue_prefix, run, _result(run))
+    for collector in seen:
+        assert isinstance(await collector.end(), ResultEvent)
+    assert backend.jobs is jobs_informer and jobs_informer is not None
+    assert [e.task_id for c in seen for e in c.events if isinstance(e, ResultEvent)] == [
+        "video_a",
+        "video_b",
+    ]
