@@ -110,6 +110,26 @@ def test_cli_submit_waits_with_progress_then_status(
         timeout=60,
     )
     assert status.returncode == 0 and "completed" in status.stdout and "100%" in status.stdout
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wanserve",
+            "submit",
+            "--prompt",
+            "x",
+            "--size",
+            "7x7",
+            "--server",
+            server.base,
+        ],
+        env=service_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "size='7x7'" in bad.stdout, bad.stdout + bad.stderr
 
 
 def test_cancel_of_queued_and_running_tasks_leaves_no_engine(server: Api) -> None:

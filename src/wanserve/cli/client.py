@@ -42,10 +42,10 @@ def submit(
     api_key: KeyOpt = None,
 ) -> None:
     """Submit a video task; with --wait, show a progress bar from its live events."""
-    from wanserve.cli.follow import Client, create_fields, follow, show
+    from wanserve.cli.follow import Client, create_fields, follow, reported_errors, show
 
     fields = create_fields(prompt, model=model, size=size, frames=frames, steps=steps, seed=seed)
-    with Client(server, api_key) as client:
+    with reported_errors(), Client(server, api_key) as client:
         video = client.create(fields, image)
         typer.echo(video["id"])
         if not wait:
@@ -65,7 +65,7 @@ def status(
     api_key: KeyOpt = None,
 ) -> None:
     """Show one task: state, phase, progress, timings, error."""
-    from wanserve.cli.follow import Client, show
+    from wanserve.cli.follow import Client, reported_errors, show
 
-    with Client(server, api_key) as client:
+    with reported_errors(), Client(server, api_key) as client:
         show(client.get(video_id))

@@ -6,6 +6,7 @@ bar follows a task from its first event to its terminal state exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mimetypes
 import time
@@ -18,7 +19,16 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-__all__ = ["Client", "SseEvent", "create_fields", "follow", "read_sse", "show"]
+__all__ = [
+    "Client",
+    "ServerError",
+    "SseEvent",
+    "create_fields",
+    "follow",
+    "read_sse",
+    "reported_errors",
+    "show",
+]
 
 TERMINAL = {"completed", "failed", "cancelled"}
 _RECONNECT_S = 1.0
@@ -28,7 +38,20 @@ console = Console(highlight=False)
 
 
 class ServerError(RuntimeError):
-    pass
+    """The server answered with an error (its problem detail is the message)."""
+
+
+@contextlib.contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn server and connection errors into one red line and exit status 1."""
+    try:
+        yield
+    except ServerError as error:
+        console.print(f"[red]error[/] {error}")
+        raise SystemExit(1) from None
+    except httpx.TransportError as error:
+        console.print(f"[red]cannot reach the server[/]: {error}")
+        raise SystemExit(1) from None
 
 
 def create_fields(prompt: str, **optional: Any) -> dict[str, Any]:
