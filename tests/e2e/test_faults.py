@@ -101,7 +101,8 @@ def test_worker_killed_mid_task_the_task_completes_exactly_once(cluster: Cluster
 
 def test_valkey_and_api_restart_mid_run_lose_nothing_and_sse_resumes(cluster: Cluster) -> None:
     cluster.api()
-    cluster.worker("worker", WANSERVE_ENGINE_STEP_DELAY="0.4")
+    # A lease outlives the Valkey restart, however slow the machine is.
+    cluster.worker("worker", WANSERVE_ENGINE_STEP_DELAY="0.4", WANSERVE_QUEUE__LEASE_TTL_S="15")
     running = cluster.client.create(num_inference_steps=15)
     waiting = cluster.client.create()
     seen: list[dict[str, Any]] = []
