@@ -74,6 +74,23 @@ def test_a_failing_rank_ends_every_rank_with_one_error_event(
     assert not done.of_type("result") and not (tmp_path / "out" / "video.mp4").exists()
 
 
+def test_a_spec_only_one_rank_rejects_ends_both_ranks_with_that_ranks_error(
+    tiny_a14b: Path, tmp_path: Path
+) -> None:
+    spec = write_spec(tmp_path / "spec.json", make_spec(tiny_a14b, tmp_path / "out"))
+    done = run_engine(
+        [*RUN, "--spec", str(spec), "--cfg-parallel"],
+        2,
+        env={"WANSERVE_ENGINE_FAULT": "invalid@1:0"},
+    )
+    assert done.returncode != 0
+    (error,) = done.of_type("error")
+    assert (error.code, error.rank) == ("invalid_spec", 1)
+    assert "injected rejection on rank 1" in error.message
+    assert f"exitcode  : {int(ExitCode.INVALID)}" in done.stderr
+    assert not done.of_type("step")
+
+
 def test_sigterm_on_one_rank_cancels_both_at_the_same_step(tiny_a14b: Path, tmp_path: Path) -> None:
     spec = write_spec(
         tmp_path / "spec.json", make_spec(tiny_a14b, tmp_path / "out", num_inference_steps=40)

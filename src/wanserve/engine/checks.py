@@ -6,14 +6,55 @@ so every rank fails the same way at the same point.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.models import TaskKind
 from wanserve.domain.spec import VideoSpec
 from wanserve.engine.loading import CheckpointInfo
 
-__all__ = ["check_spec_fits"]
+__all__ = ["PeerInvalid", "agree_on_checks", "check_spec_fits"]
+
+_T = TypeVar("_T")
+
+
+class PeerInvalid(InvalidRequest):
+    """Another rank rejected the spec (it reports why); this rank stops quietly."""
+
+    speaker = False
+
+
+def agree_on_checks(runtime: Any, checks: Callable[[], _T]) -> _T:
+    """Run `checks` on every rank, then agree: if any rank raised InvalidRequest, every rank
+    raises (the lowest failing rank its own error, marked `speaker`; the others PeerInvalid),
+    so no rank walks into a collective that a rejecting peer will never join."""
+    error: InvalidRequest | None = None
+    result: _T | None = None
+    try:
+        result = checks()
+    except InvalidRequest as exc:
+        error = exc
+    first = _lowest_failing_rank(runtime, error is not None)
+    if first is None:
+        return result  # type: ignore[return-value]
+    if error is not None and first == runtime.rank:
+        error.speaker = True  # type: ignore[attr-defined]
+        raise error
+    raise PeerInvalid("rank", first, "that rank rejected the spec (its error event says why)")
+
+
+def _lowest_failing_rank(runtime: Any, failed: bool) -> int | None:
+    if not runtime.is_distributed:
+        return runtime.rank if failed else None
+    import torch
+    import torch.distributed as dist
+
+    mine = runtime.rank if failed else runtime.world_size
+    flag = torch.tensor([mine], device=runtime.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    lowest = int(flag.item())
+    return None if lowest == runtime.world_size else lowest
 
 
 def check_spec_fits(spec: VideoSpec, info: CheckpointInfo, components: Any, plan: Any) -> None:

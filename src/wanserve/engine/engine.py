@@ -32,7 +32,7 @@ from wanserve.domain.events import (
 )
 from wanserve.domain.models import TaskKind
 from wanserve.domain.spec import VideoSpec
-from wanserve.engine.checks import check_spec_fits
+from wanserve.engine.checks import agree_on_checks, check_spec_fits
 from wanserve.engine.control import CancelToken, agree_to_stop
 from wanserve.engine.faults import FaultPlan
 from wanserve.engine.loading import CheckpointInfo, inspect_checkpoint, load_components
@@ -107,11 +107,16 @@ class Engine:
         save_frames: Path | None = None,
     ) -> Outcome:
         """Run `spec` on this rank; rank 0 writes the files and emits the result event."""
-        check_spec_fits(spec, self.info, self.pipeline.components, self.plan)
-        target = target or _default_target(spec)
+
+        def checks() -> tuple[OutputTarget, Any]:
+            self._faults.before_run(self.runtime.rank)
+            check_spec_fits(spec, self.info, self.pipeline.components, self.plan)
+            return target or _default_target(spec), _load_image(spec)
+
+        target, image = agree_on_checks(self.runtime, checks)
         _reset_peak_memory(self.runtime.device)
         reporter.phase(Phase.ENCODING_TEXT)
-        latents = self._denoise(spec, reporter, token)
+        latents = self._denoise(spec, image, reporter, token)
         if latents is None:
             reporter.emit(CancelledEvent, reason=token.reason)
             return "cancelled"
@@ -120,7 +125,7 @@ class Engine:
             return "completed"
         return self._finish(spec, latents, reporter, token, target, save_frames)
 
-    def _denoise(self, spec: VideoSpec, reporter: Reporter, token: CancelToken) -> Any:
+    def _denoise(self, spec: VideoSpec, image: Any, reporter: Reporter, token: CancelToken) -> Any:
         if agree_to_stop(self.runtime, token):  # a cancel that arrived while loading
             return None
         tracker = _StepTracker(total=spec.num_inference_steps)
@@ -142,7 +147,7 @@ class Engine:
             guidance_scale=spec.guidance_scale,
             guidance_scale_2=spec.guidance_scale_2,
             seed=spec.seed,
-            image=_load_image(spec),
+            image=image,
             cfg=self._cfg,
             callback_on_step_end=on_step,
             on_denoising_start=lambda: reporter.phase(Phase.DENOISING),

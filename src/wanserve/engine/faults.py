@@ -1,8 +1,10 @@
 """Fault injection for the engine's failure tests (never set in production).
 
 WANSERVE_ENGINE_FAULT="raise@RANK:STEP" raises RuntimeError on that rank after that 1-based
-step; "oom@RANK:STEP" raises torch.OutOfMemoryError instead. WANSERVE_ENGINE_STEP_DELAY=SECONDS
-sleeps after every step (so a test can cancel mid-run on the tiny model).
+step; "oom@RANK:STEP" raises torch.OutOfMemoryError instead; "invalid@RANK:0" rejects the spec
+on that rank only, before the run (as a missing input file would).
+WANSERVE_ENGINE_STEP_DELAY=SECONDS sleeps after every step (so a test can cancel mid-run on the
+tiny model).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
+from wanserve.domain.errors import InvalidRequest
+
 __all__ = ["FaultPlan"]
 
-_FAULT = re.compile(r"^(raise|oom)@(\d+):(\d+)$")
+_FAULT = re.compile(r"^(raise|oom|invalid)@(\d+):(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,14 @@ class FaultPlan:
             return cls(step_delay_s=delay)
         return cls(match[1], int(match[2]), int(match[3]), delay)
 
+    def before_run(self, rank: int) -> None:
+        if self.kind == "invalid" and rank == self.rank:
+            raise InvalidRequest("image", "(injected)", f"injected rejection on rank {rank}")
+
     def after_step(self, rank: int, step: int) -> None:
         if self.step_delay_s:
             time.sleep(self.step_delay_s)
-        if self.kind is None or (rank, step) != (self.rank, self.step):
+        if self.kind not in ("raise", "oom") or (rank, step) != (self.rank, self.step):
             return
         if self.kind == "oom":
             raise torch.OutOfMemoryError(f"injected OOM on rank {rank} at step {step}")

@@ -94,8 +94,9 @@ def handle_failure(runtime: Runtime, reporter: Reporter, exc: BaseException) -> 
         exc = RuntimeError("interrupted")
     failure = classify(exc)
     if isinstance(exc, InvalidRequest):
-        # Deterministic checks fail identically on every rank: rank 0 speaks for all.
-        if runtime.is_main:
+        # Checks fail identically on every rank (rank 0 speaks for all), or were agreed on by
+        # `agree_on_checks`, which marks the one rank that speaks.
+        if getattr(exc, "speaker", runtime.is_main):
             reporter.error(failure.code, failure.message, failure.retryable)
         return failure.exit_code
     logger.error("rank %d failed", runtime.rank, exc_info=exc)
