@@ -22,6 +22,7 @@ __all__ = [
     "MemoryEvent",
     "Phase",
     "PhaseEvent",
+    "ReadyEvent",
     "ResultEvent",
     "StepEvent",
     "parse_event",
@@ -120,6 +121,14 @@ class CancelledEvent(_Event):
     reason: str = "cancelled"
 
 
+class ReadyEvent(_Event):
+    """A warm engine loaded its model and waits for specs (`python -m wanserve.engine serve`)."""
+
+    type: Literal["ready"] = "ready"
+    model: str
+    world_size: int
+
+
 EngineEvent = Annotated[
     PhaseEvent
     | StepEvent
@@ -128,7 +137,8 @@ EngineEvent = Annotated[
     | LogEvent
     | ResultEvent
     | ErrorEvent
-    | CancelledEvent,
+    | CancelledEvent
+    | ReadyEvent,
     Field(discriminator="type"),
 ]
 

@@ -1,0 +1,99 @@
+"""`python -m wanserve.engine run|serve`: the engine's process entry points (also under torchrun).
+
+    run   --spec FILE [--events SINK] [--ulysses N] [--cfg-parallel] [--fsdp] [--save-frames F.npy]
+    serve --model ID|DIR [--events SINK] [--ulysses N] [--cfg-parallel] [--fsdp]
+
+Logs go to stderr; events go to the sink (stdout by default); the exit code is an ExitCode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from wanserve.domain.events import ExitCode
+
+__all__ = ["default_models_dir", "main"]
+
+
+def default_models_dir() -> Path:
+    from wanserve.settings import get_settings
+
+    settings = get_settings()
+    return settings.engine.models_dir or settings.data_dir / "models"
+
+
+def add_parallel_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", default=None, help="-/stdout, a file, or redis://...?stream=K")
+    parser.add_argument("--ulysses", type=int, default=1, help="Ulysses sequence-parallel degree")
+    parser.add_argument("--cfg-parallel", action="store_true", help="cond/uncond on 2 rank groups")
+    parser.add_argument("--fsdp", action="store_true", help="shard experts and text encoder")
+    parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m wanserve.engine", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run one VideoSpec (JSON file) and exit")
+    run.add_argument("--spec", type=Path, required=True)
+    run.add_argument("--save-frames", type=Path, default=None, help="debug: decoded frames .npy")
+    add_parallel_flags(run)
+    serve = commands.add_parser("serve", help="load once, run specs sent on stdin (warm engine)")
+    serve.add_argument("--model", required=True, help="a model id or a checkpoint directory")
+    add_parallel_flags(serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging()
+    from wanserve.engine.parallel import ParallelPlan
+
+    plan = ParallelPlan(ulysses=args.ulysses, cfg_parallel=args.cfg_parallel, fsdp=args.fsdp)
+    models_dir = args.models_dir or default_models_dir()
+    if args.command == "serve":
+        from wanserve.engine.serve import ServeOptions, serve
+
+        return int(
+            serve(ServeOptions(args.model, plan, models_dir, args.events, args.device, args.dtype))
+        )
+    return int(_run(args, plan, models_dir))
+
+
+def _run(args: argparse.Namespace, plan: object, models_dir: Path) -> ExitCode:
+    from wanserve.domain.spec import VideoSpec
+    from wanserve.engine.job import JobOptions, run_job
+
+    options = JobOptions(
+        plan=plan,  # type: ignore[arg-type]
+        models_dir=models_dir,
+        events=args.events,
+        device=args.device,
+        dtype=args.dtype,
+        save_frames=args.save_frames,
+    )
+    return run_job(lambda _runtime: VideoSpec.model_validate_json(args.spec.read_text()), options)
+
+
+def _setup_logging() -> None:
+    rank = os.environ.get("RANK", "0")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("WANSERVE_LOG_LEVEL", "INFO").upper(),
+        format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s",
+    )
+    # compat: diffusers and transformers print progress bars and warnings we do not need.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("diffusers", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""The engine: one checkpoint loaded once onto this rank, then any number of specs run on it.
+
+`Engine.load` reads the checkpoint, checks it against the parallel plan and wires the plan in
+(Ulysses, CFG parallel, FSDP). `Engine.run(spec, ...)` runs one VideoSpec on every rank of the
+group: text encoding, the denoising loop (with step events, the expert switch and the per-step
+cancel agreement), then rank 0 decodes, encodes the MP4 and the poster and writes them.
+Failures propagate as exceptions; the entry points (`job.py`, `serve.py`) turn them into events.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from wanserve.domain.errors import InvalidRequest
+from wanserve.domain.events import (
+    CancelledEvent,
+    ExpertSwitchEvent,
+    MemoryEvent,
+    Phase,
+    ResultEvent,
+    StepEvent,
+)
+from wanserve.domain.models import TaskKind
+from wanserve.domain.spec import VideoSpec
+from wanserve.engine.checks import check_spec_fits
+from wanserve.engine.control import CancelToken, agree_to_stop
+from wanserve.engine.faults import FaultPlan
+from wanserve.engine.loading import CheckpointInfo, inspect_checkpoint, load_components
+from wanserve.engine.parallel import (
+    ParallelPlan,
+    apply_parallelism,
+    check_components_fit,
+    check_plan_fits,
+)
+from wanserve.engine.pipelines.wan import Expert, WanVideoPipeline
+from wanserve.engine.reporter import Reporter
+from wanserve.engine.runtime import Runtime
+from wanserve.engine.video import to_uint8, write_mp4, write_poster
+
+__all__ = ["Engine", "OutputTarget", "Outcome"]
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["completed", "cancelled"]
+DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """Where rank 0 writes the video and its poster."""
+
+    video: Path
+    poster: Path
+
+    @classmethod
+    def in_directory(cls, directory: Path) -> OutputTarget:
+        return cls(directory / "video.mp4", directory / "poster.jpg")
+
+
+@dataclass
+class _StepTracker:
+    total: int
+    expert: Expert | None = None
+
+
+class Engine:
+    """A loaded checkpoint on this rank, ready to run specs (what the warm engine keeps)."""
+
+    def __init__(
+        self, runtime: Runtime, info: CheckpointInfo, plan: ParallelPlan, pipeline: Any, cfg: Any
+    ) -> None:
+        self.runtime = runtime
+        self.info = info
+        self.plan = plan
+        self.pipeline: WanVideoPipeline = pipeline
+        self._cfg = cfg
+        self._faults = FaultPlan.from_env()
+
+    @classmethod
+    def load(
+        cls, runtime: Runtime, checkpoint: Path, plan: ParallelPlan, dtype: DtypeName = "auto"
+    ) -> Engine:
+        check_plan_fits(plan, runtime)
+        info = inspect_checkpoint(checkpoint)
+        weights, vae_dtype = _dtypes(dtype, runtime.device)
+        components = load_components(checkpoint, weights, vae_dtype)
+        check_components_fit(plan, components)
+        cfg = apply_parallelism(plan, runtime, components)
+        return cls(runtime, info, plan, WanVideoPipeline(components, runtime.device), cfg)
+
+    def run(
+        self,
+        spec: VideoSpec,
+        reporter: Reporter,
+        token: CancelToken,
+        target: OutputTarget | None = None,
+        save_frames: Path | None = None,
+    ) -> Outcome:
+        """Run `spec` on this rank; rank 0 writes the files and emits the result event."""
+        check_spec_fits(spec, self.info, self.pipeline.components, self.plan)
+        target = target or _default_target(spec)
+        _reset_peak_memory(self.runtime.device)
+        reporter.phase(Phase.ENCODING_TEXT)
+        latents = self._denoise(spec, reporter, token)
+        if latents is None:
+            reporter.emit(CancelledEvent, reason=token.reason)
+            return "cancelled"
+        self._report_memory(reporter)
+        if not self.runtime.is_main:
+            return "completed"
+        return self._finish(spec, latents, reporter, token, target, save_frames)
+
+    def _denoise(self, spec: VideoSpec, reporter: Reporter, token: CancelToken) -> Any:
+        if agree_to_stop(self.runtime, token):  # a cancel that arrived while loading
+            return None
+        tracker = _StepTracker(total=spec.num_inference_steps)
+
+        def on_step(index: int, timestep: float, expert: Expert) -> None:
+            self._report_step(reporter, tracker, index, timestep, expert)
+            self._faults.after_step(self.runtime.rank, index + 1)
+            if agree_to_stop(self.runtime, token):
+                self.pipeline.request_interrupt()
+
+        reporter.phase(Phase.DENOISING)
+        return self.pipeline(
+            prompt=spec.prompt,
+            negative_prompt=spec.negative_prompt,
+            width=spec.width,
+            height=spec.height,
+            num_frames=spec.num_frames,
+            num_inference_steps=spec.num_inference_steps,
+            shift=spec.shift,
+            guidance_scale=spec.guidance_scale,
+            guidance_scale_2=spec.guidance_scale_2,
+            seed=spec.seed,
+            image=_load_image(spec),
+            cfg=self._cfg,
+            callback_on_step_end=on_step,
+        )
+
+    @staticmethod
+    def _report_step(
+        reporter: Reporter, tracker: _StepTracker, index: int, timestep: float, expert: Expert
+    ) -> None:
+        if tracker.expert is not None and expert != tracker.expert:
+            reporter.emit(ExpertSwitchEvent, step=index + 1, timestep=timestep, expert=expert)
+        tracker.expert = expert
+        reporter.emit(
+            StepEvent, step=index + 1, total=tracker.total, expert=expert, timestep=timestep
+        )
+
+    def _report_memory(self, reporter: Reporter) -> None:
+        peaks = _gather_peaks(self.runtime)
+        for rank, peak in enumerate(peaks):
+            reporter.emit(MemoryEvent, device=str(self.runtime.device), peak_bytes=peak, rank=rank)
+
+    def _finish(
+        self,
+        spec: VideoSpec,
+        latents: torch.Tensor,
+        reporter: Reporter,
+        token: CancelToken,
+        target: OutputTarget,
+        save_frames: Path | None,
+    ) -> Outcome:
+        reporter.phase(Phase.DECODING)
+        frames = self.pipeline.decode(latents)
+        if save_frames is not None:
+            save_frames.parent.mkdir(parents=True, exist_ok=True)
+            np.save(save_frames, frames)
+        if token.is_cancelled:
+            reporter.emit(CancelledEvent, reason=token.reason)
+            return "cancelled"
+        reporter.phase(Phase.ENCODING_VIDEO)
+        pixels = to_uint8(frames)
+        staging = target.video.parent / f".{target.video.name}.{os.getpid()}.partial"
+        staging.mkdir(parents=True, exist_ok=True)
+        try:
+            video = write_mp4(pixels, staging / "video.mp4", spec.fps)
+            write_poster(pixels[0], staging / "poster.jpg")
+            reporter.phase(Phase.WRITING)
+            os.replace(staging / "video.mp4", target.video)
+            os.replace(staging / "poster.jpg", target.poster)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        reporter.emit(
+            ResultEvent,
+            path=str(target.video),
+            poster=str(target.poster),
+            bytes=video.bytes,
+            sha256=video.sha256,
+            frames=video.frames,
+            fps=video.fps,
+            duration=video.duration,
+            width=video.width,
+            height=video.height,
+        )
+        return "completed"
+
+
+def _default_target(spec: VideoSpec) -> OutputTarget:
+    if not spec.output:
+        raise InvalidRequest("output", spec.output, "must name the directory to write into")
+    return OutputTarget.in_directory(Path(spec.output))
+
+
+def _load_image(spec: VideoSpec) -> Any:
+    if spec.task != TaskKind.I2V or spec.image is None:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(spec.image) as image:
+            return image.convert("RGB")
+    except OSError as exc:
+        raise InvalidRequest(
+            "image", spec.image, f"must be a readable image file ({exc})"
+        ) from None
+
+
+def _dtypes(name: DtypeName, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """Weights and VAE dtypes: bf16 weights on CUDA and fp32 on CPU unless asked; VAE in fp32."""
+    if name == "auto":
+        return (torch.bfloat16 if device.type == "cuda" else torch.float32), torch.float32
+    return getattr(torch, name), torch.float32
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # peak RSS (Linux: KiB)
+
+
+def _gather_peaks(runtime: Runtime) -> list[int]:
+    mine = torch.tensor([_peak_bytes(runtime.device)], dtype=torch.int64, device=runtime.device)
+    if not runtime.is_distributed:
+        return [int(mine.item())]
+    parts = [torch.empty_like(mine) for _ in range(runtime.world_size)]
+    dist.all_gather(parts, mine)
+    return [int(p.item()) for p in parts]

@@ -1,0 +1,113 @@
+"""Where engine events go: one small `EventSink` Protocol and its stdout, file and Redis forms.
+
+`open_sink(target)` takes the `--events` value: `-`/`stdout` (default), a file path (appended, one
+JSON line per event, so several ranks may share it), or `redis://host:port/db?stream=KEY`
+(XADD to a Redis stream, field `event` = the JSON line; what remote pods use). Every sink writes
+whole lines and flushes, so a reader never sees half an event.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import IO, Any, Protocol
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from wanserve.domain.errors import InvalidRequest
+from wanserve.domain.events import EngineEvent
+
+__all__ = ["EventSink", "FileSink", "ListSink", "RedisSink", "StreamSink", "open_sink"]
+
+
+class EventSink(Protocol):
+    """Receives the engine's events in order; `close` releases what it holds."""
+
+    def emit(self, event: EngineEvent) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StreamSink:
+    """JSON lines on a text stream (stdout by default)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream
+
+    def emit(self, event: EngineEvent) -> None:
+        stream = self._stream or sys.stdout
+        stream.write(event.model_dump_json() + "\n")
+        stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class FileSink:
+    """JSON lines appended to a file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a", encoding="utf-8")
+
+    def emit(self, event: EngineEvent) -> None:
+        self._file.write(event.model_dump_json() + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class RedisSink:
+    """XADD each event to a Redis stream (`maxlen` keeps the stream bounded)."""
+
+    FIELD = "event"
+
+    def __init__(self, client: Any, stream: str, maxlen: int = 10_000) -> None:
+        self.client = client
+        self.stream = stream
+        self._maxlen = maxlen
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisSink:
+        import redis
+
+        parts = urlsplit(url)
+        stream = parse_qs(parts.query).get("stream", [""])[0]
+        if not stream:
+            raise InvalidRequest("events", url, "a redis sink needs ?stream=KEY")
+        client = redis.Redis.from_url(urlunsplit(parts._replace(query="")))
+        return cls(client, stream)
+
+    def emit(self, event: EngineEvent) -> None:
+        self.client.xadd(
+            self.stream,
+            {self.FIELD: event.model_dump_json()},
+            maxlen=self._maxlen,
+            approximate=True,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class ListSink:
+    """Keeps events in memory (tests, and the warm engine's in-process callers)."""
+
+    def __init__(self) -> None:
+        self.events: list[EngineEvent] = []
+
+    def emit(self, event: EngineEvent) -> None:
+        self.events.append(event)
+
+    def close(self) -> None:
+        pass
+
+
+def open_sink(target: str | None) -> EventSink:
+    """The sink an `--events` value names."""
+    if target in (None, "", "-", "stdout"):
+        return StreamSink()
+    assert target is not None
+    if target.startswith(("redis://", "rediss://", "unix://")):
+        return RedisSink.from_url(target)
+    return FileSink(Path(target))

@@ -1,0 +1,102 @@
+"""Engine fixtures: the tiny checkpoints (built once per session) and helpers to run the engine
+as real processes: `python -m wanserve.engine ...` and `torchrun --nproc-per-node 2 ...` (gloo)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("diffusers")
+
+from tests.conftest import subprocess_env
+from wanserve.domain.events import parse_event
+from wanserve.domain.models import Layout
+
+TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="session")
+def tiny_a14b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from wanserve.engine.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "wan2.2-tiny", Layout.A14B)
+
+
+@pytest.fixture(scope="session")
+def tiny_ti2v(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from wanserve.engine.tiny import build_tiny_model
+
+    path = tmp_path_factory.mktemp("models") / "wan2.2-tiny-ti2v"
+    return build_tiny_model(path, Layout.TI2V_5B)
+
+
+def make_spec(checkpoint: Path, output: Path, **changes: Any) -> dict[str, Any]:
+    """A VideoSpec (as JSON data) for the tiny A14B model: 64x64, 9 frames, 4 steps."""
+    spec: dict[str, Any] = {
+        "model": "wan2.2-tiny",
+        "task": "t2v",
+        "prompt": "a red fox runs through snow",
+        "negative_prompt": "blurry",
+        "width": 64,
+        "height": 64,
+        "num_frames": 9,
+        "num_inference_steps": 4,
+        "shift": 3.0,
+        "guidance_scale": 4.0,
+        "guidance_scale_2": 3.0,
+        "seed": 7,
+        "fps": 16,
+        "task_id": "task-1",
+        "checkpoint": str(checkpoint),
+        "output": str(output),
+    }
+    spec.update(changes)
+    return spec
+
+
+@dataclass
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def events(self) -> list[Any]:
+        return [parse_event(line) for line in self.stdout.splitlines() if line.startswith("{")]
+
+    def of_type(self, kind: str) -> list[Any]:
+        return [e for e in self.events if e.type == kind]
+
+
+def engine_command(args: list[str], nproc: int = 1) -> list[str]:
+    if nproc == 1:
+        return [sys.executable, *args]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*launcher, "--nproc-per-node", str(nproc), *args]
+
+
+def run_engine(
+    args: list[str], nproc: int = 1, env: dict[str, str] | None = None, **popen: Any
+) -> Finished:
+    """Run `python [-m torch.distributed.run ...] <args>` to the end (bounded)."""
+    proc = subprocess.run(
+        engine_command(args, nproc),
+        env=subprocess_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+        **popen,
+    )
+    return Finished(proc.returncode, proc.stdout, proc.stderr)
+
+
+def write_spec(path: Path, spec: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(spec))
+    return path

@@ -1,0 +1,110 @@
+"""`wanserve generate` and `wanserve model tiny`, in one process and under torchrun -m wanserve."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import av
+import numpy as np
+from rich.console import Console
+
+from tests.engine.conftest import run_engine
+from wanserve.domain.events import ExitCode, Phase, PhaseEvent, ResultEvent, StepEvent
+from wanserve.engine.loading import inspect_checkpoint
+from wanserve.engine.progress import ProgressSink
+
+
+def _decoded(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_model_tiny_builds_the_layout_it_is_asked_for(tmp_path: Path) -> None:
+    done = run_engine(
+        ["-m", "wanserve", "model", "tiny", "--out", str(tmp_path / "t"), "--layout", "ti2v-5b"]
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert inspect_checkpoint(tmp_path / "t").card.id == "wan2.2-tiny-ti2v"
+    bad = run_engine(
+        ["-m", "wanserve", "model", "tiny", "--out", str(tmp_path / "x"), "--layout", "sd15"]
+    )
+    assert bad.returncode == 2 and "layout='sd15' is invalid" in bad.stderr
+
+
+def test_generate_gives_the_same_video_in_one_process_and_under_torchrun(
+    tiny_a14b: Path, tmp_path: Path
+) -> None:
+    args = [
+        "--model",
+        str(tiny_a14b),
+        "--prompt",
+        "a red fox runs through snow",
+        "--frames",
+        "9",
+        "--steps",
+        "4",
+        "--seed",
+        "7",
+        "--size",
+        "64x64",
+    ]
+    one = run_engine(["-m", "wanserve", "generate", *args, "--out", str(tmp_path / "a.mp4")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = run_engine(
+        ["-m", "wanserve", "generate", *args, "--cfg-parallel", "--out", str(tmp_path / "b.mp4")],
+        nproc=2,
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    (result,) = one.of_type("result")
+    assert result.path == str(tmp_path / "a.mp4") and result.poster == str(tmp_path / "a.jpg")
+    assert (tmp_path / "a.jpg").is_file() and (tmp_path / "b.jpg").is_file()
+    a, b = _decoded(tmp_path / "a.mp4"), _decoded(tmp_path / "b.mp4")
+    assert a.shape == (9, 64, 64, 3)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_generate_names_the_bad_flag(tiny_a14b: Path, tmp_path: Path) -> None:
+    done = run_engine(
+        [
+            "-m",
+            "wanserve",
+            "generate",
+            "--model",
+            str(tiny_a14b),
+            "--prompt",
+            "x",
+            "--frames",
+            "10",
+            "--out",
+            str(tmp_path / "a.mp4"),
+        ]
+    )
+    assert done.returncode == ExitCode.INVALID
+    (error,) = done.of_type("error")
+    assert error.message.startswith("num_frames=10 is invalid: must be 4n+1")
+
+
+def test_progress_sink_draws_a_bar_and_the_result() -> None:
+    out = io.StringIO()
+    sink = ProgressSink(Console(file=out, force_terminal=True, width=100))
+    sink.emit(PhaseEvent(at=0, phase=Phase.DENOISING))
+    for step in (1, 2):
+        sink.emit(StepEvent(at=0, step=step, total=2, expert="high_noise"))
+    sink.emit(
+        ResultEvent(
+            at=0,
+            path="/v.mp4",
+            bytes=10,
+            sha256="0",
+            frames=9,
+            fps=16,
+            duration=0.5,
+            width=64,
+            height=64,
+        )
+    )
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())
+    assert "denoising (high_noise)" in text and "2/2" in text
+    assert "wrote /v.mp4 (64x64, 9 frames, 10 bytes)" in text
