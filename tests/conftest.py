@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 SHARED = ROOT.parent / "shared"
 
-pytest_plugins = ["tests.fixtures.store", "tests.fixtures.valkey"]
+pytest_plugins = ["tests.fixtures.seaweedfs", "tests.fixtures.store", "tests.fixtures.valkey"]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -35,6 +35,7 @@ class ApiSettings(BaseModel):
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
     public_url: str | None = None  # base URL used in links and webhooks
+    default_model: str = "wan2.2-tiny"  # the model of a request that names none
 
 
 class StoreSettings(BaseModel):
@@ -76,6 +77,8 @@ class DispatchSettings(BaseModel):
     retry_base_delay_s: float = 2.0
     retry_max_delay_s: float = 60.0
     reconcile_interval_s: float = 30.0
+    shutdown_grace_s: float = 30.0  # on SIGTERM, running tasks may finish this long, then go back
+    workdir: Path | None = None  # scratch space per attempt; default: <data_dir>/work
 
 
 class KubernetesSettings(BaseModel):

@@ -16,8 +16,15 @@ class ArtifactStore(Protocol):
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int: ...
 
-    async def open(self, key: str) -> AsyncIterator[bytes]:
-        """The bytes at `key` in chunks; raises NotFound."""
+    def open(self, key: str, *, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes at `key` from `offset` (`length` of them, or to the end) in chunks.
+
+        An async generator: raises NotFound on first iteration when `key` does not exist.
+        """
+        ...
+
+    async def size(self, key: str) -> int:
+        """Bytes stored at `key`; raises NotFound."""
         ...
 
     async def fetch_to(self, key: str, path: Path) -> None:

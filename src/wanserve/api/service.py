@@ -1,0 +1,271 @@
+"""The video service: what each API route does, above the store, the queue and the artifacts.
+
+Routes call exactly one method here. Every method takes the calling `Principal` and hides other
+owners' tasks behind NotFound. State changes go through the pure functions of domain/task.py,
+and each one is written with its event in one store call, then announced on the queue's
+per-task channel (`publish(task_id, str(event_id))`) so SSE listeners wake up.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from wanserve.api.eta import StepTimes, eta_seconds, seconds_per_step
+from wanserve.api.keys import Principal
+from wanserve.api.submission import Submission
+from wanserve.artifacts.base import ArtifactStore
+from wanserve.artifacts.keys import input_image_key, poster_key, task_prefix
+from wanserve.domain.errors import Conflict, IdempotencyConflict, NotFound
+from wanserve.domain.spec import MAX_SEED, resolve_spec
+from wanserve.domain.task import Task, TaskEvent, TaskState, request_cancel
+from wanserve.queue.base import JobQueue
+from wanserve.store.base import TaskPage, TaskStore
+
+__all__ = ["Content", "ServiceConfig", "VideoService", "VideoView", "new_video_id"]
+
+logger = logging.getLogger(__name__)
+
+Variant = Literal["video", "thumbnail"]
+
+
+def new_video_id() -> str:
+    return "video_" + uuid.uuid4().hex
+
+
+def _random_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    max_attempts: int = 3
+    task_timeout_s: float = 3600.0
+    capacity: int = 1
+    presign_ttl_s: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class VideoView:
+    """A task as a client sees it now: with its queue position and ETA."""
+
+    task: Task
+    queue_position: int | None
+    eta_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """Where a task's file is: a presigned `url`, or an artifact `key` to stream."""
+
+    key: str
+    content_type: str
+    url: str | None
+
+
+class VideoService:
+    def __init__(
+        self,
+        *,
+        store: TaskStore,
+        queue: JobQueue,
+        artifacts: ArtifactStore,
+        config: ServiceConfig,
+        clock: Callable[[], float],
+        new_id: Callable[[], str] = new_video_id,
+        seed_factory: Callable[[], int] = _random_seed,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.artifacts = artifacts
+        self.config = config
+        self.clock = clock
+        self._new_id = new_id
+        self._seed_factory = seed_factory
+        self.step_times = StepTimes()
+
+    async def create_video(
+        self, principal: Principal, submission: Submission, idempotency_key: str | None
+    ) -> tuple[Task, bool]:
+        """Validate, store and enqueue a new task; (task, created).
+
+        Raises InvalidRequest before anything is stored. With an `idempotency_key` already used
+        by this principal: the same request returns the earlier task (created False), another
+        request raises IdempotencyConflict.
+        """
+        fingerprint = submission.fingerprint()
+        task = self._new_task(principal, submission, idempotency_key, fingerprint)
+        if idempotency_key is not None:
+            earlier = await self._replay(principal, idempotency_key, fingerprint)
+            if earlier is not None:
+                return earlier, False
+        await self._store_image(task, submission)
+        try:
+            task = await self.store.create_task(task)
+        except BaseException as exc:
+            if submission.image is not None:  # the task never existed: neither does its image
+                await self.artifacts.delete_prefix(task_prefix(task.id))
+            if not isinstance(exc, Conflict) or idempotency_key is None:
+                raise
+            earlier = await self._replay(principal, idempotency_key, fingerprint)
+            if earlier is None:
+                raise
+            return earlier, False
+        await self._enqueue(task)
+        return task, True
+
+    async def _store_image(self, task: Task, submission: Submission) -> None:
+        image = submission.image
+        if image is not None and task.spec.image is not None:
+            await self.artifacts.put_bytes(task.spec.image, image.data, image.content_type)
+
+    def _new_task(
+        self, principal: Principal, submission: Submission, key: str | None, fingerprint: str
+    ) -> Task:
+        task_id = self._new_id()
+        image = submission.image
+        request = submission.request
+        if image is not None:
+            request = request.model_copy(
+                update={"image": input_image_key(task_id, image.extension)}
+            )
+        spec = resolve_spec(request, self._seed_factory).model_copy(update={"task_id": task_id})
+        now = self.clock()
+        return Task(
+            id=task_id,
+            owner=principal.key_id,
+            spec=spec,
+            priority=submission.priority,
+            max_attempts=self.config.max_attempts,
+            timeout_s=self.config.task_timeout_s,
+            created_at=now,
+            phase_started_at=now,
+            total_steps=spec.num_inference_steps,
+            idempotency_key=key,
+            request_hash=fingerprint,
+        )
+
+    async def _replay(self, principal: Principal, key: str, fingerprint: str) -> Task | None:
+        earlier = await self.store.find_by_idempotency_key(principal.key_id, key)
+        if earlier is None:
+            return None
+        if earlier.request_hash != fingerprint:
+            raise IdempotencyConflict(
+                f"Idempotency-Key {key!r} was used for another request (task {earlier.id})",
+                errors=[
+                    {
+                        "field": "Idempotency-Key",
+                        "value": key,
+                        "rule": "must not be reused with a different body",
+                    }
+                ],
+            )
+        return earlier
+
+    async def _enqueue(self, task: Task) -> None:
+        try:
+            await self.queue.enqueue(task.id, priority=task.priority)
+        except ConnectionError:
+            # The store holds the task as queued; the reconciler enqueues it once the queue is back.
+            logger.warning(
+                "queue unreachable; task left for the reconciler", extra={"task_id": task.id}
+            )
+
+    async def get_video(self, principal: Principal, task_id: str) -> VideoView:
+        task = await self.visible_task(principal, task_id)
+        position = await self.queue.position(task.id) if task.state == TaskState.QUEUED else None
+        return self._view(task, position)
+
+    def view(self, task: Task) -> VideoView:
+        """A task without its queue position (for lists: no queue round trip per item)."""
+        return self._view(task, None)
+
+    def _view(self, task: Task, position: int | None) -> VideoView:
+        now = self.clock()
+        measured = seconds_per_step(task, now)
+        if measured is not None:
+            self.step_times.observe(task.spec.model, measured)
+        step_s = self.step_times.get(task.spec.model)
+        eta = eta_seconds(task, now, position, step_s, self.config.capacity)
+        return VideoView(task=task, queue_position=position, eta_seconds=eta)
+
+    async def list_videos(
+        self, principal: Principal, *, after: str | None, limit: int, order: Literal["asc", "desc"]
+    ) -> TaskPage:
+        if after is not None:
+            await self.visible_task(principal, after, field="after")
+        return await self.store.list_tasks(
+            owner=principal.list_owner, after=after, limit=limit, order=order
+        )
+
+    async def cancel_video(self, principal: Principal, task_id: str) -> Task:
+        """Queued: cancelled at once. Running: flagged; the dispatcher stops it. Raises
+        InvalidTransition (409) when the task is already terminal."""
+        task = await self.visible_task(principal, task_id)
+        updated = request_cancel(task, self.clock())
+        written = await self.store.save_task(updated, [("state", _state_data(updated))])
+        await self.queue.cancel(task.id)  # also tells listeners (the dispatcher) CANCEL_MESSAGE
+        await self._announce(task.id, written)
+        return updated
+
+    async def delete_video(self, principal: Principal, task_id: str) -> None:
+        """Remove a task, its events and its files; a live task is cancelled first."""
+        task = await self.visible_task(principal, task_id)
+        if not task.is_terminal:
+            await self.queue.cancel(task.id)
+        await self.artifacts.delete_prefix(task_prefix(task.id))
+        await self.store.delete_task(task.id)
+
+    async def content(self, principal: Principal, task_id: str, variant: Variant) -> Content:
+        """Where the finished video (or its poster) is; NotFound until the task completed."""
+        task = await self.visible_task(principal, task_id)
+        if task.state != TaskState.COMPLETED:
+            raise NotFound(
+                f"video {task_id} has no {variant} yet: status is {task.state.value} "
+                "(content exists once it is completed)",
+                errors=[{"field": "video_id", "value": task_id, "rule": "must be completed"}],
+            )
+        if task.result is None:
+            raise NotFound(
+                f"video {task_id} has expired: its files were deleted after the retention period",
+                errors=[{"field": "video_id", "value": task_id, "rule": "must not be expired"}],
+            )
+        if variant == "thumbnail":
+            key, content_type = task.result.poster_key or poster_key(task.id), "image/jpeg"
+        else:
+            key, content_type = task.result.video_key, "video/mp4"
+        url = await self.artifacts.url(key, self.config.presign_ttl_s)
+        return Content(key=key, content_type=content_type, url=url)
+
+    async def visible_task(
+        self, principal: Principal, task_id: str, field: str = "video_id"
+    ) -> Task:
+        """The task if it exists and `principal` may see it; else NotFound (the same for both)."""
+        task = await self.store.get_task(task_id)
+        if task is None or not principal.can_see(task.owner):
+            raise NotFound(
+                f"no video with id {task_id!r}",
+                errors=[
+                    {
+                        "field": field,
+                        "value": task_id,
+                        "rule": "must be the id of one of your videos",
+                    }
+                ],
+            )
+        return task
+
+    async def _announce(self, task_id: str, events: list[TaskEvent]) -> None:
+        for event in events:
+            await self.queue.publish(task_id, str(event.id))
+
+
+def _state_data(task: Task) -> dict[str, object]:
+    data: dict[str, object] = {"state": task.state.value, "cancel_requested": task.cancel_requested}
+    if task.error is not None:
+        data["error"] = task.error.model_dump()
+    return data

@@ -1,0 +1,118 @@
+"""The long-running processes behind `wanserve api` and `wanserve worker`.
+
+Both stop gracefully on SIGINT/SIGTERM: the API finishes its requests, the worker stops leasing,
+lets running tasks finish within `dispatch.shutdown_grace_s` and hands the rest back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import faulthandler
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import uvicorn
+
+from wanserve.settings import Settings
+
+__all__ = [
+    "ApiServer",
+    "api_server",
+    "configure_logging",
+    "on_stop_signals",
+    "run_api",
+    "run_worker",
+]
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: dump stacks
+
+
+def on_stop_signals(stop: Callable[[], None]) -> None:
+    """Call `stop` on SIGINT or SIGTERM (in the running loop); a second one exits at once."""
+    loop = asyncio.get_running_loop()
+    seen = []
+
+    def handler(signum: signal.Signals) -> None:
+        if seen:
+            log.warning("second %s: exiting now", signum.name)
+            raise SystemExit(128 + signum)
+        seen.append(signum)
+        log.info("%s: stopping", signum.name)
+        stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, handler, signum)
+
+def api_server(settings: Settings, app: Any) -> ApiServer:
+    config = uvicorn.Config(
+        app,
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    return ApiServer(config)
+
+
+class ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the caller decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def run_api(settings: Settings) -> int:
+    configure_logging(settings)
+    return asyncio.run(_api(settings))
+
+
+async def _api(settings: Settings) -> int:
+    from wanserve.runtime import build_app, open_services
+
+    services = await open_services(settings)
+    try:
+        server = api_server(settings, build_app(services))
+        on_stop_signals(lambda: setattr(server, "should_exit", True))
+        await server.serve()
+        return 0 if server.started else 1
+    finally:
+        await services.close()
+
+
+def run_worker(settings: Settings, *, worker_id: str | None = None) -> int:
+    configure_logging(settings)
+    return asyncio.run(_worker(settings, worker_id))
+
+
+async def _worker(settings: Settings, worker_id: str | None) -> int:
+    from wanserve.runtime import build_dispatcher, open_services
+
+    services = await open_services(settings)
+    try:
+        dispatcher = build_dispatcher(services, worker_id=worker_id)
+        on_stop_signals(dispatcher.stop)
+        log.info("worker %s leasing from %s", dispatcher.worker_id, settings.queue.url)
+        try:
+            await dispatcher.run()
+        finally:
+            await dispatcher.close()
+        return 0
+    finally:
+        await services.close()

@@ -1,0 +1,223 @@
+"""The dispatcher (`wanserve worker`): leases tasks within capacity and runs each as an Attempt.
+
+Life cycle: `run()` leases while a backend has a free slot, until `stop()`; then it stops
+leasing, lets running attempts finish within `shutdown_grace_s`, and hands the rest back to the
+queue (requeued in the store, released in the queue). Alongside, it returns expired leases to the
+queue, reconciles the queue with the store, and sweeps expired artifacts.
+
+A leased task is first checked against the store: a terminal task is only acked (a re-delivery
+after its worker settled it but died before the ack), an in-progress one lost its worker (the
+lease expired) and is requeued before it starts again, and a cancelled one is settled at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from wanserve.artifacts.base import ArtifactStore
+from wanserve.artifacts.retention import expire_artifacts
+from wanserve.dispatch.attempt import Attempt, Services, Stop
+from wanserve.dispatch.capacity import Pool, Pools
+from wanserve.dispatch.config import DispatchConfig
+from wanserve.dispatch.reconciler import Reconciler
+from wanserve.dispatch.recorder import Recorder
+from wanserve.dispatch.routing import pick_pool
+from wanserve.dispatch.translate import state_event
+from wanserve.dispatch.types import Clock
+from wanserve.domain.task import (
+    Task,
+    TaskError,
+    TaskState,
+    fail,
+    mark_cancelled,
+    requeue,
+)
+from wanserve.queue.base import JobQueue, Lease
+from wanserve.store.base import TaskStore
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger(__name__)
+
+_RETRY_LEASE_S = (0.2, 5.0)  # back-off bounds while the queue is unreachable
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        queue: JobQueue,
+        store: TaskStore,
+        artifacts: ArtifactStore,
+        pools: Pools,
+        config: DispatchConfig,
+        clock: Clock = time.time,
+        worker_id: str | None = None,
+    ) -> None:
+        recorder = Recorder(store, queue)
+        self._services = Services(queue, store, artifacts, recorder, config, clock)
+        self._pools = pools
+        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
+        self.reconciler = Reconciler(store, queue, recorder, clock)
+        self._stopping = asyncio.Event()
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._attempts: dict[str, Attempt] = {}
+
+    @property
+    def running(self) -> list[str]:
+        """Ids of the tasks this dispatcher is running now."""
+        return list(self._attempts)
+
+    def stop(self) -> None:
+        """Ask for a graceful stop (safe from a signal handler): `run()` then drains and returns."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Lease and run tasks until `stop()`; returns once every attempt settled or went back."""
+        periodic = asyncio.create_task(self._periodic())
+        try:
+            await self._lease_loop()
+            await self._drain()
+        finally:
+            periodic.cancel()
+            await asyncio.gather(periodic, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Close every backend (stopping whatever still runs there)."""
+        for pool in self._pools.pools:
+            await pool.backend.close()
+
+    # -- leasing ---------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        backoff = _RETRY_LEASE_S[0]
+        while not self._stopping.is_set():
+            if not await self._until(self._pools.wait_free()):
+                return
+            try:
+                lease = await self._services.queue.lease(
+                    self.worker_id, wait_s=self._services.config.lease_wait_s
+                )
+                backoff = _RETRY_LEASE_S[0]
+            except Exception as error:  # the queue is down or restarting: wait and retry
+                log.warning("lease failed (%s); retrying in %.1f s", error, backoff)
+                await self._until(asyncio.sleep(backoff))
+                backoff = min(_RETRY_LEASE_S[1], backoff * 2)
+                continue
+            if lease is not None:
+                await self._admit(lease)
+
+    async def _until(self, waiting: Awaitable[None]) -> bool:
+        """Wait for `waiting` or a stop request; True when `waiting` finished first."""
+        work = asyncio.ensure_future(waiting)
+        stop = asyncio.create_task(self._stopping.wait())
+        done, _ = await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for pending in (work, stop):
+            pending.cancel()
+        await asyncio.gather(work, stop, return_exceptions=True)
+        return work in done and not work.cancelled()
+
+    async def _admit(self, lease: Lease) -> None:
+        queue = self._services.queue
+        if self._stopping.is_set():
+            await queue.release(lease)
+            return
+        task = await self._services.store.get_task(lease.task_id)
+        pool = pick_pool(self._pools, task) if task is not None else self._pools.pools[0]
+        if pool is None:  # no backend serving this model has room: let another worker take it
+            await queue.release(lease, delay_s=1.0)
+            return
+        self._pools.acquire(pool)
+        job = asyncio.create_task(self._process(lease, task, pool))
+        self._jobs[lease.task_id] = job
+        job.add_done_callback(lambda _: self._jobs.pop(lease.task_id, None))
+
+    async def _process(self, lease: Lease, task: Task | None, pool: Pool) -> None:
+        try:
+            ready = await self._check(lease, task)
+            if ready is None:
+                return
+            attempt = Attempt(self._services, lease, ready, pool.backend)
+            self._attempts[ready.id] = attempt
+            await attempt.run()
+        except Exception:  # one task's failure never stops the dispatcher
+            log.exception("task processing failed", extra={"task_id": lease.task_id})
+        finally:
+            self._attempts.pop(lease.task_id, None)
+            self._pools.release(pool)
+
+    async def _check(self, lease: Lease, task: Task | None) -> Task | None:
+        """The task ready to start, or None when this lease needs no run (settled here)."""
+        queue, recorder, now = self._services.queue, self._services.recorder, self._services.clock()
+        if task is None or task.is_terminal:
+            await queue.ack(lease)  # deleted, or a re-delivery of a task already settled
+            return None
+        if task.state == TaskState.IN_PROGRESS:
+            task = await self._recover(task, now)
+            if task.is_terminal:
+                await queue.ack(lease)
+                return None
+        if task.cancel_requested or await queue.is_cancelled(task.id):
+            task = mark_cancelled(task, now)
+            await recorder.save(task, [state_event(task)])
+            await queue.ack(lease)
+            return None
+        return task
+
+    async def _recover(self, task: Task, now: float) -> Task:
+        """An in-progress task was leased again: its worker died. Count it, then retry or fail."""
+        log.warning("re-running a task whose worker stopped", extra={"task_id": task.id})
+        if task.attempt >= task.max_attempts:
+            message = f"its worker stopped during all {task.attempt} attempts"
+            task = fail(task, TaskError(code="lost", message=message), now)
+            await self._services.recorder.save(
+                task, [("error", task.error.model_dump() if task.error else {}), state_event(task)]
+            )
+            return task
+        task = requeue(task, now)
+        await self._services.recorder.save(task, [state_event(task, reason="worker_lost")])
+        return task
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        jobs = list(self._jobs.values())
+        if not jobs:
+            return
+        grace = self._services.config.shutdown_grace_s
+        log.info("stopping: waiting up to %.0f s for %d running task(s)", grace, len(jobs))
+        _, pending = await asyncio.wait(jobs, timeout=grace)
+        if not pending:
+            return
+        for attempt in list(self._attempts.values()):
+            attempt.signal(Stop.HAND_BACK)
+        log.info("handing %d task(s) back to the queue", len(pending))
+        await asyncio.wait(pending, timeout=max(10.0, grace))
+
+    # -- periodic --------------------------------------------------------------------------
+
+    async def _periodic(self) -> None:
+        config, clock = self._services.config, self._services.clock
+        last_reconcile = float("-inf")
+        while True:
+            await self._safely("requeue expired leases", self._services.queue.requeue_expired)
+            if clock() - last_reconcile >= config.reconcile_interval_s:
+                last_reconcile = clock()
+                await self._safely("reconcile", self.reconciler.run_once)
+                await self._safely("retention", self.sweep)
+            await asyncio.sleep(config.heartbeat_interval_s)
+
+    async def sweep(self) -> list[str]:
+        """Remove expired artifacts now (also runs every reconcile interval)."""
+        services = self._services
+        return await expire_artifacts(services.store, services.artifacts, services.clock())
+
+    async def _safely(self, what: str, job: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await job()
+        except Exception as error:  # periodic jobs retry on their next round
+            log.warning("%s failed: %s", what, error)

@@ -1,0 +1,94 @@
+"""The process-level composition: store, queue, artifacts and backend built from Settings.
+
+`open_services(settings)` connects to what the settings name (running the store's migrations);
+`build_app` and `build_dispatcher` put the API and the dispatcher on top. Nothing here starts a
+server; `wanserve up`, `wanserve api` and `wanserve worker` do (cli/service.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from wanserve.artifacts import make_artifacts
+from wanserve.artifacts.base import ArtifactStore
+from wanserve.dispatch.types import Clock
+from wanserve.queue import make_queue
+from wanserve.queue.base import JobQueue
+from wanserve.settings import Settings
+from wanserve.store.base import TaskStore
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from wanserve.backends.base import InferenceBackend
+    from wanserve.dispatch.dispatcher import Dispatcher
+
+__all__ = ["Services", "build_app", "build_dispatcher", "open_services"]
+
+
+@dataclass
+class Services:
+    """The boundaries one process talks to; `close()` releases them."""
+
+    settings: Settings
+    store: TaskStore
+    queue: JobQueue
+    artifacts: ArtifactStore
+    clock: Clock
+
+    async def close(self) -> None:
+        await self.queue.close()
+        await self.store.close()
+
+
+async def open_services(settings: Settings, *, clock: Clock = time.time) -> Services:
+    """Connect the store (migrated), the queue and the artifact store that `settings` name."""
+    from wanserve.store import make_store
+
+    store = await make_store(settings, clock=clock)
+    try:
+        queue = make_queue(settings, clock=clock)
+        artifacts = make_artifacts(settings)
+    except BaseException:
+        await store.close()
+        raise
+    return Services(settings, store, queue, artifacts, clock)
+
+
+def build_app(services: Services) -> FastAPI:
+    """The API with the web page mounted (when this install has it)."""
+    from wanserve.api.app import create_app
+
+    app = create_app(
+        services.settings, services.store, services.queue, services.artifacts, services.clock
+    )
+    try:
+        from wanserve.web import mount_web
+    except ImportError:  # the web page is optional for the API
+        return app
+    mount_web(app)
+    return app
+
+
+def build_dispatcher(
+    services: Services, backend: InferenceBackend | None = None, *, worker_id: str | None = None
+) -> Dispatcher:
+    """A dispatcher feeding `backend` (default: make_backend) within the configured capacity."""
+    from wanserve.backends.factory import make_backend
+    from wanserve.dispatch.capacity import Pool, Pools
+    from wanserve.dispatch.config import DispatchConfig
+    from wanserve.dispatch.dispatcher import Dispatcher
+
+    settings = services.settings
+    backend = backend or make_backend(settings)
+    return Dispatcher(
+        queue=services.queue,
+        store=services.store,
+        artifacts=services.artifacts,
+        pools=Pools([Pool(backend, settings.dispatch.capacity)]),
+        config=DispatchConfig.from_settings(settings),
+        clock=services.clock,
+        worker_id=worker_id,
+    )

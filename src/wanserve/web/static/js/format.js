@@ -1,0 +1,57 @@
+// Words and numbers a person reads: phases, states, durations, dates.
+
+const PHASES = {
+  queued: "Waiting in the queue",
+  starting: "Starting the engine",
+  waiting_for_gpus: "Waiting for GPUs",
+  pulling_image: "Pulling the container image",
+  loading: "Loading the model",
+  encoding_text: "Encoding the prompt",
+  denoising: "Denoising",
+  decoding: "Decoding frames",
+  encoding_video: "Encoding the video",
+  writing: "Writing files",
+  uploading: "Uploading",
+  done: "Finishing",
+};
+
+const STATUSES = {
+  queued: "Queued",
+  in_progress: "Running",
+  completed: "Completed",
+  failed: "Failed",
+  cancelled: "Cancelled",
+};
+
+export function phaseLabel(phase) {
+  if (!phase) return "";
+  return PHASES[phase] || phase.replaceAll("_", " ").replace(/^./, (c) => c.toUpperCase());
+}
+
+export function statusLabel(status) {
+  return STATUSES[status] || status;
+}
+
+/** 75 -> "1:15", 3725 -> "1:02:05". */
+export function duration(seconds) {
+  const total = Math.max(0, Math.round(seconds));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
+export function when(unixSeconds) {
+  if (!unixSeconds) return "";
+  const date = new Date(unixSeconds * 1000);
+  const sameDay = date.toDateString() === new Date().toDateString();
+  return sameDay
+    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+}
+
+export function expertLabel(expert) {
+  if (expert === "high_noise") return "high-noise expert";
+  if (expert === "low_noise") return "low-noise expert";
+  return expert || "";
+}

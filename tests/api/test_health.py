@@ -1,0 +1,59 @@
+"""/healthz, /readyz (store and queue reachable), /metrics and /openapi.json."""
+
+from __future__ import annotations
+
+from tests.api.conftest import Api
+from wanserve.domain.errors import BackendUnavailable
+
+
+async def test_health_and_ready(api: Api) -> None:
+    assert (await api.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await api.client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_ready_is_503_problem_naming_the_component(api: Api) -> None:
+    async def down() -> None:
+        raise BackendUnavailable("connection refused")
+
+    api.queue.ping = down  # type: ignore[method-assign]
+    response = await api.client.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["component"] == "queue"
+    assert (await api.client.get("/healthz")).status_code == 200
+
+
+async def test_metrics_count_requests_and_live_tasks(api: Api) -> None:
+    await api.client.post("/v1/videos", json={"model": "wan2.2-tiny", "prompt": "x"})
+    await api.client.get("/v1/videos/nope")
+    text = (await api.client.get("/metrics")).text
+    assert 'wanserve_http_requests_total{method="POST",route="/v1/videos",status="200"} 1.0' in text
+    assert 'route="/v1/videos/{video_id}",status="404"} 1.0' in text
+    assert 'wanserve_tasks{state="queued"} 1.0' in text
+    assert "wanserve_queue_depth 1.0" in text
+    assert "wanserve_tasks_created_total 1.0" in text
+
+
+async def test_openapi_lists_the_routes(api: Api) -> None:
+    paths = (await api.client.get("/openapi.json")).json()["paths"]
+    for path in [
+        "/v1/videos",
+        "/v1/videos/{video_id}/events",
+        "/v1/videos/{video_id}/cancel",
+        "/v1/models",
+    ]:
+        assert path in paths
+    content = paths["/v1/videos"]["post"]["requestBody"]["content"]
+    form = content["multipart/form-data"]["schema"]["properties"]
+    assert form["input_reference"]["format"] == "binary" and "num_frames" in form
+    assert "image" not in form and form["priority"]["maximum"] == 9
+    assert "input_reference" in content["application/json"]["schema"]["properties"]
+
+
+async def test_unknown_routes_and_methods_are_problems_too(api: Api) -> None:
+    missing = await api.client.get("/v2/nothing")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.json()["instance"] == "/v2/nothing"
+    wrong = await api.client.put("/v1/videos")
+    assert wrong.status_code == 405 and wrong.json()["title"] == "Method not allowed"

@@ -1,0 +1,200 @@
+"""`wanserve up` end to end: the openai SDK round trip, the CLI client, cancel, restart, refusal."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import av
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.conftest import ROOT
+from tests.e2e.conftest import TINY, Api, Proc, assert_no_engines, engines_for, free_port, wait_http
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _up(procs: Callable[..., Proc], env: dict[str, str], data: Path, port: int) -> Proc:
+    proc = procs(
+        ["up", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)], env, "up"
+    )
+    wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+    return proc
+
+
+@pytest.fixture
+def server(
+    procs: Callable[..., Proc], service_env: dict[str, str], tmp_path: Path
+) -> Iterator[Api]:
+    port = free_port()
+    proc = _up(procs, service_env, tmp_path / "up", port)
+    yield Api(f"http://127.0.0.1:{port}")
+    assert proc.stop() == 0, proc.text()[-3000:]
+
+
+def test_openai_sdk_round_trip_with_live_events(server: Api, tmp_path: Path) -> None:
+    client = OpenAI(base_url=f"{server.base}/v1", api_key="local", max_retries=0)
+    assert "wan2.2-tiny" in [m.id for m in client.models.list()]
+    video = client.videos.create_and_poll(
+        model="wan2.2-tiny",
+        prompt="a paper boat",
+        size="32x32",  # type: ignore[arg-type]
+        extra_body={"num_frames": 5, "num_inference_steps": 2},
+        poll_interval_ms=200,
+    )
+    assert video.status == "completed", video.error
+    path = tmp_path / "v.mp4"
+    path.write_bytes(client.videos.download_content(video.id).read())
+    with av.open(str(path)) as container:
+        frames = [frame for frame in container.decode(video=0)]
+    assert len(frames) == 5 and (frames[0].width, frames[0].height) == (32, 32)
+    poster = client.videos.download_content(video.id, variant="thumbnail").read()
+    assert poster[:2] == b"\xff\xd8"  # a JPEG
+    assert video.id in [v.id for v in client.videos.list()]
+
+    events = server.events(video.id)
+    types = [e["type"] for e in events]
+    assert types[0] == "created" and types[-1] == "state" and "result" in types
+    assert types.count("step") == 2
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    resumed = server.events(video.id, after=events[2]["id"])
+    assert resumed == events[3:]  # Last-Event-ID: only what came after
+
+
+def test_cli_submit_waits_with_progress_then_status(
+    server: Api, tmp_path: Path, service_env: dict[str, str]
+) -> None:
+    out = tmp_path / "cli.mp4"
+    submit = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wanserve",
+            "submit",
+            "--prompt",
+            "a red kite",
+            "--size",
+            "32x32",
+            "--frames",
+            "5",
+            "--steps",
+            "2",
+            "--wait",
+            "--output",
+            str(out),
+            "--server",
+            server.base,
+        ],
+        env=service_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    video_id = submit.stdout.splitlines()[0].strip()
+    assert "completed" in submit.stdout and "step 2/2" in submit.stdout
+    assert out.stat().st_size > 0
+    status = subprocess.run(
+        [sys.executable, "-m", "wanserve", "status", video_id, "--server", server.base],
+        env=service_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0 and "completed" in status.stdout and "100%" in status.stdout
+
+
+def test_cancel_of_queued_and_running_tasks_leaves_no_engine(server: Api) -> None:
+    running = server.create(num_inference_steps=50, size="64x64", num_frames=17)
+    queued = server.create()  # capacity 1: waits behind the first
+    cancelled = server.cancel(queued["id"])
+    assert cancelled["state"] == "cancelled" and cancelled["status"] == "failed"
+    server.wait(running["id"], lambda v: v["step"] >= 1)
+    assert engines_for(running["id"])
+    server.cancel(running["id"])
+    final = server.wait(running["id"])
+    assert final["state"] == "cancelled" and final["error"]["code"] == "cancelled"
+    assert_no_engines(running["id"])
+    assert server.get(queued["id"])["attempt"] == 0  # never ran
+
+
+def test_restart_keeps_history_and_queued_tasks(
+    procs: Callable[..., Proc], service_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**service_env, "WANSERVE_DISPATCH__SHUTDOWN_GRACE_S": "0.5"}
+    data, port = tmp_path / "up", free_port()
+    api = Api(f"http://127.0.0.1:{port}")
+    first = _up(procs, env, data, port)
+    done = api.create()
+    api.wait(done["id"])
+    long = api.create(num_inference_steps=50, size="64x64", num_frames=17)
+    waiting = api.create()
+    api.wait(long["id"], lambda v: v["step"] >= 1)
+    assert first.stop() == 0, first.text()[-3000:]
+    assert_no_engines(long["id"])
+    assert first.popen.poll() is not None
+
+    second = _up(procs, env, data, port)
+    assert api.get(done["id"])["state"] == "completed"
+    for task in (long, waiting):
+        final = api.wait(task["id"], timeout=180)
+        assert final["state"] == "completed", final
+    assert api.get(long["id"])["attempt"] == 2  # handed back once, then run again
+    reasons = [e["data"].get("reason") for e in api.events(long["id"]) if e["type"] == "state"]
+    assert "shutdown" in reasons
+    assert second.stop() == 0
+
+
+def test_refuses_an_open_api_on_a_public_address(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**service_env, "WANSERVE_API__REQUIRE_KEYS": "false"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wanserve",
+            "up",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(tmp_path / "open"),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "api.host='0.0.0.0'" in result.stdout and "--allow-open" in result.stdout
+    assert not (tmp_path / "open" / "valkey").exists()  # refused before starting anything
+
+
+def test_up_stops_every_child_on_sigterm(
+    procs: Callable[..., Proc], service_env: dict[str, str], tmp_path: Path
+) -> None:
+    import psutil
+
+    port = free_port()
+    proc = _up(procs, service_env, tmp_path / "up", port)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert any("valkey" in " ".join(c.cmdline()) for c in children)
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+
+
+_ = TINY

@@ -1,0 +1,169 @@
+"""Fake InferenceBackends whose behaviour is in their name (cog's FakeWorker, diffusers' fakes).
+
+Each writes real files into `spec.output` when it succeeds, records what it was asked to do
+(`runs`, `cancelled`, `peak_active`), and honours `cancel` by ending its stream with a
+`cancelled` event, like the engine does on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from wanserve.backends.base import Run
+from wanserve.domain.events import (
+    CancelledEvent,
+    EngineEvent,
+    ErrorEvent,
+    MemoryEvent,
+    Phase,
+    PhaseEvent,
+    ResultEvent,
+    StepEvent,
+)
+
+__all__ = [
+    "FlakyBackend",
+    "InstantBackend",
+    "OomBackend",
+    "RaisingBackend",
+    "SilentExitBackend",
+    "SleepyBackend",
+]
+
+
+class InstantBackend:
+    """Runs every step at once and returns a small video file."""
+
+    name = "fake"
+    gpus_per_run = 1
+    step_s = 0.0
+
+    def __init__(self, *, gpus_per_run: int = 1) -> None:
+        self.gpus_per_run = gpus_per_run
+        self.runs: list[Run] = []
+        self.cancelled: list[str] = []
+        self.active = 0
+        self.peak_active = 0
+        self.closed = False
+        self._cancel: dict[str, asyncio.Event] = {}
+
+    async def run(self, run: Run) -> AsyncIterator[EngineEvent]:
+        self.runs.append(run)
+        self._cancel[run.task_id] = stop = asyncio.Event()
+        self.active += 1
+        self.peak_active = max(self.peak_active, self.active)
+        try:
+            async for event in self._events(run, stop):
+                yield event
+        finally:
+            self.active -= 1
+
+    async def cancel(self, task_id: str) -> None:
+        self.cancelled.append(task_id)
+        if task_id in self._cancel:
+            self._cancel[task_id].set()
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def _events(self, run: Run, stop: asyncio.Event) -> AsyncIterator[EngineEvent]:
+        spec = run.spec
+        yield PhaseEvent(task_id=run.task_id, at=time.time(), phase=Phase.LOADING)
+        total = spec.num_inference_steps
+        for step in range(1, total + 1):
+            if await _stopped(stop, self.step_s):
+                yield CancelledEvent(task_id=run.task_id, at=time.time())
+                return
+            yield StepEvent(task_id=run.task_id, at=time.time(), step=step, total=total)
+        yield MemoryEvent(task_id=run.task_id, at=time.time(), device="cpu", peak_bytes=1024)
+        yield PhaseEvent(task_id=run.task_id, at=time.time(), phase=Phase.ENCODING_VIDEO)
+        yield self._result(run)
+
+    def _result(self, run: Run) -> ResultEvent:
+        out = Path(run.spec.output or run.workdir)
+        out.mkdir(parents=True, exist_ok=True)
+        data = f"video of {run.task_id} attempt {run.attempt}".encode()
+        (out / "video.mp4").write_bytes(data)
+        (out / "poster.jpg").write_bytes(b"poster")
+        spec = run.spec
+        return ResultEvent(
+            task_id=run.task_id,
+            at=time.time(),
+            path=str(out / "video.mp4"),
+            poster=str(out / "poster.jpg"),
+            bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            frames=spec.num_frames,
+            fps=spec.fps,
+            duration=spec.seconds,
+            width=spec.width,
+            height=spec.height,
+        )
+
+
+class SleepyBackend(InstantBackend):
+    """Sleeps `step_s` before every denoising step (long tasks, cancel, timeout, shutdown)."""
+
+    def __init__(self, step_s: float, *, gpus_per_run: int = 1) -> None:
+        super().__init__(gpus_per_run=gpus_per_run)
+        self.step_s = step_s
+
+
+class FlakyBackend(InstantBackend):
+    """Fails its first `failures` runs with a retryable engine error, then succeeds."""
+
+    def __init__(self, failures: int, *, code: str = "peer_failed") -> None:
+        super().__init__()
+        self.failures = failures
+        self.code = code
+
+    async def _events(self, run: Run, stop: asyncio.Event) -> AsyncIterator[EngineEvent]:
+        if len(self.runs) <= self.failures:
+            yield PhaseEvent(task_id=run.task_id, at=time.time(), phase=Phase.LOADING)
+            message = f"rank 1 died (run {len(self.runs)})"
+            yield ErrorEvent(at=time.time(), code=self.code, message=message, retryable=True)
+            return
+        async for event in super()._events(run, stop):
+            yield event
+
+
+class OomBackend(InstantBackend):
+    """Runs out of memory on the first step: a failure retrying cannot fix."""
+
+    async def _events(self, run: Run, stop: asyncio.Event) -> AsyncIterator[EngineEvent]:
+        yield PhaseEvent(task_id=run.task_id, at=time.time(), phase=Phase.DENOISING)
+        yield ErrorEvent(at=time.time(), code="oom", message="CUDA out of memory", retryable=False)
+
+
+class RaisingBackend(InstantBackend):
+    """Raises from its event stream (a backend bug or a lost connection)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    async def _events(self, run: Run, stop: asyncio.Event) -> AsyncIterator[EngineEvent]:
+        yield PhaseEvent(task_id=run.task_id, at=time.time(), phase=Phase.LOADING)
+        raise self.error
+
+
+class SilentExitBackend(InstantBackend):
+    """Ends its stream without a terminal event (an engine that died without a word)."""
+
+    async def _events(self, run: Run, stop: asyncio.Event) -> AsyncIterator[EngineEvent]:
+        yield PhaseEvent(task_id=run.task_id, at=time.time(), phase=Phase.LOADING)
+
+
+async def _stopped(stop: asyncio.Event, wait_s: float) -> bool:
+    if wait_s <= 0:
+        await asyncio.sleep(0)
+        return stop.is_set()
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=wait_s)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,133 @@
+"""A stand-in for `python -m wanserve.engine run`, its behaviour chosen by the spec's prompt.
+
+    python -m tests.fakes.engine run --spec SPEC.json [--events -]
+
+Prompts: "instant" (writes video.mp4 + poster.jpg, reports a result), "sleeps" ($FAKE_ENGINE_STEP_S,
+default 0.1 s, per step;
+SIGTERM -> `cancelled`, exit 3), "spawns" (also starts a grandchild that ignores SIGTERM, like a
+stuck rank), "ignores-sigterm" (only SIGKILL ends it), "oom" (error event, exit 4), "invalid"
+(exit 2, no event), "crashes" (a traceback, exit 1, no event). It follows the engine's CLI and
+event contract, so the local backend's process handling can be tested without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from wanserve.domain.events import (
+    CancelledEvent,
+    EngineEvent,
+    ErrorEvent,
+    ExitCode,
+    Phase,
+    PhaseEvent,
+    ResultEvent,
+    StepEvent,
+)
+from wanserve.domain.spec import VideoSpec
+
+_stop = False
+
+
+def _emit(event: EngineEvent) -> None:
+    sys.stdout.write(event.model_dump_json() + "\n")
+    sys.stdout.flush()
+
+
+def _on_term(*_: object) -> None:
+    global _stop
+    _stop = True
+
+
+def _result(spec: VideoSpec) -> ResultEvent:
+    out = Path(spec.output or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    data = f"fake video {spec.task_id} seed {spec.seed}".encode()
+    (out / "video.mp4").write_bytes(data)
+    (out / "poster.jpg").write_bytes(b"poster")
+    return ResultEvent(
+        task_id=spec.task_id,
+        at=time.time(),
+        path=str(out / "video.mp4"),
+        poster=str(out / "poster.jpg"),
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        frames=spec.num_frames,
+        fps=spec.fps,
+        duration=spec.seconds,
+        width=spec.width,
+        height=spec.height,
+    )
+
+
+def _steps(spec: VideoSpec, step_s: float) -> int:
+    rank = int(os.environ.get("RANK", "0"))
+    for step in range(1, spec.num_inference_steps + 1):
+        if _stop:
+            if rank == 0:
+                _emit(CancelledEvent(task_id=spec.task_id, at=time.time()))
+            return ExitCode.CANCELLED
+        time.sleep(step_s)
+        if rank == 0:
+            _emit(
+                StepEvent(
+                    task_id=spec.task_id, at=time.time(), step=step, total=spec.num_inference_steps
+                )
+            )
+    if rank == 0:
+        _emit(_result(spec))
+    return ExitCode.OK
+
+
+def run(spec: VideoSpec) -> int:
+    behaviour = spec.prompt
+    if behaviour == "invalid":
+        sys.stderr.write("invalid spec: num_frames=10 must be 4n+1\n")
+        return ExitCode.INVALID
+    if behaviour == "crashes":
+        sys.stderr.write("Traceback (most recent call last):\nRuntimeError: engine bug\n")
+        return ExitCode.FAILED
+    _emit(PhaseEvent(task_id=spec.task_id, at=time.time(), phase=Phase.LOADING))
+    if behaviour == "oom":
+        _emit(
+            ErrorEvent(
+                task_id=spec.task_id,
+                at=time.time(),
+                code="oom",
+                message="out of memory",
+                retryable=True,
+            )
+        )
+        return ExitCode.OOM
+    if behaviour == "spawns":
+        stuck = (
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+        )
+        subprocess.Popen([sys.executable, "-c", stuck])
+    if behaviour == "ignores-sigterm":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(600)
+    step_s = 0.0 if behaviour == "instant" else float(os.environ.get("FAKE_ENGINE_STEP_S", "0.1"))
+    return _steps(spec, step_s)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=["run"])
+    parser.add_argument("--spec", required=True)
+    parser.add_argument("--events", default="-")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _on_term)
+    spec = VideoSpec.model_validate_json(Path(args.spec).read_text())
+    return run(spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

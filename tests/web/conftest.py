@@ -1,0 +1,178 @@
+"""Browser fixtures: a real `wanserve up` server, headless Chromium, and a page that fails the
+test on any console error it was not told to expect.
+
+Screenshots go to test-artifacts/web/ (gitignored). `WANSERVE_WEB_TEST_URL` points the tests at a
+server that is already running instead of starting one (for working on the page).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, subprocess_env
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "web"
+START_TIMEOUT_S = 240.0
+DESKTOP = {"width": 1280, "height": 900}
+
+requires_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium); "
+    "Playwright's own browser download cannot run here",
+)
+
+# Records every value the progress bars take, so a test can see a bar advance step by step.
+PROGRESS_RECORDER = """
+window.__progress = {};
+new MutationObserver((records) => {
+  for (const record of records) {
+    const bar = record.target;
+    if (bar.tagName !== "PROGRESS") continue;
+    const id = bar.closest(".job")?.dataset.id;
+    if (id) (window.__progress[id] ||= []).push([Number(bar.value), Number(bar.max)]);
+  }
+}).observe(document, { subtree: true, attributes: true, attributeFilter: ["value", "max"] });
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"wanserve up exited ({process.returncode}):\n{log.read_text()[-3000:]}"
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"wanserve up not ready in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The base URL of a real `wanserve up` (API, web page, Valkey, dispatcher, tiny model)."""
+    if url := os.environ.get("WANSERVE_WEB_TEST_URL"):
+        yield url.rstrip("/")
+        return
+    data = tmp_path_factory.mktemp("wanserve-up")
+    port = _free_port()
+    log = data / "up.log"
+    command = [sys.executable, "-m", "wanserve", "up", "--host", "127.0.0.1",
+               "--port", str(port), "--data-dir", str(data)]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=subprocess_env(), stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base, process, log)
+        yield base
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def api(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@dataclass
+class PageWatch:
+    """Console errors and API requests of one page; `allow` names expected error patterns."""
+
+    errors: list[str] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    allowed: list[re.Pattern[str]] = field(default_factory=list)
+
+    def allow(self, pattern: str) -> None:
+        self.allowed.append(re.compile(pattern))
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(p.search(e) for p in self.allowed)]
+
+    def gets(self, path: str) -> int:
+        """How many GET requests went to exactly `path` (no query)."""
+        return sum(1 for method, url in self.requests if method == "GET" and url == path)
+
+
+@pytest.fixture
+def watch() -> PageWatch:
+    return PageWatch()
+
+
+@pytest.fixture
+def page(
+    browser: Any, server: str, watch: PageWatch, request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    """A fresh browser context at desktop size; fails the test on unexpected console errors."""
+    context = browser.new_context(viewport=DESKTOP, base_url=server)
+    context.set_default_timeout(30_000)
+    context.add_init_script(PROGRESS_RECORDER)
+    tab = context.new_page()
+    tab.on(
+        "console", lambda m: m.type == "error" and watch.errors.append(f"{m.text} @ {m.location}")
+    )
+    tab.on("pageerror", lambda e: watch.errors.append(f"uncaught: {e}"))
+    tab.on("request", lambda r: watch.requests.append((r.method, httpx.URL(r.url).path)))
+    try:
+        yield tab
+    finally:
+        with contextlib.suppress(Exception):
+            screenshot(tab, f"{request.node.name}-last")
+        context.close()
+    assert watch.unexpected() == [], f"console errors: {watch.unexpected()}"
+
+
+def screenshot(tab: Any, name: str, *, full_page: bool = True) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    tab.screenshot(path=str(path), full_page=full_page)
+    return path
