@@ -83,6 +83,9 @@ def build_dispatcher(
 
     settings = services.settings
     backend = backend or make_backend(settings)
+    attach = getattr(backend, "use_task_lookup", None)
+    if attach is not None:  # a backend that reconciles its own resources (kubernetes jobs)
+        attach(services.store.get_task, settings.dispatch.reconcile_interval_s)
     return Dispatcher(
         queue=services.queue,
         store=services.store,

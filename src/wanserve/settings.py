@@ -85,7 +85,7 @@ class KubernetesSettings(BaseModel):
     namespace: str = "default"
     template: Path | None = None  # the operator's PyTorchJob YAML; default: the shipped one
     kubeconfig: Path | None = None  # None: in-cluster config, else $KUBECONFIG
-    image: str = "ghcr.io/wanserve/wanserve:latest"
+    image: str = "ghcr.io/wanserve/wanserve:latest"  # used when the template's container has none
     nnodes: int = 1
     nproc_per_node: int = 1
     gpus_per_node: int = 1
@@ -93,6 +93,32 @@ class KubernetesSettings(BaseModel):
     priority_class: str | None = None
     pending_timeout_s: float = 900.0
     ttl_after_finished_s: int = 600
+    # How pods run: "engine" (python -m wanserve.engine run) or "generate_py" (the operator's
+    # Wan2.2 generate.py through wanserve's runner, see docs/kubernetes.md).
+    mode: Literal["engine", "generate_py"] = "engine"
+    generate_py_config: Path | None = None  # the runner's GeneratePyConfig (generate_py mode)
+    job_kind: Literal["PyTorchJob"] = "PyTorchJob"  # TrainJob (Trainer v2) is the planned next kind
+    port: int = 23456  # the container port named pytorchjob-port (torchrun's master port)
+    gpu_resource: str = "nvidia.com/gpu"
+    # Redis as the pods reach it (engine events, cancel key); the dispatcher uses queue.url.
+    redis_url: str = "redis://wanserve-redis:6379/0"
+    # Where pods write video.mp4/poster.jpg, with {task_id}/{attempt} placeholders (appended when
+    # absent): s3://... or a path on a shared volume. None: <artifacts.url>/tasks/{task_id} when
+    # artifacts.url is s3://, else the dispatcher's workdir (mount it with outputs_pvc).
+    output_url: str | None = None
+    outputs_pvc: str | None = None  # a ReadWriteMany claim mounted at outputs_mount in every pod
+    outputs_mount: str = "/outputs"
+    artifacts_secret: str | None = None  # Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
+    models_pvc: str | None = None  # PersistentVolumeClaim holding <model id>/ checkpoints
+    models_mount: str = "/models"
+    ulysses: int | None = None  # None: the world size (divided by 2 with cfg_parallel)
+    cfg_parallel: bool = False
+    fsdp: bool = False
+    backoff_limit: int = 0  # 0: wanserve owns retries (the dispatcher's retry rules)
+    clean_pod_policy: Literal["All", "Running", "None"] = "All"
+    watch_timeout_s: int = 300  # server-side timeout of one watch request (then resumed)
+    request_timeout_s: float = 30.0  # client-side timeout of one API call
+    result_grace_s: float = 60.0  # after the job succeeded, wait this long for the result event
 
 
 class Settings(BaseSettings):

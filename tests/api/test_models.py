@@ -20,6 +20,7 @@ async def test_list_models_has_every_card_with_form_data(api: Api) -> None:
     assert "guidance_scale_2" not in ti2v["ranges"] and ti2v["tasks"] == ["i2v", "t2v"]
     assert by_id["wan2.2-t2v-a14b"]["sizes"] == list(MODELS["wan2.2-t2v-a14b"].sizes or ())
     assert by_id["wan2.2-i2v-a14b"]["requires_image"] is True
+    assert [m["id"] for m in body["data"] if m["default"]] == ["wan2.2-tiny"]
 
 
 async def test_get_one_model_and_unknown_one(api: Api) -> None:

@@ -14,6 +14,7 @@ from tests.fakes.backend import (
     RaisingBackend,
     SilentExitBackend,
     SleepyBackend,
+    SlowToStopBackend,
 )
 from wanserve.domain.events import Phase
 from wanserve.domain.task import TaskState, start
@@ -164,6 +165,22 @@ async def test_cancel_stops_a_running_task(harness: Harness) -> None:
     assert done.result is None
 
 
+async def test_a_cancel_that_outlasts_the_lease_ttl_keeps_the_lease(harness: Harness) -> None:
+    harness.queue.lease_ttl_s = 0.3  # much shorter than the backend takes to stop
+    backend = SlowToStopBackend(step_s=0.1, stop_s=1.0)
+    dispatcher = harness.start(backend)
+    task = await harness.submit(num_inference_steps=50)
+    await harness.wait(task.id, lambda t: t.step >= 1)
+    await harness.queue.cancel(task.id)
+    for _ in range(6):  # the reconciler runs meanwhile: the task is still held, not lost
+        assert await dispatcher.reconciler.run_once() == []
+        assert await harness.queue.requeue_expired() == []
+        await asyncio.sleep(0.15)
+    done = await harness.wait(task.id)
+    await harness.stop()
+    assert done.state == TaskState.CANCELLED and len(backend.runs) == 1
+
+
 async def test_a_task_flagged_cancelled_before_it_starts_never_runs(harness: Harness) -> None:
     backend = InstantBackend()
     task = await harness.submit(cancel_requested=True)
@@ -182,6 +199,15 @@ async def test_timeout_stops_the_backend_and_fails(harness: Harness) -> None:
     assert done.state == TaskState.FAILED and done.error is not None
     assert done.error.code == "timeout" and "0.3" in done.error.message
     assert backend.cancelled == [task.id]
+
+
+async def test_the_timeout_bounds_each_attempt_not_the_time_queued(harness: Harness) -> None:
+    harness.start(SleepyBackend(0.05))
+    long_ago = harness.clock() - 1000  # first started long ago, then requeued for a retry
+    task = await harness.submit(timeout_s=5.0, attempt=1, started_at=long_ago)
+    done = await harness.wait(task.id)
+    await harness.stop()
+    assert done.state == TaskState.COMPLETED and done.attempt == 2
 
 
 async def test_redelivered_terminal_task_is_acked_without_a_run(harness: Harness) -> None:

@@ -129,6 +129,11 @@ def assert_no_engines(task_id: str, timeout: float = 15.0) -> None:
     assert engines_for(task_id) == [], f"engine processes of {task_id} outlived it"
 
 
+def assert_gone(processes: list[psutil.Process], timeout: float = 15.0) -> None:
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    assert alive == [], f"orphans left: {[p.pid for p in alive]}"
+
+
 class Api:
     """Calls a running server over HTTP (httpx; the openai SDK has its own test)."""
 

@@ -36,6 +36,29 @@ def tiny_ti2v(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(path, Layout.TI2V_5B)
 
 
+@dataclass
+class OneRankRun:
+    """The reference run: `python -m wanserve.engine run` of `make_spec` in one process."""
+
+    done: Finished
+    output: Path
+    frames: Any  # the decoded float frames (numpy), from --save-frames
+
+
+@pytest.fixture(scope="session")
+def one_rank_run(tiny_a14b: Path, tmp_path_factory: pytest.TempPathFactory) -> OneRankRun:
+    import numpy as np
+
+    work = tmp_path_factory.mktemp("one-rank")
+    spec = write_spec(work / "spec.json", make_spec(tiny_a14b, work / "out"))
+    frames = work / "frames.npy"
+    done = run_engine(
+        ["-m", "wanserve.engine", "run", "--spec", str(spec), "--save-frames", str(frames)]
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return OneRankRun(done, work / "out", np.load(frames))
+
+
 def make_spec(checkpoint: Path, output: Path, **changes: Any) -> dict[str, Any]:
     """A VideoSpec (as JSON data) for the tiny A14B model: 64x64, 9 frames, 4 steps."""
     spec: dict[str, Any] = {

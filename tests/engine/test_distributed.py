@@ -12,27 +12,26 @@ import psutil
 import pytest
 
 from tests.conftest import subprocess_env
-from tests.engine.conftest import TIMEOUT_S, engine_command, make_spec, run_engine, write_spec
+from tests.engine.conftest import (
+    TIMEOUT_S,
+    OneRankRun,
+    engine_command,
+    make_spec,
+    run_engine,
+    write_spec,
+)
 from wanserve.domain.events import ExitCode, parse_event
 
 RUN = ["-m", "wanserve.engine", "run"]
-
-
-@pytest.fixture(scope="module")
-def single_rank_frames(tiny_a14b: Path, tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
-    work = tmp_path_factory.mktemp("one-rank")
-    spec = write_spec(work / "spec.json", make_spec(tiny_a14b, work / "out"))
-    done = run_engine([*RUN, "--spec", str(spec), "--save-frames", str(work / "frames.npy")])
-    assert done.returncode == 0, done.stderr[-2000:]
-    return np.load(work / "frames.npy")
 
 
 @pytest.mark.parametrize(
     "flags", [["--ulysses", "2"], ["--cfg-parallel"], ["--fsdp"]], ids=["ulysses", "cfg", "fsdp"]
 )
 def test_two_ranks_give_the_single_rank_video(
-    flags: list[str], single_rank_frames: np.ndarray, tiny_a14b: Path, tmp_path: Path
+    flags: list[str], one_rank_run: OneRankRun, tiny_a14b: Path, tmp_path: Path
 ) -> None:
+    single_rank_frames = one_rank_run.frames
     spec = write_spec(tmp_path / "spec.json", make_spec(tiny_a14b, tmp_path / "out"))
     frames_path = tmp_path / "frames.npy"
     done = run_engine([*RUN, "--spec", str(spec), *flags, "--save-frames", str(frames_path)], 2)

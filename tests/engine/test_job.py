@@ -8,16 +8,20 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import subprocess_env
-from tests.engine.conftest import TIMEOUT_S, engine_command, make_spec, run_engine, write_spec
+from tests.engine.conftest import (
+    TIMEOUT_S,
+    OneRankRun,
+    engine_command,
+    make_spec,
+    run_engine,
+    write_spec,
+)
 from wanserve.domain.events import ExitCode, parse_event
 
 
-def test_run_writes_video_and_poster_and_reports_every_phase(
-    tiny_a14b: Path, tmp_path: Path
-) -> None:
-    spec = write_spec(tmp_path / "spec.json", make_spec(tiny_a14b, tmp_path / "out"))
-    done = run_engine(["-m", "wanserve.engine", "run", "--spec", str(spec)])
-    assert done.returncode == ExitCode.OK, done.stderr[-2000:]
+def test_run_writes_video_and_poster_and_reports_every_phase(one_rank_run: OneRankRun) -> None:
+    done, out = one_rank_run.done, one_rank_run.output
+    assert done.returncode == ExitCode.OK
     phases = [e.phase.value for e in done.of_type("phase")]
     assert phases == [
         "loading",
@@ -37,12 +41,12 @@ def test_run_writes_video_and_poster_and_reports_every_phase(
     assert memory.peak_bytes > 0
     (result,) = done.of_type("result")
     assert done.events[-1] == result and result.task_id == "task-1"
-    video = tmp_path / "out" / "video.mp4"
-    assert result.path == str(video) and result.poster == str(tmp_path / "out" / "poster.jpg")
+    video = out / "video.mp4"
+    assert result.path == str(video) and result.poster == str(out / "poster.jpg")
     assert result.sha256 == hashlib.sha256(video.read_bytes()).hexdigest()
     assert (result.frames, result.width, result.height, result.fps) == (9, 64, 64, 16)
-    assert (tmp_path / "out" / "poster.jpg").stat().st_size > 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["poster.jpg", "video.mp4"]
+    assert (out / "poster.jpg").stat().st_size > 0
+    assert sorted(p.name for p in out.iterdir()) == ["poster.jpg", "video.mp4"]
 
 
 def test_an_invalid_spec_exits_invalid_with_field_value_rule(

@@ -32,6 +32,7 @@ __all__ = [
     "RaisingBackend",
     "SilentExitBackend",
     "SleepyBackend",
+    "SlowToStopBackend",
 ]
 
 
@@ -111,6 +112,18 @@ class SleepyBackend(InstantBackend):
     def __init__(self, step_s: float, *, gpus_per_run: int = 1) -> None:
         super().__init__(gpus_per_run=gpus_per_run)
         self.step_s = step_s
+
+
+class SlowToStopBackend(SleepyBackend):
+    """Takes `stop_s` to honour a cancel (an engine finishing a long step first)."""
+
+    def __init__(self, step_s: float, stop_s: float) -> None:
+        super().__init__(step_s)
+        self.stop_s = stop_s
+
+    async def cancel(self, task_id: str) -> None:
+        await asyncio.sleep(self.stop_s)
+        await super().cancel(task_id)
 
 
 class FlakyBackend(InstantBackend):

@@ -56,7 +56,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path, model: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -64,7 +64,8 @@ def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> Non
                 f"wanserve up exited ({process.returncode}):\n{log.read_text()[-3000:]}"
             )
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+            ready = httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+            if ready and model.exists():
                 return
         time.sleep(0.5)
     raise TimeoutError(f"wanserve up not ready in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
@@ -82,25 +83,40 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The base URL of a real `wanserve up` (API, web page, Valkey, dispatcher, tiny model)."""
-    if url := os.environ.get("WANSERVE_WEB_TEST_URL"):
-        yield url.rstrip("/")
-        return
-    data = tmp_path_factory.mktemp("wanserve-up")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One models directory for every server of the session: each tiny model is built once."""
+    return tmp_path_factory.mktemp("models")
+
+
+@contextlib.contextmanager
+def running_up(data: Path, models: Path, **env: str) -> Iterator[str]:
+    """`python -m wanserve up` on a free port with `data` as its data dir and `models` as its
+    models dir; yields its base URL once it is ready and its default tiny model is built; stops
+    its whole process group."""
+    env = {"WANSERVE_ENGINE__MODELS_DIR": str(models), **env}
     port = _free_port()
     log = data / "up.log"
     command = [sys.executable, "-m", "wanserve", "up", "--host", "127.0.0.1",
                "--port", str(port), "--data-dir", str(data)]  # fmt: skip
     with log.open("wb") as out:
-        process = subprocess.Popen(command, env=subprocess_env(), stdout=out,
+        process = subprocess.Popen(command, env=subprocess_env(**env), stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(base, process, log)
+        _wait_ready(base, process, log, models / "wan2.2-tiny" / "model_index.json")
         yield base
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[str]:
+    """The base URL of a real `wanserve up` (API, web page, Valkey, dispatcher, tiny model)."""
+    if url := os.environ.get("WANSERVE_WEB_TEST_URL"):
+        yield url.rstrip("/")
+        return
+    with running_up(tmp_path_factory.mktemp("wanserve-up"), models_dir) as base:
+        yield base
 
 
 @pytest.fixture(scope="session")
@@ -109,8 +125,11 @@ def api(server: str) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Headless Chromium for one test module. Not session-wide: Playwright's sync API keeps an
+    event loop running in this thread while it is open, which would break the asyncio tests
+    that run after the browser tests."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -135,6 +154,10 @@ class PageWatch:
     def allow(self, pattern: str) -> None:
         self.allowed.append(re.compile(pattern))
 
+    def console(self, message: Any) -> None:
+        if message.type == "error":
+            self.errors.append(f"{message.text} {message.location}")
+
     def unexpected(self) -> list[str]:
         return [e for e in self.errors if not any(p.search(e) for p in self.allowed)]
 
@@ -153,22 +176,30 @@ def page(
     browser: Any, server: str, watch: PageWatch, request: pytest.FixtureRequest
 ) -> Iterator[Any]:
     """A fresh browser context at desktop size; fails the test on unexpected console errors."""
-    context = browser.new_context(viewport=DESKTOP, base_url=server)
+    yield from watched_page(browser, server, watch, request.node.name)
+
+
+def watched_page(browser: Any, base: str, watch: PageWatch, name: str) -> Iterator[Any]:
+    """A new context and page on `base` that records into `watch`; asserts it at the end."""
+    context = browser.new_context(viewport=DESKTOP, base_url=base)
     context.set_default_timeout(30_000)
     context.add_init_script(PROGRESS_RECORDER)
     tab = context.new_page()
-    tab.on(
-        "console", lambda m: m.type == "error" and watch.errors.append(f"{m.text} @ {m.location}")
-    )
+    tab.on("console", watch.console)
     tab.on("pageerror", lambda e: watch.errors.append(f"uncaught: {e}"))
     tab.on("request", lambda r: watch.requests.append((r.method, httpx.URL(r.url).path)))
     try:
         yield tab
     finally:
         with contextlib.suppress(Exception):
-            screenshot(tab, f"{request.node.name}-last")
+            screenshot(tab, f"{name}-last")
         context.close()
     assert watch.unexpected() == [], f"console errors: {watch.unexpected()}"
+
+
+def is_create(response: Any) -> bool:
+    """The answer to POST /v1/videos (for page.expect_response)."""
+    return bool(response.url.endswith("/v1/videos") and response.request.method == "POST")
 
 
 def screenshot(tab: Any, name: str, *, full_page: bool = True) -> Path:

@@ -156,11 +156,13 @@ class ModelPublic(BaseModel):
     size_rule: dict[str, int]
     defaults: dict[str, Any]
     ranges: dict[str, list[float]]
+    default: bool = False  # the model a request without `model` gets (the page preselects it)
 
     @classmethod
-    def from_card(cls, card: ModelCard) -> ModelPublic:
+    def from_card(cls, card: ModelCard, *, is_default: bool = False) -> ModelPublic:
         return cls(
             id=card.id,
+            default=is_default,
             description=card.description,
             tasks=sorted(t.value for t in card.tasks),
             requires_image=card.requires_image,

@@ -56,7 +56,7 @@ def _local(settings: Settings) -> InferenceBackend:
     if engine.warm:
         from wanserve.backends.warm import WarmPoolBackend
 
-        return WarmPoolBackend(options)
+        return WarmPoolBackend(options, settings.data_dir / "logs")
     return LocalBackend(options)
 
 
@@ -68,6 +68,6 @@ def _kubernetes(settings: Settings) -> InferenceBackend:
             "dispatch.backend='kubernetes' needs the kubernetes extra: "
             "pip install 'wanserve[kubernetes]'"
         ) from None
-    from wanserve.backends.kubernetes import make_kubernetes_backend  # type: ignore[import-not-found]
+    from wanserve.backends.kubernetes import make_kubernetes_backend
 
-    return make_kubernetes_backend(settings)  # type: ignore[no-any-return]
+    return make_kubernetes_backend(settings)

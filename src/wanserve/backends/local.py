@@ -14,66 +14,41 @@ no engine process outlives it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import os
-import signal
-import sys
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from pydantic import ValidationError
-
-import wanserve
 from wanserve.backends.base import Run
+from wanserve.backends.process import LocalOptions, read_events, spawn, stop_group, tail
 from wanserve.domain.events import (
     CancelledEvent,
     EngineEvent,
     ErrorEvent,
     ExitCode,
     ResultEvent,
-    parse_event,
 )
 
-__all__ = ["LocalBackend", "LocalOptions"]
-
-log = logging.getLogger(__name__)
-
-_LINE_LIMIT = 1 << 20
-_TAIL_BYTES = 2000
+__all__ = ["LocalBackend", "LocalOptions", "exit_event", "is_terminal"]
 
 
-@dataclass(frozen=True, slots=True)
-class LocalOptions:
-    """How the engine runs: ranks per task and the parallel strategy flags it gets."""
+def is_terminal(event: EngineEvent) -> bool:
+    return isinstance(event, ResultEvent | ErrorEvent | CancelledEvent)
 
-    nproc: int = 1
-    ulysses: int = 1
-    cfg_parallel: bool = False
-    fsdp: bool = False
-    kill_grace_s: float = 5.0
-    python: str = sys.executable
-    engine_module: str = "wanserve.engine"  # tests point this at a fake engine
-    env: Mapping[str, str] = field(default_factory=dict)  # added to this process's environment
 
-    def engine_args(self, spec: Path) -> list[str]:
-        args = ["-m", self.engine_module, "run", "--spec", str(spec), "--events", "-"]
-        if self.ulysses > 1:
-            args += ["--ulysses", str(self.ulysses)]
-        if self.cfg_parallel:
-            args.append("--cfg-parallel")
-        if self.fsdp:
-            args.append("--fsdp")
-        return args
-
-    def command(self, spec: Path) -> list[str]:
-        engine = self.engine_args(spec)
-        if self.nproc == 1:
-            return [self.python, *engine]
-        launcher = ["-m", "torch.distributed.run", "--standalone"]
-        return [self.python, *launcher, "--nproc-per-node", str(self.nproc), *engine]
+def exit_event(task_id: str, code: int, log_path: Path, *, cancelled: bool) -> EngineEvent:
+    """The terminal event of an engine that exited with `code` without reporting one."""
+    now = time.time()
+    if cancelled or code == ExitCode.CANCELLED:
+        return CancelledEvent(task_id=task_id, at=now, reason=f"engine exit code {code}")
+    text = tail(log_path)
+    if code == ExitCode.INVALID:
+        return ErrorEvent(task_id=task_id, at=now, code="invalid_spec", message=text)
+    if code == ExitCode.OOM:
+        return ErrorEvent(task_id=task_id, at=now, code="oom", message=text, retryable=True)
+    message = f"the engine exited with code {code} without a result: {text}"
+    return ErrorEvent(
+        task_id=task_id, at=now, code="engine_exited", message=message, retryable=True
+    )
 
 
 class LocalBackend:
@@ -97,20 +72,21 @@ class LocalBackend:
 
     async def run(self, run: Run) -> AsyncIterator[EngineEvent]:
         self._cancelled.discard(run.task_id)
-        proc, log_path = await self._start(run)
+        run.workdir.mkdir(parents=True, exist_ok=True)
+        spec_path, log_path = run.workdir / "spec.json", run.workdir / "engine.log"
+        spec_path.write_text(run.spec.model_dump_json())
+        command = self.options.command(spec_path)
+        proc = await spawn(self.options, command, cwd=run.workdir, log_path=log_path, stdin=False)
         self._procs[run.task_id] = proc
         try:
-            terminal = False
-            async for event in _read_events(proc):
-                terminal = isinstance(event, ResultEvent | ErrorEvent | CancelledEvent)
+            async for event in read_events(proc):
                 yield event
-                if terminal:
-                    break
-            if not terminal:
-                code = await proc.wait()
-                yield self._exit_event(run, code, log_path)
+                if is_terminal(event):
+                    return
+            code = await proc.wait()
+            yield exit_event(run.task_id, code, log_path, cancelled=run.task_id in self._cancelled)
         finally:
-            await self._stop(proc, wait_first=True)
+            await stop_group(proc, self.options.kill_grace_s, wait_first=True)
             if self._procs.get(run.task_id) is proc:
                 del self._procs[run.task_id]
 
@@ -118,106 +94,7 @@ class LocalBackend:
         self._cancelled.add(task_id)
         proc = self._procs.get(task_id)
         if proc is not None:
-            await self._stop(proc, wait_first=False)
+            await stop_group(proc, self.options.kill_grace_s)
 
     async def close(self) -> None:
         await asyncio.gather(*(self.cancel(task_id) for task_id in list(self._procs)))
-
-    async def _start(self, run: Run) -> tuple[asyncio.subprocess.Process, Path]:
-        run.workdir.mkdir(parents=True, exist_ok=True)
-        spec_path = run.workdir / "spec.json"
-        spec_path.write_text(run.spec.model_dump_json())
-        log_path = run.workdir / "engine.log"
-        command = self.options.command(spec_path)
-        reaper = [
-            self.options.python,
-            "-m",
-            "wanserve.backends.reaper",
-            "--parent",
-            str(os.getpid()),
-            "--grace",
-            str(self.options.kill_grace_s),
-            "--",
-        ]
-        log.info("starting engine: %s", " ".join(command), extra={"task_id": run.task_id})
-        with open(log_path, "ab") as stderr:
-            proc = await asyncio.create_subprocess_exec(
-                *reaper,
-                *command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-                env=self._env(),
-                cwd=run.workdir,
-                start_new_session=True,
-                limit=_LINE_LIMIT,
-            )
-        return proc, log_path
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        # The engine imports the same wanserve as this process, installed or from a checkout.
-        package_root = str(Path(wanserve.__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env.update(self.options.env)
-        return env
-
-    async def _stop(self, proc: asyncio.subprocess.Process, *, wait_first: bool) -> None:
-        """End `proc`'s group: after a grace (wait_first) or at once with SIGTERM, then SIGKILL."""
-        grace = self.options.kill_grace_s
-        if wait_first and await _exited(proc, grace):
-            _signal_group(proc.pid, signal.SIGKILL)  # stray grandchildren, if any
-            return
-        _signal_group(proc.pid, signal.SIGTERM)
-        if not await _exited(proc, grace):
-            _signal_group(proc.pid, signal.SIGKILL)
-            await _exited(proc, grace)
-
-    def _exit_event(self, run: Run, code: int, log_path: Path) -> EngineEvent:
-        now = time.time()
-        if run.task_id in self._cancelled or code == ExitCode.CANCELLED:
-            return CancelledEvent(task_id=run.task_id, at=now, reason=f"engine exit code {code}")
-        tail = _tail(log_path)
-        if code == ExitCode.INVALID:
-            return ErrorEvent(task_id=run.task_id, at=now, code="invalid_spec", message=tail)
-        if code == ExitCode.OOM:
-            return ErrorEvent(task_id=run.task_id, at=now, code="oom", message=tail)
-        message = f"the engine exited with code {code} without a result: {tail}"
-        return ErrorEvent(
-            task_id=run.task_id, at=now, code="engine_exited", message=message, retryable=True
-        )
-
-
-async def _read_events(proc: asyncio.subprocess.Process) -> AsyncIterator[EngineEvent]:
-    assert proc.stdout is not None
-    async for raw in proc.stdout:
-        line = raw.strip()
-        if not line.startswith(b"{"):
-            continue
-        try:
-            yield parse_event(line)
-        except ValidationError:
-            log.debug("not an engine event: %r", line[:200])
-
-
-async def _exited(proc: asyncio.subprocess.Process, timeout: float) -> bool:
-    try:
-        await asyncio.wait_for(proc.wait(), timeout)
-    except TimeoutError:
-        return False
-    return True
-
-
-def _signal_group(group: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, signum)
-
-
-def _tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as file:
-            file.seek(max(0, path.stat().st_size - _TAIL_BYTES))
-            return file.read().decode(errors="replace").strip()
-    except OSError:
-        return ""

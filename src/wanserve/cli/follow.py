@@ -109,7 +109,8 @@ class SseEvent:
 
 def read_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
     """Server-Sent Events from text lines (comments and retry hints skipped)."""
-    event_id, kind, data = None, "message", []
+    event_id: int | None = None
+    kind, data = "message", list[str]()
     for line in lines:
         if not line:
             if data:

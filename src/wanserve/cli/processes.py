@@ -44,7 +44,7 @@ def configure_logging(settings: Settings) -> None:
 def on_stop_signals(stop: Callable[[], None]) -> None:
     """Call `stop` on SIGINT or SIGTERM (in the running loop); a second one exits at once."""
     loop = asyncio.get_running_loop()
-    seen = []
+    seen: list[signal.Signals] = []
 
     def handler(signum: signal.Signals) -> None:
         if seen:
@@ -56,6 +56,7 @@ def on_stop_signals(stop: Callable[[], None]) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, handler, signum)
+
 
 def api_server(settings: Settings, app: Any) -> ApiServer:
     config = uvicorn.Config(

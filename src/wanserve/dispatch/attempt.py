@@ -143,8 +143,8 @@ class Attempt:
         events = self._backend.run(run)
         consume = asyncio.create_task(self._consume(events))
         stopped = asyncio.create_task(self._stop.wait())
-        task = self.task
-        remaining = (task.started_at or self._started) + task.timeout_s - self._s.clock()
+        # task.timeout_s bounds each attempt: time spent queued for a retry does not count.
+        remaining = self._started + self.task.timeout_s - self._s.clock()
         done, _ = await asyncio.wait(
             {consume, stopped}, timeout=max(0.0, remaining), return_when=asyncio.FIRST_COMPLETED
         )

@@ -127,7 +127,10 @@ class Dispatcher:
             await queue.release(lease)
             return
         task = await self._services.store.get_task(lease.task_id)
-        pool = pick_pool(self._pools, task) if task is not None else self._pools.pools[0]
+        if task is None or task.is_terminal:
+            await queue.ack(lease)  # deleted, or a re-delivery of a task already settled
+            return
+        pool = pick_pool(self._pools, task)
         if pool is None:  # no backend serving this model has room: let another worker take it
             await queue.release(lease, delay_s=1.0)
             return
@@ -136,7 +139,7 @@ class Dispatcher:
         self._jobs[lease.task_id] = job
         job.add_done_callback(lambda _: self._jobs.pop(lease.task_id, None))
 
-    async def _process(self, lease: Lease, task: Task | None, pool: Pool) -> None:
+    async def _process(self, lease: Lease, task: Task, pool: Pool) -> None:
         try:
             ready = await self._check(lease, task)
             if ready is None:
@@ -150,12 +153,9 @@ class Dispatcher:
             self._attempts.pop(lease.task_id, None)
             self._pools.release(pool)
 
-    async def _check(self, lease: Lease, task: Task | None) -> Task | None:
+    async def _check(self, lease: Lease, task: Task) -> Task | None:
         """The task ready to start, or None when this lease needs no run (settled here)."""
         queue, recorder, now = self._services.queue, self._services.recorder, self._services.clock()
-        if task is None or task.is_terminal:
-            await queue.ack(lease)  # deleted, or a re-delivery of a task already settled
-            return None
         if task.state == TaskState.IN_PROGRESS:
             task = await self._recover(task, now)
             if task.is_terminal:

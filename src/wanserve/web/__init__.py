@@ -73,8 +73,9 @@ class _Assets(StaticFiles):
 def _index(request: Request) -> Response:  # noqa: ARG001 (Starlette passes the request)
     """The page itself; every load revalidates it so a new release shows up at once."""
     headers = {**_HEADERS, "Content-Security-Policy": _CSP}
-    return FileResponse(STATIC_DIR / "index.html", media_type=_CONTENT_TYPES[".html"],
-                        headers=headers)
+    return FileResponse(
+        STATIC_DIR / "index.html", media_type=_CONTENT_TYPES[".html"], headers=headers
+    )
 
 
 def mount_web(app: FastAPI) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from wanserve.api.deps import RuntimeDep
 from wanserve.api.schemas import ModelPublic, ModelsPublic
 from wanserve.domain.errors import NotFound
 from wanserve.domain.models import MODELS
@@ -14,9 +15,14 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.get("")
-async def list_models() -> ModelsPublic:
-    """Every model id with its sizes, defaults and parameter ranges."""
-    return ModelsPublic(data=[ModelPublic.from_card(card) for card in MODELS.values()])
+async def list_models(runtime: RuntimeDep) -> ModelsPublic:
+    """Every model id with its sizes, defaults and parameter ranges; the default one flagged."""
+    return ModelsPublic(
+        data=[
+            ModelPublic.from_card(card, is_default=card.id == runtime.default_model)
+            for card in MODELS.values()
+        ]
+    )
 
 
 @router.get("/{model_id}")

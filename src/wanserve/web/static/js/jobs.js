@@ -24,8 +24,9 @@ const nowSeconds = () => Date.now() / 1000;
 
 /** One job's card: renders a video object and keeps it live until the job ends. */
 class JobCard {
-  constructor(video, { onReuse, isNew }) {
+  constructor(video, { onReuse, onStatus, isNew }) {
     this.onReuse = onReuse;
+    this.onStatus = onStatus;
     this.element = document.getElementById("job-template").content.firstElementChild.cloneNode(true);
     this.element.dataset.id = video.id;
     if (isNew) this.element.classList.add("new");
@@ -48,7 +49,9 @@ class JobCard {
   }
 
   update(video) {
+    const before = this.video && this.status;
     this.video = { ...this.video, ...video };
+    if (before && before !== this.status) this.onStatus?.(this);
     if (this.video.eta_seconds !== undefined && video.eta_seconds !== undefined) {
       this.etaAt = nowSeconds();
     }
@@ -65,7 +68,10 @@ class JobCard {
     this.part("prompt").textContent = video.prompt || videoParams(video).prompt || "";
     const live = !isTerminal(status);
     this.part("live").hidden = !live;
-    this.action("cancel").hidden = !live;
+    const cancel = this.action("cancel");
+    cancel.hidden = !live;
+    cancel.disabled = Boolean(video.cancel_requested);
+    cancel.textContent = video.cancel_requested ? "Cancelling…" : "Cancel";
     if (live) this.renderProgress();
     this.renderOutcome(status);
   }
@@ -84,6 +90,7 @@ class JobCard {
     }
     if (phase === "denoising" && total) text = `Denoising: step ${step} of ${total}`;
     if (phase === "denoising" && this.expert) text += ` (${expertLabel(this.expert)})`;
+    if (video.cancel_requested) text = `Cancelling… (${text.charAt(0).toLowerCase()}${text.slice(1)})`;
     this.part("phase").textContent = text;
     const bar = this.part("progress");
     bar.max = total || 1;
@@ -113,7 +120,8 @@ class JobCard {
       if (s1 > s0) return Math.max(0, (total - s1) * ((t1 - t0) / (s1 - s0)) - (nowSeconds() - t1));
     }
     if (typeof video.eta_seconds === "number" && this.etaAt) {
-      return Math.max(0, video.eta_seconds - (nowSeconds() - this.etaAt));
+      const left = video.eta_seconds - (nowSeconds() - this.etaAt);
+      return left >= 1 ? left : null; // an estimate that ran out says nothing
     }
     return null;
   }
@@ -192,15 +200,16 @@ class JobCard {
     button.disabled = true;
     button.textContent = "Cancelling…";
     try {
+      // A running job stays in_progress (cancel_requested) until the worker has stopped it;
+      // its events then bring the cancelled state.
       this.update(await api.cancelVideo(this.id));
     } catch (error) {
-      if (error.status === 409) await this.refresh();
-      else this.showNotice(`Could not cancel: ${error.message}`);
-    } finally {
-      button.disabled = false;
-      button.textContent = "Cancel";
+      if (error.status === 409) await this.refresh().catch(() => {});
+      else {
+        this.update({});
+        this.showNotice(`Could not cancel: ${error.message}`);
+      }
     }
-    if (isTerminal(this.status)) this.stop();
   }
 
   showNotice(text) {
@@ -277,7 +286,7 @@ class JobCard {
         this.render();
         return false;
       case "queue_position":
-        this.update({ queue_position: data.position ?? data.queue_position });
+        this.update({ queue_position: data.queue_position ?? data.position });
         return false;
       case "result":
       case "cancelled":
@@ -341,13 +350,25 @@ export class JobList {
       known.update(video);
       return known;
     }
-    const card = new JobCard(video, { onReuse: this.onReuse, isNew });
+    const card = new JobCard(video, {
+      onReuse: this.onReuse,
+      onStatus: (changed) => this.positionsMoved(changed),
+      isNew,
+    });
     this.cards.set(video.id, card);
     if (atTop) this.list.prepend(card.element);
     else this.list.append(card.element);
     card.start();
     this.updateEmpty();
     return card;
+  }
+
+  /** A job left the queue or ended: the queued ones behind it moved up (one GET each). */
+  positionsMoved(changed) {
+    if (changed.status === "queued") return;
+    for (const card of this.cards.values()) {
+      if (card !== changed && card.status === "queued") card.refresh().catch(() => {});
+    }
   }
 
   updateEmpty() {

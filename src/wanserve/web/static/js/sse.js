@@ -38,6 +38,8 @@ async function* readEvents(body, signal) {
       if (line === "") {
         if (message.data.length) {
           yield { id: message.id, event: message.event || "message", data: message.data.join("\n"), retry: message.retry };
+        } else if (message.retry !== null) {
+          yield { id: null, event: null, data: "", retry: message.retry }; // "retry:" alone
         }
         message = { id: null, event: "", data: [], retry: null };
         continue;
@@ -81,10 +83,11 @@ export function follow(id, handlers) {
     if (!response.ok) throw await errorFrom(response);
     let received = false;
     for await (const message of readEvents(response.body, signal)) {
+      if (message.retry) state.retryMs = message.retry;
+      if (message.event === null) continue;
       received = true;
       state.failures = 0;
       if (message.id) state.lastId = message.id;
-      if (message.retry) state.retryMs = message.retry;
       if (await handlers.onEvent(message.event, parseData(message.data))) return true;
     }
     if (!received) state.failures += 1; // a stream that closes at once counts as a failure
@@ -107,7 +110,11 @@ export function follow(id, handlers) {
       if (state.failures >= MAX_FAILURES || openStreams >= MAX_STREAMS) {
         // Too many streams open, or the stream keeps failing: one GET now, then try again.
         if (state.failures >= MAX_FAILURES) return poll();
-        if (await handlers.onVideo(await api.getVideo(id))) return;
+        try {
+          if (await handlers.onVideo(await api.getVideo(id))) return;
+        } catch (error) {
+          if (error.status === 401 || error.status === 404) throw error;
+        }
         await sleep(POLL_MS * 2, signal);
         continue;
       }

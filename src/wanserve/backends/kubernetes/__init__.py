@@ -1,0 +1,34 @@
+"""Job mode on Kubernetes: one Kubeflow PyTorchJob per task attempt (the `kubernetes` extra).
+
+    render.py    template + task -> PyTorchJob manifest (pure; valid by construction)
+    command.py   the pod's shell line: spec from the env, torchrun reading PET_*, the engine
+    watch.py     job conditions + pod states -> phases and failures (pure)
+    informer.py  list + watch with resume (resourceVersion, 410 -> re-list)
+    api.py       the few API calls, over the official client in worker threads
+    stream.py    the attempt's engine events from its Redis stream
+    config.py    the per-task request and the settings render reads
+    container.py the engine container and pod fill-ins
+    trainjob.py  the same task as a Trainer v2 TrainJob (the next job kind)
+    follower.py  one run: phases from the watches, engine events, the terminal outcome
+    backend.py   KubernetesBackend: run (create or adopt), cancel, reconcile, close
+    manifests.py what `wanserve k8s render` / `wanserve k8s rbac` print
+
+Import this package only when the kubernetes backend is chosen (`make_kubernetes_backend`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wanserve.backends.kubernetes.backend import KubernetesBackend
+    from wanserve.settings import Settings
+
+__all__ = ["make_kubernetes_backend"]
+
+
+def make_kubernetes_backend(settings: Settings) -> KubernetesBackend:
+    """The backend for `settings` (kubeconfig or in-cluster; Redis from queue.url)."""
+    from wanserve.backends.kubernetes.backend import KubernetesBackend
+
+    return KubernetesBackend.from_settings(settings)

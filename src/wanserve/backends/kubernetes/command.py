@@ -1,0 +1,67 @@
+"""The pod command: a POSIX shell line that writes the spec to a file and execs torchrun.
+
+The spec travels in the pod's environment (`WANSERVE_SPEC`, JSON) so the manifest alone
+reproduces the run (`kubectl apply` needs no side object). torchrun takes its rendezvous from
+the variables the training operator injects (`PET_NNODES`, `PET_NODE_RANK`,
+`PET_NPROC_PER_NODE`, `PET_MASTER_ADDR`, `PET_MASTER_PORT`), so the same line runs on the
+Master and on every Worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ENV_EVENTS",
+    "ENV_GENERATE_PY_CONFIG",
+    "ENV_SPEC",
+    "Parallelism",
+    "engine_script",
+    "generate_py_script",
+]
+
+ENV_SPEC = "WANSERVE_SPEC"
+ENV_EVENTS = "WANSERVE_EVENTS"
+ENV_GENERATE_PY_CONFIG = "WANSERVE_GENERATE_PY_CONFIG"
+
+# `mktemp` keeps two processes of one machine (the local multi-"pod" test) apart.
+_WRITE_SPEC = 'set -eu\nspec="$(mktemp)"\nprintf \'%s\' "$WANSERVE_SPEC" > "$spec"\n'
+
+
+@dataclass(frozen=True, slots=True)
+class Parallelism:
+    """How the engine splits one video over the job's ranks."""
+
+    ulysses: int = 1
+    cfg_parallel: bool = False
+    fsdp: bool = False
+
+    def flags(self) -> list[str]:
+        out = ["--ulysses", str(self.ulysses)] if self.ulysses > 1 else []
+        out += ["--cfg-parallel"] if self.cfg_parallel else []
+        return out + (["--fsdp"] if self.fsdp else [])
+
+
+def engine_script(parallelism: Parallelism) -> str:
+    """`sh -c` text: torchrun (reading PET_*) running `wanserve.engine run` on the spec."""
+    argv = ["-m", "wanserve.engine", "run", "--spec", '"$spec"', "--events", '"$WANSERVE_EVENTS"']
+    return _WRITE_SPEC + "exec torchrun " + " ".join(argv + parallelism.flags()) + "\n"
+
+
+def generate_py_script() -> str:
+    """`sh -c` text: wanserve's generate.py runner on the operator's generate.py (one node).
+
+    The runner (`python -m wanserve.engine.generate_py`) maps the spec onto generate.py's flags
+    from its config (`WANSERVE_GENERATE_PY_CONFIG`, the operator's GeneratePyConfig as JSON),
+    launches torchrun itself for `nproc_per_node` > 1 and turns generate.py's progress into
+    engine events.
+    """
+    write_config = 'config="$(mktemp)"\nprintf \'%s\' "$WANSERVE_GENERATE_PY_CONFIG" > "$config"\n'
+    argv = ["--spec", '"$spec"', "--config", '"$config"', "--events", '"$WANSERVE_EVENTS"']
+    return (
+        _WRITE_SPEC
+        + write_config
+        + "exec python -m wanserve.engine.generate_py "
+        + " ".join(argv)
+        + "\n"
+    )
