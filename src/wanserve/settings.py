@@ -97,7 +97,6 @@ class KubernetesSettings(BaseModel):
     # Wan2.2 generate.py through wanserve's runner, see docs/kubernetes.md).
     mode: Literal["engine", "generate_py"] = "engine"
     generate_py_config: Path | None = None  # the runner's GeneratePyConfig (generate_py mode)
-    job_kind: Literal["PyTorchJob"] = "PyTorchJob"  # TrainJob (Trainer v2) is the planned next kind
     port: int = 23456  # the container port named pytorchjob-port (torchrun's master port)
     gpu_resource: str = "nvidia.com/gpu"
     # Redis as the pods reach it (engine events, cancel key); the dispatcher uses queue.url.

@@ -62,6 +62,7 @@ class ClusterEmulator(KubernetesEmulator):
     store: dict[Key, Obj] = attrs.field(factory=dict, init=False)
     log: list[tuple[int, str, str, Obj]] = attrs.field(factory=list, init=False)
     calls: list[tuple[str, str, dict[str, str], Any]] = attrs.field(factory=list, init=False)
+    logs: dict[str, str] = attrs.field(factory=dict, init=False)  # pod name -> its log
     _rv: int = attrs.field(default=100, init=False)
     _compacted: int = attrs.field(default=0, init=False)
     _changed: asyncio.Condition = attrs.field(factory=asyncio.Condition, init=False)
@@ -75,6 +76,11 @@ class ClusterEmulator(KubernetesEmulator):
             (str(request.action.value), request.url.path, dict(request.params), request.data)
         )
         action = request.action.value
+        if plural == PODS and request.subresource == "log":
+            log = self.logs.get(request.name or "")
+            if log is None:
+                raise KubernetesError(status=404, reason="NotFound", message="no log")
+            return aiohttp.web.Response(text=log)
         if action == "WATCH":
             return await self._watch(request, plural)
         handler = {
@@ -491,6 +497,7 @@ class TrainingOperator:
         )
 
     async def exited(self, name: str, code: int) -> None:
+        self.cluster.logs[f"{name}-master-0"] = f"Traceback ...\nRuntimeError: exit {code}\n"
         state = {
             "state": {"terminated": {"exitCode": code, "reason": "Error"}},
             "name": "pytorch",

@@ -183,6 +183,8 @@ async def test_kubernetes_failures_end_the_run_with_an_actionable_error(
     assert isinstance(last, ErrorEvent), seen.events
     assert (last.code, last.retryable) == (code, retryable)
     assert words in last.message and name in last.message
+    if code == "job_failed":  # the Master's last log lines come with it (pods/log)
+        assert "RuntimeError: exit 1" in last.message
     await operator.until_gone(name)  # a failed attempt leaves nothing behind
 
 
@@ -475,3 +477,38 @@ async def test_the_dispatcher_hook_reconciles_on_start_without_any_run(
     backend.use_task_lookup(lookup, interval_s=3600)
     await operator.until_gone(job_name("video_gone"))
     assert asked == ["video_gone"]
+
+
+async def test_a_cancel_that_arrives_before_the_job_exists_still_stops_it(
+    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator
+) -> None:
+    backend, run = make_backend(), _run()
+    await backend.cancel(run.task_id)  # nothing to delete yet
+    seen = Collector(backend, run)
+    assert isinstance(await seen.end(), CancelledEvent)
+    await operator.until_gone(job_name(run.task_id))
+    assert run.task_id not in backend.cancelled  # forgotten once the run ended
+
+
+async def test_two_tasks_at_once_share_one_pair_of_watches(
+    make_backend: MakeBackend,
+    operator: TrainingOperator,
+    redis_client: aioredis.Redis,
+    queue_prefix: str,
+) -> None:
+    backend = make_backend()
+    runs = [_run("video_a"), _run("video_b")]
+    seen = [Collector(backend, run) for run in runs]
+    for run, collector in zip(runs, seen, strict=True):
+        await _to_running(operator, collector, job_name(run.task_id))
+    jobs_informer = backend.jobs
+    for run in runs:
+        await operator.succeeded(job_name(run.task_id))
+        await _engine(redis_client, queue_prefix, run, _result(run))
+    for collector in seen:
+        assert isinstance(await collector.end(), ResultEvent)
+    assert backend.jobs is jobs_informer and jobs_informer is not None
+    assert [e.task_id for c in seen for e in c.events if isinstance(e, ResultEvent)] == [
+        "video_a",
+        "video_b",
+    ]

@@ -15,7 +15,7 @@ import yaml
 from tests.backends.kubernetes.conftest import CRDS, TEMPLATES
 from tests.backends.kubernetes.crd import CrdValidator, builtin_problems
 from tests.conftest import subprocess_env
-from wanserve.backends.kubernetes.manifests import rbac_yaml
+from wanserve.backends.kubernetes.manifests import load_spec, rbac_yaml
 from wanserve.backends.kubernetes.render import (
     KUEUE_QUEUE_LABEL,
     JobRequest,
@@ -385,3 +385,25 @@ def test_cli_render_reports_a_bad_spec_with_the_field(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "size='13x7' is invalid" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"model": "wan2.2-t2v-a14b", "prompt": "x", "size": "13x7"}, "size='13x7' is invalid"),
+        ({"model": "wan2.2-t2v-a14b", "prompt": "x", "colour": "red"}, "colour='red' is invalid"),
+    ],
+)
+def test_load_spec_names_the_bad_field(tmp_path: Path, body: dict[str, Any], message: str) -> None:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(body))
+    with pytest.raises(InvalidRequest, match=message):
+        load_spec(path)
+
+
+def test_load_spec_takes_the_post_body_with_its_priority(tmp_path: Path) -> None:
+    path = tmp_path / "spec.json"
+    body = {"model": "wan2.2-ti2v-5b", "prompt": "x", "seconds": "2", "priority": 5, "seed": 4}
+    path.write_text(json.dumps(body))
+    spec = load_spec(path)
+    assert (spec.model, spec.seed, spec.num_frames) == ("wan2.2-ti2v-5b", 4, 49)

@@ -32,6 +32,7 @@ from wanserve.backends.kubernetes.informer import Informer
 from wanserve.backends.kubernetes.render import (
     JobRequest,
     RenderConfig,
+    check_config,
     render_pytorchjob,
 )
 from wanserve.backends.kubernetes.template import Manifest, load_template
@@ -79,6 +80,7 @@ class KubernetesBackend:
             template if template is not None else load_template(settings.kubernetes.template)
         )
         self.config = RenderConfig.from_settings(settings)
+        check_config(self.config)  # fail at startup, not at the first task
         self.jobs: Informer | None = None
         self.pods: Informer | None = None
         self.wakeups: set[asyncio.Event] = set()
@@ -86,6 +88,7 @@ class KubernetesBackend:
         self.following: dict[str, str] = {}  # job name -> task id
         self._lookup: tuple[TaskLookup, float] | None = None
         self._reconciler: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, redis_url: str | None = None) -> KubernetesBackend:
@@ -120,18 +123,24 @@ class KubernetesBackend:
             self._reconciler = asyncio.create_task(self.reconcile_forever(*self._lookup))
 
     async def start(self) -> None:
-        """Start the job and pod watches (idempotent; `run` and `reconcile` call it)."""
+        """Start the job and pod watches and the reconciler (idempotent; each run calls it)."""
         self._start_reconciler()
-        if self.jobs is not None:
-            return
-        self.jobs = self._informer("jobs", self.client.list_jobs_fn())
-        self.pods = self._informer("pods", self.client.list_pods_fn())
-        for informer in (self.jobs, self.pods):
-            informer.start()
-        k = self.settings.kubernetes
-        for informer in (self.jobs, self.pods):
-            if not await asyncio.to_thread(informer.synced.wait, k.request_timeout_s):
-                raise BackendUnavailable(f"cannot list {informer.name} in namespace {k.namespace}")
+        async with self._starting:
+            if self.jobs is not None:
+                return
+            jobs = self._informer("jobs", self.client.list_jobs_fn())
+            pods = self._informer("pods", self.client.list_pods_fn())
+            for informer in (jobs, pods):
+                informer.start()
+            k = self.settings.kubernetes
+            for informer in (jobs, pods):
+                if not await asyncio.to_thread(informer.synced.wait, k.request_timeout_s):
+                    for started in (jobs, pods):
+                        await asyncio.to_thread(started.stop)
+                    raise BackendUnavailable(
+                        f"cannot list {informer.name} in namespace {k.namespace}"
+                    )
+            self.jobs, self.pods = jobs, pods
 
     def _informer(self, name: str, list_fn: Any) -> Informer:
         k = self.settings.kubernetes

@@ -66,6 +66,8 @@ class Follower:
         self.reader.key = self._stream()
         backend.following[self.name] = self.run.task_id
         backend.wakeups.add(self.wakeup)
+        if self.run.task_id in backend.cancelled:  # cancelled while the job was being created
+            await backend.client.delete_job(self.name)
         pump = asyncio.create_task(self._pump())
         try:
             while True:
@@ -73,6 +75,7 @@ class Follower:
                 for event in await self._next():
                     yield event
                     if isinstance(event, TERMINAL):
+                        backend.cancelled.discard(self.run.task_id)
                         return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), backend.poll_s)

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from wanserve.backends.kubernetes.render import JobRequest, RenderConfig, render_pytorchjob
 from wanserve.backends.kubernetes.template import load_template, read_package_yaml
@@ -49,10 +50,20 @@ def load_spec(path: Path) -> VideoSpec:
         raise InvalidRequest("--spec", str(path), "must hold a JSON object")
     if "task" in body and "width" in body:
         return VideoSpec.model_validate(body)
+    body.pop("priority", None)  # a queue matter, not part of the job
+    if "input_reference" in body:
+        raise InvalidRequest(
+            "input_reference",
+            "(image)",
+            "render cannot upload an image; give a full VideoSpec whose `image` is a URL or "
+            "path the pods can read",
+        )
     try:
         request = VideoRequest.model_validate(body)
-    except ValueError as exc:
-        raise InvalidRequest("--spec", str(path), f"is not a video request: {exc}") from exc
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        raise InvalidRequest(field, error.get("input"), error["msg"]) from None
     # A fixed seed is rendered into the manifest, so re-rendering reproduces the same video.
     return resolve_spec(request, lambda: random.randint(0, MAX_SEED))
 
