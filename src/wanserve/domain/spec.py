@@ -209,7 +209,7 @@ def _check_frames(card: ModelCard, request: VideoRequest, fps: int) -> int:
 
 
 def _check_guidance_2(card: ModelCard, value: float | None) -> float | None:
-    if not card.has_two_experts:
+    if card.guidance_scale_2 is None:
         if value is not None:
             raise InvalidRequest(
                 "guidance_scale_2", value, f"applies only to two-expert models; {card.id} has one"

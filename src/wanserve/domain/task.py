@@ -266,7 +266,7 @@ def retry_delay(task: Task, error: TaskError, policy: RetryPolicy) -> float | No
     """Seconds to wait before the next attempt, or None when the task must not be retried."""
     if not error.retryable or task.attempt >= task.max_attempts or task.cancel_requested:
         return None
-    return min(policy.max_delay_s, policy.base_delay_s * 2 ** max(0, task.attempt - 1))
+    return min(policy.max_delay_s, policy.base_delay_s * 2.0 ** max(0, task.attempt - 1))
 
 
 def timed_out(task: Task, now: float) -> bool:
