@@ -172,10 +172,10 @@ class Dispatcher:
         """An in-progress task was leased again: its worker died. Count it, then retry or fail."""
         log.warning("re-running a task whose worker stopped", extra={"task_id": task.id})
         if task.attempt >= task.max_attempts:
-            message = f"its worker stopped during all {task.attempt} attempts"
-            task = fail(task, TaskError(code="lost", message=message), now)
+            error = TaskError(code="lost", message=f"its worker stopped in all {task.attempt} runs")
+            task = fail(task, error, now)
             await self._services.recorder.save(
-                task, [("error", task.error.model_dump() if task.error else {}), state_event(task)]
+                task, [("error", error.model_dump()), state_event(task)]
             )
             return task
         task = requeue(task, now)
