@@ -122,7 +122,7 @@ class Attempt:
             for watcher in watchers:
                 watcher.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
-            shutil.rmtree(self._workdir, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, self._workdir, ignore_errors=True)
             with contextlib.suppress(OSError):  # only when no other attempt still uses it
                 self._workdir.parent.rmdir()
 
