@@ -95,7 +95,7 @@ def test_redis_sink_streams_events_and_the_cancel_key_stops_the_run(
     tiny_a14b: Path, tmp_path: Path, valkey: Any
 ) -> None:
     stream, key = "wanserve:engine:task-1:1", "wanserve:cancel:task-1"
-    client = redis.Redis(host="127.0.0.1", port=valkey.port)
+    client: Any = redis.Redis(host="127.0.0.1", port=valkey.port)  # redis-py stubs: untyped replies
     spec = make_spec(tiny_a14b, tmp_path / "out", num_inference_steps=40)
     path = write_spec(tmp_path / "spec.json", spec)
     url = f"redis://127.0.0.1:{valkey.port}/0?stream={stream}"
