@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,10 @@ def test_warm_engine_runs_specs_in_a_row_and_cancels_one(
         cancelled = served.until("cancelled", "c")
         served.send({"op": "run", "spec": spec("a2")})
         again = served.until("result", "a2")
-        served.send({"op": "shutdown"})
+        if nproc == 1:
+            proc.send_signal(signal.SIGTERM)  # cancels a running spec and shuts down
+        else:
+            served.send({"op": "shutdown"})
         assert proc.wait(timeout=TIMEOUT_S) == 0
     finally:
         proc.kill()
