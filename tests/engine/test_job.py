@@ -6,6 +6,9 @@ import hashlib
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
+
+import redis
 
 from tests.conftest import subprocess_env
 from tests.engine.conftest import (
@@ -86,3 +89,39 @@ def test_sigint_cancels_at_the_next_step(tiny_a14b: Path, tmp_path: Path) -> Non
     assert events[-1].type == "cancelled" and "SIGINT" in events[-1].reason
     assert len([e for e in events if e.type == "step"]) < 40
     assert not (tmp_path / "out" / "video.mp4").exists()
+
+
+def test_redis_sink_streams_events_and_the_cancel_key_stops_the_run(
+    tiny_a14b: Path, tmp_path: Path, valkey: Any
+) -> None:
+    stream, key = "wanserve:engine:task-1:1", "wanserve:cancel:task-1"
+    client: Any = redis.Redis(host="127.0.0.1", port=valkey.port)  # redis-py stubs: untyped replies
+    spec = make_spec(tiny_a14b, tmp_path / "out", num_inference_steps=40)
+    path = write_spec(tmp_path / "spec.json", spec)
+    url = f"redis://127.0.0.1:{valkey.port}/0?stream={stream}"
+    proc = subprocess.Popen(
+        engine_command(["-m", "wanserve.engine", "run", "--spec", str(path), "--events", url]),
+        env=subprocess_env(WANSERVE_ENGINE_STEP_DELAY="0.3"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        events: list[Any] = []
+        last_id = "0-0"
+        while not any(e.type == "step" for e in events):  # XREAD, as a backend follows a task
+            replies = client.xread({stream: last_id}, block=1000, count=100) or []
+            for _, entries in replies:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    events.append(parse_event(fields[b"event"]))
+            assert proc.poll() is None, "the engine ended before its first step"
+        client.set(key, "1")
+        assert proc.wait(timeout=TIMEOUT_S) == ExitCode.CANCELLED
+        streamed = [parse_event(fields[b"event"]) for _, fields in client.xrange(stream)]
+    finally:
+        proc.kill()
+        proc.wait()
+        client.close()
+    assert streamed[0].type == "phase" and streamed[0].task_id == "task-1"
+    assert streamed[-1].type == "cancelled" and key in streamed[-1].reason
+    assert len([e for e in streamed if e.type == "step"]) < 40

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,18 @@ def test_warm_engine_runs_specs_in_a_row_and_cancels_one(
         first = served.until("result", "a")
         second = served.until("result", "b")
         served.send({"op": "run", "spec": spec("c", num_inference_steps=40)})
+        served.send({"op": "run", "spec": spec("e")})  # queued behind c
         served.until("step", "c")
-        served.send({"op": "cancel", "task_id": "c"})
+        served.send({"op": "cancel", "task_id": "e"})  # a queued spec: skipped when its turn comes
+        served.send({"op": "cancel", "task_id": "c"})  # the running spec: stops at the next step
         cancelled = served.until("cancelled", "c")
+        skipped = served.until("cancelled", "e")
         served.send({"op": "run", "spec": spec("a2")})
         again = served.until("result", "a2")
-        served.send({"op": "shutdown"})
+        if nproc == 1:
+            proc.send_signal(signal.SIGTERM)  # cancels a running spec and shuts down
+        else:
+            served.send({"op": "shutdown"})
         assert proc.wait(timeout=TIMEOUT_S) == 0
     finally:
         proc.kill()
@@ -82,8 +89,16 @@ def test_warm_engine_runs_specs_in_a_row_and_cancels_one(
     assert cancelled.rank == 0 and not (tmp_path / "c" / "video.mp4").exists()
     steps_c = [e for e in served.events if e.type == "step" and e.task_id == "c"]
     assert 0 < len(steps_c) < 40
+    assert skipped.reason == "cancelled before it started"
+    assert not [e for e in served.events if e.task_id == "e" and e.type != "cancelled"]
     terminal = [(e.task_id, e.type) for e in served.events if e.type in TERMINAL]
-    assert terminal == [("a", "result"), ("b", "result"), ("c", "cancelled"), ("a2", "result")]
+    assert terminal == [
+        ("a", "result"),
+        ("b", "result"),
+        ("c", "cancelled"),
+        ("e", "cancelled"),
+        ("a2", "result"),
+    ]
 
 
 def test_warm_engine_reports_a_bad_spec_and_keeps_serving(tiny_a14b: Path, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,6 @@ EVENTS: list[EngineEvent] = [
     PhaseEvent(task_id="t", at=1.0, phase=Phase.DENOISING),
     StepEvent(task_id="t", at=2.0, step=1, total=4, expert="high_noise", timestep=999.0),
 ]
-
-
-@pytest.fixture(scope="module")
-def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
-    server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"))
-    server.start()
-    try:
-        server.wait_until_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 def test_stream_sink_writes_one_json_line_per_event() -> None:

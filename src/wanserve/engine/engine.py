@@ -93,7 +93,7 @@ class Engine:
         check_plan_fits(plan, runtime)
         info = inspect_checkpoint(checkpoint)
         weights, vae_dtype = _dtypes(dtype, runtime.device)
-        components = load_components(checkpoint, weights, vae_dtype)
+        components = load_components(checkpoint, weights, vae_dtype, runtime.device)
         check_components_fit(plan, components)
         cfg = apply_parallelism(plan, runtime, components)
         return cls(runtime, info, plan, WanVideoPipeline(components, runtime.device), cfg)

@@ -79,11 +79,13 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
     return _with_card(info, read_marker(path))
 
 
-def load_components(path: Path, dtype: Any, vae_dtype: Any) -> Any:
-    """Load every component model_index.json names (on CPU) as `WanComponents`.
+def load_components(path: Path, dtype: Any, vae_dtype: Any, device: Any = None) -> Any:
+    """Load every component model_index.json names as `WanComponents`.
 
     Transformers and text encoder in `dtype`, the VAE in `vae_dtype` (diffusers keeps a few
-    transformer layers in float32 by itself).
+    transformer layers in float32 by itself). With `device`, weights stream from the safetensors
+    files straight onto it (`device_map`), so a process never holds a second full copy in host
+    memory; without it they load on the CPU.
     """
     from wanserve.engine.pipelines.wan import WanComponents
 
@@ -91,7 +93,7 @@ def load_components(path: Path, dtype: Any, vae_dtype: Any) -> Any:
     index = _read_json(path / "model_index.json")
     dtypes = {"vae": vae_dtype, "tokenizer": None, "scheduler": None}
     parts = {
-        name: _load_component(path, name, entry, dtypes.get(name, dtype))
+        name: _load_component(path, name, entry, dtypes.get(name, dtype), device)
         for name, entry in index.items()
         if not name.startswith("_") and _is_component(entry)
     }
@@ -107,7 +109,7 @@ def load_components(path: Path, dtype: Any, vae_dtype: Any) -> Any:
     )
 
 
-def _load_component(path: Path, name: str, entry: list[str], dtype: Any) -> Any:
+def _load_component(path: Path, name: str, entry: list[str], dtype: Any, device: Any) -> Any:
     import importlib
 
     library, class_name = entry
@@ -115,8 +117,10 @@ def _load_component(path: Path, name: str, entry: list[str], dtype: Any) -> Any:
         class_name = "AutoTokenizer"  # compat: transformers 5 saves "TokenizersBackend"
     cls = getattr(importlib.import_module(library), class_name)
     kwargs: dict[str, Any] = {}
-    if dtype is not None:
+    if dtype is not None:  # a model, not the tokenizer or the scheduler
         kwargs["dtype" if library == "transformers" else "torch_dtype"] = dtype
+        if device is not None:
+            kwargs["device_map"] = {"": str(device)}
     return cls.from_pretrained(str(path / name), **kwargs)
 
 

@@ -28,7 +28,7 @@ class ProgressSink:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[steps]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self.console,
@@ -56,14 +56,16 @@ class ProgressSink:
     def _phase(self, phase: str) -> None:
         if self._task is None:
             self._progress.start()
-            self._task = self._progress.add_task(phase, total=None)
+            self._task = self._progress.add_task(phase, total=None, steps="")
         self._progress.update(self._task, description=phase)
 
     def _step(self, step: int, total: int, expert: str | None) -> None:
         if self._task is None:
             self._phase("denoising")
         label = f"denoising ({expert})" if expert else "denoising"
-        self._progress.update(self._task, description=label, completed=step, total=total)
+        self._progress.update(
+            self._task, description=label, completed=step, total=total, steps=f"{step}/{total}"
+        )
 
     def close(self) -> None:
         self._progress.stop()

@@ -71,6 +71,7 @@ class WarmEngine:
         self._running: str | None = None
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
+        self.stopping = threading.Event()  # set by SIGTERM/SIGINT: shut down after this spec
 
     def handle_line(self, line: str) -> None:
         """Rank 0's stdin thread: cancel acts at once, everything else waits its turn."""
@@ -99,11 +100,19 @@ class WarmEngine:
         key = f"cmd/{self._seq}"
         self._seq += 1
         if self.runtime.is_main:
-            command = self.commands.get()
+            command = self._next_local()
             self.runtime.store.set(key, json.dumps(command))
             return command
         result: dict[str, Any] = json.loads(wait_for_key(self.runtime, key))
         return result
+
+    def _next_local(self) -> dict[str, Any]:
+        while not self.stopping.is_set():
+            try:
+                return self.commands.get(timeout=0.2)
+            except queue.Empty:
+                continue
+        return SHUTDOWN
 
     def loop(self) -> ExitCode:
         """Run commands until shutdown; returns the process exit code."""
@@ -185,8 +194,9 @@ def _read_stdin(warm: WarmEngine) -> None:
 
 def _install_signals(warm: WarmEngine) -> None:
     def on_signal(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+        # Only flags here: a handler must not take the locks the interrupted code may hold.
         warm.token.cancel(f"received {signal.Signals(signum).name}")
-        warm.commands.put(SHUTDOWN)
+        warm.stopping.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
