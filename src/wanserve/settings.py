@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -36,6 +36,18 @@ class ApiSettings(BaseModel):
     max_image_pixels: int = 4096 * 4096
     public_url: str | None = None  # base URL used in links and webhooks
     default_model: str = "wan2.2-tiny"  # the model of a request that names none
+    # Model ids this server serves (JSON list or comma-separated). None: the tiny models plus
+    # each model with <models_dir>/<id>/model_index.json (set it where the API cannot see the
+    # engines' disk). POST /v1/videos refuses any other model.
+    models: list[str] | None = None
+    metrics_public: bool = True  # False: /metrics needs an admin key when keys are required
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):  # "a,b" from the environment (a JSON list is parsed earlier)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class StoreSettings(BaseModel):

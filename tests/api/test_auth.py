@@ -165,3 +165,34 @@ def test_openai_sdk_with_keys_over_http(tmp_path: Path) -> None:
         assert list(client(secrets["bob"]).videos.list()) == []
         with pytest.raises(openai.AuthenticationError):
             client("ws-not-a-key").videos.list()
+
+
+async def test_metrics_stay_open_to_scrapers_when_keys_are_required(keyed: Api) -> None:
+    assert (await keyed.client.get("/v1/videos")).status_code == 401
+    scraped = await keyed.client.get("/metrics")
+    assert scraped.status_code == 200 and "wanserve_queue_depth" in scraped.text
+
+
+async def test_metrics_need_an_admin_key_when_not_public(tmp_path: Path) -> None:
+    app, store, *_ = make_api(
+        tmp_path, require_keys=True, admin_key=SecretStr("ws-admin"), metrics_public=False
+    )
+    user = await create_api_key(store, "alice", now=time.time)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        for headers in ({}, bearer(user.secret), bearer("ws-wrong")):
+            refused = await client.get("/metrics", headers=headers)
+            assert refused.status_code == 401, headers
+            assert refused.headers["content-type"] == "application/problem+json"
+        allowed = await client.get("/metrics", headers=bearer("ws-admin"))
+        assert allowed.status_code == 200 and "wanserve_queue_depth" in allowed.text
+
+
+async def test_metrics_not_public_means_nothing_on_an_open_server(tmp_path: Path) -> None:
+    """Without keys there is no admin to ask for: the setting only applies when keys are on."""
+    app, *_ = make_api(tmp_path, metrics_public=False)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        assert (await client.get("/metrics")).status_code == 200

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(600), requires_chromium]
 
 TINY = "wan2.2-tiny"
 TINY_TI2V = "wan2.2-tiny-ti2v"
+A14B = "wan2.2-t2v-a14b"
 JOB_TIMEOUT_MS = 180_000  # a tiny job on 2 shared CPU cores, queue included
 PAGE_SIZE = 10  # jobs.js PAGE_SIZE
 
@@ -78,6 +81,13 @@ def _wait_playable(page: Any, video_id: str) -> dict[str, float]:
             "v => ({duration: v.duration, readyState: v.readyState, width: v.videoWidth})",
         )
     )
+
+
+def _wait_api_state(api: httpx.Client, video_id: str, state: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (now := api.get(f"/v1/videos/{video_id}").json()["state"]) != state:
+        assert time.monotonic() < deadline, f"{video_id} is {now}, not {state}"
+        time.sleep(0.2)
 
 
 def _video_count(api: httpx.Client) -> int:
@@ -172,21 +182,73 @@ def test_cancel_a_queued_and_a_running_job(page: Any, api: httpx.Client) -> None
     screenshot(page, "cancelled")
 
 
-def test_a_failed_job_shows_the_reason(page: Any) -> None:
-    """`wanserve up` has no real checkpoints: the engine refuses the A14B model, and says why."""
-    _open(page)
-    _choose_model(page, "wan2.2-t2v-a14b")
-    assert page.input_value("#size") == "1280x720", "that model's default size"
-    page.select_option("#size", "832x480")
-    page.select_option("#num_frames", "5")
-    page.fill("#num_inference_steps", "1")
-    page.fill("#prompt", "a job that cannot run here")
-    video_id = _submit(page)
-    _wait_status(page, video_id, "failed")
+def test_a_failed_job_shows_the_reason(page: Any, models_dir: Path) -> None:
+    """A broken checkpoint (model_index.json naming no Wan pipeline) makes its model served;
+    the engine then refuses it, and the page says why."""
+    if os.environ.get("WANSERVE_WEB_TEST_URL"):
+        pytest.skip("needs the test server's models directory")
+    broken = models_dir / A14B
+    broken.mkdir()
+    try:
+        (broken / "model_index.json").write_text(json.dumps({"_class_name": "NotAPipeline"}))
+        _open(page)
+        _choose_model(page, A14B)
+        assert page.input_value("#size") == "1280x720", "that model's default size"
+        page.select_option("#size", "832x480")
+        page.select_option("#num_frames", "5")
+        page.fill("#num_inference_steps", "1")
+        page.fill("#prompt", "a job that cannot run here")
+        video_id = _submit(page)
+        _wait_status(page, video_id, "failed")
+    finally:
+        shutil.rmtree(broken)
     reason = page.inner_text(f"{_card(video_id)} [data-role=reason]")
     assert reason.startswith("Failed:") and "model_index.json" in reason, reason
     assert page.is_hidden(f"{_card(video_id)} [data-action=cancel]")
     screenshot(page, "failed", full_page=False)
+
+
+def test_offers_only_the_models_this_server_serves(page: Any, api: httpx.Client) -> None:
+    _open(page)
+    offered = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+    served = [m["id"] for m in api.get("/v1/models").json()["data"]]
+    assert offered == served
+    assert A14B not in offered and TINY in offered, "no checkpoint of the A14B model here"
+    everything = api.get("/v1/models", params={"all": "true"}).json()["data"]
+    assert {m["id"] for m in everything if not m["available"]} >= {A14B}
+
+
+def test_queued_card_follows_its_place_in_the_queue(page: Any, api: httpx.Client) -> None:
+    """Jobs made elsewhere (not on this page) leave the queue: the card's place updates live."""
+    _open(page)
+    running = api.post(
+        "/v1/videos",
+        json={"model": TINY, "prompt": "hold the worker", "size": "512x512",
+              "num_inference_steps": 50},
+    ).json()["id"]  # fmt: skip
+    ahead: list[str] = []
+    try:
+        _wait_api_state(api, running, "in_progress")
+        ahead = [
+            api.post("/v1/videos", json={"model": TINY, "prompt": f"ahead {n}"}).json()["id"]
+            for n in range(2)
+        ]
+        _choose_model(page, TINY)
+        page.fill("#prompt", "third in line")
+        page.fill("#num_inference_steps", "1")
+        mine = _submit(page)
+        phase = f"{_card(mine)} [data-role=phase]"
+        page.wait_for_selector(f"{phase}:has-text('2 ahead')", timeout=30_000)
+        for video_id, text in zip(ahead, ("1 ahead", "Next in the queue"), strict=True):
+            api.post(f"/v1/videos/{video_id}/cancel")
+            page.wait_for_selector(f"{phase}:has-text('{text}')", timeout=30_000)
+        screenshot(page, "queue-position", full_page=False)
+        page.locator(_card(mine)).locator("[data-action=cancel]").click()
+        _wait_status(page, mine, "cancelled", timeout=30_000)
+    finally:
+        for video_id in [running, *ahead]:
+            api.post(f"/v1/videos/{video_id}/cancel")
+        _wait_api_state(api, running, "cancelled")
 
 
 def test_history_pages_newest_first_and_reuses_settings(page: Any, api: httpx.Client) -> None:
@@ -273,10 +335,25 @@ def test_image_to_video_with_an_uploaded_picture(
     screenshot(page, "image-to-video", full_page=False)
 
 
-def test_every_model_offers_only_valid_choices_with_its_defaults(page: Any) -> None:
-    """Whatever a person can pick on the form, the server's rules accept."""
-    _open(page)
-    for card in MODELS.values():
+def test_every_model_offers_only_valid_choices_with_its_defaults(
+    page: Any, models_dir: Path
+) -> None:
+    """Whatever a person can pick on the form, the server's rules accept (every model is served
+    here: a model_index.json in the models directory is all it takes to be listed)."""
+    if os.environ.get("WANSERVE_WEB_TEST_URL"):
+        pytest.skip("needs the test server's models directory")
+    placed = [models_dir / card.id for card in MODELS.values() if not card.is_tiny]
+    try:
+        for directory in placed:
+            directory.mkdir()
+            (directory / "model_index.json").write_text("{}")
+        _open(page)
+        offered = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+    finally:
+        for directory in placed:
+            shutil.rmtree(directory, ignore_errors=True)
+    assert sorted(offered) == sorted(MODELS)
+    for card in (MODELS[model_id] for model_id in offered):
         _choose_model(page, card.id)
         sizes = page.eval_on_selector_all("#size option", "os => os.map(o => o.value)")
         frames = page.eval_on_selector_all("#num_frames option", "os => os.map(o => o.value)")

@@ -20,6 +20,7 @@ from wanserve.api.deps import Runtime
 from wanserve.api.metrics import ApiMetrics
 from wanserve.api.problems import install_problem_handlers
 from wanserve.api.routes import health, models, videos
+from wanserve.api.served import ServedModels
 from wanserve.api.service import ServiceConfig, VideoService, new_video_id
 from wanserve.api.submission import UploadLimits
 from wanserve.artifacts.base import ArtifactStore
@@ -48,24 +49,23 @@ def create_app(
         summary="Wan2.2 video generation: the OpenAI Videos API, plus live events and cancel.",
     )
     metrics = ApiMetrics()
+    auth = Authenticator(store, required=keys_required(settings), admin_secret=_secret(settings))
     app.state.runtime = Runtime(
         videos=VideoService(
             store=store,
             queue=queue,
             artifacts=artifacts,
             config=_service_config(settings),
+            served=ServedModels.from_settings(settings),
             clock=clock,
             new_id=new_id,
         ),
-        auth=Authenticator(
-            store,
-            required=keys_required(settings),
-            admin_secret=_secret(settings),
-        ),
+        auth=auth,
         limits=UploadLimits(settings.api.max_image_bytes, settings.api.max_image_pixels),
         default_model=settings.api.default_model,
         public_url=settings.api.public_url.rstrip("/") if settings.api.public_url else None,
         metrics=metrics,
+        metrics_public=settings.api.metrics_public or not auth.required,
         sse_poll_s=sse_poll_s,
         sse_heartbeat_s=sse_heartbeat_s,
     )

@@ -26,6 +26,7 @@ class Runtime:
     default_model: str
     public_url: str | None
     metrics: ApiMetrics
+    metrics_public: bool  # False: GET /metrics needs an admin key
     sse_poll_s: float
     sse_heartbeat_s: float
 

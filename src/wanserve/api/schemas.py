@@ -157,12 +157,16 @@ class ModelPublic(BaseModel):
     defaults: dict[str, Any]
     ranges: dict[str, list[float]]
     default: bool = False  # the model a request without `model` gets (the page preselects it)
+    available: bool = True  # this server serves it (POST /v1/videos accepts it)
 
     @classmethod
-    def from_card(cls, card: ModelCard, *, is_default: bool = False) -> ModelPublic:
+    def from_card(
+        cls, card: ModelCard, *, is_default: bool = False, available: bool = True
+    ) -> ModelPublic:
         return cls(
             id=card.id,
             default=is_default,
+            available=available,
             description=card.description,
             tasks=sorted(t.value for t in card.tasks),
             requires_image=card.requires_image,

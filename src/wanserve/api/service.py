@@ -17,6 +17,7 @@ from typing import Literal
 
 from wanserve.api.eta import StepTimes, eta_seconds, seconds_per_step
 from wanserve.api.keys import Principal
+from wanserve.api.served import ServedModels
 from wanserve.api.submission import Submission
 from wanserve.artifacts.base import ArtifactStore
 from wanserve.artifacts.keys import input_image_key, poster_key, task_prefix
@@ -75,6 +76,7 @@ class VideoService:
         queue: JobQueue,
         artifacts: ArtifactStore,
         config: ServiceConfig,
+        served: ServedModels,
         clock: Callable[[], float],
         new_id: Callable[[], str] = new_video_id,
         seed_factory: Callable[[], int] = _random_seed,
@@ -83,6 +85,7 @@ class VideoService:
         self.queue = queue
         self.artifacts = artifacts
         self.config = config
+        self.served = served
         self.clock = clock
         self._new_id = new_id
         self._seed_factory = seed_factory
@@ -93,10 +96,12 @@ class VideoService:
     ) -> tuple[Task, bool]:
         """Validate, store and enqueue a new task; (task, created).
 
-        Raises InvalidRequest before anything is stored. With an `idempotency_key` already used
+        Raises InvalidRequest before anything is stored (also for a model this server does not
+        serve). With an `idempotency_key` already used
         by this principal: the same request returns the earlier task (created False), another
         request raises IdempotencyConflict.
         """
+        self.served.check(submission.request.model)
         fingerprint = submission.fingerprint()
         task = self._new_task(principal, submission, idempotency_key, fingerprint)
         if idempotency_key is not None:

@@ -5,6 +5,12 @@ Each SSE message is one `TaskEvent`: `id:` is the per-task event id (so a client
 queue's per-task channel and always read back from the store, which stays the one source of
 truth; a periodic re-read covers a missed notification. Comments (`: ping`) keep idle
 connections open. The stream ends after the event that makes the task terminal.
+
+While the task is queued the stream also sends `queue_position` messages whenever its place
+changes (read from the queue at least every `position_poll_s`: other tasks leaving the queue
+notify no channel of this one). They are transient: not in the event log and without `id:`,
+so `Last-Event-ID` resumption only counts stored events, and a position is only meaningful
+now anyway (a reconnect sends the current one).
 """
 
 from __future__ import annotations
@@ -15,11 +21,11 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from wanserve.domain.task import TERMINAL_STATES, TaskEvent
+from wanserve.domain.task import TERMINAL_STATES, TaskEvent, TaskState
 from wanserve.queue.base import JobQueue
 from wanserve.store.base import TaskStore
 
-__all__ = ["format_event", "is_terminal_event", "task_event_stream"]
+__all__ = ["format_event", "format_queue_position", "is_terminal_event", "task_event_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +35,13 @@ _TERMINAL_VALUES = frozenset(state.value for state in TERMINAL_STATES)
 def format_event(event: TaskEvent) -> str:
     data = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
     return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
+
+
+def format_queue_position(task_id: str, position: int, at: float) -> str:
+    """A transient `queue_position` message: TaskEvent's shape, with no id."""
+    event = {"task_id": task_id, "type": "queue_position", "data": {"queue_position": position}}
+    data = json.dumps({**event, "at": at}, separators=(",", ":"))
+    return f"event: queue_position\ndata: {data}\n\n"
 
 
 def is_terminal_event(event: TaskEvent) -> bool:
@@ -44,6 +57,7 @@ async def task_event_stream(
     poll_s: float,
     heartbeat_s: float,
     clock: Callable[[], float],
+    position_poll_s: float = 1.0,
 ) -> AsyncIterator[str]:
     """SSE text for `task_id`'s events with id > `after`, ending after its terminal event."""
     wakeups: asyncio.Queue[str] = asyncio.Queue()
@@ -52,6 +66,9 @@ async def task_event_stream(
         await _wait(wakeups, poll_s)  # subscribed (or known unavailable) before the replay
         yield "retry: 1000\n\n"
         last_sent = clock()
+        task = await store.get_task(task_id)
+        queued = task is not None and task.state == TaskState.QUEUED
+        position: int | None = None
         while True:
             events = await store.list_events(task_id, after_id=after)
             for event in events:
@@ -59,6 +76,8 @@ async def task_event_stream(
                 after = event.id
                 if is_terminal_event(event):
                     return
+                if event.type == "state":
+                    queued = event.data.get("state") == TaskState.QUEUED.value
             if events:
                 last_sent = clock()
             elif await _task_is_over(store, task_id):
@@ -66,7 +85,15 @@ async def task_event_stream(
                 for event in await store.list_events(task_id, after_id=after):
                     yield format_event(event)
                 return
-            await _wait(wakeups, poll_s)
+            if queued:
+                now = await _queue_position(queue, task_id)
+                if now is not None and now != position:
+                    yield format_queue_position(task_id, now, clock())
+                    last_sent = clock()
+                    position = now
+            else:
+                position = None
+            await _wait(wakeups, min(poll_s, position_poll_s) if queued else poll_s)
             if clock() - last_sent >= heartbeat_s:
                 yield ": ping\n\n"
                 last_sent = clock()
@@ -74,6 +101,14 @@ async def task_event_stream(
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await listener
+
+
+async def _queue_position(queue: JobQueue, task_id: str) -> int | None:
+    """The task's place in the queue (0: next), or None (leased, delayed, queue unreachable)."""
+    try:
+        return await queue.position(task_id)
+    except ConnectionError:
+        return None
 
 
 async def _listen(queue: JobQueue, task_id: str, wakeups: asyncio.Queue[str]) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Header
 from starlette.responses import Response
 
 from wanserve.api.deps import RuntimeDep
-from wanserve.domain.errors import BackendUnavailable
+from wanserve.domain.errors import BackendUnavailable, Unauthorized
 
 __all__ = ["router"]
 
@@ -32,7 +34,17 @@ async def get_readiness(runtime: RuntimeDep) -> dict[str, str]:
 
 
 @router.get("/metrics", response_class=Response)
-async def get_metrics(runtime: RuntimeDep) -> Response:
-    """Prometheus exposition: requests, latency, live tasks by state, queue depth."""
+async def get_metrics(
+    runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None
+) -> Response:
+    """Prometheus exposition: requests, latency, live tasks by state, queue depth.
+
+    Open to scrapers (which rarely hold an app key) unless `api.metrics_public` is off on a
+    server that requires keys: then only an admin key reads it (401 otherwise).
+    """
+    if not runtime.metrics_public:
+        principal = await runtime.auth.authenticate(authorization)
+        if not principal.is_admin:
+            raise Unauthorized("/metrics needs an admin key: send Authorization: Bearer <key>")
     body = await runtime.metrics.render(runtime.videos.store)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

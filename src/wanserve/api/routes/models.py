@@ -1,8 +1,14 @@
-"""/v1/models: the served models, with the defaults and ranges a form needs."""
+"""/v1/models: the served models, with the defaults and ranges a form needs.
+
+Like OpenAI's, the list holds only what a request can use here; `?all=true` adds the other known
+models (`available: false`), and `GET /v1/models/{id}` answers for any known id.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from wanserve.api.deps import RuntimeDep
 from wanserve.api.schemas import ModelPublic, ModelsPublic
@@ -15,19 +21,28 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.get("")
-async def list_models(runtime: RuntimeDep) -> ModelsPublic:
-    """Every model id with its sizes, defaults and parameter ranges; the default one flagged."""
+async def list_models(
+    runtime: RuntimeDep, include_all: Annotated[bool, Query(alias="all")] = False
+) -> ModelsPublic:
+    """The served models with sizes, defaults and ranges (the default one flagged); with
+    all=true also the known models this server does not serve (`available: false`)."""
+    served = runtime.videos.served.ids()
+    shown = list(served) + ([m for m in MODELS if m not in served] if include_all else [])
     return ModelsPublic(
         data=[
-            ModelPublic.from_card(card, is_default=card.id == runtime.default_model)
-            for card in MODELS.values()
+            ModelPublic.from_card(
+                MODELS[model_id],
+                is_default=model_id == runtime.default_model,
+                available=model_id in served,
+            )
+            for model_id in shown
         ]
     )
 
 
 @router.get("/{model_id}")
-async def get_model(model_id: str) -> ModelPublic:
-    """One model's card."""
+async def get_model(model_id: str, runtime: RuntimeDep) -> ModelPublic:
+    """One known model's card; `available` says whether this server serves it."""
     card = MODELS.get(model_id)
     if card is None:
         raise NotFound(
@@ -40,4 +55,8 @@ async def get_model(model_id: str) -> ModelPublic:
                 }
             ],
         )
-    return ModelPublic.from_card(card)
+    return ModelPublic.from_card(
+        card,
+        is_default=card.id == runtime.default_model,
+        available=card.id in runtime.videos.served.ids(),
+    )

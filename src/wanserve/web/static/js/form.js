@@ -72,8 +72,10 @@ export class CreateForm {
 
   async loadModels() {
     const body = await api.listModels();
-    const cards = (body.data || []).map(normalizeModel);
-    const raw = new Map((body.data || []).map((card) => [card.id, card]));
+    // GET /v1/models lists the models this server serves; skip any marked unavailable anyway.
+    const served = (body.data || []).filter((card) => card.available !== false);
+    const cards = served.map(normalizeModel);
+    const raw = new Map(served.map((card) => [card.id, card]));
     this.models = new Map(cards.map((card) => [card.id, card]));
     const select = $("model");
     select.replaceChildren();

@@ -24,9 +24,8 @@ const nowSeconds = () => Date.now() / 1000;
 
 /** One job's card: renders a video object and keeps it live until the job ends. */
 class JobCard {
-  constructor(video, { onReuse, onStatus, isNew }) {
+  constructor(video, { onReuse, isNew }) {
     this.onReuse = onReuse;
-    this.onStatus = onStatus;
     this.element = document.getElementById("job-template").content.firstElementChild.cloneNode(true);
     this.element.dataset.id = video.id;
     if (isNew) this.element.classList.add("new");
@@ -49,9 +48,7 @@ class JobCard {
   }
 
   update(video) {
-    const before = this.video && this.status;
     this.video = { ...this.video, ...video };
-    if (before && before !== this.status) this.onStatus?.(this);
     if (this.video.eta_seconds !== undefined && video.eta_seconds !== undefined) {
       this.etaAt = nowSeconds();
     }
@@ -350,25 +347,13 @@ export class JobList {
       known.update(video);
       return known;
     }
-    const card = new JobCard(video, {
-      onReuse: this.onReuse,
-      onStatus: (changed) => this.positionsMoved(changed),
-      isNew,
-    });
+    const card = new JobCard(video, { onReuse: this.onReuse, isNew });
     this.cards.set(video.id, card);
     if (atTop) this.list.prepend(card.element);
     else this.list.append(card.element);
     card.start();
     this.updateEmpty();
     return card;
-  }
-
-  /** A job left the queue or ended: the queued ones behind it moved up (one GET each). */
-  positionsMoved(changed) {
-    if (changed.status === "queued") return;
-    for (const card of this.cards.values()) {
-      if (card !== changed && card.status === "queued") card.refresh().catch(() => {});
-    }
   }
 
   updateEmpty() {

@@ -1,0 +1,57 @@
+"""Which models this server serves: `GET /v1/models` lists them and `POST /v1/videos` accepts
+only them.
+
+An explicit list (`settings.api.models`) wins: in production the API usually cannot see the
+engines' disk. Without one, the tiny models are served (the engine builds them on demand) plus
+every model with a diffusers checkpoint at `<models_dir>/<id>/model_index.json`; the directory is
+looked at on each call, so a checkpoint copied in later is served without a restart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wanserve.domain.errors import InvalidRequest
+from wanserve.domain.models import MODELS, TINY_MODEL_IDS
+from wanserve.settings import Settings
+
+__all__ = ["ServedModels"]
+
+
+class ServedModels:
+    def __init__(self, explicit: list[str] | None, models_dir: Path) -> None:
+        """Raises InvalidRequest (field `api.models`) for an id that is no known model."""
+        for model_id in explicit or ():
+            if model_id not in MODELS:
+                raise InvalidRequest(
+                    "api.models", model_id, f"must list ids among {', '.join(sorted(MODELS))}"
+                )
+        self._explicit = tuple(dict.fromkeys(explicit)) if explicit is not None else None
+        self._models_dir = models_dir
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServedModels:
+        models_dir = settings.engine.models_dir or settings.data_dir / "models"
+        return cls(settings.api.models, models_dir)
+
+    def ids(self) -> tuple[str, ...]:
+        """The served ids, in the registry's order (explicit lists keep theirs)."""
+        if self._explicit is not None:
+            return self._explicit
+        return tuple(
+            model_id
+            for model_id in MODELS
+            if model_id in TINY_MODEL_IDS
+            or (self._models_dir / model_id / "model_index.json").is_file()
+        )
+
+    def rule(self) -> str:
+        served = self.ids()
+        if not served:
+            return "this server serves no model (see WANSERVE_API__MODELS)"
+        return f"must be a model this server serves: {', '.join(served)}"
+
+    def check(self, model_id: str) -> None:
+        """Raises InvalidRequest naming `model`, the id and the served ids unless it is served."""
+        if model_id not in self.ids():
+            raise InvalidRequest("model", model_id, self.rule())
