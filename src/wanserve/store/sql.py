@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wanserve.domain.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from wanserve.domain.task import Task, TaskEvent, TaskState
-from wanserve.store.base import ApiKey, TaskPage
+from wanserve.store.base import ApiKey, TaskPage, over_stored
 from wanserve.store.migrations import upgrade
 from wanserve.store.tables import api_keys, task_events, tasks, usage
 
@@ -125,17 +125,23 @@ class SqlStore:
     async def save_task(
         self, task: Task, events: Sequence[tuple[str, dict[str, Any]]] = ()
     ) -> list[TaskEvent]:
-        values = _task_row(task) | {"last_event_id": tasks.c.last_event_id + len(events)}
-        stmt = (
+        # The first UPDATE takes the row (Postgres) or the write lock (SQLite) and returns what
+        # the rule of `over_stored` needs, so no writer can slip in before the second one.
+        claim = (
             tasks.update()
             .where(tasks.c.id == task.id)
-            .values(values)
-            .returning(tasks.c.last_event_id)
+            .values(last_event_id=tasks.c.last_event_id + len(events))
+            .returning(
+                tasks.c.last_event_id, tasks.c.state, tasks.c.data["cancel_requested"].as_boolean()
+            )
         )
         async with self._write() as conn:
-            last = (await conn.execute(stmt)).scalar_one_or_none()
-            if last is None:
+            row = (await conn.execute(claim)).first()
+            if row is None:
                 raise NotFound(f"task {task.id} does not exist", task_id=task.id)
+            last, state, cancel_requested = row
+            task = over_stored(task, TaskState(state), bool(cancel_requested))
+            await conn.execute(tasks.update().where(tasks.c.id == task.id).values(_task_row(task)))
             return await self._insert_events(conn, task.id, last - len(events) + 1, events)
 
     async def list_tasks(
