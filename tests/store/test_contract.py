@@ -11,9 +11,18 @@ import pytest
 from tests.fakes.clock import FakeClock
 from tests.fakes.store import InMemoryStore
 from tests.fixtures.store import make_task, open_sql_store
-from wanserve.domain.errors import Conflict, InvalidRequest, NotFound
+from wanserve.domain.errors import Conflict, InvalidRequest, InvalidTransition, NotFound
 from wanserve.domain.events import Phase
-from wanserve.domain.task import TaskError, TaskResult, TaskState, complete, fail, start
+from wanserve.domain.task import (
+    TaskError,
+    TaskResult,
+    TaskState,
+    complete,
+    fail,
+    record_step,
+    request_cancel,
+    start,
+)
 from wanserve.store.base import ApiKey, TaskStore
 
 
@@ -120,6 +129,37 @@ class TestTaskStoreContract:
         ids = sorted(e.id for batch in batches for e in batch)
         assert ids == list(range(2, 18))
         assert [e.id for e in await store.list_events("t1")] == list(range(1, 18))
+
+    async def test_a_stale_save_never_clears_a_cancel_request(
+        self, store: TaskStore, fake_clock: FakeClock
+    ) -> None:
+        running = start(await store.create_task(make_task("t1")), fake_clock.now(), "local")
+        await store.save_task(running)
+        await store.save_task(request_cancel(running, fake_clock.now()), [("state", {})])
+        # the dispatcher's copy was read before the cancel request
+        progressed = record_step(running, 3, 8, fake_clock.advance(1))
+        [event] = await store.save_task(progressed, [("step", {"step": 3})])
+        stored = await store.get_task("t1")
+        assert stored is not None
+        assert stored.cancel_requested and stored.step == 3
+        assert stored == progressed.model_copy(update={"cancel_requested": True})
+        assert event.id == 3
+
+    async def test_a_stale_save_never_reopens_a_terminal_task(
+        self, store: TaskStore, fake_clock: FakeClock
+    ) -> None:
+        running = start(await store.create_task(make_task("t1")), fake_clock.now(), "local")
+        await store.save_task(running)
+        done = complete(running, _result(), fake_clock.advance(1), expires_at=None)
+        await store.save_task(done, [("state", {"state": "completed"})])
+        # the API's cancel was computed from a copy read before the task completed
+        with pytest.raises(InvalidTransition, match="state is completed"):
+            await store.save_task(request_cancel(running, fake_clock.now()), [("state", {})])
+        assert await store.get_task("t1") == done
+        assert [e.id for e in await store.list_events("t1")] == [1, 2]
+        expired = done.model_copy(update={"result": None, "expires_at": None})
+        [event] = await store.save_task(expired, [("expired", {})])  # terminal to terminal
+        assert event.id == 3 and await store.get_task("t1") == expired
 
     async def test_save_unknown_task_is_not_found(self, store: TaskStore) -> None:
         with pytest.raises(NotFound):

