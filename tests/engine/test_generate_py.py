@@ -544,3 +544,53 @@ def test_cli_sigterm_cancels_with_its_exit_code_and_no_orphan(tmp_path: Path, ck
     last = parse_event(events_file.read_text().splitlines()[-1])
     assert isinstance(last, CancelledEvent)
     assert not _alive(pid)
+
+
+def test_engine_run_with_the_generate_py_runner_is_the_same_run(tmp_path: Path, ckpt: Path) -> None:
+    """`python -m wanserve.engine run --runner generate-py` runs generate.py like the runner's
+    own entry point: same events, same video."""
+    argv = _write_inputs(tmp_path, ckpt, _spec(tmp_path), {"FAKE_WAN_STEP_S": "0.01"})
+    spec, config = argv[-3], argv[-1]
+    engine_argv = [sys.executable, "-m", "wanserve.engine", "run", "--spec", spec]
+    engine_argv += ["--runner", "generate-py", "--generate-py-config", config]
+    done = subprocess.run(
+        engine_argv, env=subprocess_env(), capture_output=True, text=True, timeout=WAIT_S
+    )
+    assert done.returncode == ExitCode.OK, done.stderr
+    events = [parse_event(line) for line in done.stdout.splitlines()]
+    result = events[-1]
+    assert isinstance(result, ResultEvent) and result.frames == 5
+    assert result.path == str(tmp_path / "out" / "video.mp4")
+    assert [e.step for e in events if isinstance(e, StepEvent)][-1] == 8
+    assert "Generating video" in done.stderr
+    video = (tmp_path / "out" / "video.mp4").read_bytes()
+    assert hashlib.sha256(video).hexdigest() == result.sha256
+    (tmp_path / "out" / "video.mp4").unlink()
+    own = subprocess.run(
+        argv, env=subprocess_env(), capture_output=True, text=True, timeout=WAIT_S, check=False
+    )
+    assert own.returncode == ExitCode.OK, own.stderr
+    assert parse_event(own.stdout.splitlines()[-1]).sha256 == result.sha256  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--runner", "generate-py"], "--runner generate-py needs --generate-py-config"),
+        (["--generate-py-config", "c.yaml"], "--generate-py-config needs --runner generate-py"),
+        (["--runner", "generate-py", "--generate-py-config", "c.yaml", "--fsdp"], "--fsdp is for"),
+        (
+            ["--runner", "generate-py", "--generate-py-config", "c.yaml", "--ulysses", "2"],
+            "--ulysses is for",
+        ),
+    ],
+)
+def test_engine_run_refuses_mixed_runner_flags(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    argv = [sys.executable, "-m", "wanserve.engine", "run", "--spec", "s.json", *flags]
+    done = subprocess.run(
+        argv, env=subprocess_env(), capture_output=True, text=True, timeout=WAIT_S, check=False
+    )
+    assert done.returncode == ExitCode.INVALID
+    assert message in done.stderr

@@ -23,7 +23,7 @@ __all__ = [
 
 _HOMES = {
     "Engine": "engine",
-    "OutputTarget": "engine",
+    "OutputTarget": "outputs",
     "EventSink": "sinks",
     "open_sink": "sinks",
     "ParallelPlan": "parallel",

@@ -1,6 +1,7 @@
 """`python -m wanserve.engine run|serve`: the engine's process entry points (also under torchrun).
 
     run   --spec FILE [--events SINK] [--ulysses N] [--cfg-parallel] [--fsdp] [--save-frames F.npy]
+    run   --spec FILE --runner generate-py --generate-py-config FILE [--events SINK]
     serve --model ID|DIR [--events SINK] [--ulysses N] [--cfg-parallel] [--fsdp]
 
 Logs go to stderr; events go to the sink (stdout by default); the exit code is an ExitCode.
@@ -44,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run one VideoSpec (JSON file) and exit")
     run.add_argument("--spec", type=Path, required=True)
     run.add_argument("--save-frames", type=Path, default=None, help="debug: decoded frames .npy")
+    run.add_argument(
+        "--runner",
+        choices=["diffusers", "generate-py"],
+        default="diffusers",
+        help="diffusers: this engine; generate-py: the operator's Wan2.2 generate.py",
+    )
+    run.add_argument("--generate-py-config", type=Path, default=None, help="GeneratePyConfig file")
     add_parallel_flags(run)
     serve = commands.add_parser("serve", help="load once, run specs sent on stdin (warm engine)")
     serve.add_argument("--model", required=True, help="a model id or a checkpoint directory")
@@ -52,8 +60,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     _setup_logging()
+    if args.command == "run" and (args.runner == "generate-py" or args.generate_py_config):
+        _check_generate_py_flags(parser, args)
+        from wanserve.engine.generate_py import run_from_files
+
+        return int(run_from_files(args.spec, args.generate_py_config, args.events))
     from wanserve.engine.parallel import ParallelPlan
 
     plan = ParallelPlan(ulysses=args.ulysses, cfg_parallel=args.cfg_parallel, fsdp=args.fsdp)
@@ -65,6 +79,20 @@ def main(argv: list[str] | None = None) -> int:
             serve(ServeOptions(args.model, plan, models_dir, args.events, args.device, args.dtype))
         )
     return int(_run(args, plan, models_dir))
+
+
+def _check_generate_py_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """generate.py takes its parallelism from its config: engine-only flags are errors (exit 2)."""
+    if args.runner != "generate-py":
+        parser.error("--generate-py-config needs --runner generate-py")
+    if args.generate_py_config is None:
+        parser.error("--runner generate-py needs --generate-py-config FILE")
+    defaults: dict[str, object] = {"ulysses": 1, "cfg_parallel": False, "fsdp": False}
+    defaults |= {"save_frames": None, "models_dir": None, "device": "auto", "dtype": "auto"}
+    for name, default in defaults.items():
+        if getattr(args, name) != default:
+            flag = "--" + name.replace("_", "-")
+            parser.error(f"{flag} is for --runner diffusers (generate.py reads its config)")
 
 
 def _run(args: argparse.Namespace, plan: object, models_dir: Path) -> ExitCode:

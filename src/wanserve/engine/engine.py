@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,7 @@ from wanserve.engine.checks import agree_on_checks, check_spec_fits
 from wanserve.engine.control import CancelToken, agree_to_stop
 from wanserve.engine.faults import FaultPlan
 from wanserve.engine.loading import CheckpointInfo, inspect_checkpoint, load_components
+from wanserve.engine.outputs import OutputTarget, S3Output, parse_output, upload
 from wanserve.engine.parallel import (
     ParallelPlan,
     apply_parallelism,
@@ -53,18 +55,6 @@ logger = logging.getLogger(__name__)
 
 Outcome = Literal["completed", "cancelled"]
 DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
-
-
-@dataclass(frozen=True)
-class OutputTarget:
-    """Where rank 0 writes the video and its poster."""
-
-    video: Path
-    poster: Path
-
-    @classmethod
-    def in_directory(cls, directory: Path) -> OutputTarget:
-        return cls(directory / "video.mp4", directory / "poster.jpg")
 
 
 @dataclass
@@ -103,15 +93,16 @@ class Engine:
         spec: VideoSpec,
         reporter: Reporter,
         token: CancelToken,
-        target: OutputTarget | None = None,
+        target: OutputTarget | S3Output | None = None,
         save_frames: Path | None = None,
     ) -> Outcome:
-        """Run `spec` on this rank; rank 0 writes the files and emits the result event."""
+        """Run `spec` on this rank; rank 0 writes (or uploads) the files and emits the result
+        event. `target` defaults to `spec.output`: a directory or `s3://bucket/prefix`."""
 
-        def checks() -> tuple[OutputTarget, Any]:
+        def checks() -> tuple[OutputTarget | S3Output, Any]:
             self._faults.before_run(self.runtime.rank)
             check_spec_fits(spec, self.info, self.pipeline.components, self.plan)
-            return target or _default_target(spec), _load_image(spec)
+            return target or parse_output(spec.output), _load_image(spec)
 
         target, image = agree_on_checks(self.runtime, checks)
         _reset_peak_memory(self.runtime.device)
@@ -175,7 +166,7 @@ class Engine:
         latents: torch.Tensor,
         reporter: Reporter,
         token: CancelToken,
-        target: OutputTarget,
+        target: OutputTarget | S3Output,
         save_frames: Path | None,
     ) -> Outcome:
         reporter.phase(Phase.DECODING)
@@ -188,20 +179,24 @@ class Engine:
             return "cancelled"
         reporter.phase(Phase.ENCODING_VIDEO)
         pixels = to_uint8(frames)
-        staging = target.video.parent / f".{target.video.name}.{os.getpid()}.partial"
-        staging.mkdir(parents=True, exist_ok=True)
+        staging = _staging_dir(target)
         try:
             video = write_mp4(pixels, staging / "video.mp4", spec.fps)
             write_poster(pixels[0], staging / "poster.jpg")
-            reporter.phase(Phase.WRITING)
-            os.replace(staging / "video.mp4", target.video)
-            os.replace(staging / "poster.jpg", target.poster)
+            if isinstance(target, S3Output):
+                reporter.phase(Phase.UPLOADING)
+                path, poster = upload(target, staging / "video.mp4", staging / "poster.jpg")
+            else:
+                reporter.phase(Phase.WRITING)
+                os.replace(staging / "video.mp4", target.video)
+                os.replace(staging / "poster.jpg", target.poster)
+                path, poster = str(target.video), str(target.poster)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         reporter.emit(
             ResultEvent,
-            path=str(target.video),
-            poster=str(target.poster),
+            path=path,
+            poster=poster,
             bytes=video.bytes,
             sha256=video.sha256,
             frames=video.frames,
@@ -213,10 +208,14 @@ class Engine:
         return "completed"
 
 
-def _default_target(spec: VideoSpec) -> OutputTarget:
-    if not spec.output:
-        raise InvalidRequest("output", spec.output, "must name the directory to write into")
-    return OutputTarget.in_directory(Path(spec.output))
+def _staging_dir(target: OutputTarget | S3Output) -> Path:
+    """Where the files are encoded: beside a local target (so the final rename is atomic),
+    else a private temporary directory (an S3 upload)."""
+    if isinstance(target, S3Output):
+        return Path(tempfile.mkdtemp(prefix="wanserve-output-"))
+    staging = target.video.parent / f".{target.video.name}.{os.getpid()}.partial"
+    staging.mkdir(parents=True, exist_ok=True)
+    return staging
 
 
 def _load_image(spec: VideoSpec) -> Any:

@@ -60,6 +60,7 @@ __all__ = [
     "Invocation",
     "build_invocation",
     "exit_code_of",
+    "run_from_files",
     "wan_task",
 ]
 
@@ -202,26 +203,33 @@ class GeneratePyRunner:
         return restore
 
 
+def run_from_files(spec_path: Path, config_path: Path, events: str | None) -> ExitCode:
+    """Run the VideoSpec in `spec_path` with the GeneratePyConfig in `config_path`, events to
+    the sink `events` names (what both command lines do)."""
+    from wanserve.engine.sinks import open_sink
+
+    spec = VideoSpec.model_validate_json(spec_path.read_text())
+    config = GeneratePyConfig.from_file(config_path)
+    sink = open_sink(events)
+    try:
+        return GeneratePyRunner(config).run(spec, sink)
+    finally:
+        sink.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m wanserve.engine.generate_py --spec SPEC.json --config CONFIG [--events SINK]`.
 
     SINK as for `python -m wanserve.engine run`: `-`/`stdout`, a file, or a redis:// stream.
+    `python -m wanserve.engine run --runner generate-py --generate-py-config CONFIG` is the same.
     """
-    from wanserve.engine.sinks import open_sink
-
     parser = argparse.ArgumentParser(prog="python -m wanserve.engine.generate_py")
     parser.add_argument("--spec", type=Path, required=True, help="VideoSpec JSON file")
     parser.add_argument("--config", type=Path, required=True, help="GeneratePyConfig JSON/YAML")
     parser.add_argument("--events", default=None, help="-/stdout, a file, or redis://...?stream=K")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    spec = VideoSpec.model_validate_json(args.spec.read_text())
-    config = GeneratePyConfig.from_file(args.config)
-    sink = open_sink(args.events)
-    try:
-        return int(GeneratePyRunner(config).run(spec, sink))
-    finally:
-        sink.close()
+    return int(run_from_files(args.spec, args.config, args.events))
 
 
 if __name__ == "__main__":
