@@ -119,7 +119,7 @@ async def _wait_state(services: Services, task_id: str, states: set[TaskState]) 
 
 
 async def dispatch_latency(services: Services, tasks: int) -> tuple[list[float], list[float]]:
-    dispatcher = build_dispatcher(services, InstantBackend())  # type: ignore[arg-type]
+    dispatcher = build_dispatcher(services, InstantBackend())
     running = asyncio.create_task(dispatcher.run())
     request = VideoRequest(model="wan2.2-tiny", prompt="bench")
     from_submit, from_enqueue = [], []
@@ -154,7 +154,7 @@ async def warm_overhead(
     settings = services.settings
     options = LocalOptions(env={"WANSERVE_ENGINE__MODELS_DIR": str(models_dir)})
     backend = Timed(WarmPoolBackend(options, settings.data_dir / "logs"))
-    dispatcher = build_dispatcher(services, backend)  # type: ignore[arg-type]
+    dispatcher = build_dispatcher(services, backend)
     running = asyncio.create_task(dispatcher.run())
     results = []
     try:

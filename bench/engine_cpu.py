@@ -103,7 +103,7 @@ def _run(
         stderr=subprocess.DEVNULL,
         timeout=1800,
     )
-    stamps = [
+    stamps: list[float] = [
         e["at"] for e in map(json.loads, events.read_text().splitlines()) if e["type"] == "step"
     ]
     per_step = statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False))

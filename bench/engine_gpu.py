@@ -25,13 +25,36 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
 
-MODELS: dict[str, dict[str, object]] = {
+if TYPE_CHECKING:
+    import torch
+
+
+class TransformerConfig(TypedDict, total=False):
+    """Keyword arguments of diffusers' `WanTransformer3DModel` that this benchmark sets."""
+
+    patch_size: tuple[int, int, int]
+    num_layers: int
+    num_attention_heads: int
+    attention_head_dim: int
+    ffn_dim: int
+    in_channels: int
+    out_channels: int
+    text_dim: int
+    freq_dim: int
+    cross_attn_norm: bool
+    qk_norm: str
+    eps: float
+    rope_max_seq_len: int
+
+
+MODELS: dict[str, TransformerConfig] = {
     "a14b": {"num_layers": 40, "num_attention_heads": 40, "ffn_dim": 13824, "in_channels": 16},
     "a14b-i2v": {"num_layers": 40, "num_attention_heads": 40, "ffn_dim": 13824, "in_channels": 36},
     "5b": {"num_layers": 30, "num_attention_heads": 24, "ffn_dim": 14336, "in_channels": 48},
 }
-COMMON: dict[str, object] = {
+COMMON: TransformerConfig = {
     "patch_size": (1, 2, 2),
     "attention_head_dim": 128,
     "text_dim": 4096,
@@ -41,7 +64,7 @@ COMMON: dict[str, object] = {
     "eps": 1e-6,
     "rope_max_seq_len": 1024,
 }
-TINY: dict[str, object] = {
+TINY: TransformerConfig = {
     "num_layers": 2,
     "num_attention_heads": 2,
     "attention_head_dim": 12,
@@ -85,8 +108,8 @@ def latents_for(model: str, width: int, height: int, frames: int) -> Latents:
     return Latents(z, (frames - 1) // 4 + 1, height // spatial, width // spatial)
 
 
-def config_for(model: str, tiny: bool) -> dict[str, object]:
-    config = {**COMMON, **MODELS[model]}
+def config_for(model: str, tiny: bool) -> TransformerConfig:
+    config: TransformerConfig = {**COMMON, **MODELS[model]}
     if model == "5b":
         config["out_channels"] = 48
     else:
@@ -96,8 +119,12 @@ def config_for(model: str, tiny: bool) -> dict[str, object]:
     return config
 
 
-def build(model: str, tiny: bool, device: str):  # type: ignore[no-untyped-def]
-    """A random-weight bf16 transformer on `device`, built without a float32 copy."""
+def build(model: str, tiny: bool, device: str) -> Any:
+    """A random-weight bf16 transformer on `device`, built without a float32 copy.
+
+    Typed `Any`: diffusers' model classes are untyped (mypy sees the top-level export as its
+    placeholder class).
+    """
     import torch
     from diffusers import WanTransformer3DModel
     from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
@@ -106,7 +133,9 @@ def build(model: str, tiny: bool, device: str):  # type: ignore[no-untyped-def]
     diffusers_logging.set_verbosity_error()  # the keep-in-float32 notice: handled below
     config = config_for(model, tiny)
     with torch.device("meta"):
-        net = WanTransformer3DModel(**config).to(torch.bfloat16)
+        # untyped third-party constructor (diffusers' @register_to_config __init__)
+        net: Any = WanTransformer3DModel(**config)  # type: ignore[no-untyped-call]
+        net = net.to(torch.bfloat16)
     keep = net._keep_in_fp32_modules or []  # as from_pretrained(torch_dtype=bfloat16) keeps them
     for name, param in net.named_parameters():
         if any(part in keep for part in name.split(".")):
@@ -123,7 +152,9 @@ def build(model: str, tiny: bool, device: str):  # type: ignore[no-untyped-def]
     return net.eval().requires_grad_(False)
 
 
-def inputs(model: str, latents: Latents, text_dim: int, device: str):  # type: ignore[no-untyped-def]
+def inputs(
+    model: str, latents: Latents, text_dim: int, device: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     import torch
 
     hidden = torch.randn(latents.shape, device=device, dtype=torch.bfloat16)
@@ -157,9 +188,10 @@ def run_case(model: str, size: str, args: argparse.Namespace, device: str) -> di
     passes = 1 if args.no_cfg else 2
 
     def step() -> torch.Tensor:
-        out = None
+        out: torch.Tensor | None = None
         for _ in range(passes):  # conditional, then unconditional, as Wan2.2 and diffusers run
             out = net(hidden, timestep=timestep, encoder_hidden_states=text, return_dict=False)[0]
+        assert out is not None  # passes is 1 or 2
         return out
 
     with torch.inference_mode():

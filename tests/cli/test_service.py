@@ -36,7 +36,7 @@ def test_open_api_on_a_public_address_is_refused_unless_allowed(
     settings = Settings(
         api={
             "host": host,
-            "require_keys": require_keys,  # type: ignore[arg-type]
+            "require_keys": require_keys,
             "allow_open": allow_open,
         }
     )
@@ -47,9 +47,9 @@ def test_open_api_on_a_public_address_is_refused_unless_allowed(
 
 
 def test_make_backend_builds_the_local_backend_or_the_warm_pool(tmp_path: Path) -> None:
-    local = make_backend(Settings(data_dir=tmp_path, engine={"nproc": 2}))  # type: ignore[arg-type]
+    local = make_backend(Settings(data_dir=tmp_path, engine={"nproc": 2}))
     assert isinstance(local, LocalBackend) and local.gpus_per_run == 2
     env = local.options.env
     assert env["WANSERVE_ENGINE__MODELS_DIR"] == str(tmp_path / "models")
-    warm = make_backend(Settings(data_dir=tmp_path, engine={"warm": True}))  # type: ignore[arg-type]
+    warm = make_backend(Settings(data_dir=tmp_path, engine={"warm": True}))
     assert isinstance(warm, WarmPoolBackend)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -85,7 +87,7 @@ def test_terminal_states_refuse_every_move_with_the_rule() -> None:
         start(done, 3.0, "x")
     assert isinstance(info.value, Conflict) and info.value.status == 409
     assert "terminal" in info.value.detail
-    moves = [
+    moves: list[Callable[[Task], Task]] = [
         lambda t: fail(t, BOOM, 3.0),
         lambda t: requeue(t, 3.0),
         lambda t: mark_cancelled(t, 3.0),
