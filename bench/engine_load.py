@@ -43,6 +43,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -80,7 +81,8 @@ def build_checkpoint(directory: Path, size_gb: float) -> list[Path]:
     shutil.rmtree(directory / "transformer")
     layers = max(1, round(size_gb * 1e9 / 2 / _params_per_layer()))
     with torch.device("meta"):
-        model = WanTransformer3DModel(num_layers=layers, **BLOCK).to(torch.bfloat16)
+        model: Any = WanTransformer3DModel(num_layers=layers, **BLOCK)  # type: ignore[no-untyped-call]  # diffusers is untyped
+        model = model.to(torch.bfloat16)
     # As from_pretrained(torch_dtype=bfloat16) leaves it: these small parts stay in float32.
     keep = model._keep_in_fp32_modules or []
     for name, param in model.named_parameters():
@@ -107,9 +109,12 @@ def _params_per_layer() -> int:
     from diffusers import WanTransformer3DModel
 
     with torch.device("meta"):
-        one = WanTransformer3DModel(num_layers=1, **BLOCK)
-        two = WanTransformer3DModel(num_layers=2, **BLOCK)
-    return sum(p.numel() for p in two.parameters()) - sum(p.numel() for p in one.parameters())
+        one: Any = WanTransformer3DModel(num_layers=1, **BLOCK)  # type: ignore[no-untyped-call]  # diffusers is untyped
+        two: Any = WanTransformer3DModel(num_layers=2, **BLOCK)  # type: ignore[no-untyped-call]  # diffusers is untyped
+    per_layer: int = sum(p.numel() for p in two.parameters()) - sum(
+        p.numel() for p in one.parameters()
+    )
+    return per_layer
 
 
 def drop_cache(files: list[Path]) -> None:
@@ -142,7 +147,7 @@ def load(directory: Path, args: argparse.Namespace) -> list[torch.nn.Module]:
     if args.loader == "diffusers":
         from diffusers import WanTransformer3DModel
 
-        model = WanTransformer3DModel.from_pretrained(
+        model = WanTransformer3DModel.from_pretrained(  # type: ignore[no-untyped-call]
             directory / "transformer", torch_dtype=torch.bfloat16, disable_mmap=args.no_mmap
         )
         return [model]
@@ -241,7 +246,7 @@ def main() -> None:
     diffusers_logging.disable_progress_bar()
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped
     torch.set_num_threads(max(1, (os.cpu_count() or 1)))
     with tempfile.TemporaryDirectory(prefix="wanserve-load-") as tmp:
         directory = args.dir or Path(tmp) / "checkpoint"

@@ -32,6 +32,7 @@ async def test_completes_a_task_uploads_its_files_and_records_usage(harness: Har
     assert done.result.poster_key == f"tasks/{task.id}/poster.jpg"
     video = b"".join([chunk async for chunk in harness.artifacts.open(done.result.video_key)])
     assert video == f"video of {task.id} attempt 1".encode()
+    assert done.completed_at is not None
     assert done.expires_at == pytest.approx(done.completed_at + 600.0)
     assert done.phase == Phase.DONE and done.step == 4 and done.total_steps == 4
     assert {"loading", "denoising", "uploading"} <= set(done.timings)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import re
+from typing import Any
 
 import pytest
-from tqdm import tqdm  # type: ignore[import-untyped]
+from tqdm import tqdm
 
 from wanserve.domain.events import ExpertSwitchEvent, Phase, PhaseEvent, StepEvent
 from wanserve.engine.tqdm_progress import (
@@ -18,7 +19,7 @@ from wanserve.engine.tqdm_progress import (
 )
 
 
-def _tqdm_output(total: int, **kwargs: object) -> list[str]:
+def _tqdm_output(total: int, **kwargs: Any) -> list[str]:
     """What `tqdm(range(total))` writes to its stream, split where a reader splits it."""
     stream = io.StringIO()
     for _ in tqdm(range(total), file=stream, mininterval=0, miniters=1, **kwargs):
