@@ -137,6 +137,8 @@ def _follow(base: str, video_id: str, seen: list[dict[str, Any]]) -> None:
                 timeout=httpx.Timeout(10, read=60),
             ) as response:
                 for event in read_sse(response.iter_lines()):
+                    if event.id is None:
+                        continue  # a transient queue_position message: not in the event log
                     seen.append(event.data)
                     if event.type == "state" and event.data["data"]["state"] == "completed":
                         return
