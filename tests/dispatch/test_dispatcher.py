@@ -15,6 +15,7 @@ from tests.fakes.backend import (
     SilentExitBackend,
     SleepyBackend,
     SlowToStopBackend,
+    UploadingBackend,
 )
 from wanserve.domain.events import Phase
 from wanserve.domain.task import TaskState, start
@@ -46,6 +47,19 @@ async def test_completes_a_task_uploads_its_files_and_records_usage(harness: Har
     assert usage["gpu_seconds"] == pytest.approx(2 * usage["wall_seconds"])
     assert done.gpu_seconds == pytest.approx(usage["gpu_seconds"])
     assert not (harness.config.workdir / task.id).exists()  # scratch space cleaned
+
+
+async def test_an_upload_the_engine_reported_is_logged_once(harness: Harness) -> None:
+    harness.start(UploadingBackend())
+    task = await harness.submit()
+    done = await harness.wait(task.id)
+    await harness.stop()
+
+    assert done.state == TaskState.COMPLETED
+    phases = [
+        e.data["phase"] for e in await harness.store.list_events(task.id) if e.type == "phase"
+    ]
+    assert phases.count("uploading") == 1, phases
 
 
 async def test_publishes_each_new_event_id_to_listeners(harness: Harness) -> None:

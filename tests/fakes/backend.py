@@ -33,6 +33,7 @@ __all__ = [
     "SilentExitBackend",
     "SleepyBackend",
     "SlowToStopBackend",
+    "UploadingBackend",
 ]
 
 
@@ -104,6 +105,16 @@ class InstantBackend:
             width=spec.width,
             height=spec.height,
         )
+
+
+class UploadingBackend(InstantBackend):
+    """Reports its own upload before the result, as the engine does with an s3:// output."""
+
+    async def _events(self, run: Run, stop: asyncio.Event) -> AsyncIterator[EngineEvent]:
+        async for event in super()._events(run, stop):
+            if isinstance(event, ResultEvent):
+                yield PhaseEvent(task_id=run.task_id, at=time.time(), phase=Phase.UPLOADING)
+            yield event
 
 
 class SleepyBackend(InstantBackend):

@@ -253,9 +253,9 @@ class Attempt:
         await self._failed(TaskError(code="interrupted", message=message, retryable=True))
 
     async def _complete(self, event: ResultEvent) -> None:
-        now = self._s.clock()
-        self.task = record_phase(self.task, Phase.UPLOADING, now)
-        await self._s.recorder.save(self.task, [("phase", {"phase": Phase.UPLOADING.value})])
+        if self.task.phase != Phase.UPLOADING:  # an engine with an s3:// output reported it
+            self.task = record_phase(self.task, Phase.UPLOADING, self._s.clock())
+            await self._s.recorder.save(self.task, [("phase", {"phase": Phase.UPLOADING.value})])
         try:
             result = await self._upload(event)
         except Exception as error:  # an upload failure is a retryable failure
