@@ -115,7 +115,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
     if url := os.environ.get("WANSERVE_WEB_TEST_URL"):
         yield url.rstrip("/")
         return
-    with running_up(tmp_path_factory.mktemp("wanserve-up"), models_dir) as base:
+    # Each denoising step lasts at least 0.1 s, so a live phase stays on screen long enough to be
+    # seen however fast the tiny model runs (a bare 6-step run can pass in a blink).
+    up = running_up(
+        tmp_path_factory.mktemp("wanserve-up"), models_dir, WANSERVE_ENGINE_STEP_DELAY="0.1"
+    )
+    with up as base:
         yield base
 
 
