@@ -8,11 +8,11 @@ Each writes real files into `spec.output` when it succeeds, records what it was 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from tests.fakes.engine import write_result
 from wanserve.backends.base import Run
 from wanserve.domain.events import (
     CancelledEvent,
@@ -86,25 +86,8 @@ class InstantBackend:
         yield self._result(run)
 
     def _result(self, run: Run) -> ResultEvent:
-        out = Path(run.spec.output or run.workdir)
-        out.mkdir(parents=True, exist_ok=True)
         data = f"video of {run.task_id} attempt {run.attempt}".encode()
-        (out / "video.mp4").write_bytes(data)
-        (out / "poster.jpg").write_bytes(b"poster")
-        spec = run.spec
-        return ResultEvent(
-            task_id=run.task_id,
-            at=time.time(),
-            path=str(out / "video.mp4"),
-            poster=str(out / "poster.jpg"),
-            bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            frames=spec.num_frames,
-            fps=spec.fps,
-            duration=spec.seconds,
-            width=spec.width,
-            height=spec.height,
-        )
+        return write_result(Path(run.spec.output or run.workdir), run.spec, run.task_id, data)
 
 
 class UploadingBackend(InstantBackend):

@@ -47,13 +47,17 @@ def _on_term(*_: object) -> None:
 
 
 def _result(spec: VideoSpec) -> ResultEvent:
-    out = Path(spec.output or ".")
-    out.mkdir(parents=True, exist_ok=True)
     data = f"fake video {spec.task_id} seed {spec.seed}".encode()
+    return write_result(Path(spec.output or "."), spec, spec.task_id, data)
+
+
+def write_result(out: Path, spec: VideoSpec, task_id: str | None, data: bytes) -> ResultEvent:
+    """Write `data` as out/video.mp4 (and a poster) and the result event that describes it."""
+    out.mkdir(parents=True, exist_ok=True)
     (out / "video.mp4").write_bytes(data)
     (out / "poster.jpg").write_bytes(b"poster")
     return ResultEvent(
-        task_id=spec.task_id,
+        task_id=task_id,
         at=time.time(),
         path=str(out / "video.mp4"),
         poster=str(out / "poster.jpg"),
