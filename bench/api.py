@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from fastapi import FastAPI
+from sqlalchemy.engine import Connection
 from tests.fakes.backend import InstantBackend
 
 from wanserve.api import create_app
@@ -46,6 +48,7 @@ from wanserve.queue.base import JobQueue
 from wanserve.queue.embedded import EmbeddedValkey
 from wanserve.settings import QueueSettings, Settings
 from wanserve.store import default_url, open_store
+from wanserve.store.database import connect
 from wanserve.store.sql import SqlStore, _task_row
 from wanserve.store.tables import tasks as tasks_table
 
@@ -140,17 +143,12 @@ class Stores:
             await self._admin(f'DROP SCHEMA "{schema}" CASCADE')
 
     async def _admin(self, statement: str) -> None:
-        import sqlalchemy as sa
-        from sqlalchemy.ext.asyncio import create_async_engine
-
         assert self.postgres_url is not None
-        url = self.postgres_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-        engine = create_async_engine(url)
+        database = connect(self.postgres_url)
         try:
-            async with engine.begin() as conn:
-                await conn.execute(sa.text(statement))
+            await database.write(lambda conn: conn.execute(sa.text(statement)))
         finally:
-            await engine.dispose()
+            await database.dispose()
 
 
 def bare_app(store: SqlStore) -> FastAPI:
@@ -290,16 +288,20 @@ async def seeded_store(stores: Stores, count: int) -> tuple[SqlStore, list[str]]
     """A store holding `count` queued-looking tasks, bulk inserted."""
     store = await stores.open(f"n{count}")
     spec = resolve_spec(VideoRequest(model="wan2.2-tiny", prompt="seed"), seed_factory=lambda: 1)
-    ids = []
-    async with store.engine.begin() as conn:
+    ids = [f"video_{i:08d}{uuid.uuid4().hex[:8]}" for i in range(count)]
+
+    def insert(conn: Connection) -> None:
         for start in range(0, count, 5000):
-            rows = []
-            for i in range(start, min(count, start + 5000)):
-                task_id = f"video_{i:08d}{uuid.uuid4().hex[:8]}"
-                ids.append(task_id)
-                task = Task(id=task_id, spec=spec, created_at=1.7e9 + i, phase_started_at=1.7e9 + i)
-                rows.append({**_task_row(task), "last_event_id": 0})
-            await conn.execute(tasks_table.insert(), rows)
+            rows = [
+                _task_row(
+                    Task(id=ids[i], spec=spec, created_at=1.7e9 + i, phase_started_at=1.7e9 + i)
+                )
+                | {"last_event_id": 0}
+                for i in range(start, min(count, start + 5000))
+            ]
+            conn.execute(tasks_table.insert(), rows)
+
+    await store.database.write(insert)
     return store, ids
 
 

@@ -51,7 +51,7 @@ class ApiSettings(BaseModel):
 
 
 class StoreSettings(BaseModel):
-    url: str | None = None  # default: sqlite+aiosqlite:///<data_dir>/wanserve.db
+    url: str | None = None  # default: sqlite:///<data_dir>/wanserve.db
 
 
 class QueueSettings(BaseModel):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.conftest import subprocess_env
-from tests.fixtures.store import postgres_options
+from tests.fixtures.store import empty_postgres_schema
+from wanserve.store.database import Database, connect
 from wanserve.store.migrations import alembic_config, upgrade
 from wanserve.store.tables import metadata
 
@@ -41,29 +42,31 @@ def _downgrade(connection: Connection) -> None:
     command.downgrade(config, "base")
 
 
-async def _check_round_trip(engine: AsyncEngine) -> None:
-    await upgrade(engine)
-    async with engine.connect() as conn:
-        assert await conn.run_sync(_diff) == []
-        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-        assert await conn.run_sync(_revision) == head
-    await upgrade(engine)  # idempotent
-    async with engine.begin() as conn:
-        await conn.run_sync(_downgrade)
-    async with engine.connect() as conn:
-        names = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
-        assert set(names) <= {"alembic_version"}
-    await upgrade(engine)
-    async with engine.connect() as conn:
-        assert await conn.run_sync(_diff) == []
+async def _check_round_trip(database: Database) -> None:
+    await upgrade(database)
+    assert await database.read(_diff) == []
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert await database.read(_revision) == head
+    await upgrade(database)  # idempotent
+    await database.write(_downgrade)
+    names = await database.read(lambda c: sa.inspect(c).get_table_names())
+    assert set(names) <= {"alembic_version"}
+    await upgrade(database)
+    assert await database.read(_diff) == []
+
+
+@asynccontextmanager
+async def _database(url: str, **options: Any) -> AsyncIterator[Database]:
+    database = connect(url, **options)
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 async def test_sqlite_upgrade_head_matches_the_models(tmp_path: Path) -> None:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
-    try:
-        await _check_round_trip(engine)
-    finally:
-        await engine.dispose()
+    async with _database(f"sqlite:///{tmp_path / 'm.db'}") as database:
+        await _check_round_trip(database)
 
 
 async def test_postgres_upgrade_head_matches_the_models(
@@ -72,18 +75,8 @@ async def test_postgres_upgrade_head_matches_the_models(
     if postgres_schema is None:
         pytest.skip("WANSERVE_TEST_POSTGRES_URL is not set")
     url = postgres_schema[0]
-    schema = f"wanserve_mig_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(url)
-    engine = create_async_engine(url, **postgres_options(schema))
-    try:
-        async with admin.begin() as conn:
-            await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        await _check_round_trip(engine)
-    finally:
-        await engine.dispose()
-        async with admin.begin() as conn:
-            await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        await admin.dispose()
+    async with empty_postgres_schema(url) as options, _database(url, **options) as database:
+        await _check_round_trip(database)
 
 
 _OPEN_STORE = """
@@ -109,14 +102,10 @@ async def _start_together(url: str, options: dict[str, Any], count: int = 3) -> 
 
 
 async def test_processes_starting_together_migrate_once_sqlite(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'together.db'}"
+    url = f"sqlite:///{tmp_path / 'together.db'}"
     assert await _start_together(url, {}) == [0, 0, 0]
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            assert await conn.run_sync(_diff) == []
-    finally:
-        await engine.dispose()
+    async with _database(url) as database:
+        assert await database.read(_diff) == []
 
 
 async def test_processes_starting_together_migrate_once_postgres(
@@ -125,17 +114,7 @@ async def test_processes_starting_together_migrate_once_postgres(
     if postgres_schema is None:
         pytest.skip("WANSERVE_TEST_POSTGRES_URL is not set")
     url = postgres_schema[0]
-    schema = f"wanserve_mig_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(url)
-    engine = create_async_engine(url, **postgres_options(schema))
-    try:
-        async with admin.begin() as conn:
-            await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        assert await _start_together(url, postgres_options(schema)) == [0, 0, 0]
-        async with engine.connect() as conn:
-            assert await conn.run_sync(_diff) == []
-    finally:
-        await engine.dispose()
-        async with admin.begin() as conn:
-            await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        await admin.dispose()
+    async with empty_postgres_schema(url) as options:
+        assert await _start_together(url, options) == [0, 0, 0]
+        async with _database(url, **options) as database:
+            assert await database.read(_diff) == []

@@ -9,30 +9,37 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.engine import Connection
 
 from tests.fixtures.store import make_task
 from wanserve.domain.errors import BackendUnavailable
 from wanserve.settings import Settings
 from wanserve.store import make_store, open_store
-from wanserve.store.sql import SqlStore, page_query
+from wanserve.store.database import ThreadedSqlite, connect
+from wanserve.store.sql import SqlStore, _task_row, page_query
+from wanserve.store.tables import tasks
 
 pytestmark = pytest.mark.integration
 
 
 async def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
     store = await open_store(f"sqlite:///{tmp_path / 'w.db'}")
+
+    def pragmas(conn: Connection) -> list[Any]:
+        names = ("journal_mode", "foreign_keys", "busy_timeout")
+        return [conn.scalar(sa.text(f"PRAGMA {name}")) for name in names]
+
     try:
-        async with store.engine.connect() as conn:
-            assert await conn.scalar(sa.text("PRAGMA journal_mode")) == "wal"
-            assert await conn.scalar(sa.text("PRAGMA foreign_keys")) == 1
-            assert await conn.scalar(sa.text("PRAGMA busy_timeout")) > 0
+        for run in (store.database.read, store.database.write):
+            journal, foreign_keys, busy_timeout = await run(pragmas)
+            assert (journal, foreign_keys) == ("wal", 1)
+            assert busy_timeout > 0
     finally:
         await store.close()
 
 
 async def test_tasks_survive_a_reopen(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
+    url = f"sqlite:///{tmp_path / 'r.db'}"
     store = await open_store(url)
     task = await store.create_task(make_task("kept"))
     await store.save_task(task, [("step", {"step": 1})])
@@ -48,7 +55,7 @@ async def test_tasks_survive_a_reopen(tmp_path: Path) -> None:
 async def test_make_store_defaults_to_sqlite_in_the_data_dir(tmp_path: Path) -> None:
     store = await make_store(Settings(data_dir=tmp_path / "data"))
     try:
-        assert store.engine.dialect.name == "sqlite"
+        assert store.database.dialect_name == "sqlite"
         await store.create_task(make_task("t1"))
     finally:
         await store.close()
@@ -56,7 +63,7 @@ async def test_make_store_defaults_to_sqlite_in_the_data_dir(tmp_path: Path) -> 
 
 
 async def test_unreachable_database_is_backend_unavailable() -> None:
-    store = SqlStore(create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:9/none"))
+    store = SqlStore(connect("postgresql://postgres@127.0.0.1:9/none"))
     try:
         with pytest.raises(BackendUnavailable):
             await store.ping()
@@ -77,10 +84,10 @@ async def test_list_page_is_an_index_range_scan(
     query = page_query(owner=owner, cursor=cursor, limit=21, order=order)  # type: ignore[arg-type]
     sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
     try:
-        async with store.engine.connect() as conn:
-            plan = " | ".join(
-                r[3] for r in await conn.execute(sa.text(f"EXPLAIN QUERY PLAN {sql}"))
-            )
+        rows = await store.database.read(
+            lambda conn: conn.execute(sa.text(f"EXPLAIN QUERY PLAN {sql}")).all()
+        )
+        plan = " | ".join(r[3] for r in rows)
     finally:
         await store.close()
     assert "TEMP B-TREE" not in plan  # no sort step
@@ -94,20 +101,57 @@ async def test_list_page_is_an_index_range_scan(
 
 async def test_sqlite_writers_of_one_store_never_meet_the_busy_handler(tmp_path: Path) -> None:
     """With the busy handler off, concurrent writers that reached SQLite together would fail
-    with "database is locked"; the store's write lock queues them in the event loop instead."""
+    with "database is locked"; the store's one writer thread takes them in turn instead, while
+    reads run beside them."""
     store = await open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    assert isinstance(store.database, ThreadedSqlite)
+    engine = store.database.engine
 
-    @sa.event.listens_for(store.engine.sync_engine, "connect")
+    @sa.event.listens_for(engine, "connect")
     def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.execute("PRAGMA busy_timeout=0")
 
-    await store.engine.dispose()  # the pool's connections now come with busy_timeout=0
+    engine.dispose()  # the pool's connections now come with busy_timeout=0
     try:
         created = await asyncio.gather(*(store.create_task(make_task(f"t{i}")) for i in range(16)))
         saves = [
             store.save_task(task, [("step", {"step": n})]) for task in created for n in range(3)
         ]
-        await asyncio.gather(*saves, *(store.record_usage(t.id, None, 1, 1, 0) for t in created))
+        usage = (store.record_usage(t.id, None, 1, 1, 0) for t in created)
+        reads = (store.list_events(t.id) for t in created)
+        await asyncio.gather(*saves, *usage, *reads)
         assert [len(await store.list_events(t.id)) for t in created] == [4] * 16
+    finally:
+        await store.close()
+
+
+async def test_an_aiosqlite_url_names_the_same_database(tmp_path: Path) -> None:
+    """Settings written for the earlier aiosqlite store keep working, on the same file."""
+    store = await open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    await store.create_task(make_task("kept"))
+    await store.close()
+    store = await open_store(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    try:
+        assert isinstance(store.database, ThreadedSqlite)
+        assert (await store.get_task("kept")) is not None
+    finally:
+        await store.close()
+
+
+async def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A write function that raises half-way rolls back what it had written."""
+    store = await open_store(f"sqlite:///{tmp_path / 'f.db'}")
+    task = make_task("t")
+
+    def half_then_fail(conn: Connection) -> None:
+        conn.execute(tasks.insert(), _task_row(task) | {"last_event_id": 0})
+        raise RuntimeError("half-way")
+
+    try:
+        with pytest.raises(RuntimeError, match="half-way"):
+            await store.database.write(half_then_fail)
+        assert await store.get_task("t") is None
+        await store.create_task(task)  # the writer thread and its connection still work
+        assert await store.get_task("t") == task
     finally:
         await store.close()

@@ -31,17 +31,25 @@ class Runtime:
     sse_heartbeat_s: float
 
 
-def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+# These are `async def` although they never await: FastAPI runs a plain `def` dependency on its
+# thread pool, a thread hop per dependency per request.
 
 
-def get_service(request: Request) -> VideoService:
-    return get_runtime(request).videos
+async def get_runtime(request: Request) -> Runtime:
+    return _runtime(request)
+
+
+async def get_service(request: Request) -> VideoService:
+    return _runtime(request).videos
 
 
 async def get_principal(request: Request) -> Principal:
-    return await get_runtime(request).auth.authenticate(request.headers.get("authorization"))
+    return await _runtime(request).auth.authenticate(request.headers.get("authorization"))
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

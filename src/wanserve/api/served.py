@@ -38,12 +38,7 @@ class ServedModels:
         """The served ids, in the registry's order (explicit lists keep theirs)."""
         if self._explicit is not None:
             return self._explicit
-        return tuple(
-            model_id
-            for model_id in MODELS
-            if model_id in TINY_MODEL_IDS
-            or (self._models_dir / model_id / "model_index.json").is_file()
-        )
+        return tuple(model_id for model_id in MODELS if self._is_served(model_id))
 
     def rule(self) -> str:
         served = self.ids()
@@ -53,5 +48,14 @@ class ServedModels:
 
     def check(self, model_id: str) -> None:
         """Raises InvalidRequest naming `model`, the id and the served ids unless it is served."""
-        if model_id not in self.ids():
+        if self._explicit is not None:
+            served = model_id in self._explicit
+        else:  # one stat for this model, not one per known model
+            served = model_id in MODELS and self._is_served(model_id)
+        if not served:
             raise InvalidRequest("model", model_id, self.rule())
+
+    def _is_served(self, model_id: str) -> bool:
+        if model_id in TINY_MODEL_IDS:
+            return True
+        return (self._models_dir / model_id / "model_index.json").is_file()

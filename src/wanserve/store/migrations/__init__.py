@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,8 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+
+from wanserve.store.database import Database
 
 __all__ = ["alembic_config", "upgrade"]
 
@@ -36,28 +38,28 @@ def alembic_config() -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the database behind `engine` to `revision` (idempotent: no-op when already there)."""
+async def upgrade(database: Database, revision: str = "head") -> None:
+    """Bring `database` to `revision` (idempotent: no-op when already there)."""
     lock = _LOCKS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-    async with lock, _sqlite_file_lock(engine), engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
-        await connection.run_sync(_upgrade, revision)
+    async with lock, _sqlite_file_lock(database):
+        await database.write(functools.partial(_upgrade, revision=revision))
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
 
 
 @asynccontextmanager
-async def _sqlite_file_lock(engine: AsyncEngine) -> AsyncIterator[None]:
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+async def _sqlite_file_lock(database: Database) -> AsyncIterator[None]:
+    path = database.url.database
+    if database.dialect_name != "sqlite" or not path or path == ":memory:":
         yield
         return
-    with open(f"{database}.migrate.lock", "a") as handle:
+    with open(f"{path}.migrate.lock", "a") as handle:
         await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX)
         try:
             yield

@@ -9,8 +9,8 @@ import os
 
 from alembic import context
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from wanserve.store.database import connect
 from wanserve.store.tables import metadata
 
 config = context.config
@@ -28,12 +28,11 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_on_url(url: str) -> None:
-    engine = create_async_engine(url)
+    database = connect(url)
     try:
-        async with engine.begin() as connection:
-            await connection.run_sync(_run)
+        await database.write(_run)
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 connection = config.attributes.get("connection")
