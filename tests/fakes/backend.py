@@ -83,11 +83,12 @@ class InstantBackend:
             yield StepEvent(task_id=run.task_id, at=time.time(), step=step, total=total)
         yield MemoryEvent(task_id=run.task_id, at=time.time(), device="cpu", peak_bytes=1024)
         yield PhaseEvent(task_id=run.task_id, at=time.time(), phase=Phase.ENCODING_VIDEO)
-        yield self._result(run)
+        yield await self._result(run)
 
-    def _result(self, run: Run) -> ResultEvent:
+    async def _result(self, run: Run) -> ResultEvent:
         data = f"video of {run.task_id} attempt {run.attempt}".encode()
-        return write_result(Path(run.spec.output or run.workdir), run.spec, run.task_id, data)
+        out = Path(run.spec.output or run.workdir)
+        return await asyncio.to_thread(write_result, out, run.spec, run.task_id, data)
 
 
 class UploadingBackend(InstantBackend):

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from wanserve.api.auth import is_loopback, keys_required
 from wanserve.backends.factory import engine_env, models_dir
-from wanserve.cli.processes import api_server, configure_logging, on_stop_signals
+from wanserve.cli.processes import api_server, configure_logging, on_stop_signals, run_loop
 from wanserve.domain.models import get_model
 from wanserve.settings import Settings, get_settings
 
@@ -61,7 +61,7 @@ def run_up(settings: Settings) -> int:
     if refusal is not None:
         console.print(f"[red]wanserve up:[/] {refusal}")
         return 2
-    return asyncio.run(_up(settings))
+    return run_loop(_up(settings))
 
 
 async def _up(settings: Settings) -> int:

@@ -128,7 +128,7 @@ class Attempt:
 
     async def _prepare(self) -> Run:
         out = self._workdir / "out"
-        out.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)  # off the event loop
         spec = self.task.spec.model_copy(update={"task_id": self.task.id, "output": str(out)})
         if spec.image is not None and not _is_local_or_url(spec.image):
             # The API stores uploaded images in the artifact store; engines read a local file.

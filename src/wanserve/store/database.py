@@ -8,7 +8,8 @@ runs each of them where its driver is fastest:
   each statement, cursor, commit and pool reset was a hop of its own: about eight for a create).
   The writer thread is also SQLite's single writer, so writers of one process queue there, in
   order, and never meet the busy handler; that still arbitrates between processes (e.g.
-  `wanserve api` and `wanserve worker` on one file). WAL lets the reader run beside the writer.
+  `wanserve api` and `wanserve worker` on one file). The writes waiting together are committed
+  together (store/writer.py). WAL lets the reader run beside the writer.
 - Postgres (`AsyncDatabase`): an asyncpg `AsyncEngine`; the function runs in its greenlet with
   `AsyncConnection.run_sync`, and writers run in parallel on the pool.
 
@@ -26,6 +27,8 @@ from typing import Any, Protocol, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from wanserve.store.writer import GroupWriter
 
 __all__ = ["AsyncDatabase", "Database", "ThreadedSqlite", "connect"]
 
@@ -51,8 +54,9 @@ class Database(Protocol):
         ...
 
     async def write(self, work: Callable[[Connection], T]) -> T:
-        """`work(connection)` in one transaction, committed when it returns, rolled back when it
-        raises (the exception propagates)."""
+        """`work(connection)` in a transaction, committed when it returns, rolled back when it
+        raises (the exception propagates). `work` may be run a second time after a rollback
+        (store/writer.py), so it must act only through the connection."""
         ...
 
     async def dispose(self) -> None:
@@ -66,14 +70,14 @@ class ThreadedSqlite:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.url, self.dialect_name = engine.url, engine.dialect.name
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="wanserve-sqlite-writer")
+        self._writer = GroupWriter(engine)
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="wanserve-sqlite-reader")
 
     async def read(self, work: Callable[[Connection], T]) -> T:
-        return await self._run(self._reader, self._read, work)
+        return await asyncio.get_running_loop().run_in_executor(self._reader, self._read, work)
 
     async def write(self, work: Callable[[Connection], T]) -> T:
-        return await self._run(self._writer, self._write, work)
+        return await self._writer.write(work)
 
     async def dispose(self) -> None:
         await asyncio.to_thread(self._shutdown)
@@ -82,21 +86,9 @@ class ThreadedSqlite:
         with self.engine.connect() as connection:
             return work(connection)
 
-    def _write(self, work: Callable[[Connection], T]) -> T:
-        with self.engine.begin() as connection:
-            return work(connection)
-
-    @staticmethod
-    async def _run(
-        executor: ThreadPoolExecutor,
-        run: Callable[[Callable[[Connection], T]], T],
-        work: Callable[[Connection], T],
-    ) -> T:
-        return await asyncio.get_running_loop().run_in_executor(executor, run, work)
-
     def _shutdown(self) -> None:
         self._reader.shutdown(wait=True)
-        self._writer.shutdown(wait=True)
+        self._writer.close()
         self.engine.dispose()
 
 
