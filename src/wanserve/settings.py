@@ -59,6 +59,7 @@ class QueueSettings(BaseModel):
     prefix: str = "wanserve"
     lease_ttl_s: float = 30.0  # a running task whose worker stops heartbeating is re-run after this
     heartbeat_interval_s: float = 5.0
+    connect_timeout_s: float = 5.0  # bounds connecting to the queue server and closing a link
 
 
 class ArtifactSettings(BaseModel):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
@@ -19,6 +21,8 @@ from tests.fakes.backend import (
 )
 from wanserve.domain.events import Phase
 from wanserve.domain.task import TaskState, start
+
+T = TypeVar("T")
 
 
 async def test_completes_a_task_uploads_its_files_and_records_usage(harness: Harness) -> None:
@@ -299,6 +303,32 @@ async def test_graceful_stop_hands_back_what_outlives_the_grace(harness: Harness
     assert backend.cancelled == [task.id]
     states = [e.data for e in await harness.store.list_events(task.id) if e.type == "state"]
     assert states[-1]["reason"] == "shutdown"
+
+
+def _absorbing_cancels(call: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """`call`, finishing normally when cancelled mid-way (as a redis-py command can)."""
+
+    async def absorbing(*args: object) -> T:
+        try:
+            await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        return await call(*args)
+
+    return absorbing
+
+
+async def test_stops_though_queue_calls_absorb_cancellation(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("requeue_expired", "heartbeat"):
+        monkeypatch.setattr(harness.queue, name, _absorbing_cancels(getattr(harness.queue, name)))
+    dispatcher = harness.start(SleepyBackend(0.01), heartbeat_interval_s=0.001)
+    task = await harness.submit(num_inference_steps=3)
+    assert (await harness.wait(task.id)).state == TaskState.COMPLETED  # its watchers stopped
+    dispatcher.stop()
+    assert harness.running is not None
+    await asyncio.wait_for(harness.running, 10)  # the periodic loop stopped, too
 
 
 async def test_a_lost_lease_stops_the_run_and_writes_nothing(harness: Harness) -> None:

@@ -59,8 +59,9 @@ class Proc:
     def wait(self, timeout: float) -> int:
         return self.popen.wait(timeout)
 
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM, then SIGKILL of the whole group after `timeout`; the exit code."""
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL of the whole group after `timeout`; the exit code (None when it
+        had to be killed: its log then holds what it was stuck on, reported after 10 s)."""
         self.signal(signal.SIGTERM)
         try:
             return self.popen.wait(timeout)

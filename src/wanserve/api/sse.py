@@ -21,6 +21,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 
+from wanserve.aio import cancel_and_wait
 from wanserve.domain.task import TERMINAL_STATES, TaskEvent, TaskState
 from wanserve.queue.base import JobQueue
 from wanserve.store.base import TaskStore
@@ -98,9 +99,7 @@ async def task_event_stream(
                 yield ": ping\n\n"
                 last_sent = clock()
     finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await listener
+        await cancel_and_wait(listener)
 
 
 async def _queue_position(queue: JobQueue, task_id: str) -> int | None:

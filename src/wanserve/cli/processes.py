@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import io
 import logging
 import signal
 import sys
@@ -24,6 +25,7 @@ __all__ = [
     "api_server",
     "configure_logging",
     "on_stop_signals",
+    "report_stall",
     "run_api",
     "run_loop",
     "run_worker",
@@ -56,8 +58,12 @@ def configure_logging(settings: Settings) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: dump stacks
 
 
-def on_stop_signals(stop: Callable[[], None]) -> None:
-    """Call `stop` on SIGINT or SIGTERM (in the running loop); a second one exits at once."""
+def on_stop_signals(stop: Callable[[], None], *, report_after_s: float = 10.0) -> None:
+    """Call `stop` on SIGINT or SIGTERM (in the running loop); a second one exits at once.
+
+    A stop still going on after `report_after_s` logs what holds it up: every asyncio task and
+    thread stack (a stop normally takes a second or two, or up to `dispatch.shutdown_grace_s`
+    while tasks finish, which the dispatcher logs)."""
     loop = asyncio.get_running_loop()
     seen: list[signal.Signals] = []
 
@@ -67,10 +73,22 @@ def on_stop_signals(stop: Callable[[], None]) -> None:
             raise SystemExit(128 + signum)
         seen.append(signum)
         log.info("%s: stopping", signum.name)
+        loop.call_later(report_after_s, report_stall, report_after_s)
         stop()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, handler, signum)
+
+
+def report_stall(after_s: float) -> None:
+    """Log the stacks of every pending asyncio task and every thread (a stop that stalls)."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        out.write(f"\n{task!r}\n")
+        task.print_stack(limit=12, file=out)
+    out.flush()
+    log.warning("still stopping after %.0f s; pending tasks:%s", after_s, out.getvalue())
+    faulthandler.dump_traceback(sys.stderr, all_threads=True)
 
 
 def api_server(settings: Settings, app: Any) -> ApiServer:

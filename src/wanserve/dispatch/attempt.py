@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from wanserve.aio import cancel_and_wait
 from wanserve.artifacts import keys
 from wanserve.artifacts.base import ArtifactStore
 from wanserve.backends.base import InferenceBackend, Run
@@ -96,6 +97,7 @@ class Attempt:
         self.task = task
         self._backend = backend
         self._stop = asyncio.Event()
+        self._settled = asyncio.Event()  # ends the watcher loops (not only cancelled: wanserve.aio)
         self.reason: Stop | None = None
         self._workdir = services.config.workdir / task.id / str(task.attempt + 1)
 
@@ -117,9 +119,8 @@ class Attempt:
             outcome = await self._drive(await self._prepare())
             await self._settle(outcome)
         finally:
-            for watcher in watchers:
-                watcher.cancel()
-            await asyncio.gather(*watchers, return_exceptions=True)
+            self._settled.set()
+            await cancel_and_wait(*watchers)
             await asyncio.to_thread(shutil.rmtree, self._workdir, ignore_errors=True)
             with contextlib.suppress(OSError):  # only when no other attempt still uses it
                 self._workdir.parent.rmdir()
@@ -163,8 +164,7 @@ class Attempt:
         try:
             await self._backend.cancel(self.task.id)
         finally:
-            consume.cancel()
-            await asyncio.gather(consume, return_exceptions=True)
+            await cancel_and_wait(consume)
             await _aclose(events)
 
     async def _consume(self, events: AsyncIterator[EngineEvent]) -> EngineEvent | None:
@@ -177,13 +177,15 @@ class Attempt:
         return None
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self._settled.is_set():
             await asyncio.sleep(self._s.config.heartbeat_interval_s)
             try:
                 renewed = await self._s.queue.heartbeat(self._lease)
             except Exception:  # the queue may be restarting; the TTL still bounds us
                 log.warning("heartbeat failed", extra={"task_id": self.task_id}, exc_info=True)
                 continue
+            if self._settled.is_set():
+                return
             if renewed is not None:
                 self._lease = renewed
                 continue

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from wanserve.aio import cancel_and_wait
 from wanserve.artifacts.base import ArtifactStore
 from wanserve.artifacts.retention import expire_artifacts
 from wanserve.dispatch.attempt import Attempt, Services, Stop
@@ -83,8 +84,7 @@ class Dispatcher:
             await self._lease_loop()
             await self._drain()
         finally:
-            periodic.cancel()
-            await asyncio.gather(periodic, return_exceptions=True)
+            await cancel_and_wait(periodic)
 
     async def close(self) -> None:
         """Close every backend (stopping whatever still runs there)."""
@@ -116,9 +116,7 @@ class Dispatcher:
         work = asyncio.ensure_future(waiting)
         stop = asyncio.create_task(self._stopping.wait())
         done, _ = await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-        for pending in (work, stop):
-            pending.cancel()
-        await asyncio.gather(work, stop, return_exceptions=True)
+        await cancel_and_wait(work, stop)
         return work in done and not work.cancelled()
 
     async def _admit(self, lease: Lease) -> None:
@@ -203,13 +201,13 @@ class Dispatcher:
     async def _periodic(self) -> None:
         config, clock = self._services.config, self._services.clock
         last_reconcile = float("-inf")
-        while True:
+        while not self._stopping.is_set():  # not only cancelled: see wanserve.aio
             await self._safely("requeue expired leases", self._services.queue.requeue_expired)
             if clock() - last_reconcile >= config.reconcile_interval_s:
                 last_reconcile = clock()
                 await self._safely("reconcile", self.reconciler.run_once)
                 await self._safely("retention", self.sweep)
-            await asyncio.sleep(config.heartbeat_interval_s)
+            await self._until(asyncio.sleep(config.heartbeat_interval_s))
 
     async def sweep(self) -> list[str]:
         """Remove expired artifacts now (also runs every reconcile interval)."""

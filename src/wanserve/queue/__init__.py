@@ -37,7 +37,9 @@ def make_queue(
         raise InvalidRequest(
             "queue.url", url, "set WANSERVE_QUEUE__URL to a redis:// URL or run `wanserve up`"
         )
-    client = aioredis.Redis.from_url(url)
+    client = aioredis.Redis.from_url(
+        url, socket_connect_timeout=settings.queue.connect_timeout_s, socket_keepalive=True
+    )
     return RedisQueue(
         client, prefix=settings.queue.prefix, lease_ttl_s=settings.queue.lease_ttl_s, clock=clock
     )

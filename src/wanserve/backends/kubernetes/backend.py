@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wanserve.aio import cancel_and_wait
 from wanserve.backends.base import Run
 from wanserve.backends.kubernetes import names
 from wanserve.backends.kubernetes.api import KubeClient, Obj
@@ -161,8 +162,7 @@ class KubernetesBackend:
     async def close(self) -> None:
         """Stop the watches and the jobs this backend follows (the Protocol's contract)."""
         if self._reconciler is not None:
-            self._reconciler.cancel()
-            await asyncio.gather(self._reconciler, return_exceptions=True)
+            await cancel_and_wait(self._reconciler)
         for name in list(self.following):
             await self.client.delete_job(name)
         for informer in (self.jobs, self.pods):

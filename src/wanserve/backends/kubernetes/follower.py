@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from wanserve.aio import cancel_and_wait
 from wanserve.backends.base import Run
 from wanserve.backends.kubernetes import names
 from wanserve.backends.kubernetes.api import Obj
@@ -80,7 +81,7 @@ class Follower:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), backend.poll_s)
         finally:
-            pump.cancel()
+            await cancel_and_wait(pump)
             backend.wakeups.discard(self.wakeup)
             backend.following.pop(self.name, None)
 
