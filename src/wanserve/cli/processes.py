@@ -86,7 +86,6 @@ def report_stall(after_s: float) -> None:
     for task in asyncio.all_tasks():
         out.write(f"\n{task!r}\n")
         task.print_stack(limit=12, file=out)
-    out.flush()
     log.warning("still stopping after %.0f s; pending tasks:%s", after_s, out.getvalue())
     faulthandler.dump_traceback(sys.stderr, all_threads=True)
 
