@@ -48,6 +48,15 @@ _CLAIM = (
     .returning(tasks.c.last_event_id, tasks.c.state, tasks.c.data["cancel_requested"].as_boolean())
 )
 _SAVE = tasks.update().where(tasks.c.id == sa.bindparam("save_id"))  # SET: the row's columns
+_INSERT_TASK = tasks.insert()
+_INSERT_EVENTS = task_events.insert()
+_EVENTS_AFTER = (
+    sa.select(task_events)
+    .where(
+        task_events.c.task_id == sa.bindparam("task_id"), task_events.c.id > sa.bindparam("after")
+    )
+    .order_by(task_events.c.id)
+)
 _TASK_BY_ID = sa.select(tasks.c.data).where(tasks.c.id == sa.bindparam("task_id"))
 _TASK_BY_SCOPE = sa.select(tasks.c.data).where(tasks.c.idempotency_scope == sa.bindparam("scope"))
 
@@ -110,7 +119,7 @@ class SqlStore:
         row = _task_row(task) | {"last_event_id": 1}
 
         def insert(conn: Connection) -> None:
-            conn.execute(tasks.insert(), row)
+            conn.execute(_INSERT_TASK, row)
             self._insert_events(conn, task.id, 1, [("created", {"state": row["state"]})])
 
         try:
@@ -174,16 +183,12 @@ class SqlStore:
         return await self.database.write(delete)
 
     async def list_events(self, task_id: str, *, after_id: int = 0) -> list[TaskEvent]:
-        query = (
-            sa.select(task_events)
-            .where(task_events.c.task_id == task_id, task_events.c.id > after_id)
-            .order_by(task_events.c.id)
-        )
+        params = {"task_id": task_id, "after": after_id}
 
         def events(conn: Connection) -> list[TaskEvent]:
             return [
                 TaskEvent(id=r.id, task_id=r.task_id, type=r.type, data=r.data, at=r.at)
-                for r in conn.execute(query)
+                for r in conn.execute(_EVENTS_AFTER, params)
             ]
 
         return await self.database.read(events)
@@ -257,7 +262,7 @@ class SqlStore:
             for i, (kind, data) in enumerate(events)
         ]
         if made:
-            conn.execute(task_events.insert(), [e.model_dump() for e in made])
+            conn.execute(_INSERT_EVENTS, [e.model_dump() for e in made])
         return made
 
     async def _one_task(self, query: sa.Select[Any], params: dict[str, Any]) -> Task | None:
