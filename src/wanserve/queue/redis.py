@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from wanserve.domain.errors import BackendUnavailable
 from wanserve.queue import scripts
 from wanserve.queue.base import CANCEL_MESSAGE, Lease
+from wanserve.queue.batch import ScriptBatch
 
 __all__ = ["RedisQueue", "RedisSubscription"]
 
@@ -114,9 +115,13 @@ class RedisQueue:
             for name in ("ACK", "CANCEL", "ENQUEUE", "HEARTBEAT", "LEASE", "POSITION", "RELEASE")
         }
         self._scripts["REQUEUE"] = client.register_script(scripts.REQUEUE)
+        # What the API calls per request: concurrent calls share a round trip (queue/batch.py).
+        self._batches = {
+            name: ScriptBatch(client, self._scripts[name]) for name in ("ENQUEUE", "POSITION")
+        }
 
     async def enqueue(self, task_id: str, *, priority: int = 0, delay_s: float = 0.0) -> bool:
-        added = await self._run("ENQUEUE", task_id, int(priority), self._clock(), delay_s)
+        added = await self._batched("ENQUEUE", task_id, int(priority), self._clock(), delay_s)
         return bool(added)
 
     async def lease(self, worker_id: str, *, wait_s: float) -> Lease | None:
@@ -154,7 +159,7 @@ class RedisQueue:
         return bool(await _guard(self.client.exists(self.cancel_key(task_id))))
 
     async def position(self, task_id: str) -> int | None:
-        rank = int(await self._run("POSITION", task_id, self._clock()))
+        rank = int(await self._batched("POSITION", task_id, self._clock()))
         return None if rank < 0 else rank
 
     async def contains(self, task_id: str) -> bool:
@@ -184,6 +189,9 @@ class RedisQueue:
 
     async def _run(self, name: str, *args: Any) -> Any:
         return await _guard(self._scripts[name](args=[self.prefix, *args]))
+
+    async def _batched(self, name: str, *args: Any) -> Any:
+        return await _guard(self._batches[name].call([self.prefix, *args]))
 
     async def _wait_for_work(self, remaining: float, next_due: Any) -> None:
         """Block until an enqueue/release pushes a wake-up, something falls due, or time is up."""
