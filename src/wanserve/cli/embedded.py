@@ -22,7 +22,13 @@ from rich.console import Console
 
 from wanserve.api.auth import is_loopback, keys_required
 from wanserve.backends.factory import engine_env, models_dir
-from wanserve.cli.processes import api_server, configure_logging, on_stop_signals, run_loop
+from wanserve.cli.processes import (
+    api_server,
+    configure_logging,
+    freeze_startup_heap,
+    on_stop_signals,
+    run_loop,
+)
 from wanserve.domain.models import get_model
 from wanserve.settings import Settings, get_settings
 
@@ -90,6 +96,7 @@ async def _serve(settings: Settings) -> int:
     try:
         server = api_server(settings, build_app(services))
         dispatcher = build_dispatcher(services)
+        freeze_startup_heap()
         serving = asyncio.create_task(server.serve())
         dispatching = asyncio.create_task(dispatcher.run())
 
