@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pytest
 
-from tests.api.conftest import Api, png_bytes
+from tests.api.conftest import Api, make_api, png_bytes
 from tests.api.dispatching import wait_for_state
 from tests.fakes.backend import SleepyBackend
 from wanserve.domain.task import TaskState
@@ -289,3 +292,29 @@ async def test_json_image_as_a_data_url(api: Api, shape: str) -> None:
     task = await api.store.get_task(str(video["id"]))
     assert task is not None and task.spec.image is not None
     assert api.artifacts.path(task.spec.image).read_bytes() == image
+
+
+async def test_links_follow_the_host_and_root_path_the_request_came_by(tmp_path: Path) -> None:
+    app, *_ = make_api(tmp_path)
+    links = {}
+    for host, root_path in [("test", ""), ("videos.example:8443", ""), ("test", "/wan")]:
+        transport = httpx.ASGITransport(app=app, root_path=root_path)
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{host}") as client:
+            created = (await client.post("/v1/videos", json={"prompt": "a kite"})).json()
+            fetched = (await client.get(f"/v1/videos/{created['id']}")).json()
+        assert fetched["urls"] == created["urls"]
+        links[(host, root_path)] = created["urls"]["content"].removesuffix(
+            f"/v1/videos/{created['id']}/content"
+        )
+    assert links == {
+        ("test", ""): "http://test",
+        ("videos.example:8443", ""): "http://videos.example:8443",
+        ("test", "/wan"): "http://test/wan",
+    }
+
+
+async def test_links_use_the_configured_public_url(tmp_path: Path) -> None:
+    app, *_ = make_api(tmp_path, public_url="https://wan.example/api")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        created = (await c.post("/v1/videos", json={"prompt": "a kite"})).json()
+    assert created["urls"]["events"] == f"https://wan.example/api/v1/videos/{created['id']}/events"

@@ -13,7 +13,7 @@ from wanserve.api.metrics import ApiMetrics
 from wanserve.api.service import VideoService
 from wanserve.api.submission import UploadLimits
 
-__all__ = ["PrincipalDep", "Runtime", "RuntimeDep", "ServiceDep", "get_runtime"]
+__all__ = ["Caller", "CallerDep", "Runtime", "RuntimeDep", "get_caller", "get_runtime"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +31,33 @@ class Runtime:
     sse_heartbeat_s: float
 
 
-# These are `async def` although they never await: FastAPI runs a plain `def` dependency on its
-# thread pool, a thread hop per dependency per request.
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks (`principal`, from the Authorization header) and what serves them."""
+
+    runtime: Runtime
+    principal: Principal
+
+    @property
+    def videos(self) -> VideoService:
+        return self.runtime.videos
+
+
+# These are `async def` although get_runtime never awaits: FastAPI runs a plain `def` dependency
+# on its thread pool, a thread hop per dependency per request. The routes that need to know who
+# asks take one Caller rather than a runtime and a principal: FastAPI resolves each dependency on
+# each request (cache keys, scopes, parameters), which was about a sixth of a status GET's or a
+# submit's own CPU with two (docs/benchmarks.md).
 
 
 async def get_runtime(request: Request) -> Runtime:
     return _runtime(request)
 
 
-async def get_service(request: Request) -> VideoService:
-    return _runtime(request).videos
-
-
-async def get_principal(request: Request) -> Principal:
-    return await _runtime(request).auth.authenticate(request.headers.get("authorization"))
+async def get_caller(request: Request) -> Caller:
+    runtime = _runtime(request)
+    principal = await runtime.auth.authenticate(request.headers.get("authorization"))
+    return Caller(runtime, principal)
 
 
 def _runtime(request: Request) -> Runtime:
@@ -53,5 +66,4 @@ def _runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-ServiceDep = Annotated[VideoService, Depends(get_service)]
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
+CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -102,7 +102,8 @@ class VideoService:
         request raises IdempotencyConflict.
         """
         self.served.check(submission.request.model)
-        fingerprint = submission.fingerprint()
+        # Only a keyed request is ever compared with another (a sha256 of the body costs).
+        fingerprint = None if idempotency_key is None else submission.fingerprint()
         task = self._new_task(principal, submission, idempotency_key, fingerprint)
         if idempotency_key is not None:
             earlier = await self._replay(principal, idempotency_key, fingerprint)
@@ -129,7 +130,11 @@ class VideoService:
             await self.artifacts.put_bytes(task.spec.image, image.data, image.content_type)
 
     def _new_task(
-        self, principal: Principal, submission: Submission, key: str | None, fingerprint: str
+        self,
+        principal: Principal,
+        submission: Submission,
+        key: str | None,
+        fingerprint: str | None,
     ) -> Task:
         task_id = self._new_id()
         image = submission.image
@@ -154,7 +159,7 @@ class VideoService:
             request_hash=fingerprint,
         )
 
-    async def _replay(self, principal: Principal, key: str, fingerprint: str) -> Task | None:
+    async def _replay(self, principal: Principal, key: str, fingerprint: str | None) -> Task | None:
         earlier = await self.store.find_by_idempotency_key(principal.key_id, key)
         if earlier is None:
             return None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.responses import StreamingResponse
 
 from wanserve.api.content import content_response
-from wanserve.api.deps import PrincipalDep, RuntimeDep, ServiceDep
+from wanserve.api.deps import CallerDep, Runtime
 from wanserve.api.schemas import VideoDeleted, VideoPublic, VideosPublic
 from wanserve.api.service import VideoView
 from wanserve.api.sse import task_event_stream
@@ -47,8 +48,8 @@ def _create_body() -> dict[str, Any]:
     }
 
 
-def _public(view: VideoView, request: Request, runtime: RuntimeDep) -> VideoPublic:
-    base = runtime.public_url or str(request.base_url).rstrip("/")
+def _public(view: VideoView, request: Request, runtime: Runtime) -> VideoPublic:
+    base = runtime.public_url or _base_url(request)
     return VideoPublic.from_task(
         view.task, queue_position=view.queue_position, eta_seconds=view.eta_seconds, base=base
     )
@@ -58,14 +59,13 @@ def _public(view: VideoView, request: Request, runtime: RuntimeDep) -> VideoPubl
 async def create_video(
     request: Request,
     response: Response,
-    runtime: RuntimeDep,
-    principal: PrincipalDep,
+    caller: CallerDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> VideoPublic:
     """Submit a video task (multipart form or JSON); the same Idempotency-Key replays it."""
+    runtime, videos = caller.runtime, caller.videos
     submission = await read_submission(request, runtime.limits, runtime.default_model)
-    videos = runtime.videos
-    task, created = await videos.create_video(principal, submission, idempotency_key)
+    task, created = await videos.create_video(caller.principal, submission, idempotency_key)
     if created:
         runtime.metrics.created.inc()
     else:
@@ -76,16 +76,15 @@ async def create_video(
 @router.get("")
 async def list_videos(
     request: Request,
-    runtime: RuntimeDep,
-    principal: PrincipalDep,
+    caller: CallerDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> VideosPublic:
     """A page of your videos, newest first by default; continue with after=<last_id>."""
-    videos = runtime.videos
-    page = await videos.list_videos(principal, after=after, limit=limit, order=order)
-    data = [_public(videos.view(task), request, runtime) for task in page.tasks]
+    videos = caller.videos
+    page = await videos.list_videos(caller.principal, after=after, limit=limit, order=order)
+    data = [_public(videos.view(task), request, caller.runtime) for task in page.tasks]
     return VideosPublic(
         data=data,
         has_more=page.has_more,
@@ -99,38 +98,34 @@ async def get_video(
     video_id: str,
     request: Request,
     response: Response,
-    runtime: RuntimeDep,
-    principal: PrincipalDep,
+    caller: CallerDep,
 ) -> VideoPublic:
     """One video with its live progress, queue position and ETA."""
-    view = await runtime.videos.get_video(principal, video_id)
+    view = await caller.videos.get_video(caller.principal, video_id)
     poll_after = _POLL_AFTER_MS.get(view.task.state)
     if poll_after is not None:
         response.headers["openai-poll-after-ms"] = poll_after
-    return _public(view, request, runtime)
+    return _public(view, request, caller.runtime)
 
 
 @router.delete("/{video_id}")
-async def delete_video(video_id: str, service: ServiceDep, principal: PrincipalDep) -> VideoDeleted:
+async def delete_video(video_id: str, caller: CallerDep) -> VideoDeleted:
     """Delete a video and its files (a live one is cancelled first)."""
-    await service.delete_video(principal, video_id)
+    await caller.videos.delete_video(caller.principal, video_id)
     return VideoDeleted(id=video_id)
 
 
 @router.post("/{video_id}/cancel")
-async def cancel_video(
-    video_id: str, request: Request, runtime: RuntimeDep, principal: PrincipalDep
-) -> VideoPublic:
+async def cancel_video(video_id: str, request: Request, caller: CallerDep) -> VideoPublic:
     """Cancel a queued (at once) or running (the worker stops it) video."""
-    task = await runtime.videos.cancel_video(principal, video_id)
-    return _public(runtime.videos.view(task), request, runtime)
+    task = await caller.videos.cancel_video(caller.principal, video_id)
+    return _public(caller.videos.view(task), request, caller.runtime)
 
 
 @router.get("/{video_id}/content", response_class=Response)
 async def download_video_content(
     video_id: str,
-    service: ServiceDep,
-    principal: PrincipalDep,
+    caller: CallerDep,
     variant: Literal["video", "thumbnail", "spritesheet"] = "video",
     range_header: Annotated[str | None, Header(alias="range")] = None,
 ) -> Response:
@@ -140,21 +135,20 @@ async def download_video_content(
             "wanserve makes no spritesheets",
             errors=[{"field": "variant", "value": variant, "rule": "must be video or thumbnail"}],
         )
-    content = await service.content(principal, video_id, variant)
-    return await content_response(content, service.artifacts, range_header)
+    content = await caller.videos.content(caller.principal, video_id, variant)
+    return await content_response(content, caller.videos.artifacts, range_header)
 
 
 @router.get("/{video_id}/events", response_class=StreamingResponse)
 async def stream_video_events(
     video_id: str,
-    runtime: RuntimeDep,
-    principal: PrincipalDep,
+    caller: CallerDep,
     after: Annotated[int | None, Query(ge=0)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: the task's event log from after Last-Event-ID (or ?after=), then live."""
-    service = runtime.videos
-    task = await service.visible_task(principal, video_id)
+    runtime, service = caller.runtime, caller.videos
+    task = await service.visible_task(caller.principal, video_id)
     stream = task_event_stream(
         task.id,
         _resume_after(last_event_id, after),
@@ -166,6 +160,22 @@ async def stream_video_events(
     )
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+
+@functools.lru_cache(maxsize=64)
+def _base(scheme: str, host: str, root_path: str) -> str:
+    return f"{scheme}://{host}{root_path}".rstrip("/")
+
+
+def _base_url(request: Request) -> str:
+    """`str(request.base_url)` less its trailing slash, built once per scheme, Host and root path
+    (Starlette's `base_url` copies the scope and builds a URL on every request)."""
+    scope = request.scope
+    host = request.headers.get("host")
+    if host is None:  # HTTP/1.0 without Host: Starlette falls back to the server address
+        return str(request.base_url).rstrip("/")
+    root_path = scope.get("app_root_path", scope.get("root_path", ""))
+    return _base(scope["scheme"], host, root_path)
 
 
 def _resume_after(last_event_id: str | None, after: int | None) -> int:
