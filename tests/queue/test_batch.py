@@ -127,3 +127,17 @@ async def test_a_cancelled_caller_leaves_the_others_their_replies(
     assert all(isinstance(r, int) for i, r in enumerate(results) if i != 3)
     # The cancelled call was already on its way: the script ran for it all the same.
     assert await redis_client.llen(key) == 6
+
+
+async def test_callers_of_a_cancelled_sender_are_cancelled_too(
+    batch: CountingBatch, queue_prefix: str
+) -> None:
+    calls = [asyncio.create_task(batch.call([f"{queue_prefix}:list", str(i)])) for i in range(3)]
+    await asyncio.sleep(0)  # the sender is started and holds all three
+    assert batch._sender is not None
+    batch._sender.cancel()  # what closing the event loop does to it
+
+    results = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+    assert await batch.call([f"{queue_prefix}:other", "x"]) == 1  # a new sender takes over

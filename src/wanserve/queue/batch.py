@@ -45,16 +45,26 @@ class ScriptBatch:
         self._waiting.append((args, future))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_all(), name="wanserve-script-batch")
+            self._sender.add_done_callback(self._sender_done)
         return await future
 
     async def _send_all(self) -> None:
-        try:
-            while self._waiting:
-                batch = self._waiting[: self.max_batch]
-                del self._waiting[: self.max_batch]
-                await self._send(batch)
-        finally:
-            self._sender = None
+        while self._waiting:
+            batch = self._waiting[: self.max_batch]
+            del self._waiting[: self.max_batch]
+            await self._send(batch)
+        self._sender = None  # now, not in a callback: the next call must start a new sender
+
+    def _sender_done(self, sender: asyncio.Task[None]) -> None:
+        """A sender that did not finish its work (cancelled: the loop is closing) cancels the
+        calls still waiting. A callback, as a sender cancelled before it ran runs none of its
+        own code."""
+        if self._sender is not sender:  # it finished its work and let go (`_send_all`)
+            return
+        self._sender = None
+        for _, future in self._waiting:
+            future.cancel()
+        self._waiting.clear()
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
@@ -62,14 +72,12 @@ class ScriptBatch:
                 replies: list[Any] = [await self.script(args=batch[0][0])]
             else:
                 replies = await self._pipeline([args for args, _ in batch])
-        except Exception as exc:
+        except BaseException as exc:
             for _, future in batch:
                 _settle(future, exc)
-            return
-        except BaseException as exc:  # cancelled with the loop: nobody waits any longer
-            for _, future in batch:
-                _settle(future, exc)
-            raise
+            if isinstance(exc, Exception):
+                return
+            raise  # the sender itself was cancelled (the loop is closing): its callers are too
         for (args, future), reply in zip(batch, replies, strict=True):
             if isinstance(reply, NoScriptError):
                 try:
@@ -90,7 +98,9 @@ class ScriptBatch:
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
     if future.done():  # its caller was cancelled; the script ran all the same
         return
-    if isinstance(outcome, BaseException):
+    if isinstance(outcome, asyncio.CancelledError):
+        future.cancel()
+    elif isinstance(outcome, BaseException):
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
