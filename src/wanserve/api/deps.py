@@ -46,8 +46,8 @@ class Caller:
 # These are `async def` although get_runtime never awaits: FastAPI runs a plain `def` dependency
 # on its thread pool, a thread hop per dependency per request. The routes that need to know who
 # asks take one Caller rather than a runtime and a principal: FastAPI resolves each dependency on
-# each request (cache keys, scopes, parameters), which was about a sixth of a status GET's or a
-# submit's own CPU with two (docs/benchmarks.md).
+# each request (cache keys, scopes, parameters): with two, 18% of a submit's samples in the app
+# under py-spy, 14% with one (docs/benchmarks.md).
 
 
 async def get_runtime(request: Request) -> Runtime:
