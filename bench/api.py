@@ -59,8 +59,8 @@ from wanserve.domain.task import Task, TaskState
 from wanserve.queue import make_queue
 from wanserve.queue.base import JobQueue
 from wanserve.queue.embedded import EmbeddedValkey
-from wanserve.settings import QueueSettings, Settings
-from wanserve.store import default_url, open_store
+from wanserve.settings import QueueSettings, Settings, StoreSettings
+from wanserve.store import default_url, open_store, pool_options
 from wanserve.store.database import connect
 from wanserve.store.sql import SqlStore, _task_row
 from wanserve.store.tables import tasks as tasks_table
@@ -212,7 +212,9 @@ class Stores:
 async def open_address(url: str, schema: str) -> SqlStore:
     if not schema:
         return await open_store(url)
-    return await open_store(url, connect_args={"server_settings": {"search_path": schema}})
+    search_path = {"server_settings": {"search_path": schema}}
+    pool = pool_options(StoreSettings(), url)  # the servers' defaults
+    return await open_store(url, connect_args=search_path, **pool)
 
 
 def bare_app(store: SqlStore) -> FastAPI:

@@ -52,6 +52,10 @@ class ApiSettings(BaseModel):
 
 class StoreSettings(BaseModel):
     url: str | None = None  # default: sqlite:///<data_dir>/wanserve.db
+    # Postgres connections kept open per process: size it to the requests a process has in
+    # flight; connections past it (up to pool_overflow more) are opened and closed per use.
+    pool_size: int = Field(default=20, ge=1)
+    pool_overflow: int = Field(default=10, ge=0)
 
 
 class QueueSettings(BaseModel):

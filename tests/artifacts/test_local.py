@@ -21,7 +21,9 @@ class TestLocalArtifacts(ArtifactStoreContract):
         await artifacts.put_bytes("tasks/a/video.mp4", b"x", "video/mp4")
         assert await artifacts.url("tasks/a/video.mp4", 60) is None
 
-    @pytest.mark.parametrize("key", ["../escape", "/etc/passwd", "tasks/../../x", ""])
+    @pytest.mark.parametrize(
+        "key", ["../escape", "/etc/passwd", "tasks/../../x", "tasks/..", ".", ""]
+    )
     async def test_keys_outside_the_root_are_refused(
         self, artifacts: LocalArtifacts, key: str
     ) -> None:

@@ -11,10 +11,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 
-from tests.fixtures.store import make_task
+from tests.fakes.clock import FakeClock
+from tests.fixtures.store import make_task, open_sql_store, postgres_options
 from wanserve.domain.errors import BackendUnavailable
-from wanserve.settings import Settings
-from wanserve.store import make_store, open_store
+from wanserve.settings import Settings, StoreSettings
+from wanserve.store import make_store, open_store, pool_options
 from wanserve.store.database import ThreadedSqlite, connect
 from wanserve.store.sql import SqlStore, _task_row, page_query
 from wanserve.store.tables import tasks
@@ -153,5 +154,46 @@ async def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
         assert await store.get_task("t") is None
         await store.create_task(task)  # the writer thread and its connection still work
         assert await store.get_task("t") == task
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_execute_commits_one_statement(
+    kind: str, tmp_path: Path, postgres_schema: tuple[str, str] | None, fake_clock: FakeClock
+) -> None:
+    if kind == "postgres" and postgres_schema is None:
+        pytest.skip("WANSERVE_TEST_POSTGRES_URL is not set")
+    async with open_sql_store(kind, tmp_path, postgres_schema, fake_clock) as store:
+        await store.create_task(make_task("t1"))
+        raise_priority = tasks.update().where(tasks.c.id == sa.bindparam("task_id"))
+        await store.database.execute(raise_priority.values(priority=9), {"task_id": "t1"})
+        read = sa.select(tasks.c.priority).where(tasks.c.id == "t1")
+        assert await store.database.read(lambda conn: conn.scalar(read)) == 9
+
+
+def test_pool_options_size_a_server_databases_pool() -> None:
+    settings = StoreSettings(pool_size=7, pool_overflow=3)
+    assert pool_options(settings, "postgresql+asyncpg://db/x") == {
+        "pool_size": 7,
+        "max_overflow": 3,
+    }
+    assert pool_options(settings, "sqlite:///x.db") == {}  # its own two threads
+
+
+async def test_postgres_pool_keeps_the_configured_connections(
+    postgres_schema: tuple[str, str] | None,
+) -> None:
+    """Connections up to pool_size stay open between requests (past it they were reopened per
+    request: a new server process each time)."""
+    if postgres_schema is None:
+        pytest.skip("WANSERVE_TEST_POSTGRES_URL is not set")
+    url, schema = postgres_schema
+    options = pool_options(StoreSettings(pool_size=8, pool_overflow=2), url)
+    store = await open_store(url, **postgres_options(schema), **options)
+    try:
+        await asyncio.gather(*(store.get_task(f"t{i}") for i in range(8)))
+        pool = store.database.engine.pool  # type: ignore[attr-defined]
+        assert (pool.size(), pool.checkedin()) == (8, 8)
     finally:
         await store.close()

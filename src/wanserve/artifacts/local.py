@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import posixpath
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -28,11 +29,15 @@ class LocalArtifacts:
         self.root = root.resolve()
 
     def path(self, key: str) -> Path:
-        """The file of `key`; raises InvalidRequest for keys outside the root."""
-        path = (self.root / key).resolve()
-        if not key or self.root not in path.parents:
+        """The file of `key`; raises InvalidRequest for keys outside the root.
+
+        The check is lexical (no file system call, so it is safe on the event loop): the root
+        holds only what this class writes, never a link.
+        """
+        relative = posixpath.normpath(key) if key else ""
+        if relative in ("", ".", "..") or relative.startswith(("/", "../")):
             raise InvalidRequest("key", key, "must be a relative path inside the artifact root")
-        return path
+        return self.root / relative
 
     async def put_file(self, key: str, path: Path, content_type: str) -> int:  # noqa: ARG002
         target = self.path(key)
@@ -62,7 +67,8 @@ class LocalArtifacts:
             handle.close()
 
     async def size(self, key: str) -> int:
-        return self._existing(key).stat().st_size
+        path = self._existing(key)
+        return (await asyncio.to_thread(path.stat)).st_size
 
     async def fetch_to(self, key: str, path: Path) -> None:
         await asyncio.to_thread(_atomic_copy, self._existing(key), path)
@@ -71,7 +77,7 @@ class LocalArtifacts:
         return None  # served through the API, which checks ownership
 
     async def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
+        return await asyncio.to_thread(self.path(key).is_file)
 
     async def delete_prefix(self, prefix: str) -> int:
         return await asyncio.to_thread(self._delete_prefix, prefix)

@@ -30,7 +30,7 @@ from wanserve.artifacts import keys
 from wanserve.artifacts.base import ArtifactStore
 from wanserve.backends.base import InferenceBackend, Run
 from wanserve.dispatch.config import DispatchConfig
-from wanserve.dispatch.recorder import Recorder
+from wanserve.dispatch.recorder import ProgressWriter, Recorder
 from wanserve.dispatch.translate import apply_event, is_terminal_event, state_event
 from wanserve.dispatch.types import Clock
 from wanserve.domain.errors import BackendUnavailable
@@ -168,13 +168,17 @@ class Attempt:
             await _aclose(events)
 
     async def _consume(self, events: AsyncIterator[EngineEvent]) -> EngineEvent | None:
-        async for event in events:
-            if is_terminal_event(event):
-                return event
-            self.task, entries = apply_event(self.task, event, self._s.clock())
-            if entries:
-                await self._s.recorder.save(self.task, entries)
-        return None
+        progress = ProgressWriter(self._s.recorder)
+        try:
+            async for event in events:
+                if is_terminal_event(event):
+                    return event
+                self.task, entries = apply_event(self.task, event, self._s.clock())
+                if entries:
+                    progress.add(self.task, entries)
+            return None
+        finally:  # also when stopped: settling writes after the last progress save, never before
+            await progress.drain()
 
     async def _heartbeat(self) -> None:
         while not self._settled.is_set():

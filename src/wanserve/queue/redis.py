@@ -87,7 +87,7 @@ class RedisSubscription:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()
         self._active = False
 
 

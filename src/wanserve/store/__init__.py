@@ -13,10 +13,18 @@ from typing import TYPE_CHECKING, Any
 from wanserve.store.base import ApiKey, TaskPage, TaskStore
 
 if TYPE_CHECKING:
-    from wanserve.settings import Settings
+    from wanserve.settings import Settings, StoreSettings
     from wanserve.store.sql import SqlStore
 
-__all__ = ["ApiKey", "TaskPage", "TaskStore", "default_url", "make_store", "open_store"]
+__all__ = [
+    "ApiKey",
+    "TaskPage",
+    "TaskStore",
+    "default_url",
+    "make_store",
+    "open_store",
+    "pool_options",
+]
 
 
 def default_url(data_dir: Path) -> str:
@@ -45,9 +53,20 @@ async def open_store(
 
 
 async def make_store(settings: Settings, *, clock: Callable[[], float] = time.time) -> SqlStore:
-    """The store at `settings.store.url`, default SQLite at `<data_dir>/wanserve.db`, migrated."""
+    """The store at `settings.store.url`, default SQLite at `<data_dir>/wanserve.db`, migrated.
+
+    A server database gets a pool of `settings.store.pool_size` connections (SQLite has its own
+    two threads: store/database.py).
+    """
     url = settings.store.url
     if not url:
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         url = default_url(settings.data_dir)
-    return await open_store(url, clock=clock)
+    return await open_store(url, clock=clock, **pool_options(settings.store, url))
+
+
+def pool_options(store: StoreSettings, url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for the connection pool of a server database at `url`."""
+    if url.startswith("sqlite"):
+        return {}
+    return {"pool_size": store.pool_size, "max_overflow": store.pool_overflow}

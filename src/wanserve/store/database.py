@@ -59,6 +59,11 @@ class Database(Protocol):
         (store/writer.py), so it must act only through the connection."""
         ...
 
+    async def execute(self, statement: sa.Executable, params: dict[str, Any]) -> None:
+        """One statement as a transaction of its own (autocommit on a server database: no BEGIN
+        and COMMIT round trips)."""
+        ...
+
     async def dispose(self) -> None:
         """Close every connection (and thread); the Database is unusable afterwards."""
         ...
@@ -79,6 +84,9 @@ class ThreadedSqlite:
     async def write(self, work: Callable[[Connection], T]) -> T:
         return await self._writer.write(work)
 
+    async def execute(self, statement: sa.Executable, params: dict[str, Any]) -> None:
+        await self._writer.write(lambda connection: connection.execute(statement, params))
+
     async def dispose(self) -> None:
         await asyncio.to_thread(self._shutdown)
 
@@ -98,6 +106,7 @@ class AsyncDatabase:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.url, self.dialect_name = engine.url, engine.dialect.name
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")  # same pool
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         async with self.engine.connect() as connection:
@@ -106,6 +115,10 @@ class AsyncDatabase:
     async def write(self, work: Callable[[Connection], T]) -> T:
         async with self.engine.begin() as connection:
             return await connection.run_sync(work)
+
+    async def execute(self, statement: sa.Executable, params: dict[str, Any]) -> None:
+        async with self._autocommit.connect() as connection:
+            await connection.execute(statement, params)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
