@@ -53,9 +53,9 @@ class ApiSettings(BaseModel):
 class StoreSettings(BaseModel):
     url: str | None = None  # default: sqlite:///<data_dir>/wanserve.db
     # Postgres connections kept open per process: size it to the requests a process has in
-    # flight; connections past it (up to pool_overflow more) are opened and closed per use.
+    # flight (mind the server's max_connections across processes).
     pool_size: int = Field(default=20, ge=1)
-    pool_overflow: int = Field(default=10, ge=0)
+    pool_overflow: int = Field(default=10, ge=0)  # more when busy, each opened and closed per use
 
 
 class QueueSettings(BaseModel):
