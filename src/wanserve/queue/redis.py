@@ -11,68 +11,50 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from wanserve.domain.errors import BackendUnavailable
 from wanserve.queue import scripts
 from wanserve.queue.base import CANCEL_MESSAGE, Lease
 from wanserve.queue.batch import ScriptBatch
+from wanserve.queue.channels import Channels, Inbox
+from wanserve.queue.wire import guard, text
 
 __all__ = ["RedisQueue", "RedisSubscription"]
 
 CANCEL_FLAG_TTL_S = 7 * 24 * 3600  # long enough for any remote engine to see it
 _MIN_WAIT_S = 0.01  # BLPOP timeout 0 would mean "forever"
 
-_T = TypeVar("_T")
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-async def _guard(call: Awaitable[_T]) -> _T:
-    """Run one server call; lost connections become BackendUnavailable."""
-    try:
-        return await call
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise BackendUnavailable(f"queue server unreachable: {exc}") from exc
-
 
 class RedisSubscription:
-    """A pub/sub subscription to one task's channel (see queue.base.Subscription)."""
+    """A subscription to one task's channel (see queue.base.Subscription), on the process's
+    shared pub/sub connection (queue/channels.py)."""
 
-    def __init__(self, client: aioredis.Redis, channel: str) -> None:
-        self._pubsub = client.pubsub()
+    def __init__(self, channels: Channels, channel: str) -> None:
+        self._channels = channels
         self._channel = channel
+        self._inbox: Inbox = asyncio.Queue()
         self._active = False
 
     async def subscribe(self, timeout_s: float = 10.0) -> None:
         """Subscribe and wait for the server's confirmation, so no later publish is missed."""
-        if self._active:
-            return
-        await _guard(self._pubsub.subscribe(self._channel))
-        async with asyncio.timeout(timeout_s):
-            while True:
-                message = await _guard(self._pubsub.get_message(timeout=timeout_s))
-                if message is not None and message.get("type") == "subscribe":
-                    break
-        self._active = True
+        if not self._active:
+            await self._channels.join(self._channel, self._inbox, timeout_s)
+            self._active = True
 
     def __aiter__(self) -> RedisSubscription:
         return self
 
     async def __anext__(self) -> str:
         await self.subscribe()
-        while True:
-            message = await _guard(self._pubsub.get_message(timeout=None))
-            if message is not None and message.get("type") == "message":
-                return _text(message["data"])
+        message = await self._inbox.get()
+        if isinstance(message, BaseException):  # the connection was lost: no longer joined
+            self._active = False
+            raise message
+        return message
 
     async def __aenter__(self) -> RedisSubscription:
         await self.subscribe()
@@ -87,8 +69,9 @@ class RedisSubscription:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._pubsub.aclose()
-        self._active = False
+        if self._active:
+            self._active = False
+            await self._channels.leave(self._channel, self._inbox)
 
 
 class RedisQueue:
@@ -119,6 +102,7 @@ class RedisQueue:
         self._batches = {
             name: ScriptBatch(client, self._scripts[name]) for name in ("ENQUEUE", "POSITION")
         }
+        self._channels = Channels(client)  # every listen() of this queue on one connection
 
     async def enqueue(self, task_id: str, *, priority: int = 0, delay_s: float = 0.0) -> bool:
         added = await self._batched("ENQUEUE", task_id, int(priority), self._clock(), delay_s)
@@ -132,7 +116,7 @@ class RedisQueue:
             now = self._clock()
             taken, next_due = await self._run("LEASE", now, self.lease_ttl_s, worker_id, token)
             if taken:
-                return Lease(_text(taken), worker_id, token, now + self.lease_ttl_s)
+                return Lease(text(taken), worker_id, token, now + self.lease_ttl_s)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
@@ -156,28 +140,29 @@ class RedisQueue:
         return bool(await self._run("CANCEL", task_id, CANCEL_FLAG_TTL_S, CANCEL_MESSAGE))
 
     async def is_cancelled(self, task_id: str) -> bool:
-        return bool(await _guard(self.client.exists(self.cancel_key(task_id))))
+        return bool(await guard(self.client.exists(self.cancel_key(task_id))))
 
     async def position(self, task_id: str) -> int | None:
         rank = int(await self._batched("POSITION", task_id, self._clock()))
         return None if rank < 0 else rank
 
     async def contains(self, task_id: str) -> bool:
-        return bool(await _guard(self.client.exists(f"{self.prefix}:q:job:{task_id}")))
+        return bool(await guard(self.client.exists(f"{self.prefix}:q:job:{task_id}")))
 
     async def requeue_expired(self) -> list[str]:
-        return [_text(i) for i in await self._run("REQUEUE", self._clock())]
+        return [text(i) for i in await self._run("REQUEUE", self._clock())]
 
     async def publish(self, task_id: str, message: str) -> None:
-        await _guard(self.client.publish(self.channel(task_id), message))
+        await guard(self.client.publish(self.channel(task_id), message))
 
     def listen(self, task_id: str) -> RedisSubscription:
-        return RedisSubscription(self.client, self.channel(task_id))
+        return RedisSubscription(self._channels, self.channel(task_id))
 
     async def ping(self) -> None:
-        await _guard(self.client.ping())
+        await guard(self.client.ping())
 
     async def close(self) -> None:
+        await self._channels.close()
         await self.client.aclose()
 
     def cancel_key(self, task_id: str) -> str:
@@ -188,16 +173,16 @@ class RedisQueue:
         return f"{self.prefix}:task:{task_id}"
 
     async def _run(self, name: str, *args: Any) -> Any:
-        return await _guard(self._scripts[name](args=[self.prefix, *args]))
+        return await guard(self._scripts[name](args=[self.prefix, *args]))
 
     async def _batched(self, name: str, *args: Any) -> Any:
-        return await _guard(self._batches[name].call([self.prefix, *args]))
+        return await guard(self._batches[name].call([self.prefix, *args]))
 
     async def _wait_for_work(self, remaining: float, next_due: Any) -> None:
         """Block until an enqueue/release pushes a wake-up, something falls due, or time is up."""
         timeout = remaining
         if next_due:
-            timeout = min(timeout, float(_text(next_due)) - self._clock())
-        await _guard(
+            timeout = min(timeout, float(text(next_due)) - self._clock())
+        await guard(
             self.client.blpop([f"{self.prefix}:q:notify"], timeout=max(timeout, _MIN_WAIT_S))
         )
