@@ -48,6 +48,13 @@ class ArtifactStoreContract:
         assert target.read_bytes() == b"second attempt"
         assert [p.name for p in target.parent.iterdir()] == ["copy.mp4"]  # no temp files left
 
+    async def test_put_file_of_a_missing_file_raises_and_stores_nothing(
+        self, artifacts: ArtifactStore, tmp_path: Path
+    ) -> None:
+        with pytest.raises(FileNotFoundError):
+            await artifacts.put_file("tasks/a/video.mp4", tmp_path / "nope.mp4", "video/mp4")
+        assert not await artifacts.exists("tasks/a/video.mp4")
+
     async def test_missing_key_is_not_found(self, artifacts: ArtifactStore, tmp_path: Path) -> None:
         assert not await artifacts.exists("tasks/none/video.mp4")
         with pytest.raises(NotFound):

@@ -9,8 +9,7 @@ per-task channel (`publish(task_id, str(event_id))`) so SSE listeners wake up.
 from __future__ import annotations
 
 import logging
-import secrets
-import uuid
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -35,11 +34,14 @@ Variant = Literal["video", "thumbnail"]
 
 
 def new_video_id() -> str:
-    return "video_" + uuid.uuid4().hex
+    """`video_` and 128 random bits in hex. Not from `uuid4`: its `os.urandom` releases the GIL,
+    and under load the loop thread then waits up to a switch interval (5 ms) for the store's
+    threads to hand it back. Ids need to be unique, not secret (others' tasks answer 404)."""
+    return f"video_{random.getrandbits(128):032x}"
 
 
 def _random_seed() -> int:
-    return secrets.randbelow(MAX_SEED + 1)
+    return random.randint(0, MAX_SEED)  # not `secrets`: see new_video_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,10 @@ __all__ = ["ArtifactStore"]
 
 class ArtifactStore(Protocol):
     async def put_file(self, key: str, path: Path, content_type: str) -> int:
-        """Store the file at `key` (overwriting: a re-run replaces its earlier output); bytes."""
+        """Store the file at `key` (overwriting: a re-run replaces its earlier output); bytes.
+
+        Raises FileNotFoundError when `path` does not exist, and then stores nothing.
+        """
         ...
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int: ...

@@ -121,9 +121,7 @@ class Attempt:
         finally:
             self._settled.set()
             await cancel_and_wait(*watchers)
-            await asyncio.to_thread(shutil.rmtree, self._workdir, ignore_errors=True)
-            with contextlib.suppress(OSError):  # only when no other attempt still uses it
-                self._workdir.parent.rmdir()
+            await asyncio.to_thread(_remove_workdir, self._workdir)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -289,7 +287,7 @@ class Attempt:
 
     async def _put(self, key: str, path: Path, content_type: str) -> bool:
         """Upload a local output; a remote engine may have stored it at `key` already."""
-        if path.is_file():
+        with contextlib.suppress(FileNotFoundError):
             await self._s.artifacts.put_file(key, path, content_type)
             return True
         if await self._s.artifacts.exists(key):
@@ -335,6 +333,13 @@ class Attempt:
         await self._s.store.record_usage(
             self.task_id, self.task.owner, self._gpu, self._wall, self._s.clock()
         )
+
+
+def _remove_workdir(workdir: Path) -> None:
+    """Remove an attempt's scratch directory, and the task's when no other attempt uses it."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        workdir.parent.rmdir()
 
 
 def _is_local_or_url(image: str) -> bool:

@@ -9,8 +9,8 @@ share the lease TTL); the server's clock is not used, so tests can move time wit
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -112,7 +112,7 @@ class RedisQueue:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
-            token = uuid.uuid4().hex
+            token = f"{random.getrandbits(128):032x}"  # not uuid4: os.urandom releases the GIL
             now = self._clock()
             taken, next_due = await self._run("LEASE", now, self.lease_ttl_s, worker_id, token)
             if taken:
