@@ -14,6 +14,7 @@ from tests.fakes.queue import InMemoryQueue
 from tests.fakes.store import InMemoryStore
 from wanserve.dispatch.recorder import ProgressWriter, Recorder
 from wanserve.domain.task import Task, TaskEvent, record_step, start
+from wanserve.store.base import Usage
 
 
 class GatedStore(InMemoryStore):
@@ -26,14 +27,17 @@ class GatedStore(InMemoryStore):
         self.fail_next = False
 
     async def save_task(
-        self, task: Task, events: Sequence[tuple[str, dict[str, Any]]] = ()
+        self,
+        task: Task,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
+        usage: Usage | None = None,
     ) -> list[TaskEvent]:
         await self.gate.wait()
         if self.fail_next:
             self.fail_next = False
             raise ConnectionError("store went away")
         self.saves.append([str(data["step"]) for _, data in events])
-        return await super().save_task(task, events)
+        return await super().save_task(task, events, usage)
 
 
 @pytest.fixture

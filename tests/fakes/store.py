@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from wanserve.domain.errors import Conflict, InvalidRequest, NotFound
 from wanserve.domain.task import Task, TaskEvent, TaskState
-from wanserve.store.base import ApiKey, TaskPage, over_stored
+from wanserve.store.base import ApiKey, TaskPage, Usage, over_stored
 
 __all__ = ["InMemoryStore"]
 
@@ -50,12 +50,17 @@ class InMemoryStore:
         return None
 
     async def save_task(
-        self, task: Task, events: Sequence[tuple[str, dict[str, Any]]] = ()
+        self,
+        task: Task,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
+        usage: Usage | None = None,
     ) -> list[TaskEvent]:
         stored = self._tasks.get(task.id)
         if stored is None:
             raise NotFound(f"task {task.id} does not exist", task_id=task.id)
         self._tasks[task.id] = over_stored(task, stored.state, stored.cancel_requested)
+        if usage is not None:
+            self._usage.append((task.id, task.owner, usage.gpu_seconds, usage.wall_seconds))
         return [self._append(task.id, kind, data) for kind, data in events]
 
     async def list_tasks(
@@ -111,11 +116,6 @@ class InMemoryStore:
             return False
         self._keys[key_id] = replace(key, revoked_at=now)
         return True
-
-    async def record_usage(
-        self, task_id: str, owner: str | None, gpu_seconds: float, wall_seconds: float, at: float
-    ) -> None:
-        self._usage.append((task_id, owner, gpu_seconds, wall_seconds))
 
     async def usage_by_owner(self, owner: str | None) -> dict[str, float]:
         rows = [u for u in self._usage if owner is None or u[1] == owner]

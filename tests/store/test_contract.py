@@ -23,7 +23,7 @@ from wanserve.domain.task import (
     request_cancel,
     start,
 )
-from wanserve.store.base import ApiKey, TaskStore
+from wanserve.store.base import ApiKey, TaskStore, Usage
 
 
 @pytest.fixture(
@@ -247,9 +247,13 @@ class TestTaskStoreContract:
             "gpu_seconds": 0.0,
             "wall_seconds": 0.0,
         }
-        await store.record_usage("t1", "a", gpu_seconds=10.0, wall_seconds=4.0, at=1.0)
-        await store.record_usage("t1", "a", gpu_seconds=2.0, wall_seconds=1.0, at=2.0)
-        await store.record_usage("t2", "b", gpu_seconds=5.0, wall_seconds=5.0, at=3.0)
+        first = await store.create_task(make_task("t1", owner="a"))
+        other = await store.create_task(make_task("t2", owner="b"))
+        await store.save_task(first, usage=Usage(gpu_seconds=10.0, wall_seconds=4.0))
+        await store.save_task(first, usage=Usage(gpu_seconds=2.0, wall_seconds=1.0))  # a retry
+        await store.save_task(other, [("state", {"state": "queued"})], Usage(5.0, 5.0))
+        with pytest.raises(NotFound):  # a save that fails counts nothing
+            await store.save_task(make_task("gone", owner="a"), usage=Usage(99.0, 99.0))
         assert await store.usage_by_owner("a") == {
             "tasks": 1.0,
             "gpu_seconds": 12.0,

@@ -16,6 +16,7 @@ from tests.fixtures.store import make_task, open_sql_store, postgres_options
 from wanserve.domain.errors import BackendUnavailable
 from wanserve.settings import Settings, StoreSettings
 from wanserve.store import make_store, open_store, pool_options
+from wanserve.store.base import Usage
 from wanserve.store.database import ThreadedSqlite, connect
 from wanserve.store.sql import SqlStore, _task_row, page_query
 from wanserve.store.tables import tasks
@@ -116,12 +117,14 @@ async def test_sqlite_writers_of_one_store_never_meet_the_busy_handler(tmp_path:
     try:
         created = await asyncio.gather(*(store.create_task(make_task(f"t{i}")) for i in range(16)))
         saves = [
-            store.save_task(task, [("step", {"step": n})]) for task in created for n in range(3)
+            store.save_task(task, [("step", {"step": n})], Usage(1.0, 1.0))
+            for task in created
+            for n in range(3)
         ]
-        usage = (store.record_usage(t.id, None, 1, 1, 0) for t in created)
         reads = (store.list_events(t.id) for t in created)
-        await asyncio.gather(*saves, *usage, *reads)
+        await asyncio.gather(*saves, *reads)
         assert [len(await store.list_events(t.id)) for t in created] == [4] * 16
+        assert (await store.usage_by_owner(None))["gpu_seconds"] == 48.0
     finally:
         await store.close()
 

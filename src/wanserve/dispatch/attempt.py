@@ -32,7 +32,7 @@ from wanserve.backends.base import InferenceBackend, Run
 from wanserve.dispatch.config import DispatchConfig
 from wanserve.dispatch.recorder import ProgressWriter, Recorder
 from wanserve.dispatch.translate import apply_event, is_terminal_event, state_event
-from wanserve.dispatch.types import Clock
+from wanserve.dispatch.types import Clock, EventList
 from wanserve.domain.errors import BackendUnavailable
 from wanserve.domain.events import (
     CancelledEvent,
@@ -55,7 +55,7 @@ from wanserve.domain.task import (
     start,
 )
 from wanserve.queue.base import CANCEL_MESSAGE, JobQueue, Lease
-from wanserve.store.base import TaskStore
+from wanserve.store.base import TaskStore, Usage
 
 __all__ = ["Attempt", "Services", "Stop"]
 
@@ -100,6 +100,7 @@ class Attempt:
         self._settled = asyncio.Event()  # ends the watcher loops (not only cancelled: wanserve.aio)
         self.reason: Stop | None = None
         self._workdir = services.config.workdir / task.id / str(task.attempt + 1)
+        self._usage: Usage | None = None  # set when the run ends; written by the settling save
 
     @property
     def task_id(self) -> str:
@@ -244,12 +245,11 @@ class Attempt:
         else:
             message = "the engine stopped without a result"
             await self._failed(TaskError(code="engine_exited", message=message, retryable=True))
-        await self._record_usage()
 
     async def _settle_cancel(self, outcome: Outcome) -> None:
         if outcome is Stop.CANCEL or await self._is_cancelled():
             self.task = mark_cancelled(self.task, self._s.clock())
-            await self._s.recorder.save(self.task, [state_event(self.task)])
+            await self._save_settled([state_event(self.task)])
             await self._s.queue.ack(self._lease)
             return
         # The engine was stopped by something other than a cancel request (a signal from outside).
@@ -267,8 +267,7 @@ class Attempt:
             return
         now = self._s.clock()
         self.task = complete(self.task, result, now, now + self._s.config.retention_s)
-        entry = ("result", result.model_dump())
-        await self._s.recorder.save(self.task, [entry, state_event(self.task)])
+        await self._save_settled([("result", result.model_dump()), state_event(self.task)])
         await self._s.queue.ack(self._lease)
 
     async def _upload(self, event: ResultEvent) -> TaskResult:
@@ -308,31 +307,32 @@ class Attempt:
         delay = retry_delay(self.task, error, self._s.config.retry)
         if delay is not None:
             self.task = requeue(self.task, now, delay)
-            entry = state_event(self.task, retry_in_s=delay, error=error.model_dump())
-            await self._s.recorder.save(self.task, [entry])
+            await self._save_settled(
+                [state_event(self.task, retry_in_s=delay, error=error.model_dump())]
+            )
             await self._s.queue.release(self._lease, delay_s=delay)
             return
         self.task = fail(self.task, error, now)
         data = error.model_dump() | ({"traceback": detail} if detail else {})
-        await self._s.recorder.save(self.task, [("error", data), state_event(self.task)])
+        await self._save_settled([("error", data), state_event(self.task)])
         await self._s.queue.ack(self._lease)
 
     async def _hand_back(self) -> None:
         self.task = requeue(self.task, self._s.clock())
-        await self._s.recorder.save(self.task, [state_event(self.task, reason="shutdown")])
+        await self._save_settled([state_event(self.task, reason="shutdown")])
         await self._s.queue.release(self._lease)
 
     def _account(self) -> None:
         begun = self.task.attempt_started_at
-        self._wall = 0.0 if begun is None else max(0.0, self._s.clock() - begun)
-        self._gpu = self._wall * self._backend.gpus_per_run
-        gpu_seconds = self.task.gpu_seconds + self._gpu
+        wall = 0.0 if begun is None else max(0.0, self._s.clock() - begun)
+        self._usage = Usage(gpu_seconds=wall * self._backend.gpus_per_run, wall_seconds=wall)
+        gpu_seconds = self.task.gpu_seconds + self._usage.gpu_seconds
         self.task = self.task.model_copy(update={"gpu_seconds": gpu_seconds})
 
-    async def _record_usage(self) -> None:
-        await self._s.store.record_usage(
-            self.task_id, self.task.owner, self._gpu, self._wall, self._s.clock()
-        )
+    async def _save_settled(self, events: EventList) -> None:
+        """The attempt's last save: where it ended and what it used, in one transaction."""
+        usage, self._usage = self._usage, None
+        await self._s.recorder.save(self.task, events, usage)
 
 
 def _remove_workdir(workdir: Path) -> None:

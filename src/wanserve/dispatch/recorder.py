@@ -8,7 +8,7 @@ import logging
 from wanserve.dispatch.types import EventList
 from wanserve.domain.task import Task
 from wanserve.queue.base import JobQueue
-from wanserve.store.base import TaskStore
+from wanserve.store.base import TaskStore, Usage
 
 __all__ = ["ProgressWriter", "Recorder"]
 
@@ -25,8 +25,8 @@ class Recorder:
         self._store = store
         self._queue = queue
 
-    async def save(self, task: Task, events: EventList = ()) -> Task:
-        written = await self._store.save_task(task, events)
+    async def save(self, task: Task, events: EventList = (), usage: Usage | None = None) -> Task:
+        written = await self._store.save_task(task, events, usage)
         if written:
             try:
                 await self._queue.publish(task.id, str(written[-1].id))

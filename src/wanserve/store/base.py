@@ -9,7 +9,7 @@ from typing import Any, Literal, Protocol
 from wanserve.domain.errors import InvalidTransition
 from wanserve.domain.task import Task, TaskEvent, TaskState
 
-__all__ = ["ApiKey", "TaskPage", "TaskStore", "over_stored"]
+__all__ = ["ApiKey", "TaskPage", "TaskStore", "Usage", "over_stored"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,14 @@ class ApiKey:
     is_admin: bool
     created_at: float
     revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One attempt's use of its backend, recorded for the task's owner."""
+
+    gpu_seconds: float
+    wall_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +71,18 @@ class TaskStore(Protocol):
     async def find_by_idempotency_key(self, owner: str | None, key: str) -> Task | None: ...
 
     async def save_task(
-        self, task: Task, events: Sequence[tuple[str, dict[str, Any]]] = ()
+        self,
+        task: Task,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
+        usage: Usage | None = None,
     ) -> list[TaskEvent]:
         """Write `task` and append `events` (type, data) to its log in one transaction.
 
         The stored task becomes `over_stored(task, ...)` of the one stored before: a cancel
         request is never cleared, and a terminal task never changes back (InvalidTransition,
-        nothing written). Raises NotFound for an unknown task.
+        nothing written). Raises NotFound for an unknown task. `usage` (an attempt's settling
+        save) adds a usage row for the task's owner in the same transaction, so a settled
+        attempt is counted exactly once, whatever stops the process after it.
         """
         ...
 
@@ -103,10 +116,6 @@ class TaskStore(Protocol):
     async def list_api_keys(self) -> list[ApiKey]: ...
 
     async def revoke_api_key(self, key_id: str, now: float) -> bool: ...
-
-    async def record_usage(
-        self, task_id: str, owner: str | None, gpu_seconds: float, wall_seconds: float, at: float
-    ) -> None: ...
 
     async def usage_by_owner(self, owner: str | None) -> dict[str, float]:
         """Totals: {"tasks", "gpu_seconds", "wall_seconds"} for one owner (None: all)."""

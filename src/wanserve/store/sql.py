@@ -22,10 +22,11 @@ from sqlalchemy.exc import InterfaceError as SaInterfaceError
 
 from wanserve.domain.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from wanserve.domain.task import Task, TaskEvent, TaskState
-from wanserve.store.base import ApiKey, TaskPage, over_stored
+from wanserve.store.base import ApiKey, TaskPage, Usage, over_stored
 from wanserve.store.database import Database
 from wanserve.store.migrations import upgrade
-from wanserve.store.tables import api_keys, task_events, tasks, usage
+from wanserve.store.tables import api_keys, task_events, tasks
+from wanserve.store.tables import usage as usage_rows
 
 __all__ = ["SqlStore", "page_query"]
 
@@ -50,7 +51,7 @@ _CLAIM = (
 _SAVE = tasks.update().where(tasks.c.id == sa.bindparam("save_id"))  # SET: the row's columns
 _INSERT_TASK = tasks.insert()
 _INSERT_EVENTS = task_events.insert()
-_INSERT_USAGE = usage.insert()
+_INSERT_USAGE = usage_rows.insert()
 _EVENTS_AFTER = (
     sa.select(task_events)
     .where(
@@ -163,7 +164,10 @@ class SqlStore:
         return await self._one_task(_TASK_BY_SCOPE, {"scope": _scope(owner, key)})
 
     async def save_task(
-        self, task: Task, events: Sequence[tuple[str, dict[str, Any]]] = ()
+        self,
+        task: Task,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
+        usage: Usage | None = None,
     ) -> list[TaskEvent]:
         # The first UPDATE takes the row (Postgres) or the write lock (SQLite) and returns what
         # the rule of `over_stored` needs, so no writer can slip in before the second one.
@@ -175,6 +179,9 @@ class SqlStore:
             last, state, cancel_requested = row
             saved = over_stored(task, TaskState(state), bool(cancel_requested))
             conn.execute(_SAVE, _task_row(saved) | {"save_id": task.id})
+            if usage is not None:
+                used = {"task_id": task.id, "owner": task.owner, "at": self._clock()}
+                conn.execute(_INSERT_USAGE, used | asdict(usage))
             return self._insert_events(conn, task.id, last - len(events) + 1, events)
 
         return await self.database.write(save)
@@ -252,21 +259,14 @@ class SqlStore:
         )
         return await self.database.write(lambda conn: conn.execute(stmt).rowcount > 0)
 
-    async def record_usage(
-        self, task_id: str, owner: str | None, gpu_seconds: float, wall_seconds: float, at: float
-    ) -> None:
-        row = {"task_id": task_id, "owner": owner, "gpu_seconds": gpu_seconds}
-        row |= {"wall_seconds": wall_seconds, "at": at}
-        await self.database.write(lambda conn: conn.execute(_INSERT_USAGE, row))
-
     async def usage_by_owner(self, owner: str | None) -> dict[str, float]:
         query = sa.select(
-            sa.func.count(sa.distinct(usage.c.task_id)),
-            sa.func.coalesce(sa.func.sum(usage.c.gpu_seconds), 0.0),
-            sa.func.coalesce(sa.func.sum(usage.c.wall_seconds), 0.0),
+            sa.func.count(sa.distinct(usage_rows.c.task_id)),
+            sa.func.coalesce(sa.func.sum(usage_rows.c.gpu_seconds), 0.0),
+            sa.func.coalesce(sa.func.sum(usage_rows.c.wall_seconds), 0.0),
         )
         if owner is not None:
-            query = query.where(usage.c.owner == owner)
+            query = query.where(usage_rows.c.owner == owner)
         count, gpu, wall = await self.database.read(lambda conn: conn.execute(query).one())
         return {"tasks": float(count), "gpu_seconds": float(gpu), "wall_seconds": float(wall)}
 
