@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from wanserve.domain.errors import BackendUnavailable
 from wanserve.queue.channels import Channels, Inbox
+from wanserve.queue.embedded import EmbeddedValkey
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +107,29 @@ async def test_close_ends_the_listeners_still_joined(
     await channels.join(f"{queue_prefix}:t1", inbox)
     await channels.close()
     assert isinstance(await next_message(inbox), BackendUnavailable)
+
+
+async def test_listeners_of_a_restarted_server_end_and_joins_work_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    server = EmbeddedValkey(tmp_path / "valkey")
+    url = server.start()
+    client = aioredis.Redis.from_url(url)
+    channels = Channels(client)
+    try:
+        inbox: Inbox = asyncio.Queue()
+        await channels.join("t1", inbox)
+        server.stop()
+        assert isinstance(await next_message(inbox), BackendUnavailable)
+        with pytest.raises(BackendUnavailable):  # nothing to join while it is down
+            await channels.join("t1", Inbox())
+
+        assert server.start() == url
+        again: Inbox = asyncio.Queue()
+        await channels.join("t1", again)
+        await client.publish("t1", "back")
+        assert await next_message(again) == "back"
+    finally:
+        await channels.close()
+        await client.aclose()
+        server.stop()

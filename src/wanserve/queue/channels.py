@@ -60,7 +60,11 @@ class Channels:
                 self._confirmed[channel] = confirmed
                 try:
                     await guard(pubsub.subscribe(channel))
-                except BaseException:
+                except BackendUnavailable as error:  # the connection is gone: start over
+                    await self._reset(error)
+                    raise
+                except BaseException:  # cancelled: no confirmation to wait for
+                    self._unconfirmed[channel].remove(confirmed)
                     await self._forget(channel, inbox)
                     raise
                 if self._reader is None:  # the connection exists once a command was sent

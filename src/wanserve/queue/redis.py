@@ -42,6 +42,7 @@ class RedisSubscription:
     async def subscribe(self, timeout_s: float = 10.0) -> None:
         """Subscribe and wait for the server's confirmation, so no later publish is missed."""
         if not self._active:
+            self._inbox = asyncio.Queue()  # nothing stale from a connection lost before
             await self._channels.join(self._channel, self._inbox, timeout_s)
             self._active = True
 
