@@ -18,13 +18,16 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def named(valkey_url: str) -> AsyncIterator[tuple[aioredis.Redis, str]]:
-    """A client whose connections carry a name of their own, so the test can find them."""
+async def named(valkey_url: str) -> AsyncIterator[tuple[Channels, str]]:
+    """Channels on a client whose connections carry a name of their own, so the test can find
+    them; closed at the end."""
     name = f"channels-{uuid.uuid4().hex[:8]}"
     client = aioredis.Redis.from_url(valkey_url, client_name=name)
+    channels = Channels(client)
     try:
-        yield client, name
+        yield channels, name
     finally:
+        await channels.close()
         await client.aclose()
 
 
@@ -38,71 +41,58 @@ async def next_message(inbox: Inbox, timeout: float = 5.0) -> str | BaseExceptio
 
 
 async def test_listeners_share_one_connection_and_each_gets_its_channel(
-    named: tuple[aioredis.Redis, str], redis_client: aioredis.Redis, queue_prefix: str
+    named: tuple[Channels, str], redis_client: aioredis.Redis, queue_prefix: str
 ) -> None:
-    client, name = named
-    channels = Channels(client)
+    channels, name = named
     inboxes = {f"{queue_prefix}:c{i}": [Inbox() for _ in range(3)] for i in range(5)}
-    try:
-        await asyncio.gather(
-            *(channels.join(c, inbox) for c, joined in inboxes.items() for inbox in joined)
-        )
-        for channel in inboxes:
-            await redis_client.publish(channel, channel[-2:])
-        for channel, joined in inboxes.items():
-            assert [await next_message(inbox) for inbox in joined] == [channel[-2:]] * 3
-        pubsub = [c for c in await connections(redis_client, name) if int(c["sub"]) > 0]
-        assert len(pubsub) == 1 and pubsub[0]["sub"] == "5"
-    finally:
-        await channels.close()
+    await asyncio.gather(
+        *(channels.join(c, inbox) for c, joined in inboxes.items() for inbox in joined)
+    )
+    for channel in inboxes:
+        await redis_client.publish(channel, channel[-2:])
+    for channel, joined in inboxes.items():
+        assert [await next_message(inbox) for inbox in joined] == [channel[-2:]] * 3
+    pubsub = [c for c in await connections(redis_client, name) if int(c["sub"]) > 0]
+    assert len(pubsub) == 1 and pubsub[0]["sub"] == "5"
 
 
 async def test_the_last_listener_to_leave_unsubscribes_and_no_connection_is_reopened(
-    named: tuple[aioredis.Redis, str], redis_client: aioredis.Redis, queue_prefix: str
+    named: tuple[Channels, str], redis_client: aioredis.Redis, queue_prefix: str
 ) -> None:
-    client, name = named
-    channels = Channels(client)
+    channels, name = named
     channel = f"{queue_prefix}:t1"
-    stay, go = asyncio.Queue[str | BaseException](), asyncio.Queue[str | BaseException]()
-    try:
-        await channels.join(channel, stay)
-        before = {c["id"] for c in await connections(redis_client, name)}
-        for _ in range(50):  # a running task's watcher, an SSE stream: join, leave, again
-            await channels.join(f"{queue_prefix}:other", go)
-            await channels.leave(f"{queue_prefix}:other", go)
-        assert {c["id"] for c in await connections(redis_client, name)} == before
-        numsub = dict(await redis_client.pubsub_numsub(channel, f"{queue_prefix}:other"))
-        assert list(numsub.values()) == [1, 0]
-        await channels.leave(channel, stay)
-        assert dict(await redis_client.pubsub_numsub(channel))[channel.encode()] == 0
-    finally:
-        await channels.close()
+    stay, go = Inbox(), Inbox()
+    await channels.join(channel, stay)
+    before = {c["id"] for c in await connections(redis_client, name)}
+    for _ in range(50):  # a running task's watcher, an SSE stream: join, leave, again
+        await channels.join(f"{queue_prefix}:other", go)
+        await channels.leave(f"{queue_prefix}:other", go)
+    assert {c["id"] for c in await connections(redis_client, name)} == before
+    numsub = dict(await redis_client.pubsub_numsub(channel, f"{queue_prefix}:other"))
+    assert list(numsub.values()) == [1, 0]
+    await channels.leave(channel, stay)
+    assert dict(await redis_client.pubsub_numsub(channel))[channel.encode()] == 0
 
 
 async def test_a_lost_connection_ends_every_listener_and_the_next_join_reconnects(
-    named: tuple[aioredis.Redis, str], redis_client: aioredis.Redis, queue_prefix: str
+    named: tuple[Channels, str], redis_client: aioredis.Redis, queue_prefix: str
 ) -> None:
-    client, name = named
-    channels = Channels(client)
+    channels, _ = named
     channel = f"{queue_prefix}:t1"
     inbox: Inbox = asyncio.Queue()
-    try:
-        await channels.join(channel, inbox)
-        await redis_client.client_kill_filter(_type="pubsub", skipme=True)
-        assert isinstance(await next_message(inbox), BackendUnavailable)
-        again: Inbox = asyncio.Queue()
-        await channels.join(channel, again)
-        await redis_client.publish(channel, "back")
-        assert await next_message(again) == "back"
-    finally:
-        await channels.close()
+    await channels.join(channel, inbox)
+    await redis_client.client_kill_filter(_type="pubsub", skipme=True)
+    assert isinstance(await next_message(inbox), BackendUnavailable)
+    again: Inbox = asyncio.Queue()
+    await channels.join(channel, again)
+    await redis_client.publish(channel, "back")
+    assert await next_message(again) == "back"
 
 
 async def test_close_ends_the_listeners_still_joined(
-    named: tuple[aioredis.Redis, str], queue_prefix: str
+    named: tuple[Channels, str], queue_prefix: str
 ) -> None:
-    client, _ = named
-    channels = Channels(client)
+    channels, _ = named
     inbox: Inbox = asyncio.Queue()
     await channels.join(f"{queue_prefix}:t1", inbox)
     await channels.close()
