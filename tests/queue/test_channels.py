@@ -79,11 +79,11 @@ async def test_a_lost_connection_ends_every_listener_and_the_next_join_reconnect
 ) -> None:
     channels, _ = named
     channel = f"{queue_prefix}:t1"
-    inbox: Inbox = asyncio.Queue()
+    inbox = Inbox()
     await channels.join(channel, inbox)
     await redis_client.client_kill_filter(_type="pubsub", skipme=True)
     assert isinstance(await next_message(inbox), BackendUnavailable)
-    again: Inbox = asyncio.Queue()
+    again = Inbox()
     await channels.join(channel, again)
     await redis_client.publish(channel, "back")
     assert await next_message(again) == "back"
@@ -93,7 +93,7 @@ async def test_close_ends_the_listeners_still_joined(
     named: tuple[Channels, str], queue_prefix: str
 ) -> None:
     channels, _ = named
-    inbox: Inbox = asyncio.Queue()
+    inbox = Inbox()
     await channels.join(f"{queue_prefix}:t1", inbox)
     await channels.close()
     assert isinstance(await next_message(inbox), BackendUnavailable)
@@ -107,7 +107,7 @@ async def test_listeners_of_a_restarted_server_end_and_joins_work_once_it_is_bac
     client = aioredis.Redis.from_url(url)
     channels = Channels(client)
     try:
-        inbox: Inbox = asyncio.Queue()
+        inbox = Inbox()
         await channels.join("t1", inbox)
         server.stop()
         assert isinstance(await next_message(inbox), BackendUnavailable)
@@ -115,7 +115,7 @@ async def test_listeners_of_a_restarted_server_end_and_joins_work_once_it_is_bac
             await channels.join("t1", Inbox())
 
         assert server.start() == url
-        again: Inbox = asyncio.Queue()
+        again = Inbox()
         await channels.join("t1", again)
         await client.publish("t1", "back")
         assert await next_message(again) == "back"
