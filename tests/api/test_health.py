@@ -48,6 +48,12 @@ async def test_openapi_lists_the_routes(api: Api) -> None:
     assert form["input_reference"]["format"] == "binary" and "num_frames" in form
     assert "image" not in form and form["priority"]["maximum"] == 9
     assert "input_reference" in content["application/json"]["schema"]["properties"]
+    create = paths["/v1/videos"]["post"]
+    (header,) = create["parameters"]
+    assert header["name"] == "Idempotency-Key" and header["in"] == "header"
+    assert header["schema"]["maxLength"] == 255
+    answer = create["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer == {"$ref": "#/components/schemas/VideoPublic"}
 
 
 async def test_unknown_routes_and_methods_are_problems_too(api: Api) -> None:

@@ -217,6 +217,19 @@ async def test_idempotency_key_replays_and_conflicts(api: Api) -> None:
     assert without.json()["id"] != first.json()["id"]
 
 
+async def test_idempotency_key_over_255_characters_is_refused(api: Api) -> None:
+    key = "k" * 256
+    body = {"model": "wan2.2-tiny", "prompt": "keyed"}
+    response = await api.client.post("/v1/videos", json=body, headers={"Idempotency-Key": key})
+    assert response.status_code == 422
+    (error,) = response.json()["errors"]
+    assert error["field"] == "Idempotency-Key" and error["value"].startswith("kkkk")
+    assert error["rule"] == "must be at most 255 characters"
+    assert not (await api.store.list_tasks(owner=None)).tasks
+    longest = {"Idempotency-Key": "k" * 255}
+    assert (await api.client.post("/v1/videos", json=body, headers=longest)).status_code == 200
+
+
 async def test_unknown_video_is_404_problem(api: Api) -> None:
     for method, path in [
         ("GET", "/v1/videos/nope"),
