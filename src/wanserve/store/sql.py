@@ -9,6 +9,8 @@ database write lock (SQLite) and never reuse an id.
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -16,6 +18,7 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SaInterfaceError
@@ -40,6 +43,22 @@ async def unreachable_as_unavailable() -> AsyncIterator[None]:
         raise BackendUnavailable(f"store unreachable: {exc}") from exc
 
 
+class _RawInsert:
+    """An INSERT of `table`'s columns for the sqlite3 driver: its SQL with `?` marks, and a row
+    dict as the values in mark order (JSON columns serialised)."""
+
+    def __init__(self, table: sa.Table, *, exclude: str | None = None) -> None:
+        names = [c.name for c in table.c if c.name != exclude]
+        statement = table.insert().values({name: sa.bindparam(name) for name in names})
+        compiled = statement.compile(dialect=sqlite_dialect.dialect())
+        self.sql = str(compiled)
+        json_columns = {c.name for c in table.c if isinstance(c.type, sa.JSON)}
+        self._columns = [(name, name in json_columns) for name in compiled.positiontup or ()]
+
+    def values(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(json.dumps(row[n]) if is_json else row[n] for n, is_json in self._columns)
+
+
 # The hot statements, built once and executed with parameters: that skips building a statement
 # and its cache key on each call, about a third of a create's CPU on SQLite.
 _CLAIM = (
@@ -49,7 +68,6 @@ _CLAIM = (
     .returning(tasks.c.last_event_id, tasks.c.state, tasks.c.data["cancel_requested"].as_boolean())
 )
 _SAVE = tasks.update().where(tasks.c.id == sa.bindparam("save_id"))  # SET: the row's columns
-_INSERT_TASK = tasks.insert()
 _INSERT_EVENTS = task_events.insert()
 _INSERT_USAGE = usage_rows.insert()
 _EVENTS_AFTER = (
@@ -80,6 +98,14 @@ _INSERT_TASK_AND_EVENT = task_events.insert().from_select(
         sa.bindparam("event_at", type_=task_events.c.at.type),
     ),
 )
+# SQLite writes a create's two rows through the sqlite3 cursor of the writer's transaction: the
+# group commit already pays BEGIN and COMMIT once for many creates, and what was left was
+# SQLAlchemy's per-statement work (parameter processing, JSON binding, an executemany for one
+# event): half the writer thread's CPU per create, and that thread shares the GIL with the event
+# loop (docs/benchmarks.md). Statements and columns come from tables.py; JSON columns are
+# written as SQLAlchemy's JSON type writes them (json.dumps) and read back through it.
+_TASK_INSERT = _RawInsert(tasks, exclude="seq")
+_EVENT_INSERT = _RawInsert(task_events)
 _TASK_BY_ID = sa.select(tasks.c.data).where(tasks.c.id == sa.bindparam("task_id"))
 _TASK_BY_SCOPE = sa.select(tasks.c.data).where(tasks.c.idempotency_scope == sa.bindparam("scope"))
 
@@ -101,6 +127,23 @@ def _task_row(task: Task) -> dict[str, Any]:
         ),
         "data": task.model_dump(mode="json"),
     }
+
+
+def _sqlite_insert(
+    task_row: dict[str, Any], event_row: dict[str, Any]
+) -> Callable[[Connection], None]:
+    """The create's rows, written through `connection`'s sqlite3 cursor (in its transaction;
+    the JSON is serialised there too, off the event loop)."""
+
+    def insert(connection: Connection) -> None:
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(_TASK_INSERT.sql, _TASK_INSERT.values(task_row))
+            cursor.execute(_EVENT_INSERT.sql, _EVENT_INSERT.values(event_row))
+        finally:
+            cursor.close()
+
+    return insert
 
 
 def _key(row: sa.Row[Any]) -> ApiKey:
@@ -141,19 +184,15 @@ class SqlStore:
     async def create_task(self, task: Task) -> Task:
         row = _task_row(task) | {"last_event_id": 1}
         created = {"state": row["state"]}
-
-        def insert(conn: Connection) -> None:
-            conn.execute(_INSERT_TASK, row)
-            self._insert_events(conn, task.id, 1, [("created", created)])
-
         try:
             if self.database.dialect_name == "postgresql":
                 params = {f"task_{name}": value for name, value in row.items()}
                 params |= {"event_data": created, "event_at": self._clock()}
                 await self.database.execute(_INSERT_TASK_AND_EVENT, params)
             else:
-                await self.database.write(insert)
-        except IntegrityError as exc:
+                event = {"task_id": task.id, "id": 1, "type": "created", "data": created}
+                await self.database.write(_sqlite_insert(row, event | {"at": self._clock()}))
+        except (IntegrityError, sqlite3.IntegrityError) as exc:
             raise await self._create_conflict(task) from exc
         return task
 
