@@ -191,7 +191,7 @@ class SqlStore:
                 await self.database.execute(_INSERT_TASK_AND_EVENT, params)
             else:
                 event = {"task_id": task.id, "id": 1, "type": "created", "data": created}
-                await self.database.write(_sqlite_insert(row, event | {"at": self._clock()}))
+                await self.database.write(_sqlite_insert(row, {**event, "at": self._clock()}))
         except (IntegrityError, sqlite3.IntegrityError) as exc:
             raise await self._create_conflict(task) from exc
         return task

@@ -24,6 +24,7 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 _POLL_AFTER_MS = {TaskState.QUEUED: "1000", TaskState.IN_PROGRESS: "500"}
 MAX_IDEMPOTENCY_KEY = 255
+_VIDEO_JSON = VideoPublic.__pydantic_serializer__  # what FastAPI would write, minus a re-validation
 
 
 def _create_body() -> dict[str, Any]:
@@ -81,9 +82,6 @@ async def create_video(request: Request) -> Response:
         headers = {"Idempotent-Replayed": "true"}
     video = _public(videos.view(task), request, runtime)
     return Response(_VIDEO_JSON.to_json(video), media_type="application/json", headers=headers)
-
-
-_VIDEO_JSON = VideoPublic.__pydantic_serializer__  # what FastAPI would write, minus a re-validation
 
 
 def _idempotency_key(request: Request) -> str | None:
