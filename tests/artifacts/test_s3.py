@@ -24,13 +24,15 @@ def artifacts(s3_server: S3Server, s3_bucket: str) -> S3Artifacts:
 class TestS3Artifacts(ArtifactStoreContract):
     async def test_presigned_url_downloads_then_expires(self, artifacts: S3Artifacts) -> None:
         await artifacts.put_bytes("tasks/a/video.mp4", DATA, "video/mp4")
-        url = await artifacts.url("tasks/a/video.mp4", expires_s=1)
+        # 3 s, not 1: expiry counts from X-Amz-Date, in whole seconds, so a 1 s URL was at times
+        # expired by its first request (1 run in 5 here).
+        url = await artifacts.url("tasks/a/video.mp4", expires_s=3)
         assert url is not None and "X-Amz-Signature" in url
         async with httpx.AsyncClient() as client:
             response = await client.get(url)
-            assert response.status_code == 200 and response.content == DATA
+            assert response.status_code == 200 and response.content == DATA, response.text
             assert response.headers["content-type"] == "video/mp4"
-            await asyncio.sleep(2.2)
+            await asyncio.sleep(4.2)
             expired = await client.get(url)
             assert expired.status_code == 403 and "expired" in expired.text.lower()
 
