@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-SHARED = ROOT.parent / "shared"
+CRDS = ROOT / "tests" / "data" / "crds"  # the pinned CRDs (tests/data/crds/README.md)
 
 pytest_plugins = ["tests.fixtures.seaweedfs", "tests.fixtures.store", "tests.fixtures.valkey"]
 

@@ -1,7 +1,7 @@
 """Fixtures for the Kubernetes backend: the pinned CRDs (loaded once), templates, the emulator.
 
-The CRDs are read from ../shared/k8s/crds beside the repository (never copied). Tests marked
-`cluster` need a real cluster and run only where KUBECONFIG is set.
+The CRDs are the repository's pinned copies in tests/data/crds (see the README there). Tests
+marked `cluster` need a real cluster and run only where KUBECONFIG is set.
 """
 
 from __future__ import annotations
@@ -17,21 +17,11 @@ from kmock import Server
 
 from tests.backends.kubernetes.crd import CrdValidator
 from tests.backends.kubernetes.emulator import JOBS, ClusterEmulator, TrainingOperator
-from tests.conftest import ROOT
+from tests.conftest import CRDS as CRDS  # re-exported: the tests here import it from this module
 from wanserve.backends.kubernetes.api import KubeClient
 from wanserve.backends.kubernetes.backend import KubernetesBackend
 from wanserve.settings import Settings
 
-
-def _find_crds() -> Path:
-    # ../shared beside the repository; a worktree sits one level deeper (wt/<name>).
-    for base in (ROOT.parent, *ROOT.parents[1:3]):
-        if (base / "shared" / "k8s" / "crds").is_dir():
-            return base / "shared" / "k8s" / "crds"
-    return ROOT.parent / "shared" / "k8s" / "crds"
-
-
-CRDS = _find_crds()
 TEMPLATES = Path(__file__).parent / "templates"
 
 

@@ -2,8 +2,8 @@
 
 `CrdValidator` loads one CRD file (C YAML loader, once per session through the `crds` fixture),
 makes its openAPIV3Schema strict (unknown fields rejected, as `kubectl --validate=strict` and
-../shared/acceptance/lib/crdcheck.py do), and evaluates every `x-kubernetes-validations` CEL
-rule with cel-python (transition rules, which read `oldSelf`, only when an old object is given).
+kubeconform do), and evaluates every `x-kubernetes-validations` CEL rule with cel-python
+(transition rules, which read `oldSelf`, only when an old object is given).
 Object metadata is checked against Kubernetes' own name and label syntax, which schemas omit.
 Built-in kinds go through kubernetes-validate (strict).
 """
