@@ -143,7 +143,7 @@ from pathlib import Path
 import torch, torch.distributed as dist
 from wanserve.engine.engine import Engine
 from wanserve.engine.parallel import ParallelPlan
-from wanserve.engine.runtime import init_runtime
+from wanserve.engine.rank_context import join_group
 
 def local_bytes(module):
     total = 0
@@ -152,17 +152,17 @@ def local_bytes(module):
         total += t.numel() * t.element_size()
     return total
 
-runtime = init_runtime("cpu")
-engine = Engine.load(runtime, Path(sys.argv[1]), ParallelPlan(fsdp=True))
+rank_ctx = join_group("cpu")
+engine = Engine.load(rank_ctx, Path(sys.argv[1]), ParallelPlan(fsdp=True))
 c = engine.pipeline.components
 mine = sum(local_bytes(m) for m in (c.transformer, c.transformer_2, c.text_encoder))
 full = sum(p.numel() * p.element_size() for m in (c.transformer, c.transformer_2, c.text_encoder)
            for p in m.parameters())
-parts = [torch.zeros(1, dtype=torch.int64) for _ in range(runtime.world_size)]
+parts = [torch.zeros(1, dtype=torch.int64) for _ in range(rank_ctx.world_size)]
 dist.all_gather(parts, torch.tensor([mine]))
-if runtime.is_main:
+if rank_ctx.is_main:
     Path(sys.argv[2]).write_text(json.dumps({"full": full, "per_rank": [int(p) for p in parts]}))
-runtime.close()
+rank_ctx.close()
 """
 
 

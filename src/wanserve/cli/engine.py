@@ -91,7 +91,7 @@ def generate(
         target=OutputTarget(out.resolve(), out.resolve().with_suffix(".jpg")),
         sink=_progress_sink() if events is None else None,
     )
-    code = run_job(lambda runtime: spec_from_flags(flags, runtime, resolved_models_dir), options)
+    code = run_job(lambda rank_ctx: spec_from_flags(flags, rank_ctx, resolved_models_dir), options)
     raise typer.Exit(int(code))
 
 
@@ -129,6 +129,6 @@ def _progress_sink() -> EventSink | None:
 
     if os.environ.get("RANK", "0") != "0" or not sys.stdout.isatty():
         return None
-    from wanserve.engine.progress import ProgressSink
+    from wanserve.cli.progress_bar import ProgressSink
 
     return ProgressSink()

@@ -10,11 +10,11 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "CommandLoop",
     "Engine",
     "EventSink",
     "OutputTarget",
     "ParallelPlan",
-    "WarmEngine",
     "build_tiny_model",
     "ensure_tiny_model",
     "open_sink",
@@ -22,12 +22,12 @@ __all__ = [
 ]
 
 _HOMES = {
+    "CommandLoop": "serve",
     "Engine": "engine",
     "OutputTarget": "outputs",
     "EventSink": "sinks",
     "open_sink": "sinks",
     "ParallelPlan": "parallel",
-    "WarmEngine": "serve",
     "build_tiny_model": "tiny",
     "ensure_tiny_model": "tiny",
     "run_job": "job",

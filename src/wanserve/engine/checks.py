@@ -25,7 +25,7 @@ class PeerInvalid(InvalidRequest):
     speaker = False
 
 
-def agree_on_checks(runtime: Any, checks: Callable[[], _T]) -> _T:
+def agree_on_checks(rank_ctx: Any, checks: Callable[[], _T]) -> _T:
     """Run `checks` on every rank, then agree: if any rank raised InvalidRequest, every rank
     raises (the lowest failing rank its own error, marked `speaker`; the others PeerInvalid),
     so no rank walks into a collective that a rejecting peer will never join."""
@@ -35,26 +35,26 @@ def agree_on_checks(runtime: Any, checks: Callable[[], _T]) -> _T:
         result = checks()
     except InvalidRequest as exc:
         error = exc
-    first = _lowest_failing_rank(runtime, error is not None)
+    first = _lowest_failing_rank(rank_ctx, error is not None)
     if first is None:
         return result  # type: ignore[return-value]
-    if error is not None and first == runtime.rank:
+    if error is not None and first == rank_ctx.rank:
         error.speaker = True  # type: ignore[attr-defined]
         raise error
     raise PeerInvalid("rank", first, "that rank rejected the spec (its error event says why)")
 
 
-def _lowest_failing_rank(runtime: Any, failed: bool) -> int | None:
-    if not runtime.is_distributed:
-        return runtime.rank if failed else None
+def _lowest_failing_rank(rank_ctx: Any, failed: bool) -> int | None:
+    if not rank_ctx.is_distributed:
+        return rank_ctx.rank if failed else None
     import torch
     import torch.distributed as dist
 
-    mine = runtime.rank if failed else runtime.world_size
-    flag = torch.tensor([mine], device=runtime.device)
+    mine = rank_ctx.rank if failed else rank_ctx.world_size
+    flag = torch.tensor([mine], device=rank_ctx.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     lowest = int(flag.item())
-    return None if lowest == runtime.world_size else lowest
+    return None if lowest == rank_ctx.world_size else lowest
 
 
 def check_spec_fits(spec: VideoSpec, info: CheckpointInfo, components: Any, plan: Any) -> None:

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     if args.command == "run" and (args.runner == "generate-py" or args.generate_py_config):
         _check_generate_py_flags(parser, args)
-        from wanserve.engine.generate_py import run_from_files
+        from wanserve.engine.generate_py.cli import run_from_files
 
         return int(run_from_files(args.spec, args.generate_py_config, args.events))
     from wanserve.engine.parallel import ParallelPlan
@@ -107,7 +107,7 @@ def _run(args: argparse.Namespace, plan: object, models_dir: Path) -> ExitCode:
         dtype=args.dtype,
         save_frames=args.save_frames,
     )
-    return run_job(lambda _runtime: VideoSpec.model_validate_json(args.spec.read_text()), options)
+    return run_job(lambda _rank_ctx: VideoSpec.model_validate_json(args.spec.read_text()), options)
 
 
 def _setup_logging() -> None:

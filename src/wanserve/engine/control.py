@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -28,9 +27,18 @@ import torch.distributed as dist
 
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.events import ExitCode
-from wanserve.engine.runtime import Runtime
+from wanserve.engine.rank_context import RankContext
 
-__all__ = ["AbortRecord", "CancelToken", "Failure", "Watchdog", "agree_to_stop", "classify"]
+__all__ = [
+    "AbortRecord",
+    "CancelToken",
+    "RankFailure",
+    "Watchdog",
+    "agree_to_stop",
+    "claim_abort",
+    "classify",
+    "flush_and_exit",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,17 +77,17 @@ class CancelToken:
             signal.signal(signum, on_signal)
 
 
-def agree_to_stop(runtime: Runtime, token: CancelToken) -> bool:
+def agree_to_stop(rank_ctx: RankContext, token: CancelToken) -> bool:
     """True on every rank when any rank's token is cancelled (one all-reduce per call)."""
-    if not runtime.is_distributed:
+    if not rank_ctx.is_distributed:
         return token.is_cancelled
-    flag = torch.tensor([1 if token.is_cancelled else 0], device=runtime.device)
+    flag = torch.tensor([1 if token.is_cancelled else 0], device=rank_ctx.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item())
 
 
 @dataclass(frozen=True)
-class Failure:
+class RankFailure:
     """What went wrong on one rank, as the events and exit codes say it."""
 
     code: str  # "oom", "invalid_spec", "engine_error"
@@ -91,7 +99,7 @@ class Failure:
 @dataclass(frozen=True)
 class AbortRecord:
     rank: int
-    failure: Failure
+    failure: RankFailure
 
     def dumps(self) -> str:
         f = self.failure
@@ -108,27 +116,27 @@ class AbortRecord:
     @classmethod
     def loads(cls, raw: bytes | str) -> AbortRecord:
         data = json.loads(raw)
-        failure = Failure(
+        failure = RankFailure(
             data["code"], data["message"], ExitCode(data["exit_code"]), data["retryable"]
         )
         return cls(int(data["rank"]), failure)
 
 
-def classify(exc: BaseException) -> Failure:
-    """An exception as a Failure: OOM, invalid input, or any other engine error."""
+def classify(exc: BaseException) -> RankFailure:
+    """An exception as a RankFailure: OOM, invalid input, or any other engine error."""
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, torch.OutOfMemoryError | MemoryError):
-        return Failure("oom", f"out of memory: {text}", ExitCode.OOM, True)
+        return RankFailure("oom", f"out of memory: {text}", ExitCode.OOM, True)
     if isinstance(exc, InvalidRequest):
-        return Failure("invalid_spec", str(exc), ExitCode.INVALID, False)
-    return Failure("engine_error", text, ExitCode.FAILED, False)
+        return RankFailure("invalid_spec", str(exc), ExitCode.INVALID, False)
+    return RankFailure("engine_error", text, ExitCode.FAILED, False)
 
 
-def claim_abort(runtime: Runtime, failure: Failure) -> AbortRecord:
+def claim_abort(rank_ctx: RankContext, failure: RankFailure) -> AbortRecord:
     """Publish this rank's failure unless a peer's came first; returns the record that won."""
-    mine = AbortRecord(runtime.rank, failure)
+    mine = AbortRecord(rank_ctx.rank, failure)
     try:
-        current = runtime.store.compare_set(ABORT_KEY, "", mine.dumps())
+        current = rank_ctx.store.compare_set(ABORT_KEY, "", mine.dumps())
         return AbortRecord.loads(bytes(current).decode())
     except Exception:
         logger.exception("could not publish the abort record")
@@ -142,15 +150,15 @@ class Watchdog:
     the pending collective raise at once); after it the thread calls `os._exit`.
     """
 
-    def __init__(self, runtime: Runtime, grace_s: float = 3.0, poll_s: float = 0.2) -> None:
-        self._runtime = runtime
+    def __init__(self, rank_ctx: RankContext, grace_s: float = 3.0, poll_s: float = 0.2) -> None:
+        self._rank_ctx = rank_ctx
         self._grace_s = grace_s
         self._poll_s = poll_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wanserve-watchdog", daemon=True)
 
     def start(self) -> Watchdog:
-        if self._runtime.is_distributed:
+        if self._rank_ctx.is_distributed:
             self._thread.start()
         return self
 
@@ -168,19 +176,19 @@ class Watchdog:
                 "rank %d failed (%s); stopping rank %d",
                 record.rank,
                 record.failure.message,
-                self._runtime.rank,
+                self._rank_ctx.rank,
             )
             flush_and_exit(record.failure.exit_code)
 
     def _peer_record(self) -> AbortRecord | None:
         try:
-            if not self._runtime.store.check([ABORT_KEY]):
+            if not self._rank_ctx.store.check([ABORT_KEY]):
                 return None
-            record = AbortRecord.loads(bytes(self._runtime.store.get(ABORT_KEY)).decode())
+            record = AbortRecord.loads(bytes(self._rank_ctx.store.get(ABORT_KEY)).decode())
         except Exception:
-            logger.error("lost the control store; stopping rank %d", self._runtime.rank)
+            logger.error("lost the control store; stopping rank %d", self._rank_ctx.rank)
             flush_and_exit(ExitCode.FAILED)
-        return None if record.rank == self._runtime.rank else record
+        return None if record.rank == self._rank_ctx.rank else record
 
 
 def flush_and_exit(code: int) -> Any:
@@ -192,15 +200,3 @@ def flush_and_exit(code: int) -> Any:
         except Exception:  # noqa: S110 - exiting anyway
             pass
     os._exit(int(code))
-
-
-def wait_for_key(runtime: Runtime, key: str, poll: float = 30.0) -> bytes:
-    """Block until `key` exists in the store (no deadline: loops over short store waits)."""
-    from datetime import timedelta
-
-    while True:
-        try:
-            runtime.store.wait([key], timedelta(seconds=poll))
-            return bytes(runtime.store.get(key))
-        except dist.DistStoreError:
-            time.sleep(0)  # a store wait timed out: keep waiting

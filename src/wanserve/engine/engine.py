@@ -45,8 +45,8 @@ from wanserve.engine.parallel import (
     check_plan_fits,
 )
 from wanserve.engine.pipelines.wan import Expert, WanVideoPipeline
+from wanserve.engine.rank_context import RankContext
 from wanserve.engine.reporter import Reporter
-from wanserve.engine.runtime import Runtime
 from wanserve.engine.video import to_uint8, write_mp4, write_poster
 
 __all__ = ["Engine", "OutputTarget", "Outcome"]
@@ -67,9 +67,14 @@ class Engine:
     """A loaded checkpoint on this rank, ready to run specs (what the warm engine keeps)."""
 
     def __init__(
-        self, runtime: Runtime, info: CheckpointInfo, plan: ParallelPlan, pipeline: Any, cfg: Any
+        self,
+        rank_ctx: RankContext,
+        info: CheckpointInfo,
+        plan: ParallelPlan,
+        pipeline: Any,
+        cfg: Any,
     ) -> None:
-        self.runtime = runtime
+        self.rank_ctx = rank_ctx
         self.info = info
         self.plan = plan
         self.pipeline: WanVideoPipeline = pipeline
@@ -78,15 +83,15 @@ class Engine:
 
     @classmethod
     def load(
-        cls, runtime: Runtime, checkpoint: Path, plan: ParallelPlan, dtype: DtypeName = "auto"
+        cls, rank_ctx: RankContext, checkpoint: Path, plan: ParallelPlan, dtype: DtypeName = "auto"
     ) -> Engine:
-        check_plan_fits(plan, runtime)
+        check_plan_fits(plan, rank_ctx)
         info = inspect_checkpoint(checkpoint)
-        weights, vae_dtype = _dtypes(dtype, runtime.device)
-        components = load_components(checkpoint, weights, vae_dtype, runtime.device)
+        weights, vae_dtype = _dtypes(dtype, rank_ctx.device)
+        components = load_components(checkpoint, weights, vae_dtype, rank_ctx.device)
         check_components_fit(plan, components)
-        cfg = apply_parallelism(plan, runtime, components)
-        return cls(runtime, info, plan, WanVideoPipeline(components, runtime.device), cfg)
+        cfg = apply_parallelism(plan, rank_ctx, components)
+        return cls(rank_ctx, info, plan, WanVideoPipeline(components, rank_ctx.device), cfg)
 
     def run(
         self,
@@ -100,31 +105,31 @@ class Engine:
         event. `target` defaults to `spec.output`: a directory or `s3://bucket/prefix`."""
 
         def checks() -> tuple[OutputTarget | S3Output, Any]:
-            self._faults.before_run(self.runtime.rank)
+            self._faults.before_run(self.rank_ctx.rank)
             check_spec_fits(spec, self.info, self.pipeline.components, self.plan)
             return target or parse_output(spec.output), _load_image(spec)
 
-        target, image = agree_on_checks(self.runtime, checks)
-        _reset_peak_memory(self.runtime.device)
+        target, image = agree_on_checks(self.rank_ctx, checks)
+        _reset_peak_memory(self.rank_ctx.device)
         reporter.phase(Phase.ENCODING_TEXT)
         latents = self._denoise(spec, image, reporter, token)
         if latents is None:
             reporter.emit(CancelledEvent, reason=token.reason)
             return "cancelled"
         self._report_memory(reporter)
-        if not self.runtime.is_main:
+        if not self.rank_ctx.is_main:
             return "completed"
         return self._finish(spec, latents, reporter, token, target, save_frames)
 
     def _denoise(self, spec: VideoSpec, image: Any, reporter: Reporter, token: CancelToken) -> Any:
-        if agree_to_stop(self.runtime, token):  # a cancel that arrived while loading
+        if agree_to_stop(self.rank_ctx, token):  # a cancel that arrived while loading
             return None
         tracker = _StepTracker(total=spec.num_inference_steps)
 
         def on_step(index: int, timestep: float, expert: Expert) -> None:
             self._report_step(reporter, tracker, index, timestep, expert)
-            self._faults.after_step(self.runtime.rank, index + 1)
-            if agree_to_stop(self.runtime, token):
+            self._faults.after_step(self.rank_ctx.rank, index + 1)
+            if agree_to_stop(self.rank_ctx, token):
                 self.pipeline.request_interrupt()
 
         return self.pipeline(
@@ -156,9 +161,9 @@ class Engine:
         )
 
     def _report_memory(self, reporter: Reporter) -> None:
-        peaks = _gather_peaks(self.runtime)
+        peaks = _gather_peaks(self.rank_ctx)
         for rank, peak in enumerate(peaks):
-            reporter.emit(MemoryEvent, device=str(self.runtime.device), peak_bytes=peak, rank=rank)
+            reporter.emit(MemoryEvent, device=str(self.rank_ctx.device), peak_bytes=peak, rank=rank)
 
     def _finish(
         self,
@@ -250,10 +255,10 @@ def _peak_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # peak RSS (Linux: KiB)
 
 
-def _gather_peaks(runtime: Runtime) -> list[int]:
-    mine = torch.tensor([_peak_bytes(runtime.device)], dtype=torch.int64, device=runtime.device)
-    if not runtime.is_distributed:
+def _gather_peaks(rank_ctx: RankContext) -> list[int]:
+    mine = torch.tensor([_peak_bytes(rank_ctx.device)], dtype=torch.int64, device=rank_ctx.device)
+    if not rank_ctx.is_distributed:
         return [int(mine.item())]
-    parts = [torch.empty_like(mine) for _ in range(runtime.world_size)]
+    parts = [torch.empty_like(mine) for _ in range(rank_ctx.world_size)]
     dist.all_gather(parts, mine)
     return [int(p.item()) for p in parts]

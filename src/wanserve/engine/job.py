@@ -26,16 +26,16 @@ from wanserve.engine.control import (
 from wanserve.engine.engine import DtypeName, Engine, OutputTarget
 from wanserve.engine.loading import resolve_checkpoint
 from wanserve.engine.parallel import ParallelPlan
+from wanserve.engine.rank_context import DevicePreference, RankContext, join_group
 from wanserve.engine.redis_cancel import watch_redis_cancel
 from wanserve.engine.reporter import Reporter
-from wanserve.engine.runtime import DevicePreference, Runtime, init_runtime
 from wanserve.engine.sinks import EventSink, open_sink
 
 __all__ = ["JobOptions", "handle_failure", "run_job"]
 
 logger = logging.getLogger(__name__)
 
-SpecFactory = Callable[[Runtime], VideoSpec]
+SpecFactory = Callable[[RankContext], VideoSpec]
 
 
 @dataclass(frozen=True)
@@ -54,41 +54,41 @@ def run_job(make_spec: SpecFactory, options: JobOptions) -> ExitCode:
     """Run the spec `make_spec` builds (after the group formed, so it can share a seed)."""
     token = CancelToken()
     token.install_signal_handlers()
-    runtime = init_runtime(options.device)
+    rank_ctx = join_group(options.device)
     sink = options.sink or open_sink(options.events)
-    reporter = Reporter(sink, runtime.rank)
-    watchdog = Watchdog(runtime).start()
+    reporter = Reporter(sink, rank_ctx.rank)
+    watchdog = Watchdog(rank_ctx).start()
     try:
-        code = _run(runtime, make_spec, options, reporter, token)
+        code = _run(rank_ctx, make_spec, options, reporter, token)
     except BaseException as exc:
-        code = handle_failure(runtime, reporter, exc)
+        code = handle_failure(rank_ctx, reporter, exc)
     finally:
         watchdog.stop()
         sink.close()
-    if runtime.is_distributed and code not in (ExitCode.OK, ExitCode.CANCELLED, ExitCode.INVALID):
+    if rank_ctx.is_distributed and code not in (ExitCode.OK, ExitCode.CANCELLED, ExitCode.INVALID):
         flush_and_exit(code)  # a peer may be stuck in a collective: never tear down the group
-    runtime.close()
+    rank_ctx.close()
     return code
 
 
 def _run(
-    runtime: Runtime,
+    rank_ctx: RankContext,
     make_spec: SpecFactory,
     options: JobOptions,
     reporter: Reporter,
     token: CancelToken,
 ) -> ExitCode:
-    spec = make_spec(runtime)
+    spec = make_spec(rank_ctx)
     reporter.task_id = spec.task_id  # errors from here on name the task too
     reporter.phase(Phase.LOADING)
     path = resolve_checkpoint(spec.model, spec.checkpoint, options.models_dir)
-    engine = Engine.load(runtime, path, options.plan, options.dtype)
-    with watch_redis_cancel(reporter.sink, spec.task_id, token, enabled=runtime.is_main):
+    engine = Engine.load(rank_ctx, path, options.plan, options.dtype)
+    with watch_redis_cancel(reporter.sink, spec.task_id, token, enabled=rank_ctx.is_main):
         outcome = engine.run(spec, reporter, token, options.target, options.save_frames)
     return ExitCode.OK if outcome == "completed" else ExitCode.CANCELLED
 
 
-def handle_failure(runtime: Runtime, reporter: Reporter, exc: BaseException) -> ExitCode:
+def handle_failure(rank_ctx: RankContext, reporter: Reporter, exc: BaseException) -> ExitCode:
     """Report `exc` once for the whole group and return the exit code every rank should use."""
     if isinstance(exc, KeyboardInterrupt):
         exc = RuntimeError("interrupted")
@@ -96,15 +96,15 @@ def handle_failure(runtime: Runtime, reporter: Reporter, exc: BaseException) -> 
     if isinstance(exc, InvalidRequest):
         # Checks fail identically on every rank (rank 0 speaks for all), or were agreed on by
         # `agree_on_checks`, which marks the one rank that speaks.
-        if getattr(exc, "speaker", runtime.is_main):
+        if getattr(exc, "speaker", rank_ctx.is_main):
             reporter.error(failure.code, failure.message, failure.retryable)
         return failure.exit_code
-    logger.error("rank %d failed", runtime.rank, exc_info=exc)
-    record = claim_abort(runtime, failure) if runtime.is_distributed else None
-    if record is None or record.rank == runtime.rank:
+    logger.error("rank %d failed", rank_ctx.rank, exc_info=exc)
+    record = claim_abort(rank_ctx, failure) if rank_ctx.is_distributed else None
+    if record is None or record.rank == rank_ctx.rank:
         message = failure.message
-        if runtime.is_distributed:
-            message = f"rank {runtime.rank}: {message}"
+        if rank_ctx.is_distributed:
+            message = f"rank {rank_ctx.rank}: {message}"
         reporter.error(failure.code, message, failure.retryable)
         return failure.exit_code
     return record.failure.exit_code

@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from wanserve.domain.errors import InvalidRequest
 from wanserve.engine.pipelines.wan import WanComponents
-from wanserve.engine.runtime import Runtime
+from wanserve.engine.rank_context import RankContext
 
 __all__ = ["MeshCfgGroup", "ParallelPlan", "apply_parallelism", "check_plan_fits"]
 
@@ -56,19 +56,19 @@ class MeshCfgGroup:
         return parts[0], parts[1]
 
 
-def check_plan_fits(plan: ParallelPlan, runtime: Runtime) -> None:
+def check_plan_fits(plan: ParallelPlan, rank_ctx: RankContext) -> None:
     """The flags must describe exactly the processes that were started."""
     if plan.ulysses < 1:
         raise InvalidRequest("ulysses", plan.ulysses, "must be at least 1")
-    if plan.fsdp and runtime.world_size == 1:
+    if plan.fsdp and rank_ctx.world_size == 1:
         raise InvalidRequest("fsdp", True, "needs more than one process (torchrun)")
-    if plan.fsdp and runtime.world_size % plan.world_size == 0:
+    if plan.fsdp and rank_ctx.world_size % plan.world_size == 0:
         return
-    if plan.world_size != runtime.world_size:
+    if plan.world_size != rank_ctx.world_size:
         rule = "a multiple of" if plan.fsdp else "equal to"
         raise InvalidRequest(
             "world_size",
-            runtime.world_size,
+            rank_ctx.world_size,
             f"must be {rule} (2 if --cfg-parallel else 1) x --ulysses = {plan.world_size} "
             f"for {plan.describe()}",
         )
@@ -84,22 +84,22 @@ def check_components_fit(plan: ParallelPlan, components: WanComponents) -> None:
         )
 
 
-def apply_parallelism(plan: ParallelPlan, runtime: Runtime, components: WanComponents) -> Any:
+def apply_parallelism(plan: ParallelPlan, rank_ctx: RankContext, components: WanComponents) -> Any:
     """Move the components to this rank's device and wire the plan in; returns the CFG group."""
-    _to_device(components, runtime.device)
-    if runtime.world_size == 1:
+    _to_device(components, rank_ctx.device)
+    if rank_ctx.world_size == 1:
         return None
     from torch.distributed.device_mesh import init_device_mesh
 
     mesh = init_device_mesh(
-        runtime.device.type,
-        (runtime.world_size // plan.world_size, 2 if plan.cfg_parallel else 1, 1, plan.ulysses),
+        rank_ctx.device.type,
+        (rank_ctx.world_size // plan.world_size, 2 if plan.cfg_parallel else 1, 1, plan.ulysses),
         mesh_dim_names=("replica", "cfg", "ring", "ulysses"),
     )
     if plan.ulysses > 1:
         _enable_ulysses(components, mesh["ring", "ulysses"], plan.ulysses)
     if plan.fsdp:
-        _shard(components, init_device_mesh(runtime.device.type, (runtime.world_size,)))
+        _shard(components, init_device_mesh(rank_ctx.device.type, (rank_ctx.world_size,)))
     return MeshCfgGroup(mesh) if plan.cfg_parallel else None
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from wanserve.domain.spec import MAX_SEED, VideoRequest, VideoSpec, resolve_spec
 from wanserve.engine.loading import inspect_checkpoint, resolve_checkpoint
-from wanserve.engine.runtime import Runtime
+from wanserve.engine.rank_context import RankContext
 
 __all__ = ["GenerateFlags", "spec_from_flags"]
 
@@ -35,7 +35,7 @@ class GenerateFlags:
     fps: int | None = None
 
 
-def spec_from_flags(flags: GenerateFlags, runtime: Runtime, models_dir: Path) -> VideoSpec:
+def spec_from_flags(flags: GenerateFlags, rank_ctx: RankContext, models_dir: Path) -> VideoSpec:
     """The complete spec; raises InvalidRequest naming the flag's field, value and rule."""
     path = resolve_checkpoint(flags.model, None, models_dir)
     card = inspect_checkpoint(path).card
@@ -53,11 +53,11 @@ def spec_from_flags(flags: GenerateFlags, runtime: Runtime, models_dir: Path) ->
         seed=flags.seed,
         fps=flags.fps,
     )
-    spec = resolve_spec(request, lambda: _shared_seed(runtime))
+    spec = resolve_spec(request, lambda: _shared_seed(rank_ctx))
     output = flags.out.resolve().parent
     return spec.model_copy(update={"checkpoint": str(path), "output": str(output)})
 
 
-def _shared_seed(runtime: Runtime) -> int:
-    mine = str(secrets.randbelow(MAX_SEED + 1)) if runtime.is_main else None
-    return int(runtime.share("seed", mine))
+def _shared_seed(rank_ctx: RankContext) -> int:
+    mine = str(secrets.randbelow(MAX_SEED + 1)) if rank_ctx.is_main else None
+    return int(rank_ctx.share("seed", mine))

@@ -31,17 +31,17 @@ from pydantic import ValidationError
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.events import CancelledEvent, ExitCode, LogEvent, Phase, ReadyEvent
 from wanserve.domain.spec import VideoSpec
-from wanserve.engine.control import CancelToken, Watchdog, flush_and_exit, wait_for_key
+from wanserve.engine.control import CancelToken, Watchdog, flush_and_exit
 from wanserve.engine.engine import DtypeName, Engine
 from wanserve.engine.job import handle_failure
 from wanserve.engine.loading import resolve_checkpoint
 from wanserve.engine.parallel import ParallelPlan
+from wanserve.engine.rank_context import DevicePreference, RankContext, join_group
 from wanserve.engine.redis_cancel import watch_redis_cancel
 from wanserve.engine.reporter import Reporter
-from wanserve.engine.runtime import DevicePreference, Runtime, init_runtime
 from wanserve.engine.sinks import open_sink
 
-__all__ = ["ServeOptions", "WarmEngine", "serve"]
+__all__ = ["CommandLoop", "ServeOptions", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +58,12 @@ class ServeOptions:
     dtype: DtypeName = "auto"
 
 
-class WarmEngine:
-    """A loaded Engine plus the control channel that hands every rank the same commands."""
+class CommandLoop:
+    """The serve process's loop: a loaded Engine plus the control channel that hands every rank
+    the same commands."""
 
-    def __init__(self, runtime: Runtime, engine: Engine, reporter: Reporter) -> None:
-        self.runtime = runtime
+    def __init__(self, rank_ctx: RankContext, engine: Engine, reporter: Reporter) -> None:
+        self.rank_ctx = rank_ctx
         self.engine = engine
         self.reporter = reporter
         self.token = CancelToken()
@@ -99,11 +100,11 @@ class WarmEngine:
         """The next command, the same on every rank (rank 0 publishes, the others wait)."""
         key = f"cmd/{self._seq}"
         self._seq += 1
-        if self.runtime.is_main:
+        if self.rank_ctx.is_main:
             command = self._next_local()
-            self.runtime.store.set(key, json.dumps(command))
+            self.rank_ctx.store.set(key, json.dumps(command))
             return command
-        result: dict[str, Any] = json.loads(wait_for_key(self.runtime, key))
+        result: dict[str, Any] = json.loads(self.rank_ctx.wait_for_key(key))
         return result
 
     def _next_local(self) -> dict[str, Any]:
@@ -114,7 +115,7 @@ class WarmEngine:
                 continue
         return SHUTDOWN
 
-    def loop(self) -> ExitCode:
+    def run(self) -> ExitCode:
         """Run commands until shutdown; returns the process exit code."""
         while True:
             command = self.next_command()
@@ -141,62 +142,62 @@ class WarmEngine:
             return
         try:
             with watch_redis_cancel(
-                reporter.sink, spec.task_id, self.token, enabled=self.runtime.is_main
+                reporter.sink, spec.task_id, self.token, enabled=self.rank_ctx.is_main
             ):
                 self.engine.run(spec, reporter, self.token)
         except InvalidRequest as exc:
-            handle_failure(self.runtime, reporter, exc)  # same on every rank: keep serving
+            handle_failure(self.rank_ctx, reporter, exc)  # same on every rank: keep serving
         finally:
             with self._lock:
                 self._running = None
 
     def _agree(self, skip: bool) -> bool:
         """Rank 0 decides whether a queued spec was cancelled; the others follow."""
-        if not self.runtime.is_distributed:
+        if not self.rank_ctx.is_distributed:
             return skip
-        return self.runtime.share(f"skip/{self._seq}", "1" if skip else "0") == "1"
+        return self.rank_ctx.share(f"skip/{self._seq}", "1" if skip else "0") == "1"
 
 
 def serve(options: ServeOptions) -> ExitCode:
     """`python -m wanserve.engine serve`: load, signal ready, run commands until shutdown."""
-    runtime = init_runtime(options.device)
+    rank_ctx = join_group(options.device)
     sink = open_sink(options.events)
-    reporter = Reporter(sink, runtime.rank)
-    watchdog = Watchdog(runtime).start()
+    reporter = Reporter(sink, rank_ctx.rank)
+    watchdog = Watchdog(rank_ctx).start()
     try:
         reporter.phase(Phase.LOADING)
         path = resolve_checkpoint(options.model, None, options.models_dir)
-        engine = Engine.load(runtime, path, options.plan, options.dtype)
-        warm = WarmEngine(runtime, engine, reporter)
-        _install_signals(warm)
-        reporter.emit(ReadyEvent, model=engine.info.card.id, world_size=runtime.world_size)
-        if runtime.is_main:
-            threading.Thread(target=_read_stdin, args=(warm,), daemon=True).start()
-        code = warm.loop()
+        engine = Engine.load(rank_ctx, path, options.plan, options.dtype)
+        command_loop = CommandLoop(rank_ctx, engine, reporter)
+        _install_signals(command_loop)
+        reporter.emit(ReadyEvent, model=engine.info.card.id, world_size=rank_ctx.world_size)
+        if rank_ctx.is_main:
+            threading.Thread(target=_read_stdin, args=(command_loop,), daemon=True).start()
+        code = command_loop.run()
     except BaseException as exc:
-        code = handle_failure(runtime, reporter, exc)
-        if runtime.is_distributed:
+        code = handle_failure(rank_ctx, reporter, exc)
+        if rank_ctx.is_distributed:
             sink.close()
             flush_and_exit(code)
     finally:
         watchdog.stop()
     sink.close()
-    runtime.close()
+    rank_ctx.close()
     return code
 
 
-def _read_stdin(warm: WarmEngine) -> None:
+def _read_stdin(command_loop: CommandLoop) -> None:
     for line in sys.stdin:
         if line.strip():
-            warm.handle_line(line)
-    warm.commands.put(SHUTDOWN)
+            command_loop.handle_line(line)
+    command_loop.commands.put(SHUTDOWN)
 
 
-def _install_signals(warm: WarmEngine) -> None:
+def _install_signals(command_loop: CommandLoop) -> None:
     def on_signal(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
         # Only flags here: a handler must not take the locks the interrupted code may hold.
-        warm.token.cancel(f"received {signal.Signals(signum).name}")
-        warm.stopping.set()
+        command_loop.token.cancel(f"received {signal.Signals(signum).name}")
+        command_loop.stopping.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)

@@ -1,4 +1,4 @@
-"""The generate.py output parser, fed with what tqdm itself prints."""
+"""The generate.py output parser, fed with what tqdm and upstream's logging print."""
 
 from __future__ import annotations
 
@@ -10,13 +10,8 @@ import pytest
 from tqdm import tqdm
 
 from wanserve.domain.events import ExpertSwitchEvent, Phase, PhaseEvent, StepEvent
-from wanserve.engine.tqdm_progress import (
-    ProgressTracker,
-    first_low_noise_step,
-    parse_log_line,
-    parse_tqdm,
-    wan_timesteps,
-)
+from wanserve.engine.generate_py.schedule import wan_timesteps
+from wanserve.engine.generate_py.tracker import ProgressTracker, parse_log_line, parse_tqdm
 
 
 def _tqdm_output(total: int, **kwargs: Any) -> list[str]:
@@ -63,21 +58,7 @@ def test_parse_log_line_reads_wan_logging_format_with_or_without_torchrun_prefix
     prefixed = parse_log_line("[default0]:[2025-07-28 10:00:00,123] WARNING: low memory")
     assert prefixed is not None and prefixed.level == "WARNING"
     assert parse_log_line("Traceback (most recent call last):") is None
-
-
-def test_wan_timesteps_follow_wans_unipc_schedule() -> None:
-    steps = wan_timesteps(40, 12.0)
-    assert len(steps) == 40 and steps[0] == 999.0
-    assert steps == sorted(steps, reverse=True)
-    assert all(t == int(t) for t in steps)  # Wan casts to int64
-    # t2v-A14B defaults (40 steps, shift 12, boundary 0.875): the low-noise expert from step 27.
-    assert first_low_noise_step(steps, 0.875) == 27
-    assert steps[25] >= 875 > steps[26]
-
-
-def test_wan_timesteps_rejects_zero_steps() -> None:
-    with pytest.raises(ValueError, match="steps=0"):
-        wan_timesteps(0, 5.0)
+    assert parse_log_line("[default0]:[2025-07-28 10:00:00,123] INFO:Generating video ...") is None
 
 
 def test_tracker_turns_real_tqdm_output_into_every_step_and_one_switch() -> None:
@@ -142,3 +123,49 @@ def test_tracker_without_a_boundary_labels_no_expert() -> None:
     steps = [e for e in events if isinstance(e, StepEvent)]
     assert [s.expert for s in steps] == [None] * 4
     assert not any(isinstance(e, ExpertSwitchEvent) for e in events)
+
+
+def _phases(tracker: ProgressTracker, lines: list[str]) -> list[Phase]:
+    return [e.phase for line in lines for e in tracker.feed(line) if isinstance(e, PhaseEvent)]
+
+
+def test_tracker_enters_a_phase_only_on_upstreams_whole_message() -> None:
+    prompt = "a robot Saving generated video to a tape"
+    lines = [
+        f"[2025-07-28 10:00:00,000] INFO: Generation job args: Namespace(prompt='{prompt}')",
+        f"[2025-07-28 10:00:00,000] INFO: Input prompt: {prompt}",
+        "[2025-07-28 10:00:00,000] INFO: Input prompt: Generating video ...",
+        "[2025-07-28 10:00:00,000] INFO: Extended prompt: Creating WanT2V pipeline.",
+        "[2025-07-28 10:00:00,000] WARNING: Saving generated video to /tmp/x.mp4",
+        "[2025-07-28 10:00:00,000] INFO: Saving generated video to",
+        "Saving generated video to /tmp/x.mp4",
+    ]
+    assert _phases(ProgressTracker(task_id=None, clock=_clock), lines) == []
+
+
+def test_tracker_knows_every_pipeline_upstream_creates() -> None:
+    for name in ("WanT2V", "WanI2V", "WanTI2V", "WanS2V", "Wan-Animate"):
+        tracker = ProgressTracker(task_id=None, clock=_clock)
+        line = f"[2025-07-28 10:00:00,000] INFO: Creating {name} pipeline."
+        assert _phases(tracker, [line]) == [Phase.LOADING]
+
+
+def test_a_log_line_is_never_read_as_a_progress_bar() -> None:
+    tracker = ProgressTracker(task_id=None, clock=_clock)
+    bar = tqdm.format_meter(n=4, total=8, elapsed=4.0)
+    assert (
+        tracker.feed(f"[2025-07-28 10:00:00,000] INFO: Input prompt: a screen showing {bar}") == []
+    )
+    assert tracker.step == 0
+
+
+def test_tracker_ignores_the_lines_of_a_multi_line_prompt() -> None:
+    """A prompt with line breaks continues its `Input prompt:` echo on lines of its own."""
+    forged = "[2025-07-28 10:00:00,000] INFO: Saving generated video to a tape"
+    bar = tqdm.format_meter(n=4, total=8, elapsed=4.0)
+    prompt = f"a robot\n{forged}\r{bar}"
+    tracker = ProgressTracker(task_id=None, echoed=[prompt, ""], clock=_clock)
+    lines = ["[2025-07-28 10:00:00,000] INFO: Input prompt: a robot", forged, bar]
+    assert [e for line in lines for e in tracker.feed(line)] == []
+    real = "[2025-07-28 10:01:00,000] INFO: Saving generated video to /out/video.mp4"
+    assert _phases(tracker, [f"[default0]:{forged}", real]) == [Phase.ENCODING_VIDEO]

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.models import Layout, TaskKind, get_model
 from wanserve.domain.spec import VideoSpec
-from wanserve.engine.tqdm_progress import wan_timesteps
+from wanserve.engine.generate_py.schedule import wan_timesteps
 
 __all__ = [
     "POSTER_NAME",

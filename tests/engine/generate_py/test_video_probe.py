@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wanserve.engine.generate_py.video_probe import poster_from_video, probe_video
 from wanserve.engine.video import write_mp4
-from wanserve.engine.video_probe import poster_from_video, probe_video
 
 
 def test_probe_reads_back_what_write_mp4_wrote(tmp_path: Path) -> None:

@@ -1,16 +1,17 @@
-"""The process this engine runs in: rank, world, device, process group and the shared store.
+"""This process's rank in its torchrun group: rank, world, device, process group, shared store.
 
-Reads the torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; defaults
-0/1/0 for a plain process). Several processes form one group: NCCL on CUDA, gloo on CPU, the
-device from LOCAL_RANK. Every runtime has a key-value `store`: the rendezvous TCPStore under
-torchrun (a control channel that lives outside the collectives and never hangs in one), an
-in-process HashStore for a single process, so the same code runs in both.
+`join_group()` reads the torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+MASTER_PORT; defaults 0/1/0 for a plain process). Several processes form one group: NCCL on
+CUDA, gloo on CPU, the device from LOCAL_RANK. Every `RankContext` has a key-value `store`: the
+rendezvous TCPStore under torchrun (a control channel that lives outside the collectives and
+never hangs in one), an in-process HashStore for a single process, so the same code runs in both.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 
-__all__ = ["Runtime", "init_runtime"]
+__all__ = ["DevicePreference", "RankContext", "join_group"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ DevicePreference = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass
-class Runtime:
+class RankContext:
     rank: int
     world_size: int
     local_rank: int
@@ -48,37 +49,44 @@ class Runtime:
             self.store.set(f"share/{key}", value)
         return bytes(self.store.get(f"share/{key}")).decode()
 
+    def wait_for_key(self, key: str, poll: float = 30.0) -> bytes:
+        """Block until `key` exists in the store (no deadline: loops over short store waits)."""
+        while True:
+            try:
+                self.store.wait([key], timedelta(seconds=poll))
+                return bytes(self.store.get(key))
+            except dist.DistStoreError:
+                time.sleep(0)  # a store wait timed out: keep waiting
+
     def close(self) -> None:
         """Leave the group together: rank 0 may still be encoding while the others are done."""
         if not dist.is_initialized():
             return
-        from wanserve.engine.control import wait_for_key
-
         if self.is_main:
             self.store.set("closing", "1")
         else:
-            wait_for_key(self, "closing")
+            self.wait_for_key("closing")
         dist.barrier()
         dist.destroy_process_group()
 
 
-def init_runtime(
+def join_group(
     device: DevicePreference = "auto", timeout: timedelta = timedelta(minutes=10)
-) -> Runtime:
+) -> RankContext:
     """Join the torchrun group (if any) and pick this rank's device."""
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     chosen = _device(device, local_rank)
     if world_size == 1:
-        return Runtime(0, 1, local_rank, chosen, dist.HashStore())  # type: ignore[attr-defined]
+        return RankContext(0, 1, local_rank, chosen, dist.HashStore())  # type: ignore[attr-defined]
     backend = "nccl" if chosen.type == "cuda" else "gloo"
     kwargs: dict[str, Any] = {"device_id": chosen} if chosen.type == "cuda" else {}
     dist.init_process_group(backend=backend, init_method="env://", timeout=timeout, **kwargs)
     default_store = dist.distributed_c10d._get_default_store()
     store = dist.PrefixStore("wanserve", default_store)  # type: ignore[attr-defined]
     logger.info("rank %d/%d on %s (%s)", rank, world_size, chosen, backend)
-    return Runtime(rank, world_size, local_rank, chosen, store)
+    return RankContext(rank, world_size, local_rank, chosen, store)
 
 
 def _device(preference: DevicePreference, local_rank: int) -> torch.device:

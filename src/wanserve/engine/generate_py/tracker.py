@@ -4,55 +4,54 @@
 
 - `tqdm(timesteps)` on stderr, on every rank: `' 45%|████▌     | 18/40 [01:23<01:41,  4.6s/it]'`,
   one update per carriage return (and not every step: tqdm skips updates closer than 0.1 s);
-- rank 0's `logging` lines on stdout, `'[2025-07-28 10:00:00,000] INFO: Generating video ...'`.
+- rank 0's `logging` lines on stdout, in upstream's format `[%(asctime)s] %(levelname)s:
+  %(message)s`: `'[2025-07-28 10:00:00,000] INFO: Generating video ...'`.
 
 `ProgressTracker.feed(fragment)` takes one carriage-return- or newline-separated fragment of
 either stream and returns the events it implies: phases in order (a phase is never repeated or
 undone), one `step` event per newly finished step count (the highest seen wins, so the same
 bar printed by several ranks counts once), and the expert switch of an A14B model, inferred from
-Wan2.2's own timestep schedule (`wan_timesteps`) and the model's boundary, because generate.py
-does not log it.
+Wan2.2's own timestep schedule (`schedule.wan_timesteps`) and the model's boundary, because
+generate.py does not log it.
+
+generate.py echoes the prompt (`Input prompt: ...`, `Generation job args: Namespace(...)`), so
+a phase is entered only by an INFO line whose whole message is one of upstream's phase messages,
+a log line is never read as a progress bar, and a fragment that is a line of the prompt itself
+(a prompt with line breaks continues its echo on lines of its own) is not read at all.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 from wanserve.domain.events import EngineEvent, ExpertSwitchEvent, Phase, PhaseEvent, StepEvent
+from wanserve.engine.generate_py.schedule import Expert, first_low_noise_step
 
-__all__ = [
-    "LogLine",
-    "ProgressTracker",
-    "TqdmUpdate",
-    "first_low_noise_step",
-    "parse_log_line",
-    "parse_tqdm",
-    "wan_timesteps",
-]
-
-Expert = Literal["high_noise", "low_noise"]
-Solver = Literal["unipc", "dpm++"]
+__all__ = ["LogLine", "ProgressTracker", "TqdmUpdate", "parse_log_line", "parse_tqdm"]
 
 _TQDM = re.compile(
     r"(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
     r"\[(?P<elapsed>[^<\]]*)<(?P<remaining>[^,\]]*),\s*(?P<rate>[^\]]*)\]"
 )
 _RATE = re.compile(r"^\s*(?P<value>[\d.]+)\s*(?P<unit>s/it|it/s)\s*$")
+# Upstream's logging.basicConfig format, with logging's default asctime ("%Y-%m-%d %H:%M:%S,mmm").
 _LOG = re.compile(
-    r"^\[(?P<when>[^\]]+)\]\s+(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL):\s?(?P<message>.*)$"
+    r"^\[(?P<when>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] "
+    r"(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL): (?P<message>.*)$"
 )
 # torchrun --tee / log redirection prefixes each line with the worker's role and local rank.
 _RANK_PREFIX = re.compile(r"^\[(?:default|rank)\d+\]:")
+_LINE_BREAK = re.compile(r"[\r\n]")
 
-# Logged by generate.py (Wan2.2, rank 0) right before each phase begins; first match wins.
-_PHASE_MARKERS: tuple[tuple[str, Phase], ...] = (
-    ("Creating Wan", Phase.LOADING),  # "Creating WanT2V pipeline.", "Creating WanModel from ..."
-    ("Generating video", Phase.ENCODING_TEXT),  # T5 runs first inside generate()
-    ("Saving generated video to", Phase.ENCODING_VIDEO),  # save_video encodes the MP4
+# Whole INFO messages generate.py (Wan2.2, rank 0) logs right before each phase begins.
+_PHASE_MESSAGES: tuple[tuple[re.Pattern[str], Phase], ...] = (
+    (re.compile(r"Creating Wan[\w-]* pipeline\."), Phase.LOADING),  # "Creating WanT2V pipeline."
+    (re.compile(r"Creating WanModel from .+"), Phase.LOADING),  # wan/text2video.py and siblings
+    (re.compile(r"Generating video \.\.\."), Phase.ENCODING_TEXT),  # T5 runs first in generate()
+    (re.compile(r"Saving generated video to .+"), Phase.ENCODING_VIDEO),  # save_video encodes
 )
 _PHASE_ORDER = tuple(Phase)
 
@@ -91,8 +90,12 @@ def parse_tqdm(fragment: str) -> TqdmUpdate | None:
 
 def parse_log_line(fragment: str) -> LogLine | None:
     """A `[time] LEVEL: message` line of generate.py's logging format, or None."""
-    m = _LOG.match(_RANK_PREFIX.sub("", fragment).strip())
+    m = _LOG.match(_unprefixed(fragment))
     return LogLine(m["level"], m["message"]) if m else None
+
+
+def _unprefixed(fragment: str) -> str:
+    return _RANK_PREFIX.sub("", fragment).strip()
 
 
 def _parse_clock(text: str) -> float | None:
@@ -114,35 +117,12 @@ def _parse_rate(text: str) -> float | None:
     return value if m["unit"] == "s/it" else 1.0 / value
 
 
-def wan_timesteps(
-    steps: int, shift: float, solver: Solver = "unipc", num_train_timesteps: int = 1000
-) -> list[float]:
-    """The timesteps Wan2.2's sampler visits, as its own schedulers compute them.
-
-    unipc (`FlowUniPCMultistepScheduler.set_timesteps`): sigmas from sigma_max = 0.999 (the
-    float32 value of its training schedule) to 0, shifted, times 1000, truncated to integers.
-    dpm++ (`get_sampling_sigmas`): sigmas from 1 to 0, shifted, times 1000.
-    """
-    if steps < 1:
-        raise ValueError(f"steps={steps} must be at least 1")
-    # compat: Wan keeps the training sigmas in float32; 0.999 in float32 is this value.
-    start = 0.9990000128746033 if solver == "unipc" else 1.0
-    step = (0.0 - start) / steps  # as numpy.linspace computes it, so truncation agrees
-    sigmas = [i * step + start for i in range(steps)]
-    shifted = [shift * s / (1 + (shift - 1) * s) for s in sigmas]
-    if solver == "unipc":
-        return [float(int(s * num_train_timesteps)) for s in shifted]
-    return [s * num_train_timesteps for s in shifted]
-
-
-def first_low_noise_step(
-    timesteps: list[float], boundary_ratio: float, num_train_timesteps: int = 1000
-) -> int | None:
-    """1-based index of the first step the low-noise expert runs (t < boundary), or None."""
-    boundary = boundary_ratio * num_train_timesteps
-    for index, t in enumerate(timesteps, start=1):
-        if t < boundary:
-            return index
+def _phase_of(line: LogLine) -> Phase | None:
+    if line.level != "INFO":
+        return None
+    for pattern, phase in _PHASE_MESSAGES:
+        if pattern.fullmatch(line.message):
+            return phase
     return None
 
 
@@ -150,7 +130,8 @@ class ProgressTracker:
     """Turns generate.py output fragments into events; one tracker per run.
 
     `timesteps` and `boundary_ratio` (both or neither) let it label steps with their timestep
-    and expert and emit the expert switch; without them steps carry neither.
+    and expert and emit the expert switch; without them steps carry neither. `echoed` is text
+    generate.py may print back (the prompts): a fragment that is one of its lines is ignored.
     """
 
     def __init__(
@@ -159,12 +140,16 @@ class ProgressTracker:
         task_id: str | None,
         timesteps: list[float] | None = None,
         boundary_ratio: float | None = None,
+        echoed: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._task_id = task_id
         self._timesteps = timesteps
         self._boundary = boundary_ratio
         self._clock = clock
+        self._echoed = {
+            line.strip() for text in echoed for line in _LINE_BREAK.split(text) if line.strip()
+        }
         switch = (
             first_low_noise_step(timesteps, boundary_ratio)
             if timesteps is not None and boundary_ratio is not None
@@ -179,16 +164,14 @@ class ProgressTracker:
 
     def feed(self, fragment: str) -> list[EngineEvent]:
         """The events one output fragment (a line, or one `\\r`-separated redraw) implies."""
-        update = parse_tqdm(fragment)
-        if update is not None:
-            return self._on_tqdm(update)
-        line = parse_log_line(fragment)
-        if line is None:
+        if _unprefixed(fragment) in self._echoed:
             return []
-        for marker, phase in _PHASE_MARKERS:
-            if marker in line.message:
-                return self.enter(phase)
-        return []
+        line = parse_log_line(fragment)
+        if line is not None:
+            phase = _phase_of(line)
+            return [] if phase is None else self.enter(phase)
+        update = parse_tqdm(fragment)
+        return [] if update is None else self._on_tqdm(update)
 
     def enter(self, phase: Phase) -> list[EngineEvent]:
         """A phase event when `phase` comes after the current one; nothing otherwise."""

@@ -1,26 +1,18 @@
-"""Run a VideoSpec through an operator's own Wan2.2 `generate.py` and report engine events.
+"""`GeneratePyRunner`: a VideoSpec through generate.py, from the command to one terminal event.
 
-The contract (docs/engine-generate-py.md has the long form):
-
-- `GeneratePyConfig` is the command template and `build_invocation(spec, config)` maps a spec
-  onto generate.py's flags (both in `generate_py_command`, re-exported here): which python and
-  `generate.py`, a `ckpt_dir` per model id (original Wan2.2 layout, not diffusers), how many
-  processes (`torchrun --nproc_per_node N` when N > 1), memory and parallel flags, renamed or
-  dropped flags for a fork, extra arguments with `{placeholders}`, environment variables.
-- `GeneratePyRunner(config).events(spec)` starts it, yields `domain/events.py` events parsed
-  from its output (see `tqdm_progress`), and ends with exactly one terminal event: `result`
-  (the MP4 probed with PyAV, plus `poster.jpg`), `error` (the cause and the tail of its output)
-  or `cancelled`. Closing the iterator early, `cancel()`, or SIGTERM/SIGINT during `run()` stop
-  the whole process tree (torchrun and every worker): SIGTERM, a grace period, then SIGKILL.
-  `run(spec, sink)` sends the events to `sink` and returns the `ExitCode`.
+`GeneratePyRunner(config).events(spec)` builds the command (`command.build_invocation`), starts
+it (`child_process.ChildProcess`), yields `domain/events.py` events parsed from its output
+(`tracker.ProgressTracker`), and ends with exactly one terminal event: `result` (the MP4 probed
+with PyAV, plus `poster.jpg`), `error` (`failure.failure_of`: the cause and the tail of its
+output) or `cancelled`. Closing the iterator early, `cancel()`, or SIGTERM/SIGINT during `run()`
+stop the whole process tree (torchrun and every worker): SIGTERM, a grace period, then SIGKILL.
+`run(spec, sink)` sends the events to `sink` and returns the `ExitCode`.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -39,30 +31,20 @@ from wanserve.domain.events import (
     ResultEvent,
 )
 from wanserve.domain.spec import VideoSpec
-from wanserve.engine.child_process import ChildProcess, failure_of
-from wanserve.engine.generate_py_command import (
+from wanserve.engine.generate_py.child_process import ChildProcess
+from wanserve.engine.generate_py.command import (
     POSTER_NAME,
-    WAN_SUPPORTED_SIZES,
     GeneratePyConfig,
     Invocation,
     build_invocation,
-    wan_task,
 )
-from wanserve.engine.tqdm_progress import ProgressTracker
+from wanserve.engine.generate_py.failure import failure_of
+from wanserve.engine.generate_py.tracker import ProgressTracker
 
 if TYPE_CHECKING:
     from wanserve.engine.sinks import EventSink
 
-__all__ = [
-    "WAN_SUPPORTED_SIZES",
-    "GeneratePyConfig",
-    "GeneratePyRunner",
-    "Invocation",
-    "build_invocation",
-    "exit_code_of",
-    "run_from_files",
-    "wan_task",
-]
+__all__ = ["GeneratePyRunner", "exit_code_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +104,7 @@ class GeneratePyRunner:
             task_id=spec.task_id,
             timesteps=invocation.timesteps,
             boundary_ratio=invocation.boundary_ratio,
+            echoed=(spec.prompt, spec.negative_prompt),
             clock=self._clock,
         )
         yield from tracker.enter(Phase.LOADING)
@@ -164,7 +147,7 @@ class GeneratePyRunner:
         yield self._result(spec, invocation.save_file)
 
     def _result(self, spec: VideoSpec, video: Path) -> EngineEvent:
-        from wanserve.engine.video_probe import poster_from_video, probe_video
+        from wanserve.engine.generate_py.video_probe import poster_from_video, probe_video
 
         if not video.is_file():
             return self._error(spec, "engine_error", f"generate.py exited 0 but wrote no {video}")
@@ -201,36 +184,3 @@ class GeneratePyRunner:
                 signal.signal(signum, handler)
 
         return restore
-
-
-def run_from_files(spec_path: Path, config_path: Path, events: str | None) -> ExitCode:
-    """Run the VideoSpec in `spec_path` with the GeneratePyConfig in `config_path`, events to
-    the sink `events` names (what both command lines do)."""
-    from wanserve.engine.sinks import open_sink
-
-    spec = VideoSpec.model_validate_json(spec_path.read_text())
-    config = GeneratePyConfig.from_file(config_path)
-    sink = open_sink(events)
-    try:
-        return GeneratePyRunner(config).run(spec, sink)
-    finally:
-        sink.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m wanserve.engine.generate_py --spec SPEC.json --config CONFIG [--events SINK]`.
-
-    SINK as for `python -m wanserve.engine run`: `-`/`stdout`, a file, or a redis:// stream.
-    `python -m wanserve.engine run --runner generate-py --generate-py-config CONFIG` is the same.
-    """
-    parser = argparse.ArgumentParser(prog="python -m wanserve.engine.generate_py")
-    parser.add_argument("--spec", type=Path, required=True, help="VideoSpec JSON file")
-    parser.add_argument("--config", type=Path, required=True, help="GeneratePyConfig JSON/YAML")
-    parser.add_argument("--events", default=None, help="-/stdout, a file, or redis://...?stream=K")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    return int(run_from_files(args.spec, args.config, args.events))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

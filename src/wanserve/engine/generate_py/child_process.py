@@ -7,7 +7,7 @@ returns (tqdm redraws its bar with `\\r`). A complete bar not yet followed by it
 handed out at once, so progress is seen when it is drawn and not one redraw later. `stop()` (and
 leaving the `with` block) sends SIGTERM to the child's group and to every descendant (torchrun
 starts its workers in sessions of their own), waits `grace_s`, then SIGKILLs whatever is left.
-`failure_of(returncode, output_tail)` names the cause of a failed run.
+`output_tail()` keeps the last lines (progress bars left out) for `failure.failure_of`.
 """
 
 from __future__ import annotations
@@ -23,22 +23,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 import psutil
 
-__all__ = ["ChildProcess", "Failure", "failure_of"]
+__all__ = ["ChildProcess"]
 
 _POLL_S = 0.1
 _TAIL_LINES = 200
 _SPLIT = re.compile(r"[\r\n]")
-_EXCEPTION = re.compile(
-    r"^(?:\[(?:default|rank)\d+\]:)?\s*(?P<name>[A-Za-z_][\w.]*(?:Error|Exception|Exit)|"
-    r"KeyboardInterrupt)(?::\s*(?P<detail>.*))?$"
-)
 _TQDM_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+")
 _TQDM_DRAWN = re.compile(r"\d+%\|.*\|\s*\d+/\d+\s*\[[^\]]*\]\s*$")
 
@@ -180,40 +175,3 @@ def _signal_all(group: int | None, tree: list[psutil.Process], sig: signal.Signa
     for proc in tree:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    code: str  # ErrorEvent.code: "oom", "invalid_spec", "engine_error"
-    message: str
-
-
-def failure_of(returncode: int, output_tail: list[str], tail_lines: int = 30) -> Failure | None:
-    """None when `returncode` is 0; else the cause, with the tail of the output in the message."""
-    if returncode == 0:
-        return None
-    text = "\n".join(output_tail)
-    cause = _cause(output_tail)
-    if returncode < 0:
-        status = f"was killed by {signal.Signals(-returncode).name}"
-    else:
-        status = f"exited with code {returncode}"
-    message = f"generate.py {status}: {cause or 'no exception in its output'}"
-    if output_tail:
-        message += "\n--- output (last lines) ---\n" + "\n".join(output_tail[-tail_lines:])
-    if "out of memory" in text.lower() or "OutOfMemoryError" in text:
-        return Failure("oom", message)
-    if returncode == 2 and any(": error: " in line for line in output_tail):
-        return Failure("invalid_spec", message)  # argparse refused the command line
-    return Failure("engine_error", message)
-
-
-def _cause(lines: list[str]) -> str | None:
-    """The first exception a worker raised (torchrun's own ChildFailedError summary skipped)."""
-    for line in lines:
-        if ": error: " in line:
-            return line.strip()
-        m = _EXCEPTION.match(line.strip())
-        if m and "ChildFailedError" not in m["name"] and "elastic" not in m["name"]:
-            return f"{m['name']}: {m['detail']}" if m["detail"] else m["name"]
-    return None
