@@ -19,7 +19,6 @@ import redis.asyncio as aioredis
 
 from wanserve.queue import scripts
 from wanserve.queue.base import CANCEL_MESSAGE, Lease
-from wanserve.queue.batch import ScriptBatch
 from wanserve.queue.channels import Channels, Inbox
 from wanserve.queue.wire import guard, text
 
@@ -99,14 +98,10 @@ class RedisQueue:
             for name in ("ACK", "CANCEL", "ENQUEUE", "HEARTBEAT", "LEASE", "POSITION", "RELEASE")
         }
         self._scripts["REQUEUE"] = client.register_script(scripts.REQUEUE)
-        # What the API calls per request: concurrent calls share a round trip (queue/batch.py).
-        self._batches = {
-            name: ScriptBatch(client, self._scripts[name]) for name in ("ENQUEUE", "POSITION")
-        }
         self._channels = Channels(client)  # every listen() of this queue on one connection
 
     async def enqueue(self, task_id: str, *, priority: int = 0, delay_s: float = 0.0) -> bool:
-        added = await self._batched("ENQUEUE", task_id, int(priority), self._clock(), delay_s)
+        added = await self._run("ENQUEUE", task_id, int(priority), self._clock(), delay_s)
         return bool(added)
 
     async def lease(self, worker_id: str, *, wait_s: float) -> Lease | None:
@@ -144,7 +139,7 @@ class RedisQueue:
         return bool(await guard(self.client.exists(self.cancel_key(task_id))))
 
     async def position(self, task_id: str) -> int | None:
-        rank = int(await self._batched("POSITION", task_id, self._clock()))
+        rank = int(await self._run("POSITION", task_id, self._clock()))
         return None if rank < 0 else rank
 
     async def contains(self, task_id: str) -> bool:
@@ -175,9 +170,6 @@ class RedisQueue:
 
     async def _run(self, name: str, *args: Any) -> Any:
         return await guard(self._scripts[name](args=[self.prefix, *args]))
-
-    async def _batched(self, name: str, *args: Any) -> Any:
-        return await guard(self._batches[name].call([self.prefix, *args]))
 
     async def _wait_for_work(self, remaining: float, next_due: Any) -> None:
         """Block until an enqueue/release pushes a wake-up, something falls due, or time is up."""
