@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from wanserve.artifacts import make_artifacts
 from wanserve.artifacts.base import ArtifactStore
-from wanserve.dispatch.types import Clock
+from wanserve.domain.types import Clock
 from wanserve.queue import make_queue
 from wanserve.queue.base import JobQueue
 from wanserve.settings import Settings

@@ -7,7 +7,8 @@ import pytest
 from wanserve.api.eta import NOMINAL_STEP_S, StepTimes, eta_seconds, seconds_per_step
 from wanserve.domain.events import Phase
 from wanserve.domain.spec import VideoRequest, resolve_spec
-from wanserve.domain.task import Task, TaskError, fail, record_phase, record_step, start
+from wanserve.domain.task import Task, TaskError
+from wanserve.domain.transitions import fail, record_phase, record_step, start
 
 NOW = 1000.0
 
@@ -20,8 +21,8 @@ def queued(steps: int = 10) -> Task:
 
 
 def denoising(step: int, seconds_per: float) -> Task:
-    task = record_phase(start(queued(), NOW, "fake"), Phase.DENOISING, NOW)
-    return record_step(task, step, 10, NOW + step * seconds_per)
+    task = record_phase(start(queued(), NOW, "fake").task, Phase.DENOISING, NOW).task
+    return record_step(task, step, 10, NOW + step * seconds_per).task
 
 
 def test_running_task_uses_its_own_step_time() -> None:
@@ -32,7 +33,7 @@ def test_running_task_uses_its_own_step_time() -> None:
 
 
 def test_running_task_before_its_first_step_uses_the_hint() -> None:
-    task = start(queued(), NOW, "fake")
+    task = start(queued(), NOW, "fake").task
     assert seconds_per_step(task, NOW + 5) is None
     assert eta_seconds(task, NOW + 5, None, step_s=1.5) == pytest.approx((10 + 2) * 1.5)
 
@@ -45,7 +46,7 @@ def test_queued_task_waits_for_the_ones_ahead_capacity_at_a_time() -> None:
 
 
 def test_terminal_task_has_no_eta() -> None:
-    task = fail(start(queued(), NOW, "fake"), TaskError(code="oom", message="x"), NOW)
+    task = fail(start(queued(), NOW, "fake").task, TaskError(code="oom", message="x"), NOW).task
     assert eta_seconds(task, NOW, None, step_s=1.0) is None
 
 

@@ -15,7 +15,8 @@ from tests.api.server import LiveServer, serve
 from tests.fakes.store import InMemoryStore
 from wanserve.api import create_app
 from wanserve.artifacts.local import LocalArtifacts
-from wanserve.domain.task import start
+from wanserve.domain.transitions import start
+from wanserve.journal import Journal
 from wanserve.queue import make_queue
 from wanserve.settings import QueueSettings, Settings
 
@@ -79,10 +80,7 @@ def test_positions_count_down_then_the_task_runs(
 
             async def run_it() -> None:
                 task = await store.get_task(last)
-                events = await store.save_task(
-                    start(task, time.time(), "test"), [("state", {"state": "in_progress"})]
-                )
-                await queue.publish(last, str(events[-1].id))
+                await Journal(store, queue).record(start(task, time.time(), "test"))
 
             server.call(run_it())
             running = next_of(messages, "queue_position", "phase", "state")

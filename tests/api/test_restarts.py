@@ -20,7 +20,9 @@ from tests.api.test_events import parse_sse
 from tests.fakes.backend import SleepyBackend
 from wanserve.api import create_app
 from wanserve.artifacts.local import LocalArtifacts
-from wanserve.domain.task import TaskResult, TaskState, complete, record_step, start
+from wanserve.domain.task import TaskResult, TaskState
+from wanserve.domain.transitions import complete, record_step, start
+from wanserve.journal import Journal
 from wanserve.queue import make_queue
 from wanserve.queue.embedded import EmbeddedValkey
 from wanserve.settings import QueueSettings, Settings
@@ -58,7 +60,7 @@ def api_server(settings: Settings) -> Any:
             await queue.close()
             await store.close()
 
-        return app, {"store": store, "close": close}, []
+        return app, {"store": store, "queue": queue, "close": close}, []
 
     return serve(build)
 
@@ -121,11 +123,10 @@ def test_sse_keeps_going_while_valkey_is_down(settings: Settings, valkey: Embedd
         valkey.stop()  # no live notifications from now on: the stream must fall back to the store
 
         async def run_like_a_dispatcher() -> None:
-            task = start(await store.get_task(video_id), time.time(), "fake")
-            await store.save_task(task, [("state", {"state": "in_progress"})])
+            journal = Journal(store, api.parts["queue"])  # its announcements fail: Valkey is down
+            task = await journal.record(start(await store.get_task(video_id), time.time(), "fake"))
             for step in (1, 2, 3):
-                task = record_step(task, step, 3, time.time())
-                await store.save_task(task, [("step", {"step": step, "total": 3})])
+                task = await journal.record(record_step(task, step, 3, time.time()))
             result = TaskResult(
                 video_key="k",
                 bytes=1,
@@ -136,13 +137,12 @@ def test_sse_keeps_going_while_valkey_is_down(settings: Settings, valkey: Embedd
                 width=128,
                 height=128,
             )
-            await store.save_task(
-                complete(task, result, time.time(), None), [("state", {"state": "completed"})]
-            )
+            await journal.record(complete(task, result, time.time(), None))
 
         api.call(run_like_a_dispatcher())
         events = read_events(f"{api.base_url}/v1/videos/{video_id}/events", {})
-        assert [m["event"] for m in events] == ["created", "state", "step", "step", "step", "state"]
+        expected = ["created", "state", "step", "step", "step", "result", "state"]
+        assert [m["event"] for m in events] == expected
         assert httpx.get(f"{api.base_url}/readyz").status_code == 503
         valkey.start()
         assert httpx.get(f"{api.base_url}/readyz").status_code == 200

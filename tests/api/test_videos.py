@@ -280,12 +280,14 @@ async def test_a_store_failure_leaves_no_uploaded_image_behind(api: Api) -> None
 
 
 async def test_content_of_an_expired_video_says_so(api: Api) -> None:
-    from wanserve.artifacts.retention import expire_artifacts
+    from wanserve.dispatch.retention import expire_artifacts
+    from wanserve.journal import Journal
 
     video_id = str((await create(api))["id"])
     await api.run_to_end(video_id)
     api.clock.advance(api.settings.artifacts.retention_s + 1)
-    assert await expire_artifacts(api.store, api.artifacts, api.clock()) == [video_id]
+    journal = Journal(api.store, api.queue)
+    assert await expire_artifacts(api.store, api.artifacts, journal, api.clock()) == [video_id]
     response = await api.client.get(f"/v1/videos/{video_id}/content")
     assert response.status_code == 404 and "expired" in response.json()["detail"]
     video = (await api.client.get(f"/v1/videos/{video_id}")).json()

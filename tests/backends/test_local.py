@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.backends.contract import BackendContract
 from tests.conftest import ROOT, SRC, subprocess_env
 from wanserve.backends.base import Run
 from wanserve.backends.local import LocalBackend, LocalOptions
@@ -218,3 +219,37 @@ def test_no_engine_survives_a_dispatcher_killed_by_sigkill(tmp_path: Path) -> No
     finally:
         dispatcher.kill()
         dispatcher.wait(10)
+
+
+class LocalSubject:
+    """The local backend on the fake engine: its processes are the run's whole world."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self.backend = backend
+
+    async def drive(self, run: Run) -> None:
+        return None  # the engine runs itself
+
+    async def leftovers(self, run: Run) -> list[str]:
+        return await asyncio.to_thread(processes_of, str(run.workdir))
+
+
+def processes_of(marker: str, timeout: float = 10.0) -> list[str]:
+    """The command lines of live processes that mention `marker`, after up to `timeout`."""
+    mine = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if marker in " ".join(p.info["cmdline"] or []) and p.pid != os.getpid()
+    ]
+    _, alive = psutil.wait_procs(mine, timeout=timeout)
+    return [" ".join(p.cmdline()) for p in alive if p.is_running()]
+
+
+class TestLocalBackendContract(BackendContract):
+    @pytest.fixture
+    async def subject(self) -> AsyncIterator[LocalSubject]:
+        backend = _backend(grace=2.0)
+        try:
+            yield LocalSubject(backend)
+        finally:
+            await backend.close()

@@ -21,6 +21,7 @@ from wanserve.dispatch.config import DispatchConfig
 from wanserve.dispatch.dispatcher import Dispatcher
 from wanserve.domain.spec import VideoRequest, resolve_spec
 from wanserve.domain.task import RetryPolicy, Task
+from wanserve.domain.transitions import create
 
 _ids = itertools.count(1)
 
@@ -69,7 +70,7 @@ class Harness:
             await asyncio.wait_for(self.running, timeout)
 
     async def submit(self, **changes: Any) -> Task:
-        task = await self.store.create_task(make_task(**changes))
+        task = await self.store.create_task(create(make_task(**changes)))
         await self.queue.enqueue(task.id, priority=task.priority)
         return task
 

@@ -20,7 +20,8 @@ from tests.fakes.backend import (
     UploadingBackend,
 )
 from wanserve.domain.events import Phase
-from wanserve.domain.task import TaskState, start
+from wanserve.domain.task import TaskState
+from wanserve.domain.transitions import create, start
 
 T = TypeVar("T")
 
@@ -249,8 +250,8 @@ async def test_redelivered_terminal_task_is_acked_without_a_run(harness: Harness
 
 async def test_task_of_a_dead_worker_reruns_and_replaces_its_output(harness: Harness) -> None:
     backend = InstantBackend()
-    orphan = start(make_task(), harness.clock(), "fake")  # its worker died mid-run
-    await harness.store.create_task(orphan)
+    orphan = start(make_task(), harness.clock(), "fake").task  # its worker died mid-run
+    await harness.store.create_task(create(orphan))
     await harness.artifacts.put_bytes(f"tasks/{orphan.id}/video.mp4", b"partial", "video/mp4")
     await harness.queue.enqueue(orphan.id)
     harness.start(backend)
@@ -267,8 +268,8 @@ async def test_task_of_a_dead_worker_reruns_and_replaces_its_output(harness: Har
 
 async def test_task_whose_workers_kept_dying_fails_as_lost(harness: Harness) -> None:
     backend = InstantBackend()
-    orphan = start(make_task(max_attempts=1), harness.clock(), "fake")
-    await harness.store.create_task(orphan)
+    orphan = start(make_task(max_attempts=1), harness.clock(), "fake").task
+    await harness.store.create_task(create(orphan))
     await harness.queue.enqueue(orphan.id)
     harness.start(backend)
     done = await harness.wait(orphan.id)

@@ -7,12 +7,13 @@ import time
 
 from tests.dispatch.conftest import Harness, make_task
 from wanserve.dispatch.reconciler import Reconciler
-from wanserve.dispatch.recorder import Recorder
-from wanserve.domain.task import TaskResult, TaskState, complete, record_step, start
+from wanserve.domain.task import TaskResult, TaskState
+from wanserve.domain.transitions import complete, create, record_step, start
+from wanserve.journal import Journal
 
 
 def _reconciler(h: Harness) -> Reconciler:
-    return Reconciler(h.store, h.queue, Recorder(h.store, h.queue), h.clock)
+    return Reconciler(h.store, h.queue, Journal(h.store, h.queue), h.clock, h.config.retry)
 
 
 async def _twice(h: Harness) -> list[str]:
@@ -22,7 +23,7 @@ async def _twice(h: Harness) -> list[str]:
 
 
 async def test_a_task_that_moves_between_passes_is_left_alone(harness: Harness) -> None:
-    task = await harness.store.create_task(start(make_task(), time.time(), "local"))
+    task = await harness.store.create_task(create(start(make_task(), time.time(), "local").task))
     reconciler = _reconciler(harness)
     assert await reconciler.run_once() == []
     await harness.store.save_task(record_step(task, 1, 4, time.time()))  # its worker is alive
@@ -31,8 +32,8 @@ async def test_a_task_that_moves_between_passes_is_left_alone(harness: Harness) 
 
 
 async def test_a_lost_task_with_a_cancel_request_is_cancelled_not_rerun(harness: Harness) -> None:
-    task = start(make_task(), time.time(), "local").model_copy(update={"cancel_requested": True})
-    await harness.store.create_task(task)
+    task = start(make_task(), time.time(), "local").task
+    await harness.store.create_task(create(task.model_copy(update={"cancel_requested": True})))
     assert await _twice(harness) == [task.id]
     after = await harness.store.get_task(task.id)
     assert after is not None and after.state == TaskState.CANCELLED
@@ -40,7 +41,7 @@ async def test_a_lost_task_with_a_cancel_request_is_cancelled_not_rerun(harness:
 
 
 async def test_reenqueues_queued_tasks_the_queue_lost(harness: Harness) -> None:
-    lost = await harness.store.create_task(make_task(priority=3))
+    lost = await harness.store.create_task(create(make_task(priority=3)))
     held = await harness.submit()
     reconciler = _reconciler(harness)
     assert await reconciler.run_once() == []  # first sighting: maybe it is being settled
@@ -53,7 +54,7 @@ async def test_reenqueues_queued_tasks_the_queue_lost(harness: Harness) -> None:
 
 
 async def test_requeues_in_progress_tasks_nobody_holds(harness: Harness) -> None:
-    orphan = await harness.store.create_task(start(make_task(), time.time(), "local"))
+    orphan = await harness.store.create_task(create(start(make_task(), time.time(), "local").task))
     restored = await _twice(harness)
     assert restored == [orphan.id]
     after = await harness.store.get_task(orphan.id)
@@ -64,7 +65,7 @@ async def test_requeues_in_progress_tasks_nobody_holds(harness: Harness) -> None
 
 
 async def test_keeps_the_retry_delay_of_a_lost_task(harness: Harness) -> None:
-    task = await harness.store.create_task(make_task(not_before=time.time() + 60))
+    task = await harness.store.create_task(create(make_task(not_before=time.time() + 60)))
     assert await _twice(harness) == [task.id]
     assert await harness.queue.position(task.id) is None  # delayed, not ready
     assert await harness.queue.contains(task.id)
@@ -75,8 +76,8 @@ async def test_leaves_terminal_tasks_alone(harness: Harness) -> None:
         video_key="k", bytes=1, sha256="0", frames=9, fps=16, duration=0.5, width=128, height=128
     )
     now = time.time()
-    done = complete(start(make_task(), now, "x"), result, now, None)
-    await harness.store.create_task(done)
+    done = complete(start(make_task(), now, "x").task, result, now, None).task
+    await harness.store.create_task(create(done))
     assert await _twice(harness) == []
     assert not await harness.queue.contains(done.id)
 
@@ -86,10 +87,10 @@ async def test_periodic_sweep_expires_old_artifacts_and_keeps_history(harness: H
     result = TaskResult(
         video_key="k", bytes=1, sha256="0", frames=9, fps=16, duration=0.5, width=128, height=128
     )
-    old = complete(start(make_task(), now - 100, "x"), result, now - 90, expires_at=now - 1)
-    fresh = complete(start(make_task(), now, "x"), result, now, expires_at=now + 100)
+    old = complete(start(make_task(), now - 100, "x").task, result, now - 90, now - 1).task
+    fresh = complete(start(make_task(), now, "x").task, result, now, expires_at=now + 100).task
     for task in (old, fresh):
-        await harness.store.create_task(task)
+        await harness.store.create_task(create(task))
         await harness.artifacts.put_bytes(f"tasks/{task.id}/video.mp4", b"v", "video/mp4")
     dispatcher = harness.start(reconcile_interval_s=0.01)
     for _ in range(200):

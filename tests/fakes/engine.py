@@ -1,25 +1,32 @@
-"""A stand-in for `python -m wanserve.engine run`, its behaviour chosen by the spec's prompt.
+"""A stand-in for `python -m wanserve.engine run` and `serve`, its behaviour chosen by the prompt.
 
     python -m tests.fakes.engine run --spec SPEC.json [--events -]
+    python -m tests.fakes.engine serve --model ID [--events -]   (the warm engine's protocol)
 
 Prompts: "instant" (writes video.mp4 + poster.jpg, reports a result), "sleeps" ($FAKE_ENGINE_STEP_S,
 default 0.1 s, per step;
 SIGTERM -> `cancelled`, exit 3), "spawns" (also starts a grandchild that ignores SIGTERM, like a
 stuck rank), "ignores-sigterm" (only SIGKILL ends it), "oom" (error event, exit 4), "invalid"
 (exit 2, no event), "crashes" (a traceback, exit 1, no event). It follows the engine's CLI and
-event contract, so the local backend's process handling can be tested without torch.
+event contract, so the local backend's process handling can be tested without torch. `serve`
+announces `ready`, then runs the "sleeps" behaviour for each spec on stdin, one at a time, and
+honours `cancel` (at the next step, or before a queued spec starts) and `shutdown`.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from wanserve.domain.events import (
     CancelledEvent,
@@ -28,6 +35,7 @@ from wanserve.domain.events import (
     ExitCode,
     Phase,
     PhaseEvent,
+    ReadyEvent,
     ResultEvent,
     StepEvent,
 )
@@ -71,10 +79,10 @@ def write_result(out: Path, spec: VideoSpec, task_id: str | None, data: bytes) -
     )
 
 
-def _steps(spec: VideoSpec, step_s: float) -> int:
+def _steps(spec: VideoSpec, step_s: float, cancelled: set[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     for step in range(1, spec.num_inference_steps + 1):
-        if _stop:
+        if _stop or (cancelled is not None and spec.task_id in cancelled):
             if rank == 0:
                 _emit(CancelledEvent(task_id=spec.task_id, at=time.time()))
             return ExitCode.CANCELLED
@@ -122,13 +130,47 @@ def run(spec: VideoSpec) -> int:
     return _steps(spec, step_s)
 
 
+def serve(model: str) -> int:
+    """The warm engine's line protocol: run, cancel and shutdown commands on stdin."""
+    commands: queue.Queue[dict[str, Any]] = queue.Queue()
+    cancelled: set[str] = set()
+
+    def read() -> None:
+        for line in sys.stdin:
+            command = json.loads(line)
+            if command.get("op") == "cancel":
+                cancelled.add(command["task_id"])
+            commands.put(command)
+        commands.put({"op": "shutdown"})
+
+    threading.Thread(target=read, daemon=True).start()
+    _emit(ReadyEvent(at=time.time(), model=model, world_size=1))
+    step_s = float(os.environ.get("FAKE_ENGINE_STEP_S", "0.1"))
+    while not _stop:
+        try:
+            command = commands.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if command["op"] == "shutdown":
+            return ExitCode.OK
+        if command["op"] == "run":
+            spec = VideoSpec.model_validate(command["spec"])
+            _emit(PhaseEvent(task_id=spec.task_id, at=time.time(), phase=Phase.LOADING))
+            _steps(spec, step_s, cancelled)
+            cancelled.discard(spec.task_id or "")  # a later run of the task starts afresh
+    return ExitCode.CANCELLED
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["run"])
-    parser.add_argument("--spec", required=True)
+    parser.add_argument("command", choices=["run", "serve"])
+    parser.add_argument("--spec")
+    parser.add_argument("--model")
     parser.add_argument("--events", default="-")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _on_term)
+    if args.command == "serve":
+        return serve(args.model)
     spec = VideoSpec.model_validate_json(Path(args.spec).read_text())
     return run(spec)
 

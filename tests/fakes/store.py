@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Literal
 
 from wanserve.domain.errors import Conflict, InvalidRequest, NotFound
+from wanserve.domain.journal import Change, JournalEntry
 from wanserve.domain.task import Task, TaskEvent, TaskState
-from wanserve.store.base import ApiKey, TaskPage, Usage, over_stored
+from wanserve.domain.transitions import over_stored
+from wanserve.store.base import ApiKey, TaskPage, Usage
 
 __all__ = ["InMemoryStore"]
 
@@ -25,7 +27,8 @@ class InMemoryStore:
         self._usage: list[tuple[str, str | None, float, float]] = []
         self.closed = False
 
-    async def create_task(self, task: Task) -> Task:
+    async def create_task(self, change: Change) -> Task:
+        task = change.task
         if task.id in self._tasks:
             raise Conflict(f"task {task.id} already exists", task_id=task.id)
         if task.idempotency_key is not None:
@@ -37,7 +40,8 @@ class InMemoryStore:
                 )
         self._tasks[task.id] = task
         self._events[task.id] = []
-        self._append(task.id, "created", {"state": task.state.value})
+        for entry in change.entries:
+            self._append(task.id, entry)
         return task
 
     async def get_task(self, task_id: str) -> Task | None:
@@ -49,19 +53,17 @@ class InMemoryStore:
                 return task
         return None
 
-    async def save_task(
-        self,
-        task: Task,
-        events: Sequence[tuple[str, dict[str, Any]]] = (),
-        usage: Usage | None = None,
-    ) -> list[TaskEvent]:
+    async def save_task(self, change: Change, usage: Usage | None = None) -> list[TaskEvent]:
+        task = change.task
         stored = self._tasks.get(task.id)
         if stored is None:
             raise NotFound(f"task {task.id} does not exist", task_id=task.id)
-        self._tasks[task.id] = over_stored(task, stored.state, stored.cancel_requested)
+        self._tasks[task.id] = over_stored(
+            change, stored.state, stored.attempt, stored.cancel_requested
+        )
         if usage is not None:
             self._usage.append((task.id, task.owner, usage.gpu_seconds, usage.wall_seconds))
-        return [self._append(task.id, kind, data) for kind, data in events]
+        return [self._append(task.id, entry) for entry in change.entries]
 
     async def list_tasks(
         self,
@@ -131,8 +133,10 @@ class InMemoryStore:
     async def close(self) -> None:
         self.closed = True
 
-    def _append(self, task_id: str, kind: str, data: dict[str, Any]) -> TaskEvent:
+    def _append(self, task_id: str, entry: JournalEntry) -> TaskEvent:
         log = self._events[task_id]
-        event = TaskEvent(id=len(log) + 1, task_id=task_id, type=kind, data=data, at=self._clock())
+        event = TaskEvent(
+            id=len(log) + 1, task_id=task_id, type=entry.type, data=entry.data(), at=self._clock()
+        )
         log.append(event)
         return event

@@ -10,15 +10,17 @@ import pytest
 
 from tests.fakes.clock import FakeClock
 from tests.fakes.store import InMemoryStore
-from tests.fixtures.store import make_task, open_sql_store
-from wanserve.domain.errors import Conflict, InvalidRequest, InvalidTransition, NotFound
+from tests.fixtures.store import logged, make_task, open_sql_store
+from wanserve.domain.errors import Conflict, InvalidRequest, NotFound, StaleChange
 from wanserve.domain.events import Phase
-from wanserve.domain.task import (
-    TaskError,
-    TaskResult,
-    TaskState,
+from wanserve.domain.journal import Change, MemoryEntry, StepEntry
+from wanserve.domain.task import TaskError, TaskResult, TaskState
+from wanserve.domain.transitions import (
     complete,
+    create,
+    expire,
     fail,
+    record_phase,
     record_step,
     request_cancel,
     start,
@@ -64,7 +66,7 @@ class TestTaskStoreContract:
         self, store: TaskStore, fake_clock: FakeClock
     ) -> None:
         task = make_task("t1", owner="k1", priority=3, idempotency_key="abc", request_hash="h")
-        assert await store.create_task(task) == task
+        assert await store.create_task(create(task)) == task
         assert await store.get_task("t1") == task
         assert await store.get_task("nope") is None
         [created] = await store.list_events("t1")
@@ -73,58 +75,68 @@ class TestTaskStoreContract:
         assert created.at == fake_clock.now()
 
     async def test_duplicate_id_is_a_conflict(self, store: TaskStore) -> None:
-        await store.create_task(make_task("t1"))
+        await store.create_task(create(make_task("t1")))
         with pytest.raises(Conflict):
-            await store.create_task(make_task("t1"))
+            await store.create_task(create(make_task("t1")))
         assert len(await store.list_events("t1")) == 1
 
     async def test_idempotency_key_is_unique_per_owner(self, store: TaskStore) -> None:
-        await store.create_task(make_task("a", owner="k1", idempotency_key="key"))
+        await store.create_task(create(make_task("a", owner="k1", idempotency_key="key")))
         with pytest.raises(Conflict) as info:
-            await store.create_task(make_task("b", owner="k1", idempotency_key="key"))
+            await store.create_task(create(make_task("b", owner="k1", idempotency_key="key")))
         assert info.value.extensions["task_id"] == "a"
         assert await store.get_task("b") is None
-        await store.create_task(make_task("c", owner="k2", idempotency_key="key"))
-        await store.create_task(make_task("d", owner=None, idempotency_key="key"))
+        await store.create_task(create(make_task("c", owner="k2", idempotency_key="key")))
+        await store.create_task(create(make_task("d", owner=None, idempotency_key="key")))
         with pytest.raises(Conflict):  # no owner (open server) is one scope too
-            await store.create_task(make_task("e", owner=None, idempotency_key="key"))
+            await store.create_task(create(make_task("e", owner=None, idempotency_key="key")))
         found = await store.find_by_idempotency_key("k1", "key")
         assert found is not None and found.id == "a"
         found = await store.find_by_idempotency_key(None, "key")
         assert found is not None and found.id == "d"
         assert await store.find_by_idempotency_key("k3", "key") is None
-        await store.create_task(make_task("f", owner="k1"))  # tasks without keys never clash
-        await store.create_task(make_task("g", owner="k1"))
+        await store.create_task(
+            create(make_task("f", owner="k1"))
+        )  # tasks without keys never clash
+        await store.create_task(create(make_task("g", owner="k1")))
 
     async def test_save_task_appends_numbered_events(
         self, store: TaskStore, fake_clock: FakeClock
     ) -> None:
-        task = await store.create_task(make_task("t1"))
+        task = await store.create_task(create(make_task("t1")))
         running = start(task, fake_clock.advance(1), backend="local")
-        saved = await store.save_task(
-            running, [("state", {"state": "in_progress"}), ("phase", {"phase": "loading"})]
-        )
+        loading = record_phase(running.task, Phase.LOADING, fake_clock.now())
+        both = Change(loading.task, running.entries + loading.entries, task)
+        saved = await store.save_task(both)
         assert [(e.id, e.type) for e in saved] == [(2, "state"), (3, "phase")]
         assert saved[0].at == fake_clock.now()
-        assert await store.get_task("t1") == running
-        assert await store.save_task(running) == []
-        [step] = await store.save_task(running, [("step", {"step": 1, "total": 4})])
+        assert saved[0].data == {"state": "in_progress", "attempt": 1, "backend": "local"}
+        assert await store.get_task("t1") == loading.task
+        assert await store.save_task(logged(loading.task)) == []
+        [step] = await store.save_task(record_step(loading.task, 1, 4, fake_clock.now()))
         assert step.id == 4 and step.data == {"step": 1, "total": 4}
         assert [e.id for e in await store.list_events("t1")] == [1, 2, 3, 4]
         assert [e.id for e in await store.list_events("t1", after_id=2)] == [3, 4]
         assert await store.list_events("t1", after_id=4) == []
 
     async def test_event_ids_are_per_task(self, store: TaskStore) -> None:
-        one = await store.create_task(make_task("one"))
-        two = await store.create_task(make_task("two"))
-        await store.save_task(one, [("step", {})])
-        [event] = await store.save_task(two, [("step", {})])
+        one = await store.create_task(create(make_task("one")))
+        two = await store.create_task(create(make_task("two")))
+        await store.save_task(logged(one, MemoryEntry(device="cpu", peak_bytes=1)))
+        [event] = await store.save_task(logged(two, MemoryEntry(device="cpu", peak_bytes=1)))
         assert event.id == 2
 
     async def test_concurrent_saves_never_reuse_an_event_id(self, store: TaskStore) -> None:
-        task = await store.create_task(make_task("t1"))
+        task = await store.create_task(create(make_task("t1")))
         batches = await asyncio.gather(
-            *(store.save_task(task, [("step", {"n": n}), ("memory", {})]) for n in range(8))
+            *(
+                store.save_task(
+                    logged(
+                        task, StepEntry(step=n, total=8), MemoryEntry(device="cpu", peak_bytes=n)
+                    )
+                )
+                for n in range(8)
+            )
         )
         ids = sorted(e.id for batch in batches for e in batch)
         assert ids == list(range(2, 18))
@@ -133,41 +145,46 @@ class TestTaskStoreContract:
     async def test_a_stale_save_never_clears_a_cancel_request(
         self, store: TaskStore, fake_clock: FakeClock
     ) -> None:
-        running = start(await store.create_task(make_task("t1")), fake_clock.now(), "local")
+        queued = await store.create_task(create(make_task("t1")))
+        running = start(queued, fake_clock.now(), "local")
         await store.save_task(running)
-        await store.save_task(request_cancel(running, fake_clock.now()), [("state", {})])
+        await store.save_task(request_cancel(running.task, fake_clock.now()))
         # the dispatcher's copy was read before the cancel request
-        progressed = record_step(running, 3, 8, fake_clock.advance(1))
-        [event] = await store.save_task(progressed, [("step", {"step": 3})])
+        progressed = record_step(running.task, 3, 8, fake_clock.advance(1))
+        [event] = await store.save_task(progressed)
         stored = await store.get_task("t1")
         assert stored is not None
         assert stored.cancel_requested and stored.step == 3
-        assert stored == progressed.model_copy(update={"cancel_requested": True})
-        assert event.id == 3
+        assert stored == progressed.task.model_copy(update={"cancel_requested": True})
+        assert event.id == 4
 
-    async def test_a_stale_save_never_reopens_a_terminal_task(
+    async def test_a_change_from_an_older_copy_is_refused_and_writes_nothing(
         self, store: TaskStore, fake_clock: FakeClock
     ) -> None:
-        running = start(await store.create_task(make_task("t1")), fake_clock.now(), "local")
+        queued = await store.create_task(create(make_task("t1")))
+        running = start(queued, fake_clock.now(), "local")
         await store.save_task(running)
-        done = complete(running, _result(), fake_clock.advance(1), expires_at=None)
-        await store.save_task(done, [("state", {"state": "completed"})])
+        # the API read the task while it was queued, and cancels that copy
+        with pytest.raises(StaleChange, match="state is in_progress in attempt 1"):
+            await store.save_task(request_cancel(queued, fake_clock.now()))
+        done = complete(running.task, _result(), fake_clock.advance(1), expires_at=None)
+        await store.save_task(done)
         # the API's cancel was computed from a copy read before the task completed
-        with pytest.raises(InvalidTransition, match="state is completed"):
-            await store.save_task(request_cancel(running, fake_clock.now()), [("state", {})])
-        assert await store.get_task("t1") == done
-        assert [e.id for e in await store.list_events("t1")] == [1, 2]
-        expired = done.model_copy(update={"result": None, "expires_at": None})
-        [event] = await store.save_task(expired, [("expired", {})])  # terminal to terminal
-        assert event.id == 3 and await store.get_task("t1") == expired
+        with pytest.raises(StaleChange, match="state is completed"):
+            await store.save_task(request_cancel(running.task, fake_clock.now()))
+        assert await store.get_task("t1") == done.task
+        assert [e.id for e in await store.list_events("t1")] == [1, 2, 3, 4]
+        expired = expire(done.task, files_deleted=2)
+        [event] = await store.save_task(expired)  # completed to completed
+        assert event.id == 5 and await store.get_task("t1") == expired.task
 
     async def test_save_unknown_task_is_not_found(self, store: TaskStore) -> None:
         with pytest.raises(NotFound):
-            await store.save_task(make_task("ghost"), [("state", {})])
+            await store.save_task(start(make_task("ghost"), 1.0, "local"))
 
     async def test_list_tasks_pages_by_creation_order(self, store: TaskStore) -> None:
         for n in range(5):
-            await store.create_task(make_task(f"t{n}", owner="k1", created_at=1000.0))
+            await store.create_task(create(make_task(f"t{n}", owner="k1", created_at=1000.0)))
         page = await store.list_tasks(owner="k1", limit=2)
         assert [t.id for t in page.tasks] == ["t4", "t3"] and page.has_more
         page = await store.list_tasks(owner="k1", after="t3", limit=2)
@@ -180,10 +197,10 @@ class TestTaskStoreContract:
         assert [t.id for t in page.tasks] == ["t0", "t1", "t2"] and page.has_more
 
     async def test_list_tasks_filters_by_owner(self, store: TaskStore) -> None:
-        await store.create_task(make_task("a1", owner="a"))
-        await store.create_task(make_task("b1", owner="b"))
-        await store.create_task(make_task("n1", owner=None))
-        await store.create_task(make_task("a2", owner="a"))
+        await store.create_task(create(make_task("a1", owner="a")))
+        await store.create_task(create(make_task("b1", owner="b")))
+        await store.create_task(create(make_task("n1", owner=None)))
+        await store.create_task(create(make_task("a2", owner="a")))
         assert [t.id for t in (await store.list_tasks(owner="a")).tasks] == ["a2", "a1"]
         everyone = await store.list_tasks(owner=None)
         assert [t.id for t in everyone.tasks] == ["a2", "n1", "b1", "a1"]
@@ -195,20 +212,20 @@ class TestTaskStoreContract:
         assert (await store.list_tasks(owner="nobody")).tasks == []
 
     async def test_tasks_in_states(self, store: TaskStore, fake_clock: FakeClock) -> None:
-        queued = [await store.create_task(make_task(f"q{n}")) for n in range(3)]
-        running = start(queued[1], fake_clock.now(), backend="local")
+        queued = [await store.create_task(create(make_task(f"q{n}"))) for n in range(3)]
+        await store.save_task(start(queued[1], fake_clock.now(), backend="local"))
+        running = start(queued[2], 1.0, "local")
         await store.save_task(running)
-        done = fail(start(queued[2], 1.0, "local"), TaskError(code="x", message="y"), 2.0)
-        await store.save_task(done)
+        await store.save_task(fail(running.task, TaskError(code="x", message="y"), 2.0))
         found = await store.tasks_in_states([TaskState.QUEUED, TaskState.IN_PROGRESS])
         assert [t.id for t in found] == ["q0", "q1"]
         assert [t.id for t in await store.tasks_in_states([TaskState.FAILED])] == ["q2"]
         assert len(await store.tasks_in_states(list(TaskState), limit=2)) == 2
 
     async def test_delete_task_removes_its_events(self, store: TaskStore) -> None:
-        task = await store.create_task(make_task("t1"))
-        await store.save_task(task, [("step", {})])
-        await store.create_task(make_task("t2"))
+        task = await store.create_task(create(make_task("t1")))
+        await store.save_task(logged(task, MemoryEntry(device="cpu", peak_bytes=1)))
+        await store.create_task(create(make_task("t2")))
         assert await store.delete_task("t1") is True
         assert await store.get_task("t1") is None
         assert await store.list_events("t1") == []
@@ -217,10 +234,11 @@ class TestTaskStoreContract:
 
     async def test_expired_tasks(self, store: TaskStore) -> None:
         for n, expires in enumerate([100.0, 300.0, 200.0]):
-            task = await store.create_task(make_task(f"c{n}"))
-            running = start(task, 1.0, "local").model_copy(update={"phase": Phase.WRITING})
-            await store.save_task(complete(running, _result(), 2.0, expires_at=expires))
-        await store.create_task(make_task("queued"))
+            task = await store.create_task(create(make_task(f"c{n}")))
+            running = start(task, 1.0, "local")
+            await store.save_task(running)
+            await store.save_task(complete(running.task, _result(), 2.0, expires_at=expires))
+        await store.create_task(create(make_task("queued")))
         assert [t.id for t in await store.expired_tasks(250.0)] == ["c0", "c2"]
         assert [t.id for t in await store.expired_tasks(1000.0, limit=1)] == ["c0"]
         assert await store.expired_tasks(50.0) == []
@@ -247,13 +265,13 @@ class TestTaskStoreContract:
             "gpu_seconds": 0.0,
             "wall_seconds": 0.0,
         }
-        first = await store.create_task(make_task("t1", owner="a"))
-        other = await store.create_task(make_task("t2", owner="b"))
-        await store.save_task(first, usage=Usage(gpu_seconds=10.0, wall_seconds=4.0))
-        await store.save_task(first, usage=Usage(gpu_seconds=2.0, wall_seconds=1.0))  # a retry
-        await store.save_task(other, [("state", {"state": "queued"})], Usage(5.0, 5.0))
+        first = await store.create_task(create(make_task("t1", owner="a")))
+        other = await store.create_task(create(make_task("t2", owner="b")))
+        await store.save_task(logged(first), usage=Usage(gpu_seconds=10.0, wall_seconds=4.0))
+        await store.save_task(logged(first), usage=Usage(gpu_seconds=2.0, wall_seconds=1.0))
+        await store.save_task(start(other, 1.0, "local"), Usage(5.0, 5.0))
         with pytest.raises(NotFound):  # a save that fails counts nothing
-            await store.save_task(make_task("gone", owner="a"), usage=Usage(99.0, 99.0))
+            await store.save_task(logged(make_task("gone", owner="a")), usage=Usage(99.0, 99.0))
         assert await store.usage_by_owner("a") == {
             "tasks": 1.0,
             "gpu_seconds": 12.0,

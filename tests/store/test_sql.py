@@ -12,8 +12,10 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 
 from tests.fakes.clock import FakeClock
-from tests.fixtures.store import make_task, open_sql_store, postgres_options
+from tests.fixtures.store import logged, make_task, open_sql_store, postgres_options
 from wanserve.domain.errors import BackendUnavailable
+from wanserve.domain.journal import MemoryEntry
+from wanserve.domain.transitions import create
 from wanserve.settings import Settings, StoreSettings
 from wanserve.store import make_store, open_store, pool_options
 from wanserve.store.base import Usage
@@ -43,8 +45,8 @@ async def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
 async def test_tasks_survive_a_reopen(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     store = await open_store(url)
-    task = await store.create_task(make_task("kept"))
-    await store.save_task(task, [("step", {"step": 1})])
+    task = await store.create_task(create(make_task("kept")))
+    await store.save_task(logged(task, MemoryEntry(device="cpu", peak_bytes=1)))
     await store.close()
     store = await open_store(url)
     try:
@@ -58,7 +60,7 @@ async def test_make_store_defaults_to_sqlite_in_the_data_dir(tmp_path: Path) -> 
     store = await make_store(Settings(data_dir=tmp_path / "data"))
     try:
         assert store.database.dialect_name == "sqlite"
-        await store.create_task(make_task("t1"))
+        await store.create_task(create(make_task("t1")))
     finally:
         await store.close()
     assert (tmp_path / "data" / "wanserve.db").is_file()
@@ -115,9 +117,11 @@ async def test_sqlite_writers_of_one_store_never_meet_the_busy_handler(tmp_path:
 
     engine.dispose()  # the pool's connections now come with busy_timeout=0
     try:
-        created = await asyncio.gather(*(store.create_task(make_task(f"t{i}")) for i in range(16)))
+        created = await asyncio.gather(
+            *(store.create_task(create(make_task(f"t{i}"))) for i in range(16))
+        )
         saves = [
-            store.save_task(task, [("step", {"step": n})], Usage(1.0, 1.0))
+            store.save_task(logged(task, MemoryEntry(device="cpu", peak_bytes=n)), Usage(1.0, 1.0))
             for task in created
             for n in range(3)
         ]
@@ -132,7 +136,7 @@ async def test_sqlite_writers_of_one_store_never_meet_the_busy_handler(tmp_path:
 async def test_an_aiosqlite_url_names_the_same_database(tmp_path: Path) -> None:
     """Settings written for the earlier aiosqlite store keep working, on the same file."""
     store = await open_store(f"sqlite:///{tmp_path / 'a.db'}")
-    await store.create_task(make_task("kept"))
+    await store.create_task(create(make_task("kept")))
     await store.close()
     store = await open_store(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
     try:
@@ -155,7 +159,7 @@ async def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match="half-way"):
             await store.database.write(half_then_fail)
         assert await store.get_task("t") is None
-        await store.create_task(task)  # the writer thread and its connection still work
+        await store.create_task(create(task))  # the writer thread and its connection still work
         assert await store.get_task("t") == task
     finally:
         await store.close()
@@ -168,7 +172,7 @@ async def test_execute_commits_one_statement(
     if kind == "postgres" and postgres_schema is None:
         pytest.skip("WANSERVE_TEST_POSTGRES_URL is not set")
     async with open_sql_store(kind, tmp_path, postgres_schema, fake_clock) as store:
-        await store.create_task(make_task("t1"))
+        await store.create_task(create(make_task("t1")))
         raise_priority = tasks.update().where(tasks.c.id == sa.bindparam("task_id"))
         await store.database.execute(raise_priority.values(priority=9), {"task_id": "t1"})
         read = sa.select(tasks.c.priority).where(tasks.c.id == "t1")

@@ -1,9 +1,8 @@
 """The video service: what each API route does, above the store, the queue and the artifacts.
 
 Routes call exactly one method here. Every method takes the calling `Principal` and hides other
-owners' tasks behind NotFound. State changes go through the pure functions of domain/task.py,
-and each one is written with its event in one store call, then announced on the queue's
-per-task channel (`publish(task_id, str(event_id))`) so SSE listeners wake up.
+owners' tasks behind NotFound. A new task and a cancel request are written by the journal
+(`wanserve.journal`), like every other task change.
 """
 
 from __future__ import annotations
@@ -20,9 +19,12 @@ from wanserve.api.served import ServedModels
 from wanserve.api.submission import Submission
 from wanserve.artifacts.base import ArtifactStore
 from wanserve.artifacts.keys import input_image_key, poster_key, task_prefix
-from wanserve.domain.errors import Conflict, IdempotencyConflict, NotFound
+from wanserve.domain.errors import Conflict, IdempotencyConflict, NotFound, StaleChange
 from wanserve.domain.spec import MAX_SEED, resolve_spec
-from wanserve.domain.task import Task, TaskEvent, TaskState, request_cancel
+from wanserve.domain.task import Task, TaskState
+from wanserve.domain.transitions import request_cancel
+from wanserve.domain.types import Clock
+from wanserve.journal import Journal
 from wanserve.queue.base import JobQueue
 from wanserve.store.base import TaskPage, TaskStore
 
@@ -31,6 +33,7 @@ __all__ = ["Content", "ServiceConfig", "VideoService", "VideoView", "new_video_i
 logger = logging.getLogger(__name__)
 
 Variant = Literal["video", "thumbnail"]
+_CANCEL_TRIES = 3  # a cancel races a dispatcher's start or settling at most this often
 
 
 def new_video_id() -> str:
@@ -79,12 +82,13 @@ class VideoService:
         artifacts: ArtifactStore,
         config: ServiceConfig,
         served: ServedModels,
-        clock: Callable[[], float],
+        clock: Clock,
         new_id: Callable[[], str] = new_video_id,
         seed_factory: Callable[[], int] = _random_seed,
     ) -> None:
         self.store = store
         self.queue = queue
+        self._journal = Journal(store, queue)
         self.artifacts = artifacts
         self.config = config
         self.served = served
@@ -113,7 +117,7 @@ class VideoService:
                 return earlier, False
         await self._store_image(task, submission)
         try:
-            task = await self.store.create_task(task)
+            task = await self._journal.create(task)
         except BaseException as exc:
             if submission.image is not None:  # the task never existed: neither does its image
                 await self.artifacts.delete_prefix(task_prefix(task.id))
@@ -217,12 +221,16 @@ class VideoService:
     async def cancel_video(self, principal: Principal, task_id: str) -> Task:
         """Queued: cancelled at once. Running: flagged; the dispatcher stops it. Raises
         InvalidTransition (409) when the task is already terminal."""
-        task = await self.visible_task(principal, task_id)
-        updated = request_cancel(task, self.clock())
-        written = await self.store.save_task(updated, [("state", _state_data(updated))])
+        for tries_left in reversed(range(_CANCEL_TRIES)):
+            task = await self.visible_task(principal, task_id)
+            try:
+                task = await self._journal.record(request_cancel(task, self.clock()))
+                break
+            except StaleChange:  # a dispatcher changed it since we read it: read it again
+                if not tries_left:
+                    raise
         await self.queue.cancel(task.id)  # also tells listeners (the dispatcher) CANCEL_MESSAGE
-        await self._announce(task.id, written)
-        return updated
+        return task
 
     async def delete_video(self, principal: Principal, task_id: str) -> None:
         """Remove a task, its events and its files; a live task is cancelled first."""
@@ -270,14 +278,3 @@ class VideoService:
                 ],
             )
         return task
-
-    async def _announce(self, task_id: str, events: list[TaskEvent]) -> None:
-        for event in events:
-            await self.queue.publish(task_id, str(event.id))
-
-
-def _state_data(task: Task) -> dict[str, object]:
-    data: dict[str, object] = {"state": task.state.value, "cancel_requested": task.cancel_requested}
-    if task.error is not None:
-        data["error"] = task.error.model_dump()
-    return data

@@ -14,41 +14,15 @@ no engine process outlives it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from wanserve.backends.base import Run
-from wanserve.backends.process import LocalOptions, read_events, spawn, stop_group, tail
-from wanserve.domain.events import (
-    CancelledEvent,
-    EngineEvent,
-    ErrorEvent,
-    ExitCode,
-    ResultEvent,
-)
+from wanserve.backends.process import LocalOptions, exit_event, read_events, spawn, stop_group
+from wanserve.domain.events import CancelledEvent, EngineEvent, ErrorEvent, is_terminal
 
-__all__ = ["LocalBackend", "LocalOptions", "exit_event", "is_terminal"]
-
-
-def is_terminal(event: EngineEvent) -> bool:
-    return isinstance(event, ResultEvent | ErrorEvent | CancelledEvent)
-
-
-def exit_event(task_id: str, code: int, log_path: Path, *, cancelled: bool) -> EngineEvent:
-    """The terminal event of an engine that exited with `code` without reporting one."""
-    now = time.time()
-    if cancelled or code == ExitCode.CANCELLED:
-        return CancelledEvent(task_id=task_id, at=now, reason=f"engine exit code {code}")
-    text = tail(log_path)
-    if code == ExitCode.INVALID:
-        return ErrorEvent(task_id=task_id, at=now, code="invalid_spec", message=text)
-    if code == ExitCode.OOM:
-        return ErrorEvent(task_id=task_id, at=now, code="oom", message=text, retryable=True)
-    message = f"the engine exited with code {code} without a result: {text}"
-    return ErrorEvent(
-        task_id=task_id, at=now, code="engine_exited", message=message, retryable=True
-    )
+__all__ = ["LocalBackend", "LocalOptions"]
 
 
 class LocalBackend:
@@ -59,7 +33,8 @@ class LocalBackend:
     def __init__(self, options: LocalOptions | None = None) -> None:
         self.options = options or LocalOptions()
         self._procs: dict[str, asyncio.subprocess.Process] = {}
-        self._cancelled: set[str] = set()
+        self._cancelled: set[str] = set()  # asked to stop; forgotten when their run ends
+        self._closed = False
 
     @property
     def gpus_per_run(self) -> int:
@@ -71,7 +46,32 @@ class LocalBackend:
         return proc.pid if proc is not None and proc.returncode is None else None
 
     async def run(self, run: Run) -> AsyncIterator[EngineEvent]:
-        self._cancelled.discard(run.task_id)
+        try:
+            if (stopped := self._stopped(run.task_id)) is not None:  # before it started
+                yield stopped
+                return
+            async with contextlib.aclosing(self._events(run)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            self._cancelled.discard(run.task_id)
+
+    def _stopped(self, task_id: str) -> EngineEvent | None:
+        """How a run ends that must not start: the backend closed, or its cancel came first."""
+        if self._closed:
+            message = "the local backend was closed before the run started"
+            return ErrorEvent(
+                task_id=task_id,
+                at=time.time(),
+                code="backend_closed",
+                message=message,
+                retryable=True,
+            )
+        if task_id in self._cancelled:
+            return CancelledEvent(task_id=task_id, at=time.time(), reason="cancelled")
+        return None
+
+    async def _events(self, run: Run) -> AsyncGenerator[EngineEvent]:
         run.workdir.mkdir(parents=True, exist_ok=True)
         spec_path, log_path = run.workdir / "spec.json", run.workdir / "engine.log"
         spec_path.write_text(run.spec.model_dump_json())
@@ -79,6 +79,8 @@ class LocalBackend:
         proc = await spawn(self.options, command, cwd=run.workdir, log_path=log_path, stdin=False)
         self._procs[run.task_id] = proc
         try:
+            if self._closed or run.task_id in self._cancelled:  # stopped while it started
+                await stop_group(proc, self.options.kill_grace_s)
             async for event in read_events(proc):
                 yield event
                 if is_terminal(event):
@@ -91,10 +93,13 @@ class LocalBackend:
                 del self._procs[run.task_id]
 
     async def cancel(self, task_id: str) -> None:
+        """Stop `task_id`'s run; one that has not started yet ends at once, cancelled."""
         self._cancelled.add(task_id)
         proc = self._procs.get(task_id)
         if proc is not None:
             await stop_group(proc, self.options.kill_grace_s)
 
     async def close(self) -> None:
+        """Stop every run; runs that have not started yet end at once."""
+        self._closed = True
         await asyncio.gather(*(self.cancel(task_id) for task_id in list(self._procs)))

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,15 @@ from pathlib import Path
 from pydantic import ValidationError
 
 import wanserve
-from wanserve.domain.events import EngineEvent, parse_event
+from wanserve.domain.events import (
+    CancelledEvent,
+    EngineEvent,
+    ErrorEvent,
+    ExitCode,
+    parse_event,
+)
 
-__all__ = ["LocalOptions", "exited", "read_events", "spawn", "stop_group", "tail"]
+__all__ = ["LocalOptions", "exit_event", "exited", "read_events", "spawn", "stop_group", "tail"]
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +157,19 @@ def tail(path: Path) -> str:
 def _signal_group(group: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(group, signum)
+
+
+def exit_event(task_id: str, code: int, log_path: Path, *, cancelled: bool) -> EngineEvent:
+    """The terminal event of an engine that exited with `code` without reporting one."""
+    now = time.time()
+    if cancelled or code == ExitCode.CANCELLED:
+        return CancelledEvent(task_id=task_id, at=now, reason=f"engine exit code {code}")
+    text = tail(log_path)
+    if code == ExitCode.INVALID:
+        return ErrorEvent(task_id=task_id, at=now, code="invalid_spec", message=text)
+    if code == ExitCode.OOM:
+        return ErrorEvent(task_id=task_id, at=now, code="oom", message=text, retryable=True)
+    message = f"the engine exited with code {code} without a result: {text}"
+    return ErrorEvent(
+        task_id=task_id, at=now, code="engine_exited", message=message, retryable=True
+    )

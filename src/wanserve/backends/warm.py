@@ -14,14 +14,20 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from wanserve.backends.base import Run
-from wanserve.backends.local import exit_event, is_terminal
-from wanserve.backends.process import LocalOptions, read_events, spawn, stop_group
-from wanserve.domain.events import EngineEvent, ErrorEvent, ReadyEvent
+from wanserve.backends.process import LocalOptions, exit_event, read_events, spawn, stop_group, tail
+from wanserve.domain.events import (
+    CancelledEvent,
+    EngineEvent,
+    ErrorEvent,
+    ReadyEvent,
+    is_terminal,
+)
 
 __all__ = ["WarmEngine", "WarmPoolBackend"]
 
@@ -47,8 +53,11 @@ class WarmEngine:
         return route
 
     def unsubscribe(self, task_id: str) -> None:
+        """Stop routing `task_id`'s events; whoever waits for its end stops waiting."""
         self._routes.pop(task_id, None)
-        self._finished.pop(task_id, None)
+        finished = self._finished.pop(task_id, None)
+        if finished is not None:
+            finished.set()
 
     async def wait_finished(self, task_id: str, timeout: float) -> bool:
         """Whether `task_id`'s terminal event arrived (or the engine died) within `timeout`."""
@@ -97,6 +106,7 @@ class WarmPoolBackend:
         self.options, self.logs = options, logs
         self.ready_timeout_s = ready_timeout_s
         self._engines: dict[str, WarmEngine] = {}
+        self._cancelled: set[str] = set()  # asked to stop; forgotten when their run ends
         self._starting = asyncio.Lock()
 
     @property
@@ -109,11 +119,26 @@ class WarmPoolBackend:
         return engine if engine is not None and not engine.dead.is_set() else None
 
     async def run(self, run: Run) -> AsyncIterator[EngineEvent]:
-        engine = await self._ensure(run.spec.model)
+        task_id = run.task_id
+        try:
+            if task_id in self._cancelled:  # cancelled before it started
+                yield CancelledEvent(task_id=task_id, at=time.time(), reason="cancelled")
+                return
+            engine = await self._ensure(run.spec.model)
+            async with contextlib.aclosing(self._events(engine, run)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            self._cancelled.discard(task_id)
+
+    async def _events(self, engine: WarmEngine, run: Run) -> AsyncGenerator[EngineEvent]:
         route = engine.subscribe(run.task_id)
         try:
             if not await _ready(engine, self.ready_timeout_s):
                 yield _not_ready(run, engine)
+                return
+            if run.task_id in self._cancelled:  # cancelled while the engine was loading
+                yield CancelledEvent(task_id=run.task_id, at=time.time(), reason="cancelled")
                 return
             await engine.send({"op": "run", "spec": run.spec.model_dump(mode="json")})
             while True:
@@ -125,6 +150,8 @@ class WarmPoolBackend:
             engine.unsubscribe(run.task_id)
 
     async def cancel(self, task_id: str) -> None:
+        """Stop `task_id`'s run; one that has not reached its engine yet ends at once."""
+        self._cancelled.add(task_id)
         for engine in list(self._engines.values()):
             if engine.holds(task_id) and not engine.dead.is_set():
                 await self._cancel_on(engine, task_id)
@@ -173,8 +200,6 @@ async def _ready(engine: WarmEngine, timeout: float) -> bool:
 
 
 def _not_ready(run: Run, engine: WarmEngine) -> ErrorEvent:
-    from wanserve.backends.process import tail
-
     message = f"the warm engine for {engine.model} did not start: {tail(engine.log_path)}"
     return ErrorEvent(
         task_id=run.task_id, at=0.0, code="engine_exited", message=message, retryable=True

@@ -20,23 +20,16 @@ from collections.abc import Awaitable, Callable
 
 from wanserve.aio import cancel_and_wait
 from wanserve.artifacts.base import ArtifactStore
-from wanserve.artifacts.retention import expire_artifacts
-from wanserve.dispatch.attempt import Attempt, Services, Stop
+from wanserve.dispatch.attempt import Attempt, DispatchContext
 from wanserve.dispatch.capacity import Pool, Pools
 from wanserve.dispatch.config import DispatchConfig
 from wanserve.dispatch.reconciler import Reconciler
-from wanserve.dispatch.recorder import Recorder
+from wanserve.dispatch.retention import expire_artifacts
 from wanserve.dispatch.routing import pick_pool
-from wanserve.dispatch.translate import state_event
-from wanserve.dispatch.types import Clock
-from wanserve.domain.task import (
-    Task,
-    TaskError,
-    TaskState,
-    fail,
-    mark_cancelled,
-    requeue,
-)
+from wanserve.domain.settlement import Stopped, settle
+from wanserve.domain.task import Task, TaskState
+from wanserve.domain.types import Clock
+from wanserve.journal import Journal
 from wanserve.queue.base import JobQueue, Lease
 from wanserve.store.base import TaskStore
 
@@ -59,11 +52,12 @@ class Dispatcher:
         clock: Clock = time.time,
         worker_id: str | None = None,
     ) -> None:
-        recorder = Recorder(store, queue)
-        self._services = Services(queue, store, artifacts, recorder, config, clock)
+        journal = Journal(store, queue)
+        self._context = DispatchContext(queue, artifacts, journal, config, clock)
+        self._store = store
         self._pools = pools
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
-        self.reconciler = Reconciler(store, queue, recorder, clock)
+        self.reconciler = Reconciler(store, queue, journal, clock, config.retry)
         self._stopping = asyncio.Event()
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._attempts: dict[str, Attempt] = {}
@@ -99,8 +93,8 @@ class Dispatcher:
             if not await self._until(self._pools.wait_free()):
                 return
             try:
-                lease = await self._services.queue.lease(
-                    self.worker_id, wait_s=self._services.config.lease_wait_s
+                lease = await self._context.queue.lease(
+                    self.worker_id, wait_s=self._context.config.lease_wait_s
                 )
                 backoff = _RETRY_LEASE_S[0]
             except Exception as error:  # the queue is down or restarting: wait and retry
@@ -120,11 +114,11 @@ class Dispatcher:
         return work in done and not work.cancelled()
 
     async def _admit(self, lease: Lease) -> None:
-        queue = self._services.queue
+        queue = self._context.queue
         if self._stopping.is_set():
             await queue.release(lease)
             return
-        task = await self._services.store.get_task(lease.task_id)
+        task = await self._store.get_task(lease.task_id)
         if task is None or task.is_terminal:
             await queue.ack(lease)  # deleted, or a re-delivery of a task already settled
             return
@@ -142,7 +136,7 @@ class Dispatcher:
             ready = await self._check(lease, task)
             if ready is None:
                 return
-            attempt = Attempt(self._services, lease, ready, pool.backend)
+            attempt = Attempt(self._context, lease, ready, pool.backend)
             self._attempts[ready.id] = attempt
             await attempt.run()
         except Exception:  # one task's failure never stops the dispatcher
@@ -152,32 +146,21 @@ class Dispatcher:
             self._pools.release(pool)
 
     async def _check(self, lease: Lease, task: Task) -> Task | None:
-        """The task ready to start, or None when this lease needs no run (settled here)."""
-        queue, recorder, now = self._services.queue, self._services.recorder, self._services.clock()
+        """The task ready to start, or None when this lease needs no run (settled here).
+
+        An in-progress task leased again lost its worker (its lease expired); a task whose
+        cancel was requested is settled as cancelled without running.
+        """
+        queue, journal = self._context.queue, self._context.journal
+        now, policy = self._context.clock(), self._context.config.retry
         if task.state == TaskState.IN_PROGRESS:
-            task = await self._recover(task, now)
-            if task.is_terminal:
-                await queue.ack(lease)
-                return None
-        if task.cancel_requested or await queue.is_cancelled(task.id):
-            task = mark_cancelled(task, now)
-            await recorder.save(task, [state_event(task)])
+            log.warning("re-running a task whose worker stopped", extra={"task_id": task.id})
+            task = await journal.record(settle(task, Stopped.WORKER_LOST, now, policy))
+        if not task.is_terminal and (task.cancel_requested or await queue.is_cancelled(task.id)):
+            task = await journal.record(settle(task, Stopped.CANCELLED, now, policy))
+        if task.is_terminal:
             await queue.ack(lease)
             return None
-        return task
-
-    async def _recover(self, task: Task, now: float) -> Task:
-        """An in-progress task was leased again: its worker died. Count it, then retry or fail."""
-        log.warning("re-running a task whose worker stopped", extra={"task_id": task.id})
-        if task.attempt >= task.max_attempts:
-            error = TaskError(code="lost", message=f"its worker stopped in all {task.attempt} runs")
-            task = fail(task, error, now)
-            await self._services.recorder.save(
-                task, [("error", error.model_dump()), state_event(task)]
-            )
-            return task
-        task = requeue(task, now)
-        await self._services.recorder.save(task, [state_event(task, reason="worker_lost")])
         return task
 
     # -- shutdown --------------------------------------------------------------------------
@@ -186,23 +169,23 @@ class Dispatcher:
         jobs = list(self._jobs.values())
         if not jobs:
             return
-        grace = self._services.config.shutdown_grace_s
+        grace = self._context.config.shutdown_grace_s
         log.info("stopping: waiting up to %.0f s for %d running task(s)", grace, len(jobs))
         _, pending = await asyncio.wait(jobs, timeout=grace)
         if not pending:
             return
         for attempt in list(self._attempts.values()):
-            attempt.signal(Stop.HAND_BACK)
+            attempt.signal(Stopped.SHUTDOWN)
         log.info("handing %d task(s) back to the queue", len(pending))
         await asyncio.wait(pending, timeout=max(10.0, grace))
 
     # -- periodic --------------------------------------------------------------------------
 
     async def _periodic(self) -> None:
-        config, clock = self._services.config, self._services.clock
+        config, clock = self._context.config, self._context.clock
         last_reconcile = float("-inf")
         while not self._stopping.is_set():  # not only cancelled: see wanserve.aio
-            await self._safely("requeue expired leases", self._services.queue.requeue_expired)
+            await self._safely("requeue expired leases", self._context.queue.requeue_expired)
             if clock() - last_reconcile >= config.reconcile_interval_s:
                 last_reconcile = clock()
                 await self._safely("reconcile", self.reconciler.run_once)
@@ -211,8 +194,10 @@ class Dispatcher:
 
     async def sweep(self) -> list[str]:
         """Remove expired artifacts now (also runs every reconcile interval)."""
-        services = self._services
-        return await expire_artifacts(services.store, services.artifacts, services.clock())
+        context = self._context
+        return await expire_artifacts(
+            self._store, context.artifacts, context.journal, context.clock()
+        )
 
     async def _safely(self, what: str, job: Callable[[], Awaitable[object]]) -> None:
         try:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 
-from wanserve.dispatch.recorder import Recorder
-from wanserve.dispatch.translate import state_event
-from wanserve.dispatch.types import Clock
-from wanserve.domain.task import Task, TaskState, mark_cancelled, requeue
+from wanserve.domain.settlement import Stopped, settle
+from wanserve.domain.task import RetryPolicy, Task, TaskState
+from wanserve.domain.types import Clock
+from wanserve.journal import Journal
 from wanserve.queue.base import JobQueue
 from wanserve.store.base import TaskStore
 
@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, store: TaskStore, queue: JobQueue, recorder: Recorder, clock: Clock) -> None:
+    def __init__(
+        self, store: TaskStore, queue: JobQueue, journal: Journal, clock: Clock, policy: RetryPolicy
+    ) -> None:
         self._store = store
         self._queue = queue
-        self._recorder = recorder
+        self._journal = journal
         self._clock = clock
+        self._policy = policy
         self._suspects: dict[str, tuple[object, ...]] = {}  # missing last pass -> its progress
 
     async def run_once(self) -> list[str]:
@@ -54,16 +57,14 @@ class Reconciler:
         return restored
 
     async def _restore(self, task: Task) -> bool:
-        now = self._clock()
-        if task.state == TaskState.IN_PROGRESS and task.cancel_requested:
-            task = mark_cancelled(task, now)
-            await self._recorder.save(task, [state_event(task, reason="lost_by_queue")])
-            return True
-        if task.state == TaskState.IN_PROGRESS:
-            task = requeue(task, now)
-            await self._recorder.save(task, [state_event(task, reason="lost_by_queue")])
-        elif task.state != TaskState.QUEUED:
+        if task.is_terminal:
             return False
+        now = self._clock()
+        change = settle(task, Stopped.LOST_BY_QUEUE, now, self._policy)
+        if change.entries:
+            task = await self._journal.record(change)
+        if task.is_terminal:  # its cancel was requested: settled, nothing to run
+            return True
         delay = max(0.0, (task.not_before or 0.0) - now)
         return await self._queue.enqueue(task.id, priority=task.priority, delay_s=delay)
 

@@ -6,6 +6,7 @@
     ├── NotFound (LookupError)    status 404  unknown task, model, artifact (or another owner's)
     ├── Conflict                  status 409
     │   ├── InvalidTransition     a task state change the state machine forbids
+    │   │   └── StaleChange       a change made from a copy of the task that is out of date
     │   ├── IdempotencyConflict   same Idempotency-Key, different request body
     │   └── QueueFull             admission refused
     ├── PayloadTooLarge           status 413  an upload over the byte limit
@@ -27,6 +28,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "QueueFull",
+    "StaleChange",
     "Unauthorized",
     "WanserveError",
 ]
@@ -95,6 +97,10 @@ class Conflict(WanserveError):
 class InvalidTransition(Conflict):
     title = "Invalid state transition"
     type = "https://wanserve.dev/problems/invalid-transition"
+
+
+class StaleChange(InvalidTransition):
+    """The stored task left the state a change was made from: read it again and redo it."""
 
 
 class IdempotencyConflict(Conflict):

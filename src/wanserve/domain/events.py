@@ -8,7 +8,7 @@ wrote it and a unix timestamp. The terminal events are `result`, `error` and `ca
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -17,6 +17,7 @@ __all__ = [
     "EngineEvent",
     "ErrorEvent",
     "ExitCode",
+    "Expert",
     "ExpertSwitchEvent",
     "LogEvent",
     "MemoryEvent",
@@ -25,6 +26,9 @@ __all__ = [
     "ReadyEvent",
     "ResultEvent",
     "StepEvent",
+    "TerminalEvent",
+    "VideoFacts",
+    "is_terminal",
     "parse_event",
 ]
 
@@ -44,6 +48,9 @@ class Phase(StrEnum):
     WRITING = "writing"  # writing the output files
     UPLOADING = "uploading"  # artifact store upload (service)
     DONE = "done"
+
+
+Expert = Literal["high_noise", "low_noise"]  # the two Wan2.2 A14B experts
 
 
 class ExitCode(IntEnum):
@@ -73,7 +80,7 @@ class StepEvent(_Event):
     type: Literal["step"] = "step"
     step: int  # 1-based: the step just finished
     total: int
-    expert: Literal["high_noise", "low_noise"] | None = None
+    expert: Expert | None = None
     timestep: float | None = None
 
 
@@ -81,7 +88,7 @@ class ExpertSwitchEvent(_Event):
     type: Literal["expert_switch"] = "expert_switch"
     step: int  # 1-based index of the first step the new expert runs
     timestep: float
-    expert: Literal["high_noise", "low_noise"]
+    expert: Expert
 
 
 class MemoryEvent(_Event):
@@ -96,10 +103,11 @@ class LogEvent(_Event):
     message: str
 
 
-class ResultEvent(_Event):
-    type: Literal["result"] = "result"
-    path: str  # the MP4
-    poster: str | None = None  # a JPEG of the first frame
+class VideoFacts(BaseModel):
+    """What the engine made: the MP4's size and digest, and its frames, rate and size."""
+
+    model_config = ConfigDict(frozen=True)
+
     bytes: int
     sha256: str
     frames: int
@@ -107,6 +115,16 @@ class ResultEvent(_Event):
     duration: float
     width: int
     height: int
+
+    def facts(self) -> dict[str, object]:
+        """These fields alone (of a subclass that adds more)."""
+        return self.model_dump(include=set(VideoFacts.model_fields))
+
+
+class ResultEvent(_Event, VideoFacts):
+    type: Literal["result"] = "result"
+    path: str  # the MP4
+    poster: str | None = None  # a JPEG of the first frame
 
 
 class ErrorEvent(_Event):
@@ -141,6 +159,15 @@ EngineEvent = Annotated[
     | ReadyEvent,
     Field(discriminator="type"),
 ]
+
+TerminalEvent = ResultEvent | ErrorEvent | CancelledEvent
+_TERMINAL = (ResultEvent, ErrorEvent, CancelledEvent)
+
+
+def is_terminal(event: EngineEvent) -> TypeGuard[TerminalEvent]:
+    """Whether `event` ends a run: a result, an error or a cancellation."""
+    return isinstance(event, _TERMINAL)
+
 
 _ADAPTER: TypeAdapter[EngineEvent] = TypeAdapter(EngineEvent)
 

@@ -1,12 +1,7 @@
-"""The task: a stored video job, its state machine and the pure decisions about it.
+"""The task: a stored video job, its states and the pure questions asked of it.
 
-Every state change goes through one function here; each takes the task and `now` and returns a
-new task, raising `InvalidTransition` when the table forbids it. Nothing here does I/O.
-
-    queued ──start──▶ in_progress ──complete──▶ completed
-      │  ▲                │ │ └──fail──▶ failed
-      │  └──requeue───────┘ └──cancelled──▶ cancelled
-      └──cancel / fail──▶ cancelled / failed
+A `Task` is frozen; `wanserve.domain.transitions` is the only code that makes a changed one, and
+`ALLOWED_TRANSITIONS` below is the whole table of its state changes. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -16,12 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wanserve.domain.errors import InvalidTransition
-from wanserve.domain.events import Phase
+from wanserve.domain.events import Phase, VideoFacts
 from wanserve.domain.spec import VideoSpec
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "TERMINAL_STATES",
     "RetryPolicy",
     "Task",
@@ -29,20 +25,14 @@ __all__ = [
     "TaskEvent",
     "TaskResult",
     "TaskState",
-    "cancel_requested",
-    "complete",
-    "fail",
-    "mark_cancelled",
-    "progress_percent",
-    "record_phase",
-    "record_step",
-    "request_cancel",
-    "requeue",
-    "retry_delay",
     "attempt_deadline",
-    "start",
+    "cancel_requested",
+    "progress_percent",
+    "retry_delay",
     "timed_out",
 ]
+
+MIN_PRIORITY, MAX_PRIORITY = 0, 9  # a task's priority: higher runs first
 
 
 class TaskState(StrEnum):
@@ -78,18 +68,11 @@ class TaskError(BaseModel):
     retryable: bool = False
 
 
-class TaskResult(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class TaskResult(VideoFacts):
+    """A completed task's video: where it is stored, and what the engine made."""
 
     video_key: str  # artifact-store key of the MP4
     poster_key: str | None = None
-    bytes: int
-    sha256: str
-    frames: int
-    fps: int
-    duration: float
-    width: int
-    height: int
 
 
 class TaskEvent(BaseModel):
@@ -105,7 +88,7 @@ class TaskEvent(BaseModel):
 
 
 class Task(BaseModel):
-    """A stored video task. Frozen: change it only through this module's functions."""
+    """A stored video task. Frozen: `wanserve.domain.transitions` makes its changed copies."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -117,7 +100,7 @@ class Task(BaseModel):
     phase_started_at: float
     step: int = 0
     total_steps: int = 0
-    priority: int = 0  # higher runs first
+    priority: int = Field(default=MIN_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     attempt: int = 0  # runs started so far
     max_attempts: int = 3
     timeout_s: float = 3600.0  # limit of each attempt (time queued for a retry does not count)
@@ -148,121 +131,9 @@ class RetryPolicy(BaseModel):
     max_delay_s: float = 60.0
 
 
-def _move(task: Task, target: TaskState, **changes: Any) -> Task:
-    allowed = ALLOWED_TRANSITIONS[task.state]
-    if target not in allowed:
-        names = ", ".join(sorted(s.value for s in allowed)) or "none: it is terminal"
-        raise InvalidTransition(
-            f"task {task.id} cannot become {target.value}: state is {task.state.value} "
-            f"(allowed next states: {names})",
-            task_id=task.id,
-            state=task.state.value,
-        )
-    return task.model_copy(update={"state": target, **changes})
-
-
-def _close_phase(task: Task, now: float) -> dict[str, float]:
-    timings = dict(task.timings)
-    key = task.phase.value
-    timings[key] = timings.get(key, 0.0) + max(0.0, now - task.phase_started_at)
-    return timings
-
-
-def start(task: Task, now: float, backend: str) -> Task:
-    """queued -> in_progress: a worker took the task for its next attempt."""
-    return _move(
-        task,
-        TaskState.IN_PROGRESS,
-        attempt=task.attempt + 1,
-        started_at=task.started_at or now,
-        attempt_started_at=now,
-        backend=backend,
-        not_before=None,
-        timings=_close_phase(task, now),
-        phase=Phase.STARTING,
-        phase_started_at=now,
-        step=0,
-    )
-
-
-def record_phase(task: Task, phase: Phase, now: float) -> Task:
-    """A running task entered `phase`: closes the timing of the previous one."""
-    _require_running(task)
-    if phase == task.phase:
-        return task
-    return task.model_copy(
-        update={"timings": _close_phase(task, now), "phase": phase, "phase_started_at": now}
-    )
-
-
-def record_step(task: Task, step: int, total: int, now: float) -> Task:
-    """A running task finished denoising step `step` of `total`."""
-    task = record_phase(task, Phase.DENOISING, now)
-    return task.model_copy(update={"step": step, "total_steps": total})
-
-
-def complete(task: Task, result: TaskResult, now: float, expires_at: float | None) -> Task:
-    return _move(
-        task,
-        TaskState.COMPLETED,
-        result=result,
-        completed_at=now,
-        expires_at=expires_at,
-        timings=_close_phase(task, now),
-        phase=Phase.DONE,
-        phase_started_at=now,
-        step=task.total_steps or task.step,
-    )
-
-
-def fail(task: Task, error: TaskError, now: float) -> Task:
-    return _move(
-        task,
-        TaskState.FAILED,
-        error=error,
-        completed_at=now,
-        timings=_close_phase(task, now),
-        phase_started_at=now,
-    )
-
-
-def request_cancel(task: Task, now: float) -> Task:
-    """A client asked to cancel: a queued task ends at once, a running one is flagged."""
-    if task.state == TaskState.QUEUED:
-        return mark_cancelled(task, now)
-    if task.state == TaskState.IN_PROGRESS:
-        return task.model_copy(update={"cancel_requested": True})
-    _move(task, TaskState.CANCELLED)  # raises InvalidTransition with the rule
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 def cancel_requested(task: Task) -> bool:
+    """A cancel was asked for and the task has not ended yet."""
     return task.cancel_requested and not task.is_terminal
-
-
-def mark_cancelled(task: Task, now: float) -> Task:
-    return _move(
-        task,
-        TaskState.CANCELLED,
-        cancel_requested=True,
-        completed_at=now,
-        error=TaskError(code="cancelled", message="cancelled by request"),
-        timings=_close_phase(task, now),
-        phase_started_at=now,
-    )
-
-
-def requeue(task: Task, now: float, delay_s: float = 0.0) -> Task:
-    """in_progress -> queued: a retry after a retryable failure, or a hand-back on shutdown."""
-    return _move(
-        task,
-        TaskState.QUEUED,
-        not_before=now + delay_s if delay_s > 0 else None,
-        timings=_close_phase(task, now),
-        phase=Phase.QUEUED,
-        phase_started_at=now,
-        step=0,
-    )
 
 
 def retry_delay(task: Task, error: TaskError, policy: RetryPolicy) -> float | None:
@@ -294,13 +165,3 @@ def progress_percent(task: Task) -> int:
         return 0
     after = {Phase.DECODING: 96, Phase.ENCODING_VIDEO: 97, Phase.WRITING: 98, Phase.UPLOADING: 99}
     return after.get(task.phase, min(95, 95 * task.step // task.total_steps))
-
-
-def _require_running(task: Task) -> None:
-    if task.state != TaskState.IN_PROGRESS:
-        raise InvalidTransition(
-            f"task {task.id} cannot record progress: state is {task.state.value} "
-            "(must be in_progress)",
-            task_id=task.id,
-            state=task.state.value,
-        )

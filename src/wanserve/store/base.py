@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
-from wanserve.domain.errors import InvalidTransition
+from wanserve.domain.journal import Change
 from wanserve.domain.task import Task, TaskEvent, TaskState
 
-__all__ = ["ApiKey", "TaskPage", "TaskStore", "Usage", "over_stored"]
+__all__ = ["ApiKey", "TaskPage", "TaskStore", "Usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,31 +36,10 @@ class TaskPage:
     has_more: bool
 
 
-def over_stored(task: Task, stored_state: TaskState, stored_cancel_requested: bool) -> Task:
-    """What `save_task` writes over a stored task: every store applies this rule.
-
-    Writers (the API, the dispatcher, the reaper) read a task, apply a domain transition and
-    save the whole task, so a writer holding an older copy could undo another's change. Two
-    changes are never undone: a cancel request stays set (a dispatcher progress save cannot clear
-    the API's flag), and a terminal task stays terminal (an API cancel that read a task before
-    the dispatcher completed it cannot reopen it): that save raises InvalidTransition and
-    writes nothing.
-    """
-    if stored_state.is_terminal and not task.is_terminal:
-        raise InvalidTransition(
-            f"task {task.id} cannot become {task.state.value}: state is {stored_state.value} "
-            "(a terminal task never changes state again)",
-            task_id=task.id,
-            state=stored_state.value,
-        )
-    if stored_cancel_requested and not task.cancel_requested:
-        return task.model_copy(update={"cancel_requested": True})
-    return task
-
-
 class TaskStore(Protocol):
-    async def create_task(self, task: Task) -> Task:
-        """Insert `task` and its "created" event atomically.
+    async def create_task(self, change: Change) -> Task:
+        """Insert a new task and its "created" entry atomically (`change` is what
+        `wanserve.domain.transitions.create` returned).
 
         Raises Conflict when a task with the same (owner, idempotency_key) exists.
         """
@@ -70,19 +49,15 @@ class TaskStore(Protocol):
 
     async def find_by_idempotency_key(self, owner: str | None, key: str) -> Task | None: ...
 
-    async def save_task(
-        self,
-        task: Task,
-        events: Sequence[tuple[str, dict[str, Any]]] = (),
-        usage: Usage | None = None,
-    ) -> list[TaskEvent]:
-        """Write `task` and append `events` (type, data) to its log in one transaction.
+    async def save_task(self, change: Change, usage: Usage | None = None) -> list[TaskEvent]:
+        """Write `change`'s task and append its entries to its log in one transaction.
 
-        The stored task becomes `over_stored(task, ...)` of the one stored before: a cancel
-        request is never cleared, and a terminal task never changes back (InvalidTransition,
-        nothing written). Raises NotFound for an unknown task. `usage` (an attempt's settling
-        save) adds a usage row for the task's owner in the same transaction, so a settled
-        attempt is counted exactly once, whatever stops the process after it.
+        What is written is `over_stored(change, ...)` (domain/transitions.py) of the task stored
+        before: StaleChange (nothing written) when the stored task is no longer in the state and
+        attempt the change was made from, and a cancel request is never cleared. Raises NotFound for an
+        unknown task. `usage` (an attempt's settling change) adds a usage row for the task's
+        owner in the same transaction, so a settled attempt is counted exactly once, whatever
+        stops the process after it. Only `wanserve.journal` calls this.
         """
         ...
 

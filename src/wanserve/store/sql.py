@@ -9,8 +9,6 @@ database write lock (SQLite) and never reuse an id.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -18,14 +16,15 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SaInterfaceError
 
 from wanserve.domain.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
+from wanserve.domain.journal import Change, JournalEntry
 from wanserve.domain.task import Task, TaskEvent, TaskState
-from wanserve.store.base import ApiKey, TaskPage, Usage, over_stored
+from wanserve.domain.transitions import over_stored
+from wanserve.store.base import ApiKey, TaskPage, Usage
 from wanserve.store.database import Database
 from wanserve.store.migrations import upgrade
 from wanserve.store.tables import api_keys, task_events, tasks
@@ -43,31 +42,21 @@ async def unreachable_as_unavailable() -> AsyncIterator[None]:
         raise BackendUnavailable(f"store unreachable: {exc}") from exc
 
 
-class _RawInsert:
-    """An INSERT of `table`'s columns for the sqlite3 driver: its SQL with `?` marks, and a row
-    dict as the values in mark order (JSON columns serialised)."""
-
-    def __init__(self, table: sa.Table, *, exclude: str | None = None) -> None:
-        names = [c.name for c in table.c if c.name != exclude]
-        statement = table.insert().values({name: sa.bindparam(name) for name in names})
-        compiled = statement.compile(dialect=sqlite_dialect.dialect())
-        self.sql = str(compiled)
-        json_columns = {c.name for c in table.c if isinstance(c.type, sa.JSON)}
-        self._columns = [(name, name in json_columns) for name in compiled.positiontup or ()]
-
-    def values(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(json.dumps(row[n]) if is_json else row[n] for n, is_json in self._columns)
-
-
 # The hot statements, built once and executed with parameters: that skips building a statement
 # and its cache key on each call, about a third of a create's CPU on SQLite.
 _CLAIM = (
     tasks.update()
     .where(tasks.c.id == sa.bindparam("claim_id"))
     .values(last_event_id=tasks.c.last_event_id + sa.bindparam("claim_count"))
-    .returning(tasks.c.last_event_id, tasks.c.state, tasks.c.data["cancel_requested"].as_boolean())
+    .returning(
+        tasks.c.last_event_id,
+        tasks.c.state,
+        tasks.c.data["attempt"].as_integer(),
+        tasks.c.data["cancel_requested"].as_boolean(),
+    )
 )
 _SAVE = tasks.update().where(tasks.c.id == sa.bindparam("save_id"))  # SET: the row's columns
+_INSERT_TASK = tasks.insert()
 _INSERT_EVENTS = task_events.insert()
 _INSERT_USAGE = usage_rows.insert()
 _EVENTS_AFTER = (
@@ -98,14 +87,6 @@ _INSERT_TASK_AND_EVENT = task_events.insert().from_select(
         sa.bindparam("event_at", type_=task_events.c.at.type),
     ),
 )
-# SQLite writes a create's two rows through the sqlite3 cursor of the writer's transaction: the
-# group commit already pays BEGIN and COMMIT once for many creates, and what was left was
-# SQLAlchemy's per-statement work (parameter processing, JSON binding, an executemany for one
-# event): half the writer thread's CPU per create, and that thread shares the GIL with the event
-# loop (docs/benchmarks.md). Statements and columns come from tables.py; JSON columns are
-# written as SQLAlchemy's JSON type writes them (json.dumps) and read back through it.
-_TASK_INSERT = _RawInsert(tasks, exclude="seq")
-_EVENT_INSERT = _RawInsert(task_events)
 _TASK_BY_ID = sa.select(tasks.c.data).where(tasks.c.id == sa.bindparam("task_id"))
 _TASK_BY_SCOPE = sa.select(tasks.c.data).where(tasks.c.idempotency_scope == sa.bindparam("scope"))
 
@@ -127,23 +108,6 @@ def _task_row(task: Task) -> dict[str, Any]:
         ),
         "data": task.model_dump(mode="json"),
     }
-
-
-def _sqlite_insert(
-    task_row: dict[str, Any], event_row: dict[str, Any]
-) -> Callable[[Connection], None]:
-    """The create's rows, written through `connection`'s sqlite3 cursor (in its transaction;
-    the JSON is serialised there too, off the event loop)."""
-
-    def insert(connection: Connection) -> None:
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(_TASK_INSERT.sql, _TASK_INSERT.values(task_row))
-            cursor.execute(_EVENT_INSERT.sql, _EVENT_INSERT.values(event_row))
-        finally:
-            cursor.close()
-
-    return insert
 
 
 def _key(row: sa.Row[Any]) -> ApiKey:
@@ -181,18 +145,25 @@ class SqlStore:
         async with unreachable_as_unavailable():
             await upgrade(self.database)
 
-    async def create_task(self, task: Task) -> Task:
+    async def create_task(self, change: Change) -> Task:
+        task, (entry,) = change.task, change.entries  # transitions.create: one "created" entry
         row = _task_row(task) | {"last_event_id": 1}
-        created = {"state": row["state"]}
+        created = entry.data()
+        at = self._clock()
+        event = {"task_id": task.id, "id": 1, "type": entry.type, "data": created, "at": at}
+
+        def insert(conn: Connection) -> None:
+            conn.execute(_INSERT_TASK, row)
+            conn.execute(_INSERT_EVENTS, event)
+
         try:
             if self.database.dialect_name == "postgresql":
                 params = {f"task_{name}": value for name, value in row.items()}
-                params |= {"event_data": created, "event_at": self._clock()}
+                params |= {"event_data": created, "event_at": at}
                 await self.database.execute(_INSERT_TASK_AND_EVENT, params)
             else:
-                event = {"task_id": task.id, "id": 1, "type": "created", "data": created}
-                await self.database.write(_sqlite_insert(row, {**event, "at": self._clock()}))
-        except (IntegrityError, sqlite3.IntegrityError) as exc:
+                await self.database.write(insert)
+        except IntegrityError as exc:
             raise await self._create_conflict(task) from exc
         return task
 
@@ -202,26 +173,23 @@ class SqlStore:
     async def find_by_idempotency_key(self, owner: str | None, key: str) -> Task | None:
         return await self._one_task(_TASK_BY_SCOPE, {"scope": _scope(owner, key)})
 
-    async def save_task(
-        self,
-        task: Task,
-        events: Sequence[tuple[str, dict[str, Any]]] = (),
-        usage: Usage | None = None,
-    ) -> list[TaskEvent]:
+    async def save_task(self, change: Change, usage: Usage | None = None) -> list[TaskEvent]:
+        task, entries = change.task, change.entries
+
         # The first UPDATE takes the row (Postgres) or the write lock (SQLite) and returns what
         # the rule of `over_stored` needs, so no writer can slip in before the second one.
         def save(conn: Connection) -> list[TaskEvent]:
-            claim = {"claim_id": task.id, "claim_count": len(events)}
+            claim = {"claim_id": task.id, "claim_count": len(entries)}
             row = conn.execute(_CLAIM, claim).first()
             if row is None:
                 raise NotFound(f"task {task.id} does not exist", task_id=task.id)
-            last, state, cancel_requested = row
-            saved = over_stored(task, TaskState(state), bool(cancel_requested))
+            last, state, attempt, cancel_requested = row
+            saved = over_stored(change, TaskState(state), int(attempt), bool(cancel_requested))
             conn.execute(_SAVE, _task_row(saved) | {"save_id": task.id})
             if usage is not None:
                 used = {"task_id": task.id, "owner": task.owner, "at": self._clock()}
                 conn.execute(_INSERT_USAGE, used | asdict(usage))
-            return self._insert_events(conn, task.id, last - len(events) + 1, events)
+            return self._insert_events(conn, task.id, last - len(entries) + 1, entries)
 
         return await self.database.write(save)
 
@@ -321,12 +289,12 @@ class SqlStore:
         conn: Connection,
         task_id: str,
         first_id: int,
-        events: Sequence[tuple[str, dict[str, Any]]],
+        entries: Sequence[JournalEntry],
     ) -> list[TaskEvent]:
         at = self._clock()
         made = [
-            TaskEvent(id=first_id + i, task_id=task_id, type=kind, data=data, at=at)
-            for i, (kind, data) in enumerate(events)
+            TaskEvent(id=first_id + i, task_id=task_id, type=entry.type, data=entry.data(), at=at)
+            for i, entry in enumerate(entries)
         ]
         if made:
             conn.execute(_INSERT_EVENTS, [e.model_dump() for e in made])

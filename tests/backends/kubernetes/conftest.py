@@ -96,5 +96,4 @@ async def make_backend(
         yield make
     finally:
         for backend in made:
-            backend.following.clear()  # the tests end their runs; do not delete twice
             await backend.close()

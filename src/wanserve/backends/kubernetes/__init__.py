@@ -9,8 +9,10 @@
     config.py    the per-task request and the settings render reads
     container.py the engine container and pod fill-ins
     trainjob.py  the same task as a Trainer v2 TrainJob (the next job kind)
+    jobs.py      the job and pod watches and every job operation (create or adopt, delete,
+                 cancel, reconcile), shared by the backend and its followers
     follower.py  one run: phases from the watches, engine events, the terminal outcome
-    backend.py   KubernetesBackend: run (create or adopt), cancel, reconcile, close
+    backend.py   KubernetesBackend: run, cancel, reconcile, close
     manifests.py what `wanserve k8s render` / `wanserve k8s rbac` print
 
 Import this package only when the kubernetes backend is chosen (`make_kubernetes_backend`).

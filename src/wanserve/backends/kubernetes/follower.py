@@ -1,7 +1,7 @@
 """One run of the kubernetes backend: its job's phases, then its engine events, to the end.
 
-`Follower(backend, run).events()` creates or adopts the task's job (through the backend),
-reads the backend's job and pod caches after every change, and yields: a PhaseEvent each time
+`Follower(jobs, redis, run).events()` creates or adopts the task's job (through `Jobs`), reads
+the job and pod caches after every change, and yields: a PhaseEvent each time
 the phase Kubernetes implies changes (until the engine's own events start), the engine's events
 from the attempt's Redis stream, and one terminal event. A failure Kubernetes reports becomes an
 ErrorEvent (the engine's own error, when it wrote one, wins). Every terminal outcome deletes the
@@ -15,80 +15,73 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Any
 
 from wanserve.aio import cancel_and_wait
 from wanserve.backends.base import Run
 from wanserve.backends.kubernetes import names
 from wanserve.backends.kubernetes.api import Obj
 from wanserve.backends.kubernetes.config import events_stream
+from wanserve.backends.kubernetes.jobs import Jobs
 from wanserve.backends.kubernetes.stream import EngineEventReader
-from wanserve.backends.kubernetes.watch import Failure, assess
-from wanserve.domain.errors import BackendUnavailable
+from wanserve.backends.kubernetes.watch import JobFailure, assess
 from wanserve.domain.events import (
     CancelledEvent,
     EngineEvent,
     ErrorEvent,
     Phase,
     PhaseEvent,
-    ResultEvent,
+    is_terminal,
 )
 
-if TYPE_CHECKING:
-    from wanserve.backends.kubernetes.backend import KubernetesBackend
-
-__all__ = ["TERMINAL", "Follower"]
+__all__ = ["Follower"]
 
 log = logging.getLogger(__name__)
-
-TERMINAL = (ResultEvent, ErrorEvent, CancelledEvent)
 
 
 class Follower:
     """One run: its job's phases, then its engine events, until a terminal event."""
 
-    def __init__(self, backend: KubernetesBackend, run: Run) -> None:
-        self.backend = backend
+    def __init__(self, jobs: Jobs, redis: Any, run: Run) -> None:
+        self.jobs = jobs
+        self.client = jobs.client
+        self.settings = jobs.settings
         self.run = run
         self.name = names.job_name(run.task_id)
         self.attempt = run.attempt  # the job's own attempt once adopted
-        self.reader = EngineEventReader(backend.redis, self._stream())
+        self.reader = EngineEventReader(redis, self._stream())
         self.queue: deque[EngineEvent] = deque()
-        self.wakeup = asyncio.Event()
         self.last_phase: Phase | None = None
         self.engine_started = False
         self.seen_job = False
         self.succeeded_at: float | None = None
 
     async def events(self) -> AsyncIterator[EngineEvent]:
-        backend = self.backend
-        await backend.start()
-        self.attempt = await backend.ensure_job(self.run)
-        self.reader.key = self._stream()
-        backend.following[self.name] = self.run.task_id
-        backend.wakeups.add(self.wakeup)
-        if self.run.task_id in backend.cancelled:  # cancelled while the job was being created
-            await backend.client.delete_job(self.name)
-        pump = asyncio.create_task(self._pump())
-        try:
-            while True:
-                self.wakeup.clear()
-                for event in await self._next():
-                    yield event
-                    if isinstance(event, TERMINAL):
-                        backend.cancelled.discard(self.run.task_id)
-                        return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), backend.poll_s)
-        finally:
-            await cancel_and_wait(pump)
-            backend.wakeups.discard(self.wakeup)
-            backend.following.pop(self.name, None)
+        jobs, task_id = self.jobs, self.run.task_id
+        await jobs.start()
+        with jobs.following(self.name, task_id) as wakeup:
+            self.attempt = await jobs.ensure(self.run)
+            self.reader.key = self._stream()
+            if jobs.is_cancelled(task_id):  # cancelled while the job was being created
+                await self.client.delete_job(self.name)
+            pump = asyncio.create_task(self._pump(wakeup))
+            try:
+                while True:
+                    wakeup.clear()
+                    for event in await self._next():
+                        yield event
+                        if is_terminal(event):
+                            jobs.forget_cancel(task_id)
+                            return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wakeup.wait(), jobs.poll_s)
+            finally:
+                await cancel_and_wait(pump)
 
     def _stream(self) -> str:
-        return events_stream(self.backend.settings.queue.prefix, self.run.task_id, self.attempt)
+        return events_stream(self.settings.queue.prefix, self.run.task_id, self.attempt)
 
-    async def _pump(self) -> None:
+    async def _pump(self, wakeup: asyncio.Event) -> None:
         while True:
             try:
                 events = await self.reader.read(block_ms=1000)
@@ -100,21 +93,24 @@ class Follower:
                 continue
             if events:
                 self.queue.extend(events)
-                self.wakeup.set()
+                wakeup.set()
 
     async def _next(self) -> list[EngineEvent]:
         """What to yield now: engine events first, then what the job's state says."""
         if self.queue:
             return await self._engine_events()
+        now = self.jobs.clock()
+        if self.jobs.closed:
+            return [await self._closed(now)]
         job = await self._job()
-        now = self.backend.clock()
         if job is None or job["metadata"].get("deletionTimestamp"):
             return [await self._gone(now)]
-        pods = self.backend.pods_of(self.run, self.attempt)
+        pods = self.jobs.pods_of(self.run.task_id, self.attempt)
         obs = assess(job, pods, now, self._pending_timeout())
         if obs.failure is not None and obs.failure.code == "job_failed":
             # The job's watch can run ahead of the pods' one: read the pods' exit codes afresh.
-            obs = assess(job, await self._fresh_pods(), now, self._pending_timeout())
+            pods = await self.jobs.fresh_pods(self.run.task_id, self.attempt)
+            obs = assess(job, pods, now, self._pending_timeout())
         if obs.failure is not None:
             return [await self._failed(obs.failure, now)]
         if obs.succeeded:
@@ -124,13 +120,8 @@ class Follower:
             return [PhaseEvent(task_id=self.run.task_id, phase=obs.phase, at=now)]
         return []
 
-    async def _fresh_pods(self) -> list[Obj]:
-        task = names.label_value(self.run.task_id)
-        selector = f"{names.LABEL_TASK}={task},{names.LABEL_ATTEMPT}={self.attempt}"
-        return await self.backend.client.list_pods(selector)
-
     def _pending_timeout(self) -> float:
-        return self.backend.settings.kubernetes.pending_timeout_s
+        return self.settings.kubernetes.pending_timeout_s
 
     async def _engine_events(self) -> list[EngineEvent]:
         self.engine_started = True
@@ -138,28 +129,35 @@ class Follower:
         while self.queue:
             event = self.queue.popleft()
             out.append(event)
-            if isinstance(event, TERMINAL):
-                await self.backend.client.delete_job(self.name)
+            if is_terminal(event):
+                await self.client.delete_job(self.name)
                 break
         return out
 
     async def _job(self) -> Obj | None:
-        jobs = self.backend.jobs
-        if jobs is None:
-            raise BackendUnavailable("the kubernetes backend was closed during the run")
-        job = jobs.cache.get(self.name)
+        job = self.jobs.cached_job(self.name)
         if job is not None:
             self.seen_job = True
             return job
         if self.seen_job:
             return None
         # Not in the cache yet: the watch may lag behind our create. Ask the API server.
-        job = await self.backend.client.get_job(self.name)
-        return job
+        return await self.client.get_job(self.name)
+
+    async def _closed(self, now: float) -> EngineEvent:
+        await self.client.delete_job(self.name)
+        message = "the kubernetes backend was closed during the run; its job was deleted"
+        return ErrorEvent(
+            task_id=self.run.task_id,
+            at=now,
+            code="backend_closed",
+            message=message,
+            retryable=True,
+        )
 
     async def _gone(self, now: float) -> EngineEvent:
-        await self.backend.client.delete_job(self.name)
-        if self.run.task_id in self.backend.cancelled:
+        await self.client.delete_job(self.name)
+        if self.jobs.is_cancelled(self.run.task_id):
             return CancelledEvent(task_id=self.run.task_id, at=now, reason="cancelled by request")
         return ErrorEvent(
             task_id=self.run.task_id,
@@ -170,17 +168,17 @@ class Follower:
             retryable=True,
         )
 
-    async def _failed(self, failure: Failure, now: float) -> EngineEvent:
+    async def _failed(self, failure: JobFailure, now: float) -> EngineEvent:
         # The engine's own error (if it wrote one just before exiting) says more: read it first.
         for event in await self.reader.read(block_ms=None):
-            if isinstance(event, TERMINAL):
-                await self.backend.client.delete_job(self.name)
+            if is_terminal(event):
+                await self.client.delete_job(self.name)
                 return event
         message = failure.message
         if failure.code == "job_failed":
-            tail = await self.backend.client.pod_log_tail(f"{self.name}-master-0")
+            tail = await self.client.pod_log_tail(f"{self.name}-master-0")
             message += f"\nlast log lines of {self.name}-master-0:\n{tail}" if tail else ""
-        await self.backend.client.delete_job(self.name)
+        await self.client.delete_job(self.name)
         return ErrorEvent(
             task_id=self.run.task_id,
             at=now,
@@ -192,10 +190,10 @@ class Follower:
     async def _succeeded(self, now: float) -> list[EngineEvent]:
         if self.succeeded_at is None:
             self.succeeded_at = now
-        grace = self.backend.settings.kubernetes.result_grace_s
+        grace = self.settings.kubernetes.result_grace_s
         if now - self.succeeded_at < grace:
             return []  # the result event is on its way through Redis
-        await self.backend.client.delete_job(self.name)
+        await self.client.delete_job(self.name)
         return [
             ErrorEvent(
                 task_id=self.run.task_id,

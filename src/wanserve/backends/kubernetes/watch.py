@@ -31,7 +31,7 @@ from typing import Any
 
 from wanserve.domain.events import ExitCode, Phase
 
-__all__ = ["Failure", "Observation", "assess", "job_condition", "parse_time"]
+__all__ = ["JobFailure", "Observation", "assess", "job_condition", "parse_time"]
 
 Obj = dict[str, Any]
 
@@ -52,7 +52,7 @@ _PRE_RUN = (Phase.STARTING, Phase.WAITING_FOR_GPUS, Phase.PULLING_IMAGE, Phase.L
 
 
 @dataclass(frozen=True, slots=True)
-class Failure:
+class JobFailure:
     code: str
     message: str
     retryable: bool
@@ -61,7 +61,7 @@ class Failure:
 @dataclass(frozen=True, slots=True)
 class Observation:
     phase: Phase | None = None  # None: nothing new to show (finished or failed)
-    failure: Failure | None = None
+    failure: JobFailure | None = None
     succeeded: bool = False
 
 
@@ -116,7 +116,7 @@ def _pod_name(pod: Obj) -> str:
     return str(pod["metadata"]["name"])
 
 
-def _pod_failure(pod: Obj) -> Failure | None:
+def _pod_failure(pod: Obj) -> JobFailure | None:
     status, name = pod.get("status") or {}, _pod_name(pod)
     reason, message = status.get("reason") or "", status.get("message") or ""
     for container in _containers(pod):
@@ -128,14 +128,16 @@ def _pod_failure(pod: Obj) -> Failure | None:
         "PreemptionByScheduler",
     }:
         why = message or _disruption(pod) or "evicted"
-        return Failure("evicted", f"pod {name} was evicted ({why}); the task will be retried", True)
+        return JobFailure(
+            "evicted", f"pod {name} was evicted ({why}); the task will be retried", True
+        )
     if (
         reason in _NODE_LOST
         or status.get("phase") == "Unknown"
         or _disruption(pod) == "DeletionByTaintManager"
     ):
         why = message or reason or "its node stopped reporting"
-        return Failure(
+        return JobFailure(
             "node_lost", f"pod {name} lost its node ({why}); the task will be retried", True
         )
     return None
@@ -148,19 +150,19 @@ def _disruption(pod: Obj) -> str | None:
     return None
 
 
-def _container_failure(pod: str, container: Obj) -> Failure | None:
+def _container_failure(pod: str, container: Obj) -> JobFailure | None:
     state = container.get("state") or {}
     waiting = state.get("waiting") or {}
     reason = waiting.get("reason") or ""
     if reason in _PULL_ERRORS:
-        return Failure(
+        return JobFailure(
             "image_pull",
             f"pod {pod} cannot pull its image ({reason}: {waiting.get('message', '')}); check "
             "kubernetes.image or the template's image and imagePullSecrets",
             False,
         )
     if reason in _CONFIG_ERRORS:
-        return Failure(
+        return JobFailure(
             "config_error",
             f"pod {pod} cannot start its container ({reason}: {waiting.get('message', '')}); "
             "check the Secrets, ConfigMaps and volumes the template references",
@@ -170,7 +172,7 @@ def _container_failure(pod: str, container: Obj) -> Failure | None:
         state.get("terminated") or (container.get("lastState") or {}).get("terminated") or {}
     )
     if terminated.get("reason") == "OOMKilled" or terminated.get("exitCode") == ExitCode.OOM:
-        return Failure(
+        return JobFailure(
             "oom",
             f"container {container.get('name')} of pod {pod} ran out of memory (OOMKilled); raise "
             "its memory limit in the template, or spread the model with more nodes or --fsdp",
@@ -179,10 +181,10 @@ def _container_failure(pod: str, container: Obj) -> Failure | None:
     return None
 
 
-def _job_failure(name: str, condition: Obj, pods: list[Obj]) -> Failure:
+def _job_failure(name: str, condition: Obj, pods: list[Obj]) -> JobFailure:
     reason, message = condition.get("reason") or "", condition.get("message") or ""
     if reason == "DeadlineExceeded" or "deadline" in message.lower():
-        return Failure(
+        return JobFailure(
             "timeout",
             f"PyTorchJob {name} ran past activeDeadlineSeconds (the task timeout): {message}",
             False,
@@ -193,22 +195,22 @@ def _job_failure(name: str, condition: Obj, pods: list[Obj]) -> Failure:
         for c in _containers(p)
     }
     if ExitCode.INVALID in codes:
-        return Failure(
+        return JobFailure(
             "invalid_spec",
             f"the engine in PyTorchJob {name} refused the spec (exit code 2); see the pod log",
             False,
         )
-    return Failure("job_failed", f"PyTorchJob {name} failed: {message or reason}", True)
+    return JobFailure("job_failed", f"PyTorchJob {name} failed: {message or reason}", True)
 
 
-def _pending_too_long(pods: list[Obj], now: float, timeout_s: float) -> Failure | None:
+def _pending_too_long(pods: list[Obj], now: float, timeout_s: float) -> JobFailure | None:
     pending = [p for p in pods if (p.get("status") or {}).get("phase", "Pending") == "Pending"]
     starts = [parse_time(p["metadata"].get("creationTimestamp")) for p in pending]
     known = [s for s in starts if s is not None]
     if not known or now - min(known) <= timeout_s:
         return None
     why = _unschedulable(pending[0]) or "its containers did not start"
-    return Failure(
+    return JobFailure(
         "pending_timeout",
         f"pod {_pod_name(pending[0])} stayed Pending for more than {timeout_s:g} s ({why}); add "
         "GPU capacity, lower kubernetes.gpus_per_node or nnodes, or raise "

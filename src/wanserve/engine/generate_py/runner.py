@@ -31,6 +31,7 @@ from wanserve.domain.events import (
     ResultEvent,
 )
 from wanserve.domain.spec import VideoSpec
+from wanserve.domain.types import Clock
 from wanserve.engine.generate_py.child_process import ChildProcess
 from wanserve.engine.generate_py.command import (
     POSTER_NAME,
@@ -65,7 +66,7 @@ def exit_code_of(event: EngineEvent) -> ExitCode:
 class GeneratePyRunner:
     """Runs specs through generate.py, one at a time; `cancel()` may be called from any thread."""
 
-    def __init__(self, config: GeneratePyConfig, *, clock: Callable[[], float] = time.time):
+    def __init__(self, config: GeneratePyConfig, *, clock: Clock = time.time):
         self.config = config
         self._clock = clock
         self._cancel = threading.Event()

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from wanserve.domain.events import EngineEvent, ExpertSwitchEvent, Phase, PhaseEvent, StepEvent
+from wanserve.domain.types import Clock
 from wanserve.engine.generate_py.schedule import Expert, first_low_noise_step
 
 __all__ = ["LogLine", "ProgressTracker", "TqdmUpdate", "parse_log_line", "parse_tqdm"]
@@ -141,7 +142,7 @@ class ProgressTracker:
         timesteps: list[float] | None = None,
         boundary_ratio: float | None = None,
         echoed: Iterable[str] = (),
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
     ) -> None:
         self._task_id = task_id
         self._timesteps = timesteps

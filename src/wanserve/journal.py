@@ -1,0 +1,91 @@
+"""The task journal: the only code that saves a task change, appends its entries and announces it.
+
+Every writer of tasks goes through a `Journal`: the API (create, cancel), the dispatcher (an
+attempt's start, progress and settling), the reconciler and the retention sweep. A change is
+what a transition of `wanserve.domain.transitions` returned; `record` writes the task and its
+entries in one store transaction, then publishes the newest entry's id on the task's channel, so
+SSE listeners wake up and read the log from their last id. A lost publish costs latency, never
+an entry: listeners also poll the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from wanserve.domain.journal import Change
+from wanserve.domain.task import Task
+from wanserve.domain.transitions import create
+from wanserve.queue.base import JobQueue
+from wanserve.store.base import TaskStore, Usage
+
+__all__ = ["Journal", "ProgressWriter"]
+
+log = logging.getLogger(__name__)
+
+
+class Journal:
+    def __init__(self, store: TaskStore, queue: JobQueue) -> None:
+        self._store = store
+        self._queue = queue
+
+    async def create(self, task: Task) -> Task:
+        """Store a new task with its "created" entry (Conflict: its idempotency key is taken)."""
+        return await self._store.create_task(create(task))
+
+    async def record(self, change: Change, usage: Usage | None = None) -> Task:
+        """Write `change` in one transaction (with an attempt's `usage`), then announce it.
+
+        Returns `change.task`. Raises what the store raises: StaleChange when the stored
+        task left the state `change` was made from (nothing written), NotFound when the task
+        was deleted.
+        """
+        task = change.task
+        written = await self._store.save_task(change, usage)
+        if written:
+            try:
+                await self._queue.publish(task.id, str(written[-1].id))
+            except Exception:  # live fan-out is best effort; the log is durable
+                log.warning("publish failed", extra={"task_id": task.id}, exc_info=True)
+        return task
+
+    def progress(self) -> ProgressWriter:
+        """A writer for one running task's progress changes."""
+        return ProgressWriter(self)
+
+
+class ProgressWriter:
+    """A running task's progress changes, one save in flight at a time.
+
+    `add` starts a save at once when none is in flight; what arrives while one is being written
+    goes out together in the next. A slow engine's steps are each saved as they come, and a
+    burst (a small model's steps, a backlog after a store hiccup) is one transaction instead of
+    one per event. `drain` waits for everything added and raises the first failed save's error;
+    `add` raises it too, so the engine's stream stops at a store that fails.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._pending: list[Change] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    def add(self, change: Change) -> None:
+        """Record `change` (saved soon, in order, with the changes added before it)."""
+        writing = self._writing
+        if writing is not None and writing.done() and not writing.cancelled():
+            if (error := writing.exception()) is not None:
+                raise error
+        self._pending.append(change)
+        if writing is None or writing.done():
+            self._writing = asyncio.create_task(self._write())
+
+    async def drain(self) -> None:
+        """Wait until everything added is saved."""
+        if self._writing is not None:
+            await self._writing
+
+    async def _write(self) -> None:
+        while self._pending:
+            changes, self._pending = self._pending, []
+            entries = tuple(entry for change in changes for entry in change.entries)
+            await self._journal.record(Change(changes[-1].task, entries, changes[0].was))
