@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -34,7 +34,7 @@ class ApiSettings(BaseModel):
     admin_key: SecretStr | None = None  # a bootstrap admin key (production)
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
-    public_url: str | None = None  # base URL used in links and webhooks
+    public_url: str | None = None  # base URL of the links in API responses (default: the request's)
     default_model: str = "wan2.2-tiny"  # the model of a request that names none
     # Model ids this server serves (JSON list or comma-separated). None: the tiny models plus
     # each model with <models_dir>/<id>/model_index.json (set it where the API cannot see the
@@ -145,6 +145,7 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".wanserve")
+    # production: secrets must not be placeholders (at least 16 characters, not "changeme"...)
     environment: Literal["development", "production"] = "development"
     log_level: str = "INFO"
     api: ApiSettings = Field(default_factory=ApiSettings)
@@ -154,6 +155,31 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.environment != "production":
+            return self
+        secrets = {
+            "api.admin_key": self.api.admin_key,
+            "artifacts.s3_secret_access_key": self.artifacts.s3_secret_access_key,
+        }
+        for name, secret in secrets.items():
+            if secret is not None and _is_placeholder(secret.get_secret_value()):
+                raise ValueError(
+                    f"{name} is a placeholder: in production (environment=production) a secret "
+                    f"must have at least {_MIN_SECRET_LENGTH} characters and not be one of "
+                    f"{', '.join(sorted(_PLACEHOLDERS))}"
+                )
+        return self
+
+
+_MIN_SECRET_LENGTH = 16
+_PLACEHOLDERS = frozenset({"changethis", "changeme", "change-me", "secret", "password", "example"})
+
+
+def _is_placeholder(secret: str) -> bool:
+    return len(secret) < _MIN_SECRET_LENGTH or secret.strip().lower() in _PLACEHOLDERS
 
 
 def get_settings(**overrides: object) -> Settings:
