@@ -35,7 +35,6 @@ from wanserve.store import open_store
 from wanserve.store.base import TaskStore, Usage
 from wanserve.store.sql import SqlStore
 
-
 T = TypeVar("T")
 
 

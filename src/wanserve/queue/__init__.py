@@ -7,10 +7,10 @@ queue/embedded.py) starts the server that `wanserve up` points that URL at.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from wanserve.domain.errors import InvalidRequest
+from wanserve.domain.types import Clock
 from wanserve.queue.base import CANCEL_MESSAGE, JobQueue, Lease, Subscription
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ __all__ = ["CANCEL_MESSAGE", "JobQueue", "Lease", "Subscription", "make_queue"]
 
 
 def make_queue(
-    settings: Settings, *, url: str | None = None, clock: Callable[[], float] = time.time
+    settings: Settings, *, url: str | None = None, clock: Clock = time.time
 ) -> RedisQueue:
     """A RedisQueue on `url` (default `settings.queue.url`) with the configured prefix and TTL.
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from wanserve.domain.types import Clock
 from wanserve.queue import scripts
 from wanserve.queue.base import CANCEL_MESSAGE, Lease
 from wanserve.queue.channels import Channels, Inbox
@@ -87,7 +87,7 @@ class RedisQueue:
         *,
         prefix: str = "wanserve",
         lease_ttl_s: float = 30.0,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
     ) -> None:
         self.client = client
         self.prefix = prefix

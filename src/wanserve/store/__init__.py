@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wanserve.domain.types import Clock
 from wanserve.store.base import ApiKey, TaskPage, TaskStore
 
 if TYPE_CHECKING:
@@ -31,9 +31,7 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir).resolve() / 'wanserve.db'}"
 
 
-async def open_store(
-    url: str, *, clock: Callable[[], float] = time.time, **engine_options: Any
-) -> SqlStore:
+async def open_store(url: str, *, clock: Clock = time.time, **engine_options: Any) -> SqlStore:
     """Connect to `url` and migrate to head.
 
     SQLite runs in WAL mode with a busy timeout and foreign keys on, on threads of its own;
@@ -52,7 +50,7 @@ async def open_store(
     return store
 
 
-async def make_store(settings: Settings, *, clock: Callable[[], float] = time.time) -> SqlStore:
+async def make_store(settings: Settings, *, clock: Clock = time.time) -> SqlStore:
     """The store at `settings.store.url`, default SQLite at `<data_dir>/wanserve.db`, migrated.
 
     A server database gets a pool of `settings.store.pool_size` connections (SQLite has its own

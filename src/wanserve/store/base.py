@@ -52,12 +52,12 @@ class TaskStore(Protocol):
     async def save_task(self, change: Change, usage: Usage | None = None) -> list[TaskEvent]:
         """Write `change`'s task and append its entries to its log in one transaction.
 
-        What is written is `over_stored(change, ...)` (domain/transitions.py) of the task stored
-        before: StaleChange (nothing written) when the stored task is no longer in the state and
-        attempt the change was made from, and a cancel request is never cleared. Raises NotFound for an
-        unknown task. `usage` (an attempt's settling change) adds a usage row for the task's
-        owner in the same transaction, so a settled attempt is counted exactly once, whatever
-        stops the process after it. Only `wanserve.journal` calls this.
+        What is written is `over_stored(change, ...)` (domain/transitions.py) of the task
+        stored before: StaleChange (nothing written) when the stored task is no longer in the
+        state and attempt the change was made from, and a cancel request is never cleared.
+        Raises NotFound for an unknown task. `usage` (an attempt's settling change) adds a usage
+        row for the task's owner in the same transaction, so a settled attempt is counted
+        exactly once, whatever stops the process after it. Only `wanserve.journal` calls this.
         """
         ...
 

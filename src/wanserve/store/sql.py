@@ -10,7 +10,7 @@ database write lock (SQLite) and never reuse an id.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Any, Literal
@@ -24,6 +24,7 @@ from wanserve.domain.errors import BackendUnavailable, Conflict, InvalidRequest,
 from wanserve.domain.journal import Change, JournalEntry
 from wanserve.domain.task import Task, TaskEvent, TaskState
 from wanserve.domain.transitions import over_stored
+from wanserve.domain.types import Clock
 from wanserve.store.base import ApiKey, TaskPage, Usage
 from wanserve.store.database import Database
 from wanserve.store.migrations import upgrade
@@ -136,7 +137,7 @@ def page_query(
 class SqlStore:
     """TaskStore on a `Database`. Build it with `open_store(url)`, which also migrates."""
 
-    def __init__(self, database: Database, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, database: Database, *, clock: Clock = time.time) -> None:
         self.database = database
         self._clock = clock
 
