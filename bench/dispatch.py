@@ -33,6 +33,7 @@ from wanserve.backends.warm import WarmPoolBackend
 from wanserve.domain.events import EngineEvent, ResultEvent
 from wanserve.domain.spec import VideoRequest, resolve_spec
 from wanserve.domain.task import Task, TaskState
+from wanserve.journal import Journal
 from wanserve.queue.embedded import EmbeddedValkey
 from wanserve.runtime import Services, build_dispatcher, open_services
 from wanserve.settings import get_settings
@@ -105,7 +106,7 @@ def _task(task_id: str, request: VideoRequest) -> Task:
 async def _submit(services: Services, task: Task) -> tuple[float, float]:
     """Store and enqueue `task` as the API does; (time before the store write, after enqueue)."""
     started = time.perf_counter()
-    await services.store.create_task(task)
+    await Journal(services.store, services.queue).create(task)
     await services.queue.enqueue(task.id)
     return started, time.perf_counter()
 

@@ -71,7 +71,17 @@ async def test_missing_or_unknown_key_is_401_problem(keyed: Api) -> None:
         assert response.headers["www-authenticate"] == "Bearer"
     await keyed.assert_nothing_stored()
     assert (await keyed.client.get("/healthz")).status_code == 200
-    assert (await keyed.client.get("/v1/models")).status_code == 200
+
+
+async def test_models_need_a_key_like_every_v1_route(keyed: Api) -> None:
+    """As OpenAI's /v1/models does: a client checks its key with it."""
+    for path in ("/v1/models", "/v1/models/wan2.2-tiny"):
+        refused = await keyed.client.get(path, headers=bearer("ws-wrong"))
+        assert refused.status_code == 401, path
+        assert refused.headers["www-authenticate"] == "Bearer"
+        assert (await keyed.client.get(path)).status_code == 401, path
+        allowed = await keyed.client.get(path, headers=bearer("ws-bootstrap-admin"))
+        assert allowed.status_code == 200, path
 
 
 async def test_revoked_key_is_refused(keyed: Api) -> None:

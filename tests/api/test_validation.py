@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import Api, make_api, png_bytes
+from wanserve.api.schemas import NOT_BLANK
 
 TINY = {"model": "wan2.2-tiny", "prompt": "a boat"}
 TI2V = {"model": "wan2.2-tiny-ti2v", "prompt": "a boat"}
@@ -28,7 +30,7 @@ JSON_CASES: list[tuple[str, dict[str, Any], int, str, str]] = [
         "num_inference_steps",
         "between 1 and 50",
     ),
-    ("steps zero", {**TINY, "num_inference_steps": 0}, 422, "num_inference_steps", "between"),
+    ("steps zero", {**TINY, "num_inference_steps": 0}, 422, "num_inference_steps", "at least 1"),
     ("guidance too high", {**TINY, "guidance_scale": 99}, 422, "guidance_scale", "between"),
     (
         "guidance_2 on one expert",
@@ -39,8 +41,18 @@ JSON_CASES: list[tuple[str, dict[str, Any], int, str, str]] = [
     ),
     ("prompt too long", {**TINY, "prompt": "x" * 2001}, 422, "prompt", "at most 2000"),
     ("prompt empty", {**TINY, "prompt": "  "}, 422, "prompt", "empty"),
+    ("prompt of other spaces", {**TINY, "prompt": "\u3000\u2003\x1c"}, 422, "prompt", "blank"),
+    ("size with spaces", {**TINY, "size": " 128x128"}, 422, "size", "WIDTHxHEIGHT"),
+    ("size with a leading zero", {**TINY, "size": "0128x128"}, 422, "size", "WIDTHxHEIGHT"),
     ("prompt missing", {"model": "wan2.2-tiny"}, 422, "prompt", "required"),
-    ("seconds too long", {**TINY, "seconds": "12"}, 422, "seconds", "at most"),
+    ("seconds too long", {**TINY, "seconds": 12}, 422, "seconds", "at most 3 "),
+    ("seconds as text in JSON", {**TINY, "seconds": "2"}, 422, "seconds", "a number"),
+    ("seconds with fps", {**TINY, "seconds": 1, "fps": 8}, 422, "seconds", "num_frames"),
+    ("seconds with frames", {**TINY, "seconds": 1, "num_frames": 9}, 422, "seconds", "not both"),
+    ("priority as text in JSON", {**TINY, "priority": "5"}, 422, "priority", "an integer"),
+    ("seed true", {**TINY, "seed": True}, 422, "seed", "an integer"),
+    ("seed with a fraction", {**TINY, "seed": 1.5}, 422, "seed", "an integer"),
+    ("model a number", {**TINY, "model": 7}, 422, "model", "a string"),
     (
         "steps not a number",
         {**TINY, "num_inference_steps": "many"},
@@ -187,11 +199,54 @@ async def test_declared_length_over_limit_is_413_at_once(tmp_path: Path) -> None
         assert_problem(response, 413, "input_reference", "at most 1000 bytes")
 
 
-async def test_unsupported_content_type(api: Api) -> None:
+async def test_unsupported_content_type_is_415(api: Api) -> None:
     response = await api.client.post(
         "/v1/videos", content=b"hi", headers={"content-type": "text/plain"}
     )
-    assert_problem(response, 422, "content-type", "multipart/form-data")
+    problem = assert_problem(response, 415, "Content-Type", "multipart/form-data")
+    assert problem["errors"][0]["value"] == "text/plain"
+    without = await api.client.post("/v1/videos", content=b"")
+    assert_problem(without, 415, "Content-Type", "application/json")
+    await api.assert_nothing_stored()
+
+
+async def test_json_null_means_not_given_and_whole_numbers_are_integers(api: Api) -> None:
+    body = {"model": None, "prompt": "a boat", "seed": 7.0, "priority": 3.0, "size": None}
+    response = await api.client.post("/v1/videos", json=body)
+    assert response.status_code == 200, response.text
+    video = response.json()
+    assert (video["parameters"]["seed"], video["priority"]) == (7, 3)
+    assert video["model"] == "wan2.2-tiny" and video["size"] == "128x128"
+
+
+async def test_seconds_count_frames_at_the_models_rate(api: Api) -> None:
+    longest = await api.client.post("/v1/videos", json={**TINY, "seconds": 3})
+    assert longest.status_code == 200 and longest.json()["parameters"]["num_frames"] == 49
+    form = await api.client.post("/v1/videos", files=multipart({**TINY, "seconds": "0.5"}))
+    assert form.status_code == 200 and form.json()["parameters"]["num_frames"] == 9
+
+
+async def test_an_empty_model_is_not_the_default_one(api: Api) -> None:
+    response = await api.client.post("/v1/videos", files=multipart({**TINY, "model": ""}))
+    assert_problem(response, 422, "model", "must be a model this server serves")
+
+
+def test_the_blank_pattern_is_pythons_whitespace() -> None:
+    """The prompt's pattern refuses exactly what str.strip() would remove entirely."""
+    pattern = re.compile(NOT_BLANK)
+    characters = [chr(code) for code in range(0x110000)]
+    assert [c for c in characters if not pattern.search(c)] == [
+        c for c in characters if c.isspace()
+    ]
+
+
+async def test_malformed_form(api: Api) -> None:
+    files = [("input_reference", ("a.png", png_bytes(), "image/png"))] * 2
+    response = await api.client.post("/v1/videos", data=TINY, files=files)
+    assert_problem(response, 422, "body", "well-formed form")
+    headers = {"content-type": "multipart/form-data; boundary=xyz"}
+    cut = await api.client.post("/v1/videos", content=b"--xyz\r\nno end", headers=headers)
+    assert cut.status_code == 422 and cut.json()["errors"][0]["field"] == "body"
 
 
 async def test_malformed_json(api: Api) -> None:
@@ -201,9 +256,10 @@ async def test_malformed_json(api: Api) -> None:
     assert_problem(response, 422, "body", "JSON object")
 
 
-async def test_bad_last_event_id(api: Api) -> None:
+@pytest.mark.parametrize(("last_event_id", "words"), [("x", "integer"), ("-1", "at least 0")])
+async def test_bad_last_event_id(api: Api, last_event_id: str, words: str) -> None:
     video = (await api.client.post("/v1/videos", json=TINY)).json()
     response = await api.client.get(
-        f"/v1/videos/{video['id']}/events", headers={"Last-Event-ID": "x"}
+        f"/v1/videos/{video['id']}/events", headers={"Last-Event-ID": last_event_id}
     )
-    assert_problem(response, 422, "Last-Event-ID", "integer")
+    assert_problem(response, 422, "Last-Event-ID", words)

@@ -6,24 +6,34 @@
 The caller builds (and later closes) the store, the queue and the artifact store; create_app
 creates no clients and starts nothing. Mount the web page after it (`app.mount("/", ...)`):
 the API's routes, registered first, take precedence.
+
+`/openapi.json` describes this server as it is configured: the models it serves (re-read when
+that set changes) with each one's rules, and 401 answers where keys are required (elsewhere the
+key is optional). FastAPI's own 422 schema is not in it: every error is a `Problem`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from wanserve.api.auth import Authenticator, keys_required
 from wanserve.api.deps import Runtime
 from wanserve.api.metrics import ApiMetrics
-from wanserve.api.problems import install_problem_handlers
+from wanserve.api.problems import install_problem_handlers, problem_responses
 from wanserve.api.routes import health, models, videos
+from wanserve.api.schemas import Problem, VideoEvent, without_null
 from wanserve.api.served import ServedModels
 from wanserve.api.service import ServiceConfig, VideoService, new_video_id
-from wanserve.api.submission import UploadLimits
+from wanserve.api.submission import UploadLimits, create_body_schemas
 from wanserve.artifacts.base import ArtifactStore
+from wanserve.domain.models import MODELS
 from wanserve.queue.base import JobQueue
 from wanserve.settings import Settings
 from wanserve.store.base import TaskStore
@@ -47,6 +57,7 @@ def create_app(
         title="wanserve",
         version="0.1.0",
         summary="Wan2.2 video generation: the OpenAI Videos API, plus live events and cancel.",
+        generate_unique_id_function=_operation_id,
     )
     metrics = ApiMetrics()
     auth = Authenticator(store, required=keys_required(settings), admin_secret=_secret(settings))
@@ -73,7 +84,74 @@ def create_app(
     for router in (videos.router, models.router, health.router):
         app.include_router(router)
     app.add_middleware(_Measured, metrics=metrics)
+    app.openapi = _openapi(app, app.state.runtime)  # type: ignore[method-assign]
     return app
+
+
+def _operation_id(route: APIRoute) -> str:
+    """The handler's verb_noun name (`create_video`): what client generators name methods."""
+    return route.name
+
+
+def _openapi(app: FastAPI, runtime: Runtime) -> Callable[[], dict[str, Any]]:
+    """`app.openapi`: the document, built again when the set of served models changes."""
+    built: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def openapi() -> dict[str, Any]:
+        served = runtime.videos.served.ids()
+        if served not in built:
+            built.clear()
+            built[served] = _document(app, runtime, served)
+        return built[served]
+
+    return openapi
+
+
+def _document(app: FastAPI, runtime: Runtime, served: tuple[str, ...]) -> dict[str, Any]:
+    document = get_openapi(
+        title=app.title,
+        version=app.version,
+        openapi_version=app.openapi_version,
+        summary=app.summary,
+        routes=app.routes,
+    )
+    schemas = document["components"]["schemas"]
+    for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's, never sent here
+        schemas.pop(name, None)
+    schemas.update(_components(Problem, VideoEvent))
+    schemas.update(create_body_schemas([MODELS[m] for m in served], runtime.default_model))
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", ()):  # text: never null
+                parameter["schema"] = without_null(parameter["schema"])
+            responses = operation["responses"]
+            if "application/json" in responses.get("422", {}).get("content", {}):
+                del responses["422"]  # FastAPI's default for a route with parameters
+            _declare_auth(operation, runtime, is_metrics=path == health.METRICS_PATH)
+            operation["responses"] = dict(sorted(responses.items()))
+    return document
+
+
+def _components(*models: type[BaseModel]) -> dict[str, Any]:
+    components: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
+    return components
+
+
+def _declare_auth(operation: dict[str, Any], runtime: Runtime, *, is_metrics: bool) -> None:
+    """A bearer key is required (with a 401 answer) where keys are, else optional (`{}`)."""
+    security = operation.get("security")
+    if security is None:
+        return
+    if is_metrics and runtime.metrics_public:
+        del operation["security"]
+    elif runtime.auth.required:
+        operation["responses"]["401"] = problem_responses(401)[401]
+    else:
+        operation["security"] = [*security, {}]
 
 
 def _service_config(settings: Settings) -> ServiceConfig:

@@ -1,4 +1,5 @@
-"""Bearer-key authentication: turns an `Authorization` header into a `Principal`.
+"""Bearer-key authentication: turns the secret of an `Authorization: Bearer` header into a
+`Principal`.
 
 Keys are required unless the server runs open (`settings.api.require_keys` False, or None while
 bound to a loopback address). An open server still honours a valid key (the request then acts
@@ -42,9 +43,9 @@ class Authenticator:
         self.required = required
         self._admin_hash = hash_key(admin_secret) if admin_secret else None
 
-    async def authenticate(self, authorization: str | None) -> Principal:
-        """The principal for this header; raises Unauthorized when a key is required and bad."""
-        secret = _bearer(authorization)
+    async def authenticate(self, secret: str | None) -> Principal:
+        """The principal for this bearer secret (None: none was sent); raises Unauthorized when
+        a key is required and this one is missing, unknown or revoked."""
         principal = await self._lookup(secret) if secret else None
         if principal is not None:
             return principal
@@ -61,10 +62,3 @@ class Authenticator:
         if key is None or key.revoked_at is not None:
             return None
         return Principal(key_id=key.id, is_admin=key.is_admin)
-
-
-def _bearer(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, secret = authorization.partition(" ")
-    return secret.strip() or None if scheme.lower() == "bearer" else None

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from wanserve.api.auth import Authenticator
 from wanserve.api.keys import Principal
@@ -13,7 +14,15 @@ from wanserve.api.metrics import ApiMetrics
 from wanserve.api.service import VideoService
 from wanserve.api.submission import UploadLimits
 
-__all__ = ["Caller", "CallerDep", "Runtime", "RuntimeDep", "get_caller", "get_runtime"]
+__all__ = [
+    "BearerDep",
+    "Caller",
+    "CallerDep",
+    "Runtime",
+    "RuntimeDep",
+    "get_caller",
+    "get_runtime",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,27 +52,26 @@ class Caller:
         return self.runtime.videos
 
 
-# These are `async def` although get_runtime never awaits: FastAPI runs a plain `def` dependency
-# on its thread pool, a thread hop per dependency per request. The routes that need to know who
-# asks take one Caller rather than a runtime and a principal: FastAPI resolves each dependency on
-# each request (cache keys, scopes, parameters): with two, 18% of a submit's samples in the app
-# under py-spy, 14% with one (docs/benchmarks.md).
+_bearer = HTTPBearer(
+    scheme_name="bearer",
+    description="an API key (`wanserve keys create`)",
+    auto_error=False,  # the Authenticator decides: keys may be optional on this server
+)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 async def get_runtime(request: Request) -> Runtime:
-    return _runtime(request)
-
-
-async def get_caller(request: Request) -> Caller:
-    runtime = _runtime(request)
-    principal = await runtime.auth.authenticate(request.headers.get("authorization"))
-    return Caller(runtime, principal)
-
-
-def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_caller(runtime: RuntimeDep, credentials: BearerDep) -> Caller:
+    """The runtime and the principal of the request's bearer key (raises Unauthorized)."""
+    secret = credentials.credentials if credentials is not None else None
+    return Caller(runtime, await runtime.auth.authenticate(secret))
+
+
 CallerDep = Annotated[Caller, Depends(get_caller)]

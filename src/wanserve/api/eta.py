@@ -13,7 +13,7 @@ from wanserve.domain.task import Task, TaskState
 __all__ = ["NOMINAL_STEP_S", "StepTimes", "eta_seconds", "seconds_per_step"]
 
 # Rough seconds per denoising step at the default size, used before anything was measured.
-NOMINAL_STEP_S = {"tiny": 0.3, "ti2v-5b": 6.0, "a14b": 20.0}
+NOMINAL_STEP_S = {"tiny": 0.3, "ti2v-5b": 6.0, "a14b": 20.0, "i2v-a14b": 20.0}
 _TAIL_STEPS = 2.0  # decode, encode and upload cost about this many steps
 
 

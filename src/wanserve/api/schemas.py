@@ -1,32 +1,124 @@
-"""The API's response schemas: OpenAI's video object with wanserve's extensions, and friends.
+"""The API's schemas: the create request, OpenAI's video object with wanserve's extensions,
+the event stream's messages and the problem+json body.
 
 OpenAI's fields come first and keep OpenAI's types (ints for times, strings for size and seconds,
 status queued|in_progress|completed|failed). A cancelled task shows as status "failed" with
 error.code "cancelled" for SDK clients and as `state: "cancelled"` in wanserve's fields.
+
+`VideoCreate` holds the rules of a create request that hold for every model; the rules of each
+model (its sizes, frame counts, steps) are the domain's (`resolve_spec`), and the OpenAPI
+document states them per served model (`wanserve.api.submission.create_body_schemas`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from wanserve.domain.models import ModelCard
-from wanserve.domain.spec import FPS_RANGE, GUIDANCE_RANGE, MAX_PROMPT_CHARS, MAX_SEED, SHIFT_RANGE
-from wanserve.domain.task import Task, TaskState, progress_percent
+from wanserve.domain.spec import (
+    FPS_RANGE,
+    GUIDANCE_RANGE,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MIN_FRAMES,
+    SHIFT_RANGE,
+)
+from wanserve.domain.task import MAX_PRIORITY, MIN_PRIORITY, Task, TaskState, progress_percent
 
 __all__ = [
+    "NOT_BLANK",
+    "PRIORITY_RANGE",
+    "SIZE_PATTERN",
+    "FieldError",
     "ModelPublic",
     "ModelsPublic",
+    "Problem",
+    "VideoCreate",
     "VideoDeleted",
     "VideoError",
+    "VideoEvent",
     "VideoParameters",
     "VideoPublic",
     "VideoUrls",
     "VideosPublic",
+    "without_null",
 ]
 
 Status = Literal["queued", "in_progress", "completed", "failed"]
+
+PRIORITY_RANGE = (MIN_PRIORITY, MAX_PRIORITY)
+SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"  # "1280x720": no spaces, no leading zeros
+# A character that is not whitespace by Python's str.isspace (what the prompt check strips),
+# spelled so that ECMA 262, Python and Rust regexes read it alike.
+NOT_BLANK = r"[^\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
+class VideoCreate(BaseModel):
+    """POST /v1/videos: what a client may set; omitted (or null) fields get the model's default.
+
+    A JSON body is validated strictly (a number is a number); form fields are text and coerced.
+    The image (`input_reference`) is read beside these fields, not through this model.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=NOT_BLANK)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    size: str | None = Field(default=None, pattern=SIZE_PATTERN)
+    seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    num_frames: int | None = Field(default=None, ge=MIN_FRAMES)
+    num_inference_steps: int | None = Field(default=None, ge=1)
+    shift: float | None = Field(default=None, ge=SHIFT_RANGE[0], le=SHIFT_RANGE[1])
+    guidance_scale: float | None = Field(default=None, ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1])
+    guidance_scale_2: float | None = Field(default=None, ge=GUIDANCE_RANGE[0], le=GUIDANCE_RANGE[1])
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    fps: int | None = Field(default=None, ge=FPS_RANGE[0], le=FPS_RANGE[1])
+    priority: int | None = Field(default=None, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])
+
+    @field_validator("num_frames", "num_inference_steps", "seed", "fps", "priority", mode="before")
+    @classmethod
+    def _whole(cls, value: object) -> object:
+        """5.0 as 5: JSON Schema's integer is a number without a fraction, however spelled."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class FieldError(BaseModel):
+    """Which field broke which rule, quoting the value (shortened, or null when not a scalar)."""
+
+    field: str
+    value: str | int | float | bool | None
+    rule: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: the body of every error the API sends."""
+
+    type: str = Field(description="a URI naming the kind of problem; about:blank for plain HTTP")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    instance: str = Field(description="the request path")
+    errors: list[FieldError] | SkipJsonSchema[None] = Field(
+        default=None, description="the fields at fault, first the one `detail` names"
+    )
+    component: Literal["store", "queue"] | SkipJsonSchema[None] = Field(
+        default=None, description="/readyz: the part that cannot be reached"
+    )
+
+
+class VideoEvent(BaseModel):
+    """One message of GET /v1/videos/{id}/events: an entry of the task's event log, or a
+    transient `queue_position` (which has no `id`)."""
+
+    id: int | SkipJsonSchema[None] = Field(default=None, description="per task, from 1")
+    task_id: str
+    type: str = Field(description="created, state, phase, step, result, ..., queue_position")
+    data: dict[str, Any]
+    at: float
 
 
 class VideoError(BaseModel):
@@ -197,7 +289,7 @@ class ModelPublic(BaseModel):
                 "fps": list(FPS_RANGE),
                 "seed": [0, MAX_SEED],
                 "prompt_chars": [1, MAX_PROMPT_CHARS],
-                "priority": [0, 9],
+                "priority": list(PRIORITY_RANGE),
             },
         )
 
@@ -205,6 +297,16 @@ class ModelPublic(BaseModel):
 class ModelsPublic(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelPublic]
+
+
+def without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """`X | None`'s JSON Schema as X's: for what cannot be null (form fields, query, headers)."""
+    choices = [choice for choice in schema.get("anyOf", ()) if choice != {"type": "null"}]
+    if len(choices) != 1 or len(choices) == len(schema.get("anyOf", ())):
+        return schema
+    merged: dict[str, Any] = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+    merged.update(choices[0])
+    return merged
 
 
 def _status(state: TaskState) -> Status:

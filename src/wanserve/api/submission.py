@@ -1,35 +1,56 @@
-"""POST /v1/videos bodies: multipart form (what the openai SDK always sends) or JSON.
+"""POST /v1/videos bodies: multipart form (what the openai SDK always sends), JSON, or a URL-encoded
+form, and the OpenAPI schemas that describe them.
 
-Form fields arrive as strings (the SDK's `extra_body` too) and are coerced by `VideoRequest`;
-`input_reference` is the image file, or in JSON a `{"image_url": "data:..."}` object / data URL.
+Form fields arrive as strings (the SDK's `extra_body` too) and are coerced; a JSON body is typed
+(a number is sent as a number) and null means "not given". Both are checked by `VideoCreate`,
+then by the domain's rules of the chosen model (`resolve_spec`, when the service builds the task).
+`input_reference` is the image file, or a data URL (in JSON also `{"image_url": "data:..."}`).
 The body is counted while it streams in, so an oversized upload is refused (413) before it is
-read in full.
+read in full; any other media type is refused with 415.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import Message
 
 from wanserve.api.images import FIELD as IMAGE_FIELD
-from wanserve.api.images import UploadedImage, check_image
-from wanserve.domain.errors import InvalidRequest, PayloadTooLarge
-from wanserve.domain.spec import VideoRequest
+from wanserve.api.images import FORMATS, UploadedImage, check_image
+from wanserve.api.problems import rule_of
+from wanserve.api.schemas import VideoCreate, without_null
+from wanserve.domain.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from wanserve.domain.models import MODELS, ModelCard
+from wanserve.domain.spec import MIN_FRAMES, VideoRequest
 
-__all__ = ["PRIORITY_RANGE", "Submission", "UploadLimits", "read_submission"]
+__all__ = [
+    "FORM_TYPES",
+    "BODY_SCHEMAS",
+    "JSON_TYPE",
+    "Submission",
+    "UploadLimits",
+    "body_content",
+    "create_body_schemas",
+    "read_submission",
+]
 
-PRIORITY_RANGE = (0, 9)
+JSON_TYPE = "application/json"
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 _FIELDS_ALLOWANCE = 256 * 1024  # room for the text fields beside the image
+_IMAGE_URL_FIELD = f"{IMAGE_FIELD}[image_url]"  # the SDK's form spelling of {"image_url": ...}
+_IMAGE_TYPES = sorted(content_type for _, content_type in FORMATS.values())
+_BASE64 = "(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})"
+_DATA_URL = f"^data:({'|'.join(_IMAGE_TYPES)});base64,{_BASE64}$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +65,7 @@ class UploadLimits:
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """A parsed, type-checked create request (its rules are checked later by resolve_spec)."""
+    """A parsed, type-checked create request (its model's rules are checked by resolve_spec)."""
 
     request: VideoRequest
     priority: int
@@ -61,21 +82,29 @@ class Submission:
 
 
 async def read_submission(request: Request, limits: UploadLimits, default_model: str) -> Submission:
-    """Parse and type-check the body; raises InvalidRequest or PayloadTooLarge."""
+    """Parse and check the body; raises InvalidRequest, PayloadTooLarge or UnsupportedMediaType."""
     _check_declared_length(request, limits)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     counted = Request(request.scope, _counting_receive(request, limits))
-    if content_type == "application/json":
+    if media_type == JSON_TYPE:
         fields, image = await _read_json(counted, limits)
-    elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    elif media_type in FORM_TYPES:
         fields, image = await _read_form(counted, limits)
     else:
-        raise InvalidRequest(
-            "content-type", content_type or None, "must be multipart/form-data or application/json"
+        rule = f"must be one of {', '.join((*FORM_TYPES, JSON_TYPE))}"
+        raise UnsupportedMediaType(
+            f"Content-Type={media_type or None!r} is not accepted: {rule}",
+            errors=[{"field": "Content-Type", "value": media_type or None, "rule": rule}],
         )
-    fields.setdefault("model", default_model)
-    priority = _priority(fields.pop("priority", None))
-    return Submission(request=_video_request(fields), priority=priority, image=image)
+    create = _video_create(fields, strict=media_type == JSON_TYPE)
+    model = default_model if create.model is None else create.model
+    _check_seconds(create, MODELS.get(model))
+    request_fields = create.model_dump(exclude_none=True, exclude={"priority"})
+    return Submission(
+        request=VideoRequest(**{**request_fields, "model": model}),
+        priority=create.priority or 0,
+        image=image,
+    )
 
 
 def _check_declared_length(request: Request, limits: UploadLimits) -> None:
@@ -109,13 +138,16 @@ def _counting_receive(request: Request, limits: UploadLimits) -> Any:
 async def _read_form(
     request: Request, limits: UploadLimits
 ) -> tuple[dict[str, Any], UploadedImage | None]:
-    form = await request.form(max_files=1, max_fields=64, max_part_size=_FIELDS_ALLOWANCE)
+    try:
+        form = await request.form(max_files=1, max_fields=64, max_part_size=_FIELDS_ALLOWANCE)
+    except HTTPException as exc:  # Starlette's 400 for a form it cannot parse
+        raise InvalidRequest("body", None, f"must be a well-formed form ({exc.detail})") from None
     fields: dict[str, Any] = {}
     image = None
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
             image = await _read_upload(key, value, limits)
-        elif key in ("input_reference[image_url]", "input_reference"):
+        elif key in (_IMAGE_URL_FIELD, IMAGE_FIELD):
             image = _decode_data_url(value, limits)
         else:
             fields[key] = value
@@ -141,44 +173,185 @@ async def _read_json(
     if not isinstance(body, dict):
         raise InvalidRequest("body", type(body).__name__, "must be a JSON object")
     reference = body.pop(IMAGE_FIELD, None)
-    if isinstance(reference, Mapping):
-        reference = reference.get("image_url")
-    image = _decode_data_url(reference, limits) if reference is not None else None
-    return body, image
+    if reference is None:
+        return body, None
+    if isinstance(reference, Mapping) and set(reference) == {"image_url"}:
+        reference = reference["image_url"]
+    return body, _decode_data_url(reference, limits)
 
 
 def _decode_data_url(value: Any, limits: UploadLimits) -> UploadedImage:
-    rule = "must be an uploaded file or a data:image/...;base64,... URL"
-    if not isinstance(value, str) or not value.startswith("data:") or ";base64," not in value:
+    if not isinstance(value, str) or not re.fullmatch(_DATA_URL, value):
+        rule = "must be an uploaded file or a data:image/png|jpeg|webp;base64,... URL"
         raise InvalidRequest(IMAGE_FIELD, value, rule)
-    try:
-        data = base64.b64decode(value.split(";base64,", 1)[1], validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest(IMAGE_FIELD, value, rule + " (bad base64)") from None
+    data = base64.b64decode(value.split(";base64,", 1)[1], validate=True)
     if len(data) > limits.max_image_bytes:
         raise _too_large(len(data), limits)
     return check_image(data, "(data URL)", limits.max_image_pixels)
 
 
-def _priority(value: Any) -> int:
-    low, high = PRIORITY_RANGE
-    try:
-        priority = int(value) if value is not None else low
-    except (TypeError, ValueError):
-        raise InvalidRequest(
-            "priority", value, f"must be an integer between {low} and {high}"
-        ) from None
-    if not low <= priority <= high:
-        raise InvalidRequest("priority", priority, f"must be an integer between {low} and {high}")
-    return priority
-
-
-def _video_request(fields: dict[str, Any]) -> VideoRequest:
+def _video_create(fields: dict[str, Any], *, strict: bool) -> VideoCreate:
     if "image" in fields:  # a server-side path from a client would read the server's files
         raise InvalidRequest("image", fields["image"], f"send the image as {IMAGE_FIELD}")
     try:
-        return VideoRequest.model_validate(fields)
+        return VideoCreate.model_validate(fields, strict=strict)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"]) or "body"
-        raise InvalidRequest(field, error.get("input"), error["msg"]) from None
+        raise InvalidRequest(field, error.get("input"), _rule(error)) from None
+
+
+def _rule(error: Any) -> str:
+    """A bound of a VideoCreate field as the domain words it: between the field's two bounds."""
+    bounds = _BOUNDS.get(str(error["loc"][0])) if error["loc"] else None
+    if bounds is not None and error["type"] in ("greater_than_equal", "less_than_equal"):
+        return f"must be between {bounds[0]} and {bounds[1]}"
+    return rule_of(error)
+
+
+def _field_bounds() -> dict[str, tuple[object, object]]:
+    bounds = {}
+    for name, field in VideoCreate.model_fields.items():
+        found = {
+            key: getattr(m, key) for m in field.metadata for key in ("ge", "le") if hasattr(m, key)
+        }
+        if len(found) == 2:
+            bounds[name] = (found["ge"], found["le"])
+    return bounds
+
+
+_BOUNDS = _field_bounds()
+
+
+def _check_seconds(create: VideoCreate, card: ModelCard | None) -> None:
+    """`seconds` counts frames at the model's own rate, up to its longest clip.
+
+    Stricter than the domain by design: these two rules fit in a JSON Schema, so the OpenAPI
+    document can state them exactly (the domain's rounding and `fps` product cannot).
+    """
+    if create.seconds is None or card is None:
+        return
+    if create.fps is not None:
+        rule = "give num_frames, not seconds, together with fps"
+        raise InvalidRequest("seconds", create.seconds, rule)
+    longest = _longest_seconds(card)
+    if create.seconds > longest:
+        rule = f"must be at most {longest:g} ({card.max_frames} frames at {card.fps} fps)"
+        raise InvalidRequest("seconds", create.seconds, f"{rule} for {card.id}")
+
+
+def _longest_seconds(card: ModelCard) -> float:
+    return (card.max_frames - 1) / card.fps
+
+
+# The request body's component per media type; JSON may say null, forms send text only.
+BODY_SCHEMAS = {
+    JSON_TYPE: "VideoCreate",
+    "multipart/form-data": "VideoCreateForm",
+    "application/x-www-form-urlencoded": "VideoCreateUrlencoded",
+}
+
+
+def body_content() -> dict[str, Any]:
+    """The OpenAPI `requestBody.content` of POST /v1/videos: a component per media type."""
+    return {
+        media_type: {"schema": {"$ref": f"#/components/schemas/{name}"}}
+        for media_type, name in BODY_SCHEMAS.items()
+    }
+
+
+def create_body_schemas(served: Sequence[ModelCard], default_model: str) -> dict[str, Any]:
+    """JSON Schemas of the POST /v1/videos bodies, by the component names of BODY_SCHEMAS: each
+    with `VideoCreate`'s rules, the served models, and per model (`anyOf`) that model's rules.
+
+    Written with `anyOf` alone (no `if`/`not`): generators and fuzzers read it more easily.
+    """
+    schemas = {}
+    for media_type, name in BODY_SCHEMAS.items():
+        schema = VideoCreate.model_json_schema()
+        schema["title"] = name
+        served_ids = [card.id for card in served]
+        schema["properties"]["model"]["anyOf"][0]["enum"] = served_ids
+        if default_model not in served_ids:
+            schema["required"] = ["model", "prompt"]
+        if media_type != JSON_TYPE:
+            schema["properties"] = {k: without_null(v) for k, v in schema["properties"].items()}
+        schema["properties"].update(_image_properties(media_type))
+        absent = _Absent(media_type == JSON_TYPE, tuple(schema["properties"]))
+        seconds_alone = [absent.of("seconds"), absent.of("num_frames", "fps")]
+        per_model = [_model_rules(card, card.id == default_model, absent) for card in served]
+        schema["allOf"] = [{"anyOf": seconds_alone}, {"anyOf": per_model} if served else False]
+        schemas[name] = schema
+    return schemas
+
+
+@dataclass(frozen=True, slots=True)
+class _Absent:
+    """How a body leaves fields out: JSON may also send null; a form just does not send them.
+
+    Said with `propertyNames` rather than `false`/`not`, which schemathesis cannot fuzz beside
+    a file part.
+    """
+
+    nullable: bool
+    names: tuple[str, ...]
+
+    def of(self, *names: str) -> dict[str, Any]:
+        if self.nullable:
+            return {"properties": {n: {"type": "null"} for n in names if n in self.names}}
+        return {"propertyNames": {"enum": [n for n in self.names if n not in names]}}
+
+
+def _image_properties(media_type: str) -> dict[str, Any]:
+    data_url: dict[str, Any] = {
+        "type": "string",
+        "format": "data-url",
+        "pattern": _DATA_URL,
+        "description": "a PNG, JPEG or WebP image as a base64 data URL",
+    }
+    if media_type == JSON_TYPE:
+        by_url: dict[str, Any] = {"type": "object", "properties": {"image_url": data_url}}
+        by_url |= {"required": ["image_url"], "additionalProperties": False}
+        return {IMAGE_FIELD: {"anyOf": [data_url, by_url, {"type": "null"}]}}
+    if media_type == "multipart/form-data":
+        upload = {"type": "string", "format": "binary", "description": "a PNG, JPEG or WebP file"}
+        return {IMAGE_FIELD: upload, _IMAGE_URL_FIELD: data_url}  # (a data URL is a string too)
+    return {IMAGE_FIELD: data_url, _IMAGE_URL_FIELD: data_url}
+
+
+def _model_rules(card: ModelCard, is_default: bool, absent: _Absent) -> dict[str, Any]:
+    """A request for `card`'s model (the default one also when `model` is left out), with the
+    model's sizes, frame counts, steps, longest clip, and what it takes of guidance and image."""
+    null: list[None] = [None] if absent.nullable else []
+    frames = list(range(MIN_FRAMES, card.max_frames + 1, 4))
+    rules: dict[str, Any] = {
+        "model": {"enum": [card.id, *null]} if is_default else {"const": card.id},
+        "size": {"enum": [*card.sizes, *null]} if card.sizes else {"pattern": _size_pattern(card)},
+        "num_frames": {"enum": [*frames, *null]},
+        "num_inference_steps": {"maximum": card.max_steps},
+        "seconds": {"maximum": _longest_seconds(card)},
+    }
+    branch: dict[str, Any] = {"properties": rules}
+    if not is_default:
+        branch["required"] = ["model"]
+    refused = ["guidance_scale_2"] if not card.has_two_experts else []
+    if not card.accepts_image:
+        refused += [IMAGE_FIELD, _IMAGE_URL_FIELD]
+    parts = [branch, absent.of(*refused)] if refused else [branch]
+    if card.requires_image:
+        parts.append({"anyOf": _image_required(absent.nullable)})
+    return {"allOf": parts} if len(parts) > 1 else branch
+
+
+def _image_required(nullable: bool) -> list[dict[str, Any]]:
+    if nullable:
+        given = {"type": ["string", "object"]}
+        return [{"required": [IMAGE_FIELD], "properties": {IMAGE_FIELD: given}}]
+    return [{"required": [IMAGE_FIELD]}, {"required": [_IMAGE_URL_FIELD]}]
+
+
+def _size_pattern(card: ModelCard) -> str:
+    stride = card.size_stride
+    first = -(-card.min_side // stride) * stride  # the smallest multiple of stride allowed
+    sides = "|".join(str(side) for side in range(first, card.max_side + 1, stride))
+    return f"^({sides})x({sides})$"

@@ -10,6 +10,7 @@
     │   ├── IdempotencyConflict   same Idempotency-Key, different request body
     │   └── QueueFull             admission refused
     ├── PayloadTooLarge           status 413  an upload over the byte limit
+    ├── UnsupportedMediaType      status 415  a request body of a media type not taken
     └── BackendUnavailable        status 503  store, queue or a backend cannot be reached
 
 The API renders every one of them as RFC 9457 problem+json from `status`, `title` and `type`.
@@ -30,6 +31,7 @@ __all__ = [
     "QueueFull",
     "StaleChange",
     "Unauthorized",
+    "UnsupportedMediaType",
     "WanserveError",
 ]
 
@@ -117,6 +119,12 @@ class PayloadTooLarge(WanserveError):
     status = 413
     title = "Payload too large"
     type = "https://wanserve.dev/problems/payload-too-large"
+
+
+class UnsupportedMediaType(WanserveError):
+    status = 415
+    title = "Unsupported media type"
+    type = "https://wanserve.dev/problems/unsupported-media-type"
 
 
 class BackendUnavailable(WanserveError, ConnectionError):

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 from starlette.responses import Response
 
-from wanserve.api.deps import RuntimeDep
+from wanserve.api.deps import BearerDep, RuntimeDep
+from wanserve.api.problems import problem_responses
 from wanserve.domain.errors import BackendUnavailable, Unauthorized
 
-__all__ = ["router"]
+__all__ = ["METRICS_PATH", "router"]
 
 router = APIRouter(tags=["health"])
+
+METRICS_PATH = "/metrics"
+_EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"
+_METRICS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Prometheus text exposition",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
 
 
 @router.get("/healthz")
@@ -21,7 +31,7 @@ async def get_health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=problem_responses(503))
 async def get_readiness(runtime: RuntimeDep) -> dict[str, str]:
     """The store and the queue answer; 503 problem naming the one that does not."""
     service = runtime.videos
@@ -33,18 +43,17 @@ async def get_readiness(runtime: RuntimeDep) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=Response)
-async def get_metrics(
-    runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None
-) -> Response:
+@router.get(METRICS_PATH, response_class=Response, responses={**_METRICS, **problem_responses(503)})
+async def get_metrics(runtime: RuntimeDep, credentials: BearerDep) -> Response:
     """Prometheus exposition: requests, latency, live tasks by state, queue depth.
 
     Open to scrapers (which rarely hold an app key) unless `api.metrics_public` is off on a
     server that requires keys: then only an admin key reads it (401 otherwise).
     """
     if not runtime.metrics_public:
-        principal = await runtime.auth.authenticate(authorization)
+        secret = credentials.credentials if credentials is not None else None
+        principal = await runtime.auth.authenticate(secret)
         if not principal.is_admin:
             raise Unauthorized("/metrics needs an admin key: send Authorization: Bearer <key>")
     body = await runtime.metrics.render(runtime.videos.store)
-    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(body, media_type=_EXPOSITION)

@@ -1,7 +1,8 @@
 """/v1/models: the served models, with the defaults and ranges a form needs.
 
 Like OpenAI's, the list holds only what a request can use here; `?all=true` adds the other known
-models (`available: false`), and `GET /v1/models/{id}` answers for any known id.
+models (`available: false`), and `GET /v1/models/{id}` answers for any known id. Like every /v1
+route (and OpenAI's /v1/models), they need a key where keys are required.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from wanserve.api.deps import RuntimeDep
+from wanserve.api.deps import CallerDep
+from wanserve.api.problems import problem_responses
 from wanserve.api.schemas import ModelPublic, ModelsPublic
 from wanserve.domain.errors import NotFound
 from wanserve.domain.models import MODELS
@@ -20,12 +22,13 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-@router.get("")
+@router.get("", responses=problem_responses(422, 503))
 async def list_models(
-    runtime: RuntimeDep, include_all: Annotated[bool, Query(alias="all")] = False
+    caller: CallerDep, include_all: Annotated[bool, Query(alias="all")] = False
 ) -> ModelsPublic:
     """The served models with sizes, defaults and ranges (the default one flagged); with
     all=true also the known models this server does not serve (`available: false`)."""
+    runtime = caller.runtime
     served = runtime.videos.served.ids()
     shown = list(served) + ([m for m in MODELS if m not in served] if include_all else [])
     return ModelsPublic(
@@ -40,9 +43,10 @@ async def list_models(
     )
 
 
-@router.get("/{model_id}")
-async def get_model(model_id: str, runtime: RuntimeDep) -> ModelPublic:
+@router.get("/{model_id}", responses=problem_responses(404, 503))
+async def get_model(model_id: str, caller: CallerDep) -> ModelPublic:
     """One known model's card; `available` says whether this server serves it."""
+    runtime = caller.runtime
     card = MODELS.get(model_id)
     if card is None:
         raise NotFound(

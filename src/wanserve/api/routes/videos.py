@@ -1,21 +1,24 @@
-"""/v1/videos: OpenAI's Videos API, plus cancel and Server-Sent Events."""
+"""/v1/videos: OpenAI's Videos API, plus cancel and Server-Sent Events.
+
+Each route declares every answer it sends: its bodies, headers and media types, and the problem
+statuses (`problem_responses`); the app adds 401 where keys are required.
+"""
 
 from __future__ import annotations
 
-import functools
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.responses import StreamingResponse
 
 from wanserve.api.content import content_response
-from wanserve.api.deps import CallerDep, Runtime, get_caller
+from wanserve.api.deps import CallerDep, Runtime
+from wanserve.api.problems import problem_responses
 from wanserve.api.schemas import VideoDeleted, VideoPublic, VideosPublic
 from wanserve.api.service import VideoView
 from wanserve.api.sse import task_event_stream
-from wanserve.api.submission import read_submission
-from wanserve.domain.errors import InvalidRequest, NotFound
-from wanserve.domain.spec import VideoRequest
+from wanserve.api.submission import body_content, read_submission
+from wanserve.domain.errors import NotFound
 from wanserve.domain.task import TaskState
 
 __all__ = ["router"]
@@ -24,80 +27,134 @@ router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
 _POLL_AFTER_MS = {TaskState.QUEUED: "1000", TaskState.IN_PROGRESS: "500"}
 MAX_IDEMPOTENCY_KEY = 255
-_VIDEO_JSON = VideoPublic.__pydantic_serializer__  # what FastAPI would write, minus a re-validation
+MAX_EVENT_ID = 2**63 - 1  # event ids are the store's 64-bit integers
 
 
-def _create_body() -> dict[str, Any]:
-    """The OpenAPI request body of POST /v1/videos: VideoRequest's fields plus the upload."""
-    schema = VideoRequest.model_json_schema()
-    fields = {k: v for k, v in schema["properties"].items() if k != "image"}
-    fields["model"] = {**fields["model"], "description": "default: the server's default model"}
-    fields["priority"] = {"type": "integer", "minimum": 0, "maximum": 9, "default": 0}
-    form = {**fields, "input_reference": {"type": "string", "format": "binary"}}
-    data_url = {"type": "string", "description": "data:image/...;base64,..."}
-    reference = {"anyOf": [data_url, {"type": "object", "properties": {"image_url": data_url}}]}
-    body = {"type": "object", "required": ["prompt"]}
-    idempotency_key = {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "required": False,
-        "description": "the same key and body return the same task; another body: 409",
-        "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY},
-    }
-    return {
-        "parameters": [idempotency_key],
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {"schema": {**body, "properties": form}},
-                "application/json": {
-                    "schema": {**body, "properties": {**fields, "input_reference": reference}}
-                },
-            },
+_CREATE_BODY = {"requestBody": {"required": True, "content": body_content()}}
+_VIDEO_ID = {"video_id": "$response.body#/id"}
+_CREATED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the new video, or with Idempotent-Replayed the one this key made",
+        "headers": {
+            "Idempotent-Replayed": {
+                "description": "the Idempotency-Key was used before: this is its video",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
+        },
+        "links": {
+            link: {"operationId": operation, "parameters": _VIDEO_ID}
+            for link, operation in (
+                ("GetVideo", "get_video"),
+                ("CancelVideo", "cancel_video"),
+                ("DownloadVideoContent", "download_video_content"),
+                ("StreamVideoEvents", "stream_video_events"),
+                ("DeleteVideo", "delete_video"),
+            )
         },
     }
+}
+_POLLED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the video, live",
+        "headers": {
+            "openai-poll-after-ms": {
+                "description": "while queued or running: when to ask again (the SDK's poll)",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        },
+    }
+}
+_FILE = {"schema": {"type": "string", "format": "binary"}}
+_FILES = {"video/mp4": _FILE, "image/jpeg": _FILE}
+_FILE_HEADERS: dict[str, Any] = {
+    "Accept-Ranges": {"required": True, "schema": {"type": "string", "enum": ["bytes"]}},
+    "Content-Length": {"required": True, "schema": {"type": "integer", "minimum": 0}},
+}
+_CONTENT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the MP4, or the poster JPEG",
+        "content": _FILES,
+        "headers": _FILE_HEADERS,
+    },
+    206: {
+        "description": "the bytes of the one range asked for with Range",
+        "content": _FILES,
+        "headers": {
+            **_FILE_HEADERS,
+            "Content-Range": {
+                "required": True,
+                "schema": {"type": "string", "pattern": "^bytes [0-9]+-[0-9]+/[0-9]+$"},
+            },
+        },
+    },
+    302: {
+        "description": "S3 artifacts: the file is at this presigned URL, which expires",
+        "headers": {"Location": {"required": True, "schema": {"type": "string", "format": "uri"}}},
+    },
+}
+_EVENT_MESSAGE = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string", "description": "the event's type"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/VideoEvent"},
+        },
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "resume with Last-Event-ID"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+_EVENTS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the event log, then live events; ends after the terminal state",
+        "content": {"text/event-stream": {"itemSchema": _EVENT_MESSAGE}},
+    }
+}
 
 
 def _public(view: VideoView, request: Request, runtime: Runtime) -> VideoPublic:
-    base = runtime.public_url or _base_url(request)
+    base = runtime.public_url or str(request.base_url).rstrip("/")
     return VideoPublic.from_task(
         view.task, queue_position=view.queue_position, eta_seconds=view.eta_seconds, base=base
     )
 
 
-@router.post("", openapi_extra=_create_body(), response_model=VideoPublic)
-async def create_video(request: Request) -> Response:
+@router.post(
+    "",
+    openapi_extra=_CREATE_BODY,
+    responses={**_CREATED, **problem_responses(409, 413, 415, 422, 503)},
+)
+async def create_video(
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=MAX_IDEMPOTENCY_KEY,
+            description="the same key and body return the same video; another body: 409",
+        ),
+    ] = None,
+) -> VideoPublic:
     """Submit a video task (multipart form or JSON); the same Idempotency-Key replays it."""
-    # Reads its own header and caller: a submit is the API's hot write path, and FastAPI's
-    # per-request parameter resolution was the largest piece of its own cost (docs/benchmarks.md).
-    caller = await get_caller(request)
-    idempotency_key = _idempotency_key(request)
     runtime, videos = caller.runtime, caller.videos
     submission = await read_submission(request, runtime.limits, runtime.default_model)
     task, created = await videos.create_video(caller.principal, submission, idempotency_key)
-    headers = None
     if created:
         runtime.metrics.created.inc()
     else:
-        headers = {"Idempotent-Replayed": "true"}
-    video = _public(videos.view(task), request, runtime)
-    return Response(_VIDEO_JSON.to_json(video), media_type="application/json", headers=headers)
+        response.headers["Idempotent-Replayed"] = "true"
+    return _public(videos.view(task), request, runtime)
 
 
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
-        raise InvalidRequest(
-            "Idempotency-Key", key, f"must be at most {MAX_IDEMPOTENCY_KEY} characters"
-        )
-    return key
-
-
-@router.get("")
+@router.get("", responses=problem_responses(404, 422, 503))
 async def list_videos(
     request: Request,
     caller: CallerDep,
-    after: str | None = None,
+    after: Annotated[str | None, Query(description="the last_id of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> VideosPublic:
@@ -113,7 +170,7 @@ async def list_videos(
     )
 
 
-@router.get("/{video_id}")
+@router.get("/{video_id}", responses={**_POLLED, **problem_responses(404, 503)})
 async def get_video(
     video_id: str,
     request: Request,
@@ -128,26 +185,32 @@ async def get_video(
     return _public(view, request, caller.runtime)
 
 
-@router.delete("/{video_id}")
+@router.delete("/{video_id}", responses=problem_responses(404, 503))
 async def delete_video(video_id: str, caller: CallerDep) -> VideoDeleted:
     """Delete a video and its files (a live one is cancelled first)."""
     await caller.videos.delete_video(caller.principal, video_id)
     return VideoDeleted(id=video_id)
 
 
-@router.post("/{video_id}/cancel")
+@router.post("/{video_id}/cancel", responses=problem_responses(404, 409, 503))
 async def cancel_video(video_id: str, request: Request, caller: CallerDep) -> VideoPublic:
-    """Cancel a queued (at once) or running (the worker stops it) video."""
+    """Cancel a queued (at once) or running (the worker stops it) video; 409 once it ended."""
     task = await caller.videos.cancel_video(caller.principal, video_id)
     return _public(caller.videos.view(task), request, caller.runtime)
 
 
-@router.get("/{video_id}/content", response_class=Response)
+@router.get(
+    "/{video_id}/content",
+    response_class=Response,
+    responses={**_CONTENT, **problem_responses(404, 416, 422, 503)},
+)
 async def download_video_content(
     video_id: str,
     caller: CallerDep,
     variant: Literal["video", "thumbnail", "spritesheet"] = "video",
-    range_header: Annotated[str | None, Header(alias="range")] = None,
+    range_header: Annotated[
+        str | None, Header(alias="Range", description="one range, bytes=a-b")
+    ] = None,
 ) -> Response:
     """The MP4 (variant=video) or its poster JPEG (variant=thumbnail); 404 until completed."""
     if variant == "spritesheet":
@@ -159,19 +222,26 @@ async def download_video_content(
     return await content_response(content, caller.videos.artifacts, range_header)
 
 
-@router.get("/{video_id}/events", response_class=StreamingResponse)
+@router.get(
+    "/{video_id}/events",
+    response_class=StreamingResponse,
+    responses={**_EVENTS, **problem_responses(404, 422, 503)},
+)
 async def stream_video_events(
     video_id: str,
     caller: CallerDep,
-    after: Annotated[int | None, Query(ge=0)] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
+    last_event_id: Annotated[
+        int | None,
+        Header(alias="Last-Event-ID", ge=0, le=MAX_EVENT_ID, description="wins over ?after="),
+    ] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: the task's event log from after Last-Event-ID (or ?after=), then live."""
     runtime, service = caller.runtime, caller.videos
     task = await service.visible_task(caller.principal, video_id)
     stream = task_event_stream(
         task.id,
-        _resume_after(last_event_id, after),
+        last_event_id if last_event_id is not None else after or 0,
         store=service.store,
         queue=service.queue,
         poll_s=runtime.sse_poll_s,
@@ -180,29 +250,3 @@ async def stream_video_events(
     )
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
-
-
-@functools.lru_cache(maxsize=64)
-def _base(scheme: str, host: str, root_path: str) -> str:
-    return f"{scheme}://{host}{root_path}".rstrip("/")
-
-
-def _base_url(request: Request) -> str:
-    """`str(request.base_url)` less its trailing slash, built once per scheme, Host and root path
-    (Starlette's `base_url` copies the scope and builds a URL on every request)."""
-    scope = request.scope
-    host = request.headers.get("host")
-    if host is None:  # HTTP/1.0 without Host: Starlette falls back to the server address
-        return str(request.base_url).rstrip("/")
-    root_path = scope.get("app_root_path", scope.get("root_path", ""))
-    return _base(scope["scheme"], host, root_path)
-
-
-def _resume_after(last_event_id: str | None, after: int | None) -> int:
-    if last_event_id is None:
-        return after or 0
-    if not last_event_id.strip().isdigit():
-        raise InvalidRequest(
-            "Last-Event-ID", last_event_id, "must be a non-negative integer event id"
-        )
-    return int(last_event_id)
