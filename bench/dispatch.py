@@ -35,7 +35,7 @@ from wanserve.domain.spec import VideoRequest, resolve_spec
 from wanserve.domain.task import Task, TaskState
 from wanserve.journal import Journal
 from wanserve.queue.embedded import EmbeddedValkey
-from wanserve.runtime import Services, build_dispatcher, open_services
+from wanserve.services import Services, build_dispatcher, open_services
 from wanserve.settings import get_settings
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.api.conftest import Api
 from tests.fakes.backend import SleepyBackend
-from wanserve.api.sse import format_event, is_terminal_event
+from wanserve.api.sse import format_event
 from wanserve.domain.task import TaskEvent
 
 
@@ -87,6 +87,6 @@ def test_format_and_terminal_detection() -> None:
     event = TaskEvent(id=7, task_id="t", type="state", data={"state": "failed"}, at=1.5)
     text = format_event(event)
     assert text.startswith("id: 7\nevent: state\ndata: {") and text.endswith("\n\n")
-    assert is_terminal_event(event)
-    assert not is_terminal_event(event.model_copy(update={"data": {"state": "in_progress"}}))
-    assert not is_terminal_event(event.model_copy(update={"type": "error"}))
+    assert event.ends_task
+    assert not event.model_copy(update={"data": {"state": "in_progress"}}).ends_task
+    assert not event.model_copy(update={"type": "error"}).ends_task

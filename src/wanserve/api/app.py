@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from wanserve.api.auth import Authenticator, keys_required
-from wanserve.api.deps import Runtime
+from wanserve.api.deps import ApiContext
 from wanserve.api.metrics import ApiMetrics
 from wanserve.api.problems import install_problem_handlers, problem_responses
 from wanserve.api.routes import health, models, videos
@@ -34,6 +34,7 @@ from wanserve.api.service import ServiceConfig, VideoService, new_video_id
 from wanserve.api.submission import UploadLimits, create_body_schemas
 from wanserve.artifacts.base import ArtifactStore
 from wanserve.domain.models import MODELS
+from wanserve.domain.types import Clock
 from wanserve.queue.base import JobQueue
 from wanserve.settings import Settings
 from wanserve.store.base import TaskStore
@@ -46,7 +47,7 @@ def create_app(
     store: TaskStore,
     queue: JobQueue,
     artifacts: ArtifactStore,
-    clock: Callable[[], float] = time.time,
+    clock: Clock = time.time,
     *,
     new_id: Callable[[], str] = new_video_id,
     sse_poll_s: float = 2.0,
@@ -61,7 +62,7 @@ def create_app(
     )
     metrics = ApiMetrics()
     auth = Authenticator(store, required=keys_required(settings), admin_secret=_secret(settings))
-    app.state.runtime = Runtime(
+    app.state.context = ApiContext(
         videos=VideoService(
             store=store,
             queue=queue,
@@ -84,7 +85,7 @@ def create_app(
     for router in (videos.router, models.router, health.router):
         app.include_router(router)
     app.add_middleware(_Measured, metrics=metrics)
-    app.openapi = _openapi(app, app.state.runtime)  # type: ignore[method-assign]
+    app.openapi = _openapi(app, app.state.context)  # type: ignore[method-assign]
     return app
 
 
@@ -93,21 +94,21 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def _openapi(app: FastAPI, runtime: Runtime) -> Callable[[], dict[str, Any]]:
+def _openapi(app: FastAPI, context: ApiContext) -> Callable[[], dict[str, Any]]:
     """`app.openapi`: the document, built again when the set of served models changes."""
     built: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def openapi() -> dict[str, Any]:
-        served = runtime.videos.served.ids()
+        served = context.videos.served.ids()
         if served not in built:
             built.clear()
-            built[served] = _document(app, runtime, served)
+            built[served] = _document(app, context, served)
         return built[served]
 
     return openapi
 
 
-def _document(app: FastAPI, runtime: Runtime, served: tuple[str, ...]) -> dict[str, Any]:
+def _document(app: FastAPI, context: ApiContext, served: tuple[str, ...]) -> dict[str, Any]:
     document = get_openapi(
         title=app.title,
         version=app.version,
@@ -119,7 +120,7 @@ def _document(app: FastAPI, runtime: Runtime, served: tuple[str, ...]) -> dict[s
     for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's, never sent here
         schemas.pop(name, None)
     schemas.update(_components(Problem, VideoEvent))
-    schemas.update(create_body_schemas([MODELS[m] for m in served], runtime.default_model))
+    schemas.update(create_body_schemas([MODELS[m] for m in served], context.default_model))
     for path, operations in document["paths"].items():
         for operation in operations.values():
             for parameter in operation.get("parameters", ()):  # text: never null
@@ -127,7 +128,7 @@ def _document(app: FastAPI, runtime: Runtime, served: tuple[str, ...]) -> dict[s
             responses = operation["responses"]
             if "application/json" in responses.get("422", {}).get("content", {}):
                 del responses["422"]  # FastAPI's default for a route with parameters
-            _declare_auth(operation, runtime, is_metrics=path == health.METRICS_PATH)
+            _declare_auth(operation, context, is_metrics=path == health.METRICS_PATH)
             operation["responses"] = dict(sorted(responses.items()))
     return document
 
@@ -141,14 +142,14 @@ def _components(*models: type[BaseModel]) -> dict[str, Any]:
     return components
 
 
-def _declare_auth(operation: dict[str, Any], runtime: Runtime, *, is_metrics: bool) -> None:
+def _declare_auth(operation: dict[str, Any], context: ApiContext, *, is_metrics: bool) -> None:
     """A bearer key is required (with a 401 answer) where keys are, else optional (`{}`)."""
     security = operation.get("security")
     if security is None:
         return
-    if is_metrics and runtime.metrics_public:
+    if is_metrics and context.metrics_public:
         del operation["security"]
-    elif runtime.auth.required:
+    elif context.auth.required:
         operation["responses"]["401"] = problem_responses(401)[401]
     else:
         operation["security"] = [*security, {}]

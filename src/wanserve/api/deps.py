@@ -1,4 +1,4 @@
-"""FastAPI dependencies as `Annotated` aliases; everything comes from the app's `Runtime`."""
+"""FastAPI dependencies as `Annotated` aliases; everything comes from the app's `ApiContext`."""
 
 from __future__ import annotations
 
@@ -15,19 +15,19 @@ from wanserve.api.service import VideoService
 from wanserve.api.submission import UploadLimits
 
 __all__ = [
+    "ApiContext",
     "BearerDep",
     "Caller",
     "CallerDep",
-    "Runtime",
-    "RuntimeDep",
+    "ContextDep",
     "get_caller",
-    "get_runtime",
+    "get_context",
 ]
 
 
 @dataclass(frozen=True, slots=True)
-class Runtime:
-    """What create_app built, kept on `app.state.runtime` for the dependencies below."""
+class ApiContext:
+    """What create_app built, kept on `app.state.context` for the dependencies below."""
 
     videos: VideoService
     auth: Authenticator
@@ -44,12 +44,12 @@ class Runtime:
 class Caller:
     """Who asks (`principal`, from the Authorization header) and what serves them."""
 
-    runtime: Runtime
+    context: ApiContext
     principal: Principal
 
     @property
     def videos(self) -> VideoService:
-        return self.runtime.videos
+        return self.context.videos
 
 
 _bearer = HTTPBearer(
@@ -60,18 +60,18 @@ _bearer = HTTPBearer(
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+async def get_context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ContextDep = Annotated[ApiContext, Depends(get_context)]
 
 
-async def get_caller(runtime: RuntimeDep, credentials: BearerDep) -> Caller:
-    """The runtime and the principal of the request's bearer key (raises Unauthorized)."""
+async def get_caller(context: ContextDep, credentials: BearerDep) -> Caller:
+    """The context and the principal of the request's bearer key (raises Unauthorized)."""
     secret = credentials.credentials if credentials is not None else None
-    return Caller(runtime, await runtime.auth.authenticate(secret))
+    return Caller(context, await context.auth.authenticate(secret))
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from wanserve.domain.errors import InvalidRequest
+from wanserve.domain.types import Clock
 from wanserve.store.base import ApiKey, TaskStore
 
 __all__ = ["ANONYMOUS", "KEY_PREFIX", "CreatedKey", "Principal", "create_api_key", "hash_key"]
@@ -55,7 +55,7 @@ def hash_key(secret: str) -> str:
 
 
 async def create_api_key(
-    store: TaskStore, name: str, *, is_admin: bool = False, now: Callable[[], float]
+    store: TaskStore, name: str, *, is_admin: bool = False, now: Clock
 ) -> CreatedKey:
     """Make a new key named `name`, store its hash, and return it with its secret (once)."""
     if not name.strip() or len(name) > 100:

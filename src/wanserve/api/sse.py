@@ -19,18 +19,17 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from wanserve.aio import cancel_and_wait
-from wanserve.domain.task import TERMINAL_STATES, TaskEvent, TaskState
+from wanserve.domain.task import TaskEvent, TaskState
+from wanserve.domain.types import Clock
 from wanserve.queue.base import JobQueue
 from wanserve.store.base import TaskStore
 
-__all__ = ["format_event", "format_queue_position", "is_terminal_event", "task_event_stream"]
+__all__ = ["format_event", "format_queue_position", "task_event_stream"]
 
 logger = logging.getLogger(__name__)
-
-_TERMINAL_VALUES = frozenset(state.value for state in TERMINAL_STATES)
 
 
 def format_event(event: TaskEvent) -> str:
@@ -45,10 +44,6 @@ def format_queue_position(task_id: str, position: int, at: float) -> str:
     return f"event: queue_position\ndata: {data}\n\n"
 
 
-def is_terminal_event(event: TaskEvent) -> bool:
-    return event.type == "state" and event.data.get("state") in _TERMINAL_VALUES
-
-
 async def task_event_stream(
     task_id: str,
     after: int,
@@ -57,7 +52,7 @@ async def task_event_stream(
     queue: JobQueue,
     poll_s: float,
     heartbeat_s: float,
-    clock: Callable[[], float],
+    clock: Clock,
     position_poll_s: float = 1.0,
 ) -> AsyncIterator[str]:
     """SSE text for `task_id`'s events with id > `after`, ending after its terminal event."""
@@ -75,7 +70,7 @@ async def task_event_stream(
             for event in events:
                 yield format_event(event)
                 after = event.id
-                if is_terminal_event(event):
+                if event.ends_task:
                     return
                 if event.type == "state":
                     queued = event.data.get("state") == TaskState.QUEUED.value

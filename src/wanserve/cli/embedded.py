@@ -89,7 +89,7 @@ async def _up(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    from wanserve.runtime import build_app, build_dispatcher, open_services
+    from wanserve.services import build_app, build_dispatcher, open_services
 
     services = await open_services(settings)
     builder = _build_tiny_model(settings)

@@ -132,7 +132,7 @@ def run_api(settings: Settings) -> int:
 
 
 async def _api(settings: Settings) -> int:
-    from wanserve.runtime import build_app, open_services
+    from wanserve.services import build_app, open_services
 
     services = await open_services(settings)
     try:
@@ -151,7 +151,7 @@ def run_worker(settings: Settings, *, worker_id: str | None = None) -> int:
 
 
 async def _worker(settings: Settings, worker_id: str | None) -> int:
-    from wanserve.runtime import build_dispatcher, open_services
+    from wanserve.services import build_dispatcher, open_services
 
     services = await open_services(settings)
     try:

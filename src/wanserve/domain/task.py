@@ -49,6 +49,8 @@ class TaskState(StrEnum):
 
 TERMINAL_STATES = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED})
 
+_TERMINAL_VALUES = frozenset(state.value for state in TERMINAL_STATES)
+
 ALLOWED_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.QUEUED: frozenset({TaskState.IN_PROGRESS, TaskState.CANCELLED, TaskState.FAILED}),
     TaskState.IN_PROGRESS: frozenset(
@@ -85,6 +87,11 @@ class TaskEvent(BaseModel):
     type: str  # "created", "state", "phase", "step", "expert_switch", "result", "error", ...
     data: dict[str, Any] = Field(default_factory=dict)
     at: float
+
+    @property
+    def ends_task(self) -> bool:
+        """The entry that announced the task's terminal state (only "expired" may follow)."""
+        return self.type == "state" and self.data.get("state") in _TERMINAL_VALUES
 
 
 class Task(BaseModel):

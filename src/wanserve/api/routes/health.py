@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from wanserve.api.deps import BearerDep, RuntimeDep
+from wanserve.api.deps import BearerDep, ContextDep
 from wanserve.api.problems import problem_responses
 from wanserve.domain.errors import BackendUnavailable, Unauthorized
 
@@ -32,9 +32,9 @@ async def get_health() -> dict[str, str]:
 
 
 @router.get("/readyz", responses=problem_responses(503))
-async def get_readiness(runtime: RuntimeDep) -> dict[str, str]:
+async def get_readiness(context: ContextDep) -> dict[str, str]:
     """The store and the queue answer; 503 problem naming the one that does not."""
-    service = runtime.videos
+    service = context.videos
     for name, ping in (("store", service.store.ping), ("queue", service.queue.ping)):
         try:
             await ping()
@@ -44,16 +44,16 @@ async def get_readiness(runtime: RuntimeDep) -> dict[str, str]:
 
 
 @router.get(METRICS_PATH, response_class=Response, responses={**_METRICS, **problem_responses(503)})
-async def get_metrics(runtime: RuntimeDep, credentials: BearerDep) -> Response:
+async def get_metrics(context: ContextDep, credentials: BearerDep) -> Response:
     """Prometheus exposition: requests, latency, live tasks by state, queue depth.
 
     Open to scrapers (which rarely hold an app key) unless `api.metrics_public` is off on a
     server that requires keys: then only an admin key reads it (401 otherwise).
     """
-    if not runtime.metrics_public:
+    if not context.metrics_public:
         secret = credentials.credentials if credentials is not None else None
-        principal = await runtime.auth.authenticate(secret)
+        principal = await context.auth.authenticate(secret)
         if not principal.is_admin:
             raise Unauthorized("/metrics needs an admin key: send Authorization: Bearer <key>")
-    body = await runtime.metrics.render(runtime.videos.store)
+    body = await context.metrics.render(context.videos.store)
     return Response(body, media_type=_EXPOSITION)

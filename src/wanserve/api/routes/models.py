@@ -28,14 +28,14 @@ async def list_models(
 ) -> ModelsPublic:
     """The served models with sizes, defaults and ranges (the default one flagged); with
     all=true also the known models this server does not serve (`available: false`)."""
-    runtime = caller.runtime
-    served = runtime.videos.served.ids()
+    context = caller.context
+    served = context.videos.served.ids()
     shown = list(served) + ([m for m in MODELS if m not in served] if include_all else [])
     return ModelsPublic(
         data=[
             ModelPublic.from_card(
                 MODELS[model_id],
-                is_default=model_id == runtime.default_model,
+                is_default=model_id == context.default_model,
                 available=model_id in served,
             )
             for model_id in shown
@@ -46,7 +46,7 @@ async def list_models(
 @router.get("/{model_id}", responses=problem_responses(404, 503))
 async def get_model(model_id: str, caller: CallerDep) -> ModelPublic:
     """One known model's card; `available` says whether this server serves it."""
-    runtime = caller.runtime
+    context = caller.context
     card = MODELS.get(model_id)
     if card is None:
         raise NotFound(
@@ -61,6 +61,6 @@ async def get_model(model_id: str, caller: CallerDep) -> ModelPublic:
         )
     return ModelPublic.from_card(
         card,
-        is_default=card.id == runtime.default_model,
-        available=card.id in runtime.videos.served.ids(),
+        is_default=card.id == context.default_model,
+        available=card.id in context.videos.served.ids(),
     )

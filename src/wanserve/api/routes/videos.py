@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.responses import StreamingResponse
 
 from wanserve.api.content import content_response
-from wanserve.api.deps import CallerDep, Runtime
+from wanserve.api.deps import ApiContext, CallerDep
 from wanserve.api.problems import problem_responses
 from wanserve.api.schemas import VideoDeleted, VideoPublic, VideosPublic
 from wanserve.api.service import VideoView
@@ -114,8 +114,8 @@ _EVENTS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _public(view: VideoView, request: Request, runtime: Runtime) -> VideoPublic:
-    base = runtime.public_url or str(request.base_url).rstrip("/")
+def _public(view: VideoView, request: Request, context: ApiContext) -> VideoPublic:
+    base = context.public_url or str(request.base_url).rstrip("/")
     return VideoPublic.from_task(
         view.task, queue_position=view.queue_position, eta_seconds=view.eta_seconds, base=base
     )
@@ -140,14 +140,14 @@ async def create_video(
     ] = None,
 ) -> VideoPublic:
     """Submit a video task (multipart form or JSON); the same Idempotency-Key replays it."""
-    runtime, videos = caller.runtime, caller.videos
-    submission = await read_submission(request, runtime.limits, runtime.default_model)
+    context, videos = caller.context, caller.videos
+    submission = await read_submission(request, context.limits, context.default_model)
     task, created = await videos.create_video(caller.principal, submission, idempotency_key)
     if created:
-        runtime.metrics.created.inc()
+        context.metrics.created.inc()
     else:
         response.headers["Idempotent-Replayed"] = "true"
-    return _public(videos.view(task), request, runtime)
+    return _public(videos.view(task), request, context)
 
 
 @router.get("", responses=problem_responses(404, 422, 503))
@@ -161,7 +161,7 @@ async def list_videos(
     """A page of your videos, newest first by default; continue with after=<last_id>."""
     videos = caller.videos
     page = await videos.list_videos(caller.principal, after=after, limit=limit, order=order)
-    data = [_public(videos.view(task), request, caller.runtime) for task in page.tasks]
+    data = [_public(videos.view(task), request, caller.context) for task in page.tasks]
     return VideosPublic(
         data=data,
         has_more=page.has_more,
@@ -182,7 +182,7 @@ async def get_video(
     poll_after = _POLL_AFTER_MS.get(view.task.state)
     if poll_after is not None:
         response.headers["openai-poll-after-ms"] = poll_after
-    return _public(view, request, caller.runtime)
+    return _public(view, request, caller.context)
 
 
 @router.delete("/{video_id}", responses=problem_responses(404, 503))
@@ -196,7 +196,7 @@ async def delete_video(video_id: str, caller: CallerDep) -> VideoDeleted:
 async def cancel_video(video_id: str, request: Request, caller: CallerDep) -> VideoPublic:
     """Cancel a queued (at once) or running (the worker stops it) video; 409 once it ended."""
     task = await caller.videos.cancel_video(caller.principal, video_id)
-    return _public(caller.videos.view(task), request, caller.runtime)
+    return _public(caller.videos.view(task), request, caller.context)
 
 
 @router.get(
@@ -237,15 +237,15 @@ async def stream_video_events(
     ] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: the task's event log from after Last-Event-ID (or ?after=), then live."""
-    runtime, service = caller.runtime, caller.videos
+    context, service = caller.context, caller.videos
     task = await service.visible_task(caller.principal, video_id)
     stream = task_event_stream(
         task.id,
         last_event_id if last_event_id is not None else after or 0,
         store=service.store,
         queue=service.queue,
-        poll_s=runtime.sse_poll_s,
-        heartbeat_s=runtime.sse_heartbeat_s,
+        poll_s=context.sse_poll_s,
+        heartbeat_s=context.sse_heartbeat_s,
         clock=service.clock,
     )
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
