@@ -52,9 +52,9 @@ from tests.fakes.backend import InstantBackend
 from wanserve.api import create_app
 from wanserve.artifacts.local import LocalArtifacts
 from wanserve.cli.processes import freeze_startup_heap, run_loop
-from wanserve.dispatch.capacity import Pool, Pools
 from wanserve.dispatch.config import DispatchConfig
 from wanserve.dispatch.dispatcher import Dispatcher
+from wanserve.dispatch.pools import Pool, Pools
 from wanserve.domain.spec import VideoRequest, resolve_spec
 from wanserve.domain.task import Task, TaskState
 from wanserve.queue import make_queue

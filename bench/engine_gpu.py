@@ -1,4 +1,5 @@
-"""Full-size Wan2.2 transformers on one GPU: seconds per denoising step and peak memory.
+"""Full-size Wan2.2 transformers on one GPU: seconds per denoising step and peak memory, for
+wanserve's engine and for diffusers' `WanTransformer3DModel` alone, side by side in one run.
 
 Random weights, the real architectures (diffusers `WanTransformer3DModel`, bf16):
 
@@ -10,13 +11,25 @@ Random weights, the real architectures (diffusers `WanTransformer3DModel`, bf16)
 
 Sizes are Wan2.2's: `480p` = 832x480, 81 frames (A14B); `720p` = 1280x720, 81 frames (A14B) or
 1280x704, 121 frames (5B). A step is what a denoising step costs: the conditional and the
-unconditional pass (`--no-cfg` for one), 512 text tokens. Compare with published figures:
-diffusers 9.77 s/it and LightX2V 5.18 s/it for the 14B model at 480P on one H100.
+unconditional pass (`--no-cfg` for one), 512 text tokens. Each case measures, on the same
+transformer instance (one copy of the weights):
+
+- diffusers: the transformer's forward passes alone, as `WanPipeline` calls them per step;
+- engine: wanserve's own denoising loop (`engine.pipelines.wan.WanVideoPipeline`: the expert
+  choice, both passes, the CFG combine, the UniPC scheduler step), with that transformer as both
+  experts, a 1-layer UMT5 of width 4096 (the text is encoded once, before the timed steps) and
+  the smallest Wan VAE (only its latent shape matters: nothing is decoded). Seconds per step are
+  the intervals between the loop's step callbacks (CUDA synchronised), warm-up steps left out.
+
+`ratio` is engine / diffusers (1.00: the loop adds nothing measurable); peak memory is
+`torch.cuda.max_memory_allocated` during each side. Compare with published figures: diffusers
+9.77 s/it and LightX2V 5.18 s/it for the 14B model at 480P on one H100.
 
     python bench/engine_gpu.py [--models a14b,5b] [--sizes 480p,720p] [--steps 3] [--warmup 1]
     python bench/engine_gpu.py --tiny    # CPU: tiny configs through the same code, shapes checked
 
-Without CUDA (and without --tiny) it says so and exits with status 2.
+Without CUDA (and without --tiny) it says so and exits with status 2. bench/gpu_check.sh runs it
+(after the engine's CUDA tests) in one call on a GPU machine.
 """
 
 from __future__ import annotations
@@ -170,21 +183,39 @@ def inputs(
 
 
 def run_case(model: str, size: str, args: argparse.Namespace, device: str) -> dict[str, object]:
-    import torch
 
     family = "tiny" if args.tiny else ("5b" if model == "5b" else "a14b")
     width, height, frames = SIZES[family][size]
     latents = latents_for(model if model == "5b" else "a14b", width, height, frames)
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+    _reset_peak(device)
     net = build(model, args.tiny, device)
     if args.attention_backend:
         net.set_attention_backend(args.attention_backend)
     params = sum(p.numel() for p in net.parameters())
-    hidden, text, timestep = inputs(
-        model, latents, int(config_for(model, args.tiny)["text_dim"]), device
-    )
+    diffusers_s, diffusers_peak = diffusers_step(net, model, latents, args, device)
+    engine_s, engine_peak = engine_step(net, model, (width, height, frames), args, device)
+    return {
+        "model": model,
+        "size": f"{width}x{height}x{frames}",
+        "latents": "x".join(map(str, latents.shape[1:])),
+        "tokens": latents.tokens(),
+        "params_b": params / 1e9,
+        "diffusers_s": diffusers_s,
+        "engine_s": engine_s,
+        "ratio": engine_s / diffusers_s,
+        "diffusers_peak_gib": diffusers_peak / 2**30,
+        "engine_peak_gib": engine_peak / 2**30,
+    }
+
+
+def diffusers_step(
+    net: Any, model: str, latents: Latents, args: argparse.Namespace, device: str
+) -> tuple[float, int]:
+    """Seconds per step of the transformer's forward passes alone, and the peak memory."""
+    import torch
+
+    config = config_for(model, args.tiny)
+    hidden, text, timestep = inputs(model, latents, int(config["text_dim"]), device)
     passes = 1 if args.no_cfg else 2
 
     def step() -> torch.Tensor:
@@ -194,6 +225,7 @@ def run_case(model: str, size: str, args: argparse.Namespace, device: str) -> di
         assert out is not None  # passes is 1 or 2
         return out
 
+    _reset_peak(device)
     with torch.inference_mode():
         for _ in range(args.warmup):
             out = step()
@@ -203,18 +235,97 @@ def run_case(model: str, size: str, args: argparse.Namespace, device: str) -> di
             out = step()
         _sync(device)
         seconds = (time.perf_counter() - start) / args.steps
-    expected = (1, int(config_for(model, args.tiny)["out_channels"]), *latents.shape[2:])
+    expected = (1, int(config["out_channels"]), *latents.shape[2:])
     assert tuple(out.shape) == expected, f"output {tuple(out.shape)} != {expected}"
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else 0
-    return {
-        "model": model,
-        "size": f"{width}x{height}x{frames}",
-        "latents": "x".join(map(str, latents.shape[1:])),
-        "tokens": latents.tokens(),
-        "params_b": params / 1e9,
-        "s_per_step": seconds,
-        "peak_gib": peak / 2**30,
-    }
+    return seconds, _peak(device)
+
+
+def engine_step(
+    net: Any, model: str, video: tuple[int, int, int], args: argparse.Namespace, device: str
+) -> tuple[float, int]:
+    """Seconds per step of wanserve's denoising loop on `net`, and the peak memory."""
+    import torch
+
+    pipe = engine_pipeline(net, model, args.tiny, device)
+    width, height, frames = video
+    image = None
+    if model == "a14b-i2v":
+        from PIL import Image
+
+        image = Image.new("RGB", (width, height), (120, 90, 60))
+    marks: list[float] = []
+
+    def mark(*_: object) -> None:
+        _sync(device)
+        marks.append(time.perf_counter())
+
+    scale = 1.0 if args.no_cfg else 4.0
+    _reset_peak(device)
+    latents = pipe(
+        prompt="a red fox runs through snow",
+        negative_prompt="blurry",
+        width=width,
+        height=height,
+        num_frames=frames,
+        num_inference_steps=args.warmup + args.steps,
+        shift=5.0,
+        guidance_scale=scale,
+        guidance_scale_2=None if model == "5b" else scale,
+        seed=0,
+        image=image,
+        callback_on_step_end=mark,
+        on_denoising_start=mark,
+    )
+    assert latents is not None and bool(torch.isfinite(latents).all()), "engine: bad latents"
+    timed = [b - a for a, b in zip(marks, marks[1:], strict=False)][args.warmup :]
+    assert len(timed) == args.steps, f"{len(marks)} step marks for {args.steps} steps"
+    return sum(timed) / len(timed), _peak(device)
+
+
+def engine_pipeline(net: Any, model: str, tiny: bool, device: str) -> Any:
+    """wanserve's `WanVideoPipeline` with `net` as its expert(s) and minimal other parts."""
+    import torch
+    from diffusers import UniPCMultistepScheduler
+
+    from wanserve.domain.models import Layout
+    from wanserve.engine.pipelines.wan import WanComponents, WanVideoPipeline
+    from wanserve.engine.tiny import tiny_text_encoder, tiny_tokenizer, tiny_vae
+
+    is_5b = model == "5b"
+    text_dim = int(config_for(model, tiny)["text_dim"])
+    torch.manual_seed(0)
+    encoder = tiny_text_encoder(d_model=text_dim, num_layers=1).to(device, torch.bfloat16)
+    components = WanComponents(
+        tokenizer=tiny_tokenizer(),
+        text_encoder=encoder,
+        vae=tiny_vae(Layout.TI2V_5B if is_5b else Layout.A14B).to(device).eval(),
+        scheduler=UniPCMultistepScheduler(  # type: ignore[no-untyped-call]
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
+        ),
+        transformer=net,
+        transformer_2=None if is_5b else net,  # one copy: each step runs one expert anyway
+        boundary_ratio=None if is_5b else (0.9 if model == "a14b-i2v" else 0.875),
+        expand_timesteps=is_5b,
+    )
+    return WanVideoPipeline(components, torch.device(device))
+
+
+def _reset_peak(device: str) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()  # the previous case's transformer (diffusers modules sit in reference cycles)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak(device: str) -> int:
+    import torch
+
+    return int(torch.cuda.max_memory_allocated()) if device == "cuda" else 0
 
 
 def _sync(device: str) -> None:
@@ -264,14 +375,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'model':9s} {'size':15s} {'latents':14s} {'tokens':>7s} {'params':>7s} "
-        f"{'s/it':>8s} {'peak GiB':>9s}"
+        f"{'diffusers':>9s} {'engine':>8s} {'ratio':>6s} {'peak GiB d/e':>13s}"
     )
     for model in args.models:
         for size in args.sizes:
             r = run_case(model, size, args, device)
             print(
                 f"{r['model']:9s} {r['size']:15s} {r['latents']:14s} {r['tokens']:>7d} "
-                f"{r['params_b']:>6.2f}B {r['s_per_step']:>8.3f} {r['peak_gib']:>9.1f}",
+                f"{r['params_b']:>6.2f}B {r['diffusers_s']:>9.3f} {r['engine_s']:>8.3f} "
+                f"{r['ratio']:>6.2f} {r['diffusers_peak_gib']:>6.1f}/{r['engine_peak_gib']:<6.1f}",
                 flush=True,
             )
     return 0

@@ -29,15 +29,32 @@ load MB/s / raw MB/s (target: >= 0.7). Both rates divide the checkpoint's bytes 
 untimed load before the rounds takes the process's one-off first-use costs (printed apart).
 
     /work/venv/bin/python bench/engine_load.py [--size-gb 1.0] [--rounds 6] [--touch page|sum]
+
+`--memory`: FSDP's host memory per rank instead. Builds a Wan2.2 A14B-layout checkpoint of about
+`--size-gb` (default 2.3 with --memory; two fp32 experts of dim 512 = 4 heads x 128, ffn 2048, as
+many blocks as the size asks, each re-saved in safetensors shards of <= 200 MB; the tiny UMT5,
+tokenizer, VAE and scheduler), then runs `wanserve generate --steps 2 --frames 5 --size 64x64`
+on it on one rank, and with `--fsdp` on `--ranks` ranks under torchrun. Two steps, so that the
+one-rank run uses (and holds) both experts. Each rank runs in a wrapper that first imports what
+an engine imports before it reads a weight (torch, FSDP, diffusers' and transformers' classes,
+wanserve's engine), records its resident memory (the baseline), runs the command in-process, and
+records the kernel's high-water mark (`VmHWM`). Printed per rank: peak - baseline, and its ratio
+to the one-rank run's (target <= 1/N + 0.1: 0.6 at 2 ranks); the FSDP frames must equal the
+one-rank frames (<= 1e-4).
+
+    /work/venv/bin/python bench/engine_load.py --memory [--size-gb 2.3] [--ranks 2] [--dir KEEP]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib
+import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -224,9 +241,136 @@ def measure(directory: Path, files: list[Path], args: argparse.Namespace) -> dic
     return results
 
 
+MEMORY_BLOCK = {"num_attention_heads": 4, "attention_head_dim": 128, "ffn_dim": 2048}
+ENGINE_IMPORTS = (
+    "torch.distributed.fsdp",
+    "torch.distributed.tensor",
+    "torch.distributed.device_mesh",
+    "safetensors.torch",
+    "accelerate",
+    "diffusers",
+    "transformers",
+    "wanserve.cli",
+    "wanserve.engine.engine",
+    "wanserve.engine.job",
+    "wanserve.engine.pipelines.wan",
+)
+LAZY_CLASSES = {
+    "diffusers": ("WanTransformer3DModel", "AutoencoderKLWan", "UniPCMultistepScheduler"),
+    "transformers": ("UMT5EncoderModel", "AutoTokenizer", "PreTrainedTokenizerFast"),
+}
+
+
+def build_a14b_checkpoint(directory: Path, size_gb: float) -> int:
+    """The two-expert A14B-layout checkpoint of `--memory`; returns its size in bytes."""
+    from diffusers import WanTransformer3DModel
+
+    from wanserve.domain.models import Layout
+    from wanserve.engine.tiny import build_tiny_model
+
+    with torch.device("meta"):
+        one: Any = WanTransformer3DModel(num_layers=1, **MEMORY_BLOCK)  # type: ignore[no-untyped-call]  # diffusers is untyped
+    per_layer = sum(p.numel() for p in one.blocks[0].parameters())
+    layers = max(1, round(size_gb * 1e9 / 4 / 2 / per_layer))
+    build_tiny_model(
+        directory, Layout.A14B, seed=3, transformer={**MEMORY_BLOCK, "num_layers": layers}
+    )
+    for name in ("transformer", "transformer_2"):
+        model = WanTransformer3DModel.from_pretrained(directory / name)  # type: ignore[no-untyped-call]
+        shutil.rmtree(directory / name)
+        model.save_pretrained(directory / name, safe_serialization=True, max_shard_size="200MB")
+        del model
+        gc.collect()
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+
+
+def rank_worker(memdir: Path, argv: list[str]) -> int:
+    """One engine rank: imports, baseline RSS, `wanserve ARGV` in-process, then VmHWM."""
+    import psutil
+
+    for name in ENGINE_IMPORTS:
+        importlib.import_module(name)
+    for module, names in LAZY_CLASSES.items():  # both import their classes on first access
+        for class_name in names:
+            getattr(sys.modules[module], class_name)
+    baseline = psutil.Process().memory_info().rss
+    code = 0
+    try:
+        from wanserve.cli import main as wanserve_main
+
+        sys.argv = ["wanserve", *argv]
+        wanserve_main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        rank = int(os.environ.get("RANK", "0"))
+        record = {"rank": rank, "baseline": baseline, "peak": _high_water_mark()}
+        (memdir / f"rank{rank}.json").write_text(json.dumps(record))
+    return code
+
+
+def _high_water_mark() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def measure_memory(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="wanserve-memory-") as tmp:
+        work = Path(tmp)
+        directory = args.dir or work / "checkpoint"
+        if not (directory / "model_index.json").exists():
+            build_a14b_checkpoint(directory, args.size_gb)
+        size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+        shards = len(list(directory.glob("transformer*/*.safetensors")))
+        print(f"checkpoint: {size / 1e9:.2f} GB, two experts in {shards} safetensors shards")
+        command = ["generate", "--model", str(directory), "--prompt", "a lighthouse in a storm"]
+        command += ["--steps", "2", "--frames", "5", "--size", "64x64", "--seed", "3"]
+        one = _run_ranks(work / "one", 1, command)
+        many = _run_ranks(work / "fsdp", args.ranks, [*command, "--fsdp"])
+        import numpy as np
+
+        diff = float(np.abs(np.load(work / "one.npy") - np.load(work / "fsdp.npy")).max())
+    full = one[0]["peak"] - one[0]["baseline"]
+    _print_rank("1 rank", one[0], full)
+    worst = max(_print_rank(f"{args.ranks}-rank fsdp", r, full) for r in many)
+    target = 1 / args.ranks + 0.1
+    print(f"frames max|diff| vs one rank: {diff:.2g} (must be <= 1e-4)")
+    print(f"fsdp peak per rank: {worst:.2f}x one rank's full load (target <= {target:.2f}x)")
+    return 0 if worst <= target and diff <= 1e-4 else 1
+
+
+def _run_ranks(work: Path, ranks: int, command: list[str]) -> list[dict[str, int]]:
+    work.mkdir()
+    launcher = [sys.executable]
+    if ranks > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
+    out = [f"--out={work}.mp4", f"--save-frames={work}.npy"]
+    worker = [__file__, "--rank-worker", str(work), "--", *command, *out]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run([*launcher, *worker], check=True, stdout=subprocess.DEVNULL, env=env)
+    return [json.loads((work / f"rank{r}.json").read_text()) for r in range(ranks)]
+
+
+def _print_rank(label: str, record: dict[str, int], full: int) -> float:
+    delta = record["peak"] - record["baseline"]
+    print(
+        f"{label} rank {record['rank']}: baseline {record['baseline'] / 1e9:.2f} GB, "
+        f"peak {record['peak'] / 1e9:.2f} GB, peak - baseline {delta / 1e9:.2f} GB "
+        f"= {delta / full:.2f}x one rank's"
+    )
+    return delta / full
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--rank-worker":  # one rank of a --memory run
+        argv = sys.argv[3:]
+        sys.exit(rank_worker(Path(sys.argv[2]), argv[1:] if argv[:1] == ["--"] else argv))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-gb", type=float, default=1.0)
+    parser.add_argument("--memory", action="store_true", help="FSDP memory per rank instead")
+    parser.add_argument("--ranks", type=int, default=2, help="--memory: FSDP ranks")
+    parser.add_argument("--size-gb", type=float, default=None, help="default 1.0; 2.3 --memory")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--touch", choices=["page", "sum"], default="page")
     parser.add_argument("--loader", choices=["engine", "diffusers"], default="engine")
@@ -240,6 +384,10 @@ def main() -> None:
     )
     parser.add_argument("--dir", type=Path, default=None, help="keep the checkpoint here")
     args = parser.parse_args()
+    if args.memory:
+        args.size_gb = 2.3 if args.size_gb is None else args.size_gb
+        sys.exit(measure_memory(args))
+    args.size_gb = 1.0 if args.size_gb is None else args.size_gb
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # the keep-in-float32 notice: handled in the build

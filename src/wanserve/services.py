@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from wanserve.backends.base import InferenceBackend
     from wanserve.dispatch.dispatcher import Dispatcher
+    from wanserve.dispatch.pools import Pools
 
 __all__ = ["Services", "build_app", "build_dispatcher", "open_services"]
 
@@ -75,23 +76,50 @@ def build_app(services: Services) -> FastAPI:
 def build_dispatcher(
     services: Services, backend: InferenceBackend | None = None, *, worker_id: str | None = None
 ) -> Dispatcher:
-    """A dispatcher feeding `backend` (default: make_backend) within the configured capacity."""
-    from wanserve.backends.factory import make_backend
-    from wanserve.dispatch.capacity import Pool, Pools
+    """A dispatcher feeding the configured pools (`backend`: one pool of it instead)."""
     from wanserve.dispatch.config import DispatchConfig
     from wanserve.dispatch.dispatcher import Dispatcher
+    from wanserve.dispatch.routing import RoutingPolicy
 
     settings = services.settings
-    backend = backend or make_backend(settings)
-    attach = getattr(backend, "use_task_lookup", None)
-    if attach is not None:  # a backend that reconciles its own resources (kubernetes jobs)
-        attach(services.store.get_task, settings.dispatch.reconcile_interval_s)
+    pools = _pools(settings) if backend is None else _one_pool(settings, backend)
+    for pool in pools.pools:
+        attach = getattr(pool.backend, "use_task_lookup", None)
+        if attach is not None:  # a backend that reconciles its own resources (kubernetes jobs)
+            attach(services.store.get_task, settings.dispatch.reconcile_interval_s)
+    dispatch = settings.dispatch
     return Dispatcher(
         queue=services.queue,
         store=services.store,
         artifacts=services.artifacts,
-        pools=Pools([Pool(backend, settings.dispatch.capacity)]),
+        pools=pools,
         config=DispatchConfig.from_settings(settings),
         clock=services.clock,
         worker_id=worker_id,
+        policy=RoutingPolicy(dispatch.scale_up_priority, dispatch.scale_up_demand),
     )
+
+
+def _pools(settings: Settings) -> Pools:
+    from wanserve.backends.factory import idle_timeout_s, make_backend
+    from wanserve.dispatch.pools import Pool, PoolKind, Pools
+
+    return Pools(
+        [
+            Pool(
+                make_backend(settings, pool),
+                pool.capacity,
+                name=pool.name,
+                kind=PoolKind(pool.kind),
+                models=frozenset(pool.models) if pool.models is not None else None,
+                idle_timeout_s=idle_timeout_s(settings, pool),
+            )
+            for pool in settings.pools()
+        ]
+    )
+
+
+def _one_pool(settings: Settings, backend: InferenceBackend) -> Pools:
+    from wanserve.dispatch.pools import Pool, Pools
+
+    return Pools([Pool(backend, settings.dispatch.capacity)])

@@ -19,6 +19,7 @@ __all__ = [
     "DispatchSettings",
     "EngineSettings",
     "KubernetesSettings",
+    "PoolSettings",
     "QueueSettings",
     "Settings",
     "StoreSettings",
@@ -78,17 +79,65 @@ class ArtifactSettings(BaseModel):
 
 class EngineSettings(BaseModel):
     models_dir: Path | None = None  # checkpoints in the diffusers layout: <models_dir>/<model id>
+    # LoRA adapters: <loras_dir>/<name>/; default: loras/ beside the models directory
+    loras_dir: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     nproc: int = 1  # processes (GPUs) per task for the local backend
     ulysses: int = 1
     cfg_parallel: bool = False
     fsdp: bool = False
-    warm: bool = False  # keep the engine loaded between tasks (local warm pool)
+    warm: bool = True  # keep the engine loaded between tasks (local backend: a warm pool)
+    # A warm engine with no task for this long is stopped (scale to zero); 0: never stopped.
+    idle_timeout_s: float = Field(default=300.0, ge=0)
+    # What the local backend's engine processes run: "diffusers" (wanserve's engine) or
+    # "generate_py" (the operator's Wan2.2 generate.py through wanserve's runner, configured by
+    # generate_py_config; it takes its parallelism from there, so nproc, ulysses, cfg_parallel
+    # and fsdp keep their defaults). docs/engine-generate-py.md
+    runner: Literal["diffusers", "generate_py"] = "diffusers"
+    generate_py_config: Path | None = None  # GeneratePyConfig file (YAML/JSON), runner=generate_py
+
+    @model_validator(mode="after")
+    def _check_runner(self) -> EngineSettings:
+        if self.runner != "generate_py":
+            return self
+        if self.generate_py_config is None:
+            raise ValueError("engine.runner=generate_py needs engine.generate_py_config (a file)")
+        parallel = (self.nproc, self.ulysses, self.cfg_parallel, self.fsdp)
+        if parallel != (1, 1, False, False):
+            raise ValueError(
+                "engine.runner=generate_py takes its parallelism from engine.generate_py_config"
+                " (nproc_per_node, ulysses_size, dit_fsdp...): leave engine.nproc, ulysses,"
+                " cfg_parallel and fsdp at 1, 1, false, false"
+            )
+        return self
+
+
+class PoolSettings(BaseModel):
+    """One pool of a worker: a backend, the models it serves and how many tasks it runs at once."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    backend: Literal["local", "kubernetes"] = "local"
+    # warm: keeps engines loaded between tasks and stops each after idle_timeout_s without work
+    # (local backend); job: an engine per task (or per burst, with drain_idle_s)
+    kind: Literal["warm", "job"] = "job"
+    models: list[str] | None = None  # None: every model the server offers
+    capacity: int = Field(default=1, ge=1)  # tasks at once (GPU groups)
+    idle_timeout_s: float | None = Field(default=None, ge=0)  # warm; None: engine.idle_timeout_s
+    # job pools: a job that loaded its model takes further tasks of that model until idle this
+    # long, then exits (a burst pays one cold start); 0: one task per job
+    drain_idle_s: float = Field(default=0.0, ge=0)
 
 
 class DispatchSettings(BaseModel):
     backend: Literal["local", "kubernetes"] = "local"
     capacity: int = 1  # tasks run at once (GPU groups)
+    # The worker's pools in preference order (JSON list of PoolSettings). None: one pool from
+    # backend, capacity and engine.warm (the short form).
+    pools: list[PoolSettings] | None = None
+    # Routing: a cold warm pool starts an engine for a task of at least this priority, or when
+    # this many tasks of the model arrived within its idle timeout; else a job pool runs it.
+    scale_up_priority: int = Field(default=5, ge=0, le=9)
+    scale_up_demand: int = Field(default=2, ge=1)
     max_attempts: int = 3
     task_timeout_s: float = 3600.0
     retry_base_delay_s: float = 2.0
@@ -155,6 +204,30 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+
+    def models_path(self) -> Path:
+        """Where engines find and build checkpoints: engine.models_dir, else <data_dir>/models."""
+        return self.engine.models_dir or self.data_dir / "models"
+
+    def loras_path(self) -> Path:
+        """Where LoRA adapters are: engine.loras_dir, else loras/ beside the models directory."""
+        return self.engine.loras_dir or self.models_path().parent / "loras"
+
+    def pools(self) -> list[PoolSettings]:
+        """The worker's pools: dispatch.pools, else the one pool of the short form."""
+        if self.dispatch.pools is not None:
+            return self.dispatch.pools
+        warm = self.engine.warm and self.dispatch.backend == "local"
+        kind: Literal["warm", "job"] = "warm" if warm else "job"
+        name = f"{self.dispatch.backend}-warm" if warm else self.dispatch.backend
+        return [
+            PoolSettings(
+                name=name,
+                backend=self.dispatch.backend,
+                kind=kind,
+                capacity=self.dispatch.capacity,
+            )
+        ]
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

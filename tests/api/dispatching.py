@@ -11,9 +11,9 @@ from pathlib import Path
 from tests.fakes.backend import InstantBackend
 from wanserve.artifacts.base import ArtifactStore
 from wanserve.backends.base import InferenceBackend
-from wanserve.dispatch.capacity import Pool, Pools
 from wanserve.dispatch.config import DispatchConfig
 from wanserve.dispatch.dispatcher import Dispatcher
+from wanserve.dispatch.pools import Pool, Pools
 from wanserve.domain.task import TERMINAL_STATES, Task, TaskState
 from wanserve.queue.base import JobQueue
 from wanserve.store.base import TaskStore

@@ -27,6 +27,11 @@ def parse_sse(text: str) -> list[dict[str, Any]]:
     return messages
 
 
+def stored_events(text: str) -> list[dict[str, Any]]:
+    """The stored events of an SSE text (transient `estimate` messages carry no id)."""
+    return [event for event in parse_sse(text) if "id" in event]
+
+
 async def completed_video(api: Api) -> str:
     video = (
         await api.client.post("/v1/videos", json={"model": "wan2.2-tiny", "prompt": "x"})

@@ -61,7 +61,9 @@ async def test_unserved_model_is_refused_naming_the_served_ones_and_nothing_is_s
     assert response.headers["content-type"] == "application/problem+json"
     [error] = response.json()["errors"]
     assert error["field"] == "model" and error["value"] == A14B
-    assert error["rule"] == "must be a model this server serves: wan2.2-tiny, wan2.2-tiny-ti2v"
+    assert error["rule"] == (
+        "must be a model this server serves: wan2.2-tiny, wan2.2-tiny-ti2v, wan2.2-tiny-i2v"
+    )
     await api.assert_nothing_stored()
 
 
@@ -93,7 +95,7 @@ async def test_a_checkpoint_directory_makes_its_model_served(api: Api) -> None:
     assert refused.status_code == 422, "a directory without model_index.json is no checkpoint"
     (checkpoint / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
     ids = [m["id"] for m in (await api.client.get("/v1/models")).json()["data"]]
-    assert ids == ["wan2.2-ti2v-5b", "wan2.2-tiny", "wan2.2-tiny-ti2v"]
+    assert ids == ["wan2.2-ti2v-5b", "wan2.2-tiny", "wan2.2-tiny-ti2v", "wan2.2-tiny-i2v"]
     created = await api.client.post("/v1/videos", json={"model": "wan2.2-ti2v-5b", "prompt": "x"})
     assert created.status_code == 200
 

@@ -19,7 +19,7 @@ from openai import OpenAI
 from tests.api.conftest import png_bytes
 from tests.api.dispatching import make_dispatcher
 from tests.api.server import LiveServer, serve
-from tests.api.test_events import parse_sse
+from tests.api.test_events import stored_events
 from tests.fakes.backend import SleepyBackend
 from wanserve.api import create_app
 from wanserve.artifacts.local import LocalArtifacts
@@ -186,12 +186,14 @@ def test_sse_live_and_resumed_over_http(client: OpenAI, server: LiveServer) -> N
         buffer = ""
         for chunk in response.iter_text():
             buffer += chunk
-            if len(parse_sse(buffer)) >= 3 and not seen:
-                seen = parse_sse(buffer)[:3]  # disconnect-free: keep reading to the end
-        events = parse_sse(buffer)
+            if len(stored_events(buffer)) >= 3 and not seen:
+                seen = stored_events(buffer)[:3]  # disconnect-free: keep reading to the end
+        events = stored_events(buffer)
     assert events[-1]["data"]["data"]["state"] == "completed"
     assert [e["event"] for e in events].count("step") == 6
-    resumed = parse_sse(httpx.get(url, headers={"Last-Event-ID": seen[-1]["id"]}, timeout=20).text)
+    resumed = stored_events(
+        httpx.get(url, headers={"Last-Event-ID": seen[-1]["id"]}, timeout=20).text
+    )
     assert [e["id"] for e in resumed] == [e["id"] for e in events[3:]]
 
 

@@ -48,6 +48,8 @@ async def test_each_operation_lists_what_it_sends(api: Api) -> None:
         "GET /v1/videos/{video_id}/events": ["200", "404", "422", "503"],
         "GET /v1/models": ["200", "422", "503"],
         "GET /v1/models/{model_id}": ["200", "404", "503"],
+        "GET /v1/pools": ["200", "403", "503"],
+        "GET /v1/usage": ["200", "422", "503"],
         "GET /healthz": ["200"],
         "GET /readyz": ["200", "503"],
         "GET /metrics": ["200", "503"],

@@ -16,7 +16,7 @@ import pytest
 
 from tests.api.dispatching import make_dispatcher
 from tests.api.server import serve
-from tests.api.test_events import parse_sse
+from tests.api.test_events import stored_events
 from tests.fakes.backend import SleepyBackend
 from wanserve.api import create_app
 from wanserve.artifacts.local import LocalArtifacts
@@ -92,11 +92,11 @@ def read_events(
         with httpx.stream("GET", url, headers=headers, timeout=20) as response:
             for chunk in response.iter_text():
                 buffer += chunk
-                if stop_after is not None and len(parse_sse(buffer)) >= stop_after:
+                if stop_after is not None and len(stored_events(buffer)) >= stop_after:
                     break
     except httpx.RemoteProtocolError:  # the server went away mid-stream
         pass
-    return parse_sse(buffer)
+    return stored_events(buffer)
 
 
 def test_sse_resumes_on_a_restarted_api_without_gaps_or_repeats(settings: Settings) -> None:

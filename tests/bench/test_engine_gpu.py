@@ -83,7 +83,12 @@ def test_tiny_path_runs_every_model_and_size_on_cpu(
 ) -> None:
     argv = ["--tiny", "--models", "a14b,a14b-i2v,5b", "--steps", "1", "--warmup", "0"]
     assert bench.main(argv) == 0  # each case asserts its output shape
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[5:8] == ["diffusers", "engine", "ratio"]
+    rows = [line.split() for line in lines[2:]]
+    for row in rows:  # both sides timed on the same transformer, and their ratio
+        diffusers_s, engine_s, ratio = map(float, row[5:8])
+        assert diffusers_s > 0 and engine_s > 0 and ratio > 0
     assert [(r[0], r[2]) for r in rows] == [
         ("a14b", "16x3x4x8"),
         ("a14b", "16x3x8x12"),
@@ -92,6 +97,21 @@ def test_tiny_path_runs_every_model_and_size_on_cpu(
         ("5b", "48x3x2x4"),
         ("5b", "48x3x4x6"),
     ]
+
+
+def test_the_engine_side_runs_wanserves_own_loop_on_the_benchmarked_transformer(
+    bench: ModuleType,
+) -> None:
+    from wanserve.engine.pipelines.wan import WanVideoPipeline
+
+    net = bench.build("a14b-i2v", tiny=True, device="cpu")
+    pipe = bench.engine_pipeline(net, "a14b-i2v", tiny=True, device="cpu")
+    assert isinstance(pipe, WanVideoPipeline)
+    components = pipe.components
+    assert components.text_encoder.config.d_model == net.config.text_dim
+    assert components.boundary_timestep == 900.0 and components.takes_image
+    assert components.transformer is net
+    assert components.transformer_2 is net  # one copy of the weights as both experts
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="refusal is for machines without CUDA")

@@ -16,9 +16,10 @@ from tests.fakes.queue import InMemoryQueue
 from tests.fakes.store import InMemoryStore
 from wanserve.artifacts.local import LocalArtifacts
 from wanserve.backends.base import InferenceBackend
-from wanserve.dispatch.capacity import Pool, Pools
 from wanserve.dispatch.config import DispatchConfig
 from wanserve.dispatch.dispatcher import Dispatcher
+from wanserve.dispatch.pools import Pool, Pools
+from wanserve.dispatch.routing import RoutingPolicy
 from wanserve.domain.spec import VideoRequest, resolve_spec
 from wanserve.domain.task import RetryPolicy, Task
 from wanserve.domain.transitions import create
@@ -49,17 +50,24 @@ class Harness:
     dispatcher: Dispatcher | None = None
     running: asyncio.Task[None] | None = None
 
-    def start(self, backend: InferenceBackend | None = None, **config: Any) -> Dispatcher:
+    def start(
+        self,
+        backend: InferenceBackend | None = None,
+        *,
+        pools: list[Pool] | None = None,
+        policy: RoutingPolicy | None = None,
+        **config: Any,
+    ) -> Dispatcher:
         self.backend = backend or self.backend
         self.config = replace(self.config, **config)
-        pools = Pools([Pool(self.backend, self.config.capacity)])
         self.dispatcher = Dispatcher(
             queue=self.queue,
             store=self.store,
             artifacts=self.artifacts,
-            pools=pools,
+            pools=Pools(pools or [Pool(self.backend, self.config.capacity)]),
             config=self.config,
             clock=self.clock,
+            policy=policy,
         )
         self.running = asyncio.create_task(self.dispatcher.run())
         return self.dispatcher

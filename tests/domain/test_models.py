@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wanserve.domain.errors import InvalidRequest
-from wanserve.domain.models import MODELS, TINY_MODEL_IDS, Layout, TaskKind, get_model
+from wanserve.domain.models import MODELS, TINY_MODEL_IDS, TaskKind, get_model
 
 
 def test_registry_holds_the_real_and_tiny_models() -> None:
@@ -19,7 +19,7 @@ def test_every_card_is_self_consistent(card) -> None:  # type: ignore[no-untyped
     assert card.default_frames % 4 == 1
     assert card.default_frames <= card.max_frames
     assert 1 <= card.default_steps <= card.max_steps
-    assert card.has_two_experts == (card.layout == Layout.A14B)
+    assert card.has_two_experts == card.layout.has_two_experts
     assert (card.boundary_ratio is None) == (not card.has_two_experts)
     if card.sizes is not None:
         assert card.default_size in card.sizes

@@ -120,3 +120,22 @@ def test_long_values_are_shortened_in_the_message() -> None:
 def test_request_rejects_unknown_fields() -> None:
     with pytest.raises(ValueError, match="colour"):
         VideoRequest(model="wan2.2-tiny", prompt="x", colour="red")  # type: ignore[call-arg]
+
+
+def test_loras_are_kept_in_order_and_checked() -> None:
+    spec = _resolve(loras=[{"name": "lightx2v-4step", "scale": 0.8}, {"name": "style.v2"}])
+    assert [(lora.name, lora.scale) for lora in spec.loras] == [
+        ("lightx2v-4step", 0.8),
+        ("style.v2", 1.0),
+    ]
+    assert VideoSpec.model_validate_json(spec.model_dump_json()) == spec
+    assert _resolve().loras == ()
+    with pytest.raises(InvalidRequest, match="must name each adapter once"):
+        _resolve(loras=[{"name": "a"}, {"name": "a"}])
+    with pytest.raises(InvalidRequest, match="at most 4 adapters"):
+        _resolve(loras=[{"name": f"a{i}"} for i in range(5)])
+    with pytest.raises(InvalidRequest) as scale:
+        _resolve(loras=[{"name": "a", "scale": 9.0}])
+    assert scale.value.field == "loras.scale"
+    with pytest.raises(ValueError, match="pattern"):
+        _resolve(loras=[{"name": "../etc"}])

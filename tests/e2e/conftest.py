@@ -1,7 +1,8 @@
 """End-to-end fixtures: real `wanserve` processes, a real Valkey, the tiny model built once.
 
 Every process runs in its own session and is killed with its whole group at teardown. Engines
-start in their own groups under the reaper, so `no_engines_for(task_id)` checks by command line.
+start in their own groups under the reaper (`--parent <pid of the worker>`), so
+`engines_of(pid)` finds a worker's engines by the reapers' command lines.
 """
 
 from __future__ import annotations
@@ -111,23 +112,29 @@ def wait_for(
     raise AssertionError(f"timed out waiting for {what}: {last}")
 
 
-def engines_for(task_id: str) -> list[psutil.Process]:
-    """Live processes whose command line names `task_id` (its engine group: spec path)."""
+def engines_of(owner: int) -> list[psutil.Process]:
+    """The live engine processes a worker (or `wanserve up`) with pid `owner` started: every
+    group led by a reaper whose `--parent` is `owner`, the reaper included."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if any(task_id in part for part in proc.info["cmdline"] or []):
-                found.append(proc)
+            cmd = proc.info["cmdline"] or []
+            if "wanserve.backends.reaper" in cmd and _parent_of(cmd) == str(owner):
+                found += [proc, *proc.children(recursive=True)]
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
 
 
-def assert_no_engines(task_id: str, timeout: float = 15.0) -> None:
+def _parent_of(cmd: list[str]) -> str | None:
+    return cmd[cmd.index("--parent") + 1] if "--parent" in cmd[:-1] else None
+
+
+def assert_no_engines(owner: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
-    while engines_for(task_id) and time.monotonic() < deadline:
+    while engines_of(owner) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert engines_for(task_id) == [], f"engine processes of {task_id} outlived it"
+    assert engines_of(owner) == [], f"engine processes of {owner} outlived it"
 
 
 def assert_gone(processes: list[psutil.Process], timeout: float = 15.0) -> None:
@@ -136,10 +143,12 @@ def assert_gone(processes: list[psutil.Process], timeout: float = 15.0) -> None:
 
 
 class Api:
-    """Calls a running server over HTTP (httpx; the openai SDK has its own test)."""
+    """Calls a running server over HTTP (httpx; the openai SDK has its own test); `pid`: the
+    server's process, when the test started it."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, pid: int | None = None) -> None:
         self.base = base
+        self.pid = pid
 
     def create(self, **fields: Any) -> dict[str, Any]:
         body = {**TINY, "prompt": "a paper boat on a rainy street", **fields}
@@ -165,6 +174,22 @@ class Api:
     ) -> dict[str, Any]:
         finished = done or (lambda v: v["state"] in ("completed", "failed", "cancelled"))
         return wait_for(lambda: self.get(video_id), finished, timeout, what=video_id)
+
+    def pools(self) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.base}/v1/pools", timeout=30)
+        assert response.status_code == 200, response.text
+        return list(response.json()["data"])
+
+    def wait_engines(self, state: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """The engines of every pool once all of them are in `state` (at least one)."""
+
+        def engines() -> dict[str, Any]:
+            return {"engines": [e for pool in self.pools() for e in pool["engines"]]}
+
+        def settled(found: dict[str, Any]) -> bool:
+            return bool(found["engines"]) and all(e["state"] == state for e in found["engines"])
+
+        return list(wait_for(engines, settled, timeout, what=f"engines {state}")["engines"])
 
     def events(self, video_id: str, after: int = 0) -> list[dict[str, Any]]:
         """The whole SSE stream (it ends after the terminal event)."""

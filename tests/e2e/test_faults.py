@@ -21,7 +21,7 @@ from tests.e2e.conftest import (
     Proc,
     assert_gone,
     assert_no_engines,
-    engines_for,
+    engines_of,
     free_port,
     wait_http,
 )
@@ -85,7 +85,7 @@ def test_worker_killed_mid_task_the_task_completes_exactly_once(cluster: Cluster
     first = cluster.worker("worker-a", WANSERVE_ENGINE_STEP_DELAY="0.5")
     video = cluster.client.create(num_inference_steps=12)
     cluster.client.wait(video["id"], lambda v: v["step"] >= 1)
-    doomed = engines_for(video["id"])
+    doomed = engines_of(first.pid)  # its warm engine (the default), with its reaper
     assert doomed
     cluster.worker("worker-b")
     first.signal(signal.SIGKILL)
@@ -175,15 +175,19 @@ def test_retryable_failure_backs_off_then_succeeds_and_workers_stop_gracefully(
     assert retry[0]["retry_in_s"] == 1.0 and retry[0]["error"]["code"] == "oom"
 
 
-def test_timeout_fails_the_task_and_leaves_no_engine(cluster: Cluster) -> None:
+@pytest.mark.parametrize("warm", ["true", "false"])
+def test_timeout_fails_the_task_and_stops_its_run(cluster: Cluster, warm: str) -> None:
     cluster.api(WANSERVE_DISPATCH__TASK_TIMEOUT_S="4")
-    cluster.worker("worker", WANSERVE_ENGINE_STEP_DELAY="1")
+    worker = cluster.worker("worker", WANSERVE_ENGINE_STEP_DELAY="1", WANSERVE_ENGINE__WARM=warm)
     video = cluster.client.create(num_inference_steps=40)
     cluster.client.wait(video["id"], lambda v: v["state"] == "in_progress")
     final = cluster.client.wait(video["id"], timeout=60)
     assert final["state"] == "failed" and final["error"]["code"] == "timeout"
     assert final["attempt"] == 1  # a timeout is not retried
-    assert_no_engines(video["id"])
+    if warm == "true":  # the engine stopped the run and waits, loaded, for the next task
+        assert cluster.client.wait_engines("idle") and engines_of(worker.pid)
+    else:  # a job: its process group is gone
+        assert_no_engines(worker.pid)
 
 
 def test_reconciler_reenqueues_a_task_the_queue_lost(cluster: Cluster) -> None:

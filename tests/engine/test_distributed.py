@@ -21,20 +21,36 @@ from tests.engine.conftest import (
     write_spec,
 )
 from wanserve.domain.events import ExitCode, parse_event
+from wanserve.domain.models import Layout
 
 RUN = ["-m", "wanserve.engine", "run"]
 
 
+# Every parallel layout the flags accept (docs/engine.md, "Parallel strategies"), each on the
+# smallest group that runs it: the same frames as one process.
+LAYOUTS = [
+    (2, ["--ulysses", "2"]),
+    (2, ["--cfg-parallel"]),
+    (2, ["--fsdp"]),
+    (4, ["--ulysses", "2", "--cfg-parallel"]),
+    (2, ["--fsdp", "--ulysses", "2"]),
+    (2, ["--fsdp", "--cfg-parallel"]),
+]
+
+
 @pytest.mark.parametrize(
-    "flags", [["--ulysses", "2"], ["--cfg-parallel"], ["--fsdp"]], ids=["ulysses", "cfg", "fsdp"]
+    ("nproc", "flags"),
+    LAYOUTS,
+    ids=["ulysses", "cfg", "fsdp", "ulysses2xcfg-4-ranks", "fsdp+ulysses", "fsdp+cfg"],
 )
-def test_two_ranks_give_the_single_rank_video(
-    flags: list[str], one_rank_run: OneRankRun, tiny_a14b: Path, tmp_path: Path
+def test_every_parallel_layout_gives_the_single_rank_video(
+    nproc: int, flags: list[str], one_rank_run: OneRankRun, tiny_a14b: Path, tmp_path: Path
 ) -> None:
     single_rank_frames = one_rank_run.frames
     spec = write_spec(tmp_path / "spec.json", make_spec(tiny_a14b, tmp_path / "out"))
     frames_path = tmp_path / "frames.npy"
-    done = run_engine([*RUN, "--spec", str(spec), *flags, "--save-frames", str(frames_path)], 2)
+    args = [*RUN, "--spec", str(spec), *flags, "--save-frames", str(frames_path)]
+    done = run_engine(args, nproc)
     assert done.returncode == 0, done.stderr[-3000:]
     frames = np.load(frames_path)
     assert frames.shape == single_rank_frames.shape == (9, 64, 64, 3)
@@ -43,7 +59,61 @@ def test_two_ranks_give_the_single_rank_video(
     # rank 0 speaks for the group: every step once, one result, a memory figure per rank
     assert [s.step for s in done.of_type("step")] == [1, 2, 3, 4]
     assert len(done.of_type("result")) == 1
-    assert sorted(m.rank for m in done.of_type("memory")) == [0, 1]
+    assert sorted(m.rank for m in done.of_type("memory")) == list(range(nproc))
+
+
+def test_fsdp_in_bfloat16_gives_the_single_rank_bfloat16_video(
+    tiny_a14b: Path, tmp_path: Path
+) -> None:
+    # bfloat16 is the CUDA default; diffusers keeps the norms in float32, so FSDP gathers blocks
+    # of mixed dtypes (engine/sharding.py)
+    spec = write_spec(tmp_path / "spec.json", make_spec(tiny_a14b, tmp_path / "out"))
+    frames = []
+    for nproc, flags in ((1, []), (2, ["--fsdp"])):
+        path = tmp_path / f"frames{nproc}.npy"
+        args = [
+            *RUN,
+            "--spec",
+            str(spec),
+            "--dtype",
+            "bfloat16",
+            *flags,
+            "--save-frames",
+            str(path),
+        ]
+        done = run_engine(args, nproc)
+        assert done.returncode == 0, done.stderr[-3000:]
+        frames.append(np.load(path))
+    assert np.abs(frames[0] - frames[1]).max() < 1e-4 and float(frames[1].std()) > 0.01
+
+
+@pytest.mark.parametrize(
+    ("heads", "flags", "field", "rule"),
+    [
+        (2, ["--ulysses", "2", "--cfg-parallel"], "world_size=2", "must be equal to"),
+        (3, ["--ulysses", "2"], "ulysses=2", "must divide the model's 3 attention heads"),
+        (2, ["--fsdp", "--ulysses", "2", "--cfg-parallel"], "world_size=2", "a multiple of"),
+    ],
+    ids=["world-size", "heads", "fsdp-world-size"],
+)
+def test_an_impossible_layout_fails_before_any_weight_is_read(
+    heads: int, flags: list[str], field: str, rule: str, tmp_path: Path
+) -> None:
+    from wanserve.engine.tiny import build_tiny_model
+
+    checkpoint = build_tiny_model(
+        tmp_path / "model", Layout.A14B, transformer={"num_attention_heads": heads}
+    )
+    for weights in checkpoint.rglob("*.safetensors"):
+        weights.unlink()  # reading any weight would fail with another error
+    spec = write_spec(tmp_path / "spec.json", make_spec(checkpoint, tmp_path / "out"))
+    done = run_engine([*RUN, "--spec", str(spec), *flags], 2)
+    assert done.returncode != 0
+    (error,) = done.of_type("error")
+    assert error.code == "invalid_spec" and error.message.startswith(f"{field} is invalid")
+    assert rule in error.message
+    assert [e.type for e in done.events] == ["phase", "error"]  # loading, then the refusal
+    assert f"exitcode  : {int(ExitCode.INVALID)}" in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.engine.conftest import run_engine
@@ -18,16 +19,53 @@ def _decoded(path: Path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
-def test_model_tiny_builds_the_layout_it_is_asked_for(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("layout", "model_id"), [("ti2v-5b", "wan2.2-tiny-ti2v"), ("i2v-a14b", "wan2.2-tiny-i2v")]
+)
+def test_model_tiny_builds_the_layout_it_is_asked_for(
+    layout: str, model_id: str, tmp_path: Path
+) -> None:
     done = run_engine(
-        ["-m", "wanserve", "model", "tiny", "--out", str(tmp_path / "t"), "--layout", "ti2v-5b"]
+        ["-m", "wanserve", "model", "tiny", "--out", str(tmp_path / "t"), "--layout", layout]
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert inspect_checkpoint(tmp_path / "t").card.id == "wan2.2-tiny-ti2v"
+    assert inspect_checkpoint(tmp_path / "t").card.id == model_id
+
+
+def test_model_tiny_names_the_layouts_it_knows(tmp_path: Path) -> None:
     bad = run_engine(
         ["-m", "wanserve", "model", "tiny", "--out", str(tmp_path / "x"), "--layout", "sd15"]
     )
     assert bad.returncode == 2 and "layout='sd15' is invalid" in bad.stderr
+    assert "must be one of a14b, i2v-a14b, ti2v-5b" in bad.stderr
+
+
+def test_generate_i2v_a14b_on_demand_and_under_torchrun_gives_the_same_video(
+    input_image: Path, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    args = ["-m", "wanserve", "generate", "--model", "wan2.2-tiny-i2v"]
+    args += ["--models-dir", str(models), "--image", str(input_image), "--prompt", "a cat"]
+    args += ["--size", "64x64", "--frames", "9", "--steps", "3", "--seed", "5"]
+    one = run_engine(
+        [*args, "--out", str(tmp_path / "a.mp4"), "--save-frames", str(tmp_path / "a.npy")]
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert inspect_checkpoint(models / "wan2.2-tiny-i2v").card.id == "wan2.2-tiny-i2v"
+    parallel = ["--ulysses", "2", "--out", str(tmp_path / "b.mp4")]
+    two = run_engine([*args, *parallel, "--save-frames", str(tmp_path / "b.npy")], nproc=2)
+    assert two.returncode == 0, two.stderr[-2000:]
+    (switch,) = one.of_type("expert_switch")
+    assert switch.timestep < 900 <= [s.timestep for s in one.of_type("step")][switch.step - 2]
+    a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
+    assert a.shape == (9, 64, 64, 3) and np.abs(a - b).max() < 1e-4
+    text = run_engine(
+        [a for a in args if a not in ("--image", str(input_image))]
+        + ["--out", str(tmp_path / "c.mp4")]
+    )
+    assert text.returncode == ExitCode.INVALID
+    (error,) = text.of_type("error")
+    assert error.message.startswith("input_reference=None is invalid")
 
 
 def test_generate_builds_ti2v_on_demand_and_torchrun_ulysses_gives_the_same_video(

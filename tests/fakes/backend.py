@@ -8,12 +8,13 @@ Each writes real files into `spec.output` when it succeeds, records what it was 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tests.fakes.engine import write_result
-from wanserve.backends.base import Run
+from wanserve.backends.base import EngineState, EngineStatus, Run
 from wanserve.domain.events import (
     CancelledEvent,
     EngineEvent,
@@ -34,6 +35,7 @@ __all__ = [
     "SleepyBackend",
     "SlowToStopBackend",
     "UploadingBackend",
+    "WarmBackend",
 ]
 
 
@@ -175,3 +177,56 @@ async def _stopped(stop: asyncio.Event, wait_s: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+class WarmBackend(SleepyBackend):
+    """Keeps its engines loaded after their runs (backends.base.Resident): a run takes an idle
+    engine of its model, else starts one (a cold start: `scaling_up`, then `loading` for
+    `load_s`); `prewarm` starts one with no task. `loaded`: engine name -> its status."""
+
+    def __init__(self, step_s: float = 0.0, load_s: float = 0.0) -> None:
+        super().__init__(step_s)
+        self.load_s = load_s
+        self.idle_seconds = 0.0
+        self.prewarmed: list[str] = []
+        self.loaded: dict[str, EngineStatus] = {}
+        self._names = itertools.count()
+
+    def engines(self) -> list[EngineStatus]:
+        return list(self.loaded.values())
+
+    def unload(self) -> None:
+        self.loaded.clear()
+
+    async def prewarm(self, model: str) -> bool:
+        self.prewarmed.append(model)
+        if self._idle(model) is not None:
+            return False
+        self.loaded[f"{model}-{next(self._names)}"] = _status(model, EngineState.IDLE, None)
+        return True
+
+    async def _events(self, run: Run, stop: asyncio.Event) -> AsyncIterator[EngineEvent]:
+        model = run.spec.model
+        name = self._idle(model)
+        if name is None:
+            name = f"{model}-{next(self._names)}"
+            self.loaded[name] = _status(model, EngineState.STARTING, run.task_id)
+            yield PhaseEvent(task_id=run.task_id, at=time.time(), phase=Phase.SCALING_UP)
+            yield PhaseEvent(task_id=run.task_id, at=time.time(), phase=Phase.LOADING)
+            await asyncio.sleep(self.load_s)
+        self.loaded[name] = _status(model, EngineState.BUSY, run.task_id)
+        try:
+            async for event in super()._events(run, stop):
+                yield event
+        finally:
+            self.loaded[name] = _status(model, EngineState.IDLE, None)
+
+    def _idle(self, model: str) -> str | None:
+        return next(
+            (n for n, e in self.loaded.items() if e.model == model and e.state == EngineState.IDLE),
+            None,
+        )
+
+
+def _status(model: str, state: EngineState, task_id: str | None) -> EngineStatus:
+    return EngineStatus(model, state, time.time(), task_id)

@@ -9,8 +9,9 @@ SIGTERM -> `cancelled`, exit 3), "spawns" (also starts a grandchild that ignores
 stuck rank), "ignores-sigterm" (only SIGKILL ends it), "oom" (error event, exit 4), "invalid"
 (exit 2, no event), "crashes" (a traceback, exit 1, no event). It follows the engine's CLI and
 event contract, so the local backend's process handling can be tested without torch. `serve`
-announces `ready`, then runs the "sleeps" behaviour for each spec on stdin, one at a time, and
-honours `cancel` (at the next step, or before a queued spec starts) and `shutdown`.
+announces `ready` (after $FAKE_ENGINE_LOAD_S), then runs the "sleeps" behaviour for each spec on
+stdin, one at a time, and honours `cancel` (at the next step, or before a queued spec starts)
+and `shutdown`.
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ def serve(model: str) -> int:
         commands.put({"op": "shutdown"})
 
     threading.Thread(target=read, daemon=True).start()
+    time.sleep(float(os.environ.get("FAKE_ENGINE_LOAD_S", "0")))  # loading the model
     _emit(ReadyEvent(at=time.time(), model=model, world_size=1))
     step_s = float(os.environ.get("FAKE_ENGINE_STEP_S", "0.1"))
     while not _stop:

@@ -79,6 +79,7 @@ class InMemoryQueue:
         self._seq = itertools.count()
         self._changed = asyncio.Event()
         self._listeners: dict[str, list[_Subscription]] = {}
+        self._reports: dict[str, tuple[float, str]] = {}  # worker -> (expires at, report)
         self.closed = False
 
     async def enqueue(self, task_id: str, *, priority: int = 0, delay_s: float = 0.0) -> bool:
@@ -151,6 +152,13 @@ class InMemoryQueue:
             return None
         return sum(1 for e in self._ready() if e.order < entry.order)
 
+    async def ahead(self, task_id: str, limit: int = 100) -> list[str] | None:
+        self._promote_due()
+        entry = self._entries.get(task_id)
+        if entry is None or entry.state != "ready":
+            return None
+        return [e.task_id for e in self._ready() if e.order < entry.order][:limit]
+
     async def contains(self, task_id: str) -> bool:
         return task_id in self._entries
 
@@ -163,6 +171,17 @@ class InMemoryQueue:
 
     def listen(self, task_id: str) -> _Subscription:
         return _Subscription(self, task_id)
+
+    async def report_worker(self, worker_id: str, report: str | None, *, ttl_s: float) -> None:
+        if report is None:
+            self._reports.pop(worker_id, None)
+        else:
+            self._reports[worker_id] = (self._clock() + ttl_s, report)
+
+    async def worker_reports(self) -> list[str]:
+        now = self._clock()
+        self._reports = {w: r for w, r in self._reports.items() if r[0] >= now}
+        return [report for _, report in self._reports.values()]
 
     async def ping(self) -> None:
         return None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
+from wanserve.domain.durations import WINDOW, Sample
 from wanserve.domain.errors import Conflict, InvalidRequest, NotFound
 from wanserve.domain.journal import Change, JournalEntry
 from wanserve.domain.task import Task, TaskEvent, TaskState
@@ -14,6 +15,22 @@ from wanserve.domain.transitions import over_stored
 from wanserve.store.base import ApiKey, TaskPage, Usage
 
 __all__ = ["InMemoryStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Used:
+    task_id: str
+    owner: str | None
+    usage: Usage
+    at: float
+
+
+def _totals(rows: list[_Used]) -> dict[str, float]:
+    return {
+        "tasks": float(len({u.task_id for u in rows})),
+        "gpu_seconds": sum(u.usage.gpu_seconds for u in rows),
+        "wall_seconds": sum(u.usage.wall_seconds for u in rows),
+    }
 
 
 class InMemoryStore:
@@ -24,7 +41,8 @@ class InMemoryStore:
         self._tasks: dict[str, Task] = {}  # insertion order is creation order
         self._events: dict[str, list[TaskEvent]] = {}
         self._keys: dict[str, ApiKey] = {}
-        self._usage: list[tuple[str, str | None, float, float]] = []
+        self._usage: list[_Used] = []
+        self._durations: dict[str, tuple[float, int]] = {}  # key -> (mean, samples)
         self.closed = False
 
     async def create_task(self, change: Change) -> Task:
@@ -47,6 +65,9 @@ class InMemoryStore:
     async def get_task(self, task_id: str) -> Task | None:
         return self._tasks.get(task_id)
 
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
+        return [self._tasks[task_id] for task_id in task_ids if task_id in self._tasks]
+
     async def find_by_idempotency_key(self, owner: str | None, key: str) -> Task | None:
         for task in self._tasks.values():
             if task.owner == owner and task.idempotency_key == key:
@@ -62,7 +83,7 @@ class InMemoryStore:
             change, stored.state, stored.attempt, stored.cancel_requested
         )
         if usage is not None:
-            self._usage.append((task.id, task.owner, usage.gpu_seconds, usage.wall_seconds))
+            self._usage.append(_Used(task.id, task.owner, usage, self._clock()))
         return [self._append(task.id, entry) for entry in change.entries]
 
     async def list_tasks(
@@ -119,13 +140,37 @@ class InMemoryStore:
         self._keys[key_id] = replace(key, revoked_at=now)
         return True
 
-    async def usage_by_owner(self, owner: str | None) -> dict[str, float]:
-        rows = [u for u in self._usage if owner is None or u[1] == owner]
-        return {
-            "tasks": float(len({u[0] for u in rows})),
-            "gpu_seconds": sum(u[2] for u in rows),
-            "wall_seconds": sum(u[3] for u in rows),
-        }
+    async def usage_by_owner(
+        self, owner: str | None, *, since: float | None = None, until: float | None = None
+    ) -> dict[str, float]:
+        rows = [u for u in self._used(since, until) if owner is None or u.owner == owner]
+        return _totals(rows)
+
+    async def usage_per_owner(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> dict[str | None, dict[str, float]]:
+        rows = self._used(since, until)
+        owners = sorted({u.owner for u in rows}, key=lambda o: (o is not None, o or ""))
+        return {owner: _totals([u for u in rows if u.owner == owner]) for owner in owners}
+
+    async def record_durations(self, samples: Sequence[Sample]) -> None:
+        for sample in samples:
+            mean, count = self._durations.get(sample.key, (sample.seconds, 0))
+            count += 1
+            self._durations[sample.key] = (
+                mean + (sample.seconds - mean) / min(count, WINDOW),
+                count,
+            )
+
+    async def durations(self) -> dict[str, float]:
+        return {key: mean for key, (mean, _) in self._durations.items()}
+
+    def _used(self, since: float | None, until: float | None) -> list[_Used]:
+        return [
+            u
+            for u in self._usage
+            if (since is None or u.at >= since) and (until is None or u.at < until)
+        ]
 
     async def ping(self) -> None:
         return None

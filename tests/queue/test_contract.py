@@ -248,5 +248,34 @@ class TestJobQueueContract:
         assert not await queue.contains("q")
         assert not await queue.contains("never")
 
+    async def test_ahead_lists_the_ready_tasks_before_one_in_order(
+        self, queue: JobQueue, fake_clock: FakeClock
+    ) -> None:
+        for task_id, priority in [("a", 0), ("b", 0), ("c", 5), ("d", 0)]:
+            await queue.enqueue(task_id, priority=priority)
+        await queue.enqueue("later", delay_s=30)
+        assert await queue.ahead("d") == ["c", "a", "b"]
+        assert await queue.ahead("d", limit=2) == ["c", "a"]
+        assert await queue.ahead("c") == []
+        assert await queue.ahead("later") is None  # delayed: not in line yet
+        assert await queue.ahead("never") is None
+        fake_clock.advance(31)
+        assert await queue.ahead("later") == ["c", "a", "b", "d"]
+        lease = await queue.lease("w", wait_s=0)
+        assert lease is not None and await queue.ahead(lease.task_id) is None
+
+    async def test_worker_reports_live_for_their_ttl_and_can_be_withdrawn(
+        self, queue: JobQueue, fake_clock: FakeClock
+    ) -> None:
+        assert await queue.worker_reports() == []
+        await queue.report_worker("w1", '{"pools": 1}', ttl_s=10)
+        await queue.report_worker("w2", '{"pools": 2}', ttl_s=30)
+        await queue.report_worker("w1", '{"pools": 3}', ttl_s=10)  # the latest wins
+        assert sorted(await queue.worker_reports()) == ['{"pools": 2}', '{"pools": 3}']
+        fake_clock.advance(11)  # w1 stopped reporting
+        assert await queue.worker_reports() == ['{"pools": 2}']
+        await queue.report_worker("w2", None, ttl_s=0)
+        assert await queue.worker_reports() == []
+
     async def test_ping(self, queue: JobQueue) -> None:
         await queue.ping()

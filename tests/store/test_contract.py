@@ -11,6 +11,7 @@ import pytest
 from tests.fakes.clock import FakeClock
 from tests.fakes.store import InMemoryStore
 from tests.fixtures.store import logged, make_task, open_sql_store
+from wanserve.domain.durations import Sample
 from wanserve.domain.errors import Conflict, InvalidRequest, NotFound, StaleChange
 from wanserve.domain.events import Phase
 from wanserve.domain.journal import Change, MemoryEntry, StepEntry
@@ -73,6 +74,13 @@ class TestTaskStoreContract:
         assert (created.id, created.type, created.task_id) == (1, "created", "t1")
         assert created.data == {"state": "queued"}
         assert created.at == fake_clock.now()
+
+    async def test_get_tasks_reads_several_in_the_order_asked(self, store: TaskStore) -> None:
+        for n in range(3):
+            await store.create_task(create(make_task(f"t{n}")))
+        found = await store.get_tasks(["t2", "missing", "t0"])
+        assert [t.id for t in found] == ["t2", "t0"]
+        assert await store.get_tasks([]) == []
 
     async def test_duplicate_id_is_a_conflict(self, store: TaskStore) -> None:
         await store.create_task(create(make_task("t1")))
@@ -282,6 +290,36 @@ class TestTaskStoreContract:
             "gpu_seconds": 17.0,
             "wall_seconds": 10.0,
         }
+
+    async def test_usage_over_a_time_range_and_per_owner(
+        self, store: TaskStore, fake_clock: FakeClock
+    ) -> None:
+        first = await store.create_task(create(make_task("t1", owner="a")))
+        other = await store.create_task(create(make_task("t2", owner=None)))
+        await store.save_task(logged(first), usage=Usage(gpu_seconds=10.0, wall_seconds=5.0))
+        middle = fake_clock.advance(100)
+        await store.save_task(logged(first), usage=Usage(gpu_seconds=2.0, wall_seconds=1.0))
+        await store.save_task(logged(other), usage=Usage(gpu_seconds=4.0, wall_seconds=4.0))
+        later = await store.usage_by_owner("a", since=middle)
+        assert later == {"tasks": 1.0, "gpu_seconds": 2.0, "wall_seconds": 1.0}
+        earlier = await store.usage_by_owner(None, until=middle)
+        assert earlier["gpu_seconds"] == 10.0
+        assert await store.usage_per_owner(since=middle) == {
+            None: {"tasks": 1.0, "gpu_seconds": 4.0, "wall_seconds": 4.0},
+            "a": {"tasks": 1.0, "gpu_seconds": 2.0, "wall_seconds": 1.0},
+        }
+        assert await store.usage_per_owner(since=middle + 1) == {}
+
+    async def test_durations_keep_a_running_mean_per_key(self, store: TaskStore) -> None:
+        assert await store.durations() == {}
+        await store.record_durations([Sample("run/a", 10.0), Sample("cold/a", 30.0)])
+        await store.record_durations([Sample("run/a", 20.0)])
+        assert await store.durations() == {"run/a": 15.0, "cold/a": 30.0}
+        for _ in range(20):  # past the window the mean follows new samples exponentially
+            await store.record_durations([Sample("run/a", 40.0)])
+        mean = (await store.durations())["run/a"]
+        assert 38.0 < mean < 40.0
+        await store.record_durations([])
 
     async def test_ping(self, store: TaskStore) -> None:
         await store.ping()

@@ -27,7 +27,7 @@ from wanserve.api.auth import Authenticator, keys_required
 from wanserve.api.deps import ApiContext
 from wanserve.api.metrics import ApiMetrics
 from wanserve.api.problems import install_problem_handlers, problem_responses
-from wanserve.api.routes import health, models, videos
+from wanserve.api.routes import health, models, pools, videos
 from wanserve.api.schemas import Problem, VideoEvent, without_null
 from wanserve.api.served import ServedModels
 from wanserve.api.service import ServiceConfig, VideoService, new_video_id
@@ -82,7 +82,7 @@ def create_app(
         sse_heartbeat_s=sse_heartbeat_s,
     )
     install_problem_handlers(app)
-    for router in (videos.router, models.router, health.router):
+    for router in (videos.router, models.router, pools.router, health.router):
         app.include_router(router)
     app.add_middleware(_Measured, metrics=metrics)
     app.openapi = _openapi(app, app.state.context)  # type: ignore[method-assign]
@@ -95,20 +95,23 @@ def _operation_id(route: APIRoute) -> str:
 
 
 def _openapi(app: FastAPI, context: ApiContext) -> Callable[[], dict[str, Any]]:
-    """`app.openapi`: the document, built again when the set of served models changes."""
-    built: dict[tuple[str, ...], dict[str, Any]] = {}
+    """`app.openapi`: the document, built again when the served models or adapters change."""
+    built: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, Any]] = {}
 
     def openapi() -> dict[str, Any]:
-        served = context.videos.served.ids()
-        if served not in built:
+        served = context.videos.served
+        key = (served.ids(), served.adapters())
+        if key not in built:
             built.clear()
-            built[served] = _document(app, context, served)
-        return built[served]
+            built[key] = _document(app, context, *key)
+        return built[key]
 
     return openapi
 
 
-def _document(app: FastAPI, context: ApiContext, served: tuple[str, ...]) -> dict[str, Any]:
+def _document(
+    app: FastAPI, context: ApiContext, served: tuple[str, ...], adapters: tuple[str, ...]
+) -> dict[str, Any]:
     document = get_openapi(
         title=app.title,
         version=app.version,
@@ -120,7 +123,8 @@ def _document(app: FastAPI, context: ApiContext, served: tuple[str, ...]) -> dic
     for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's, never sent here
         schemas.pop(name, None)
     schemas.update(_components(Problem, VideoEvent))
-    schemas.update(create_body_schemas([MODELS[m] for m in served], context.default_model))
+    cards = [MODELS[m] for m in served]
+    schemas.update(create_body_schemas(cards, context.default_model, adapters))
     for path, operations in document["paths"].items():
         for operation in operations.values():
             for parameter in operation.get("parameters", ()):  # text: never null

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 _WHEN = {
     401: "no API key, or an unknown or revoked one (keys are required)",
+    403: "the key may not do this: it needs an admin key",
     404: "no such resource (another key's videos are not found either)",
     409: "the request conflicts with the resource's state",
     413: "the upload is over the size limit",

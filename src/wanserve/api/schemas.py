@@ -21,6 +21,9 @@ from wanserve.domain.models import ModelCard
 from wanserve.domain.spec import (
     FPS_RANGE,
     GUIDANCE_RANGE,
+    LORA_NAME_PATTERN,
+    LORA_SCALE_RANGE,
+    MAX_LORAS,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MIN_FRAMES,
@@ -32,10 +35,17 @@ __all__ = [
     "NOT_BLANK",
     "PRIORITY_RANGE",
     "SIZE_PATTERN",
+    "EnginePublic",
     "FieldError",
+    "GpuSecondsPublic",
+    "LoraChoice",
     "ModelPublic",
     "ModelsPublic",
+    "PoolPublic",
+    "PoolsPublic",
     "Problem",
+    "UsagePublic",
+    "UsagesPublic",
     "VideoCreate",
     "VideoDeleted",
     "VideoError",
@@ -54,6 +64,17 @@ SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"  # "1280x720": no spaces, no
 # A character that is not whitespace by Python's str.isspace (what the prompt check strips),
 # spelled so that ECMA 262, Python and Rust regexes read it alike.
 NOT_BLANK = r"[^\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
+class LoraChoice(BaseModel):
+    """A LoRA adapter the task applies (each named once): its update scaled by `scale`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=LORA_NAME_PATTERN, description="an adapter this server offers")
+    scale: float = Field(
+        default=1.0, ge=LORA_SCALE_RANGE[0], le=LORA_SCALE_RANGE[1], allow_inf_nan=False
+    )
 
 
 class VideoCreate(BaseModel):
@@ -78,6 +99,12 @@ class VideoCreate(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     fps: int | None = Field(default=None, ge=FPS_RANGE[0], le=FPS_RANGE[1])
     priority: int | None = Field(default=None, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])
+    loras: list[LoraChoice] | None = Field(
+        default=None,
+        max_length=MAX_LORAS,
+        description="LoRA adapters, applied in order; their cards' defaults (steps, guidance) "
+        "apply where the request sets none. A form spells them NAME[:SCALE],NAME[:SCALE]",
+    )
 
     @field_validator("num_frames", "num_inference_steps", "seed", "fps", "priority", mode="before")
     @classmethod
@@ -112,11 +139,11 @@ class Problem(BaseModel):
 
 class VideoEvent(BaseModel):
     """One message of GET /v1/videos/{id}/events: an entry of the task's event log, or a
-    transient `queue_position` (which has no `id`)."""
+    transient `estimate` (no `id`; data: `queue_position`, `eta_seconds`)."""
 
     id: int | SkipJsonSchema[None] = Field(default=None, description="per task, from 1")
     task_id: str
-    type: str = Field(description="created, state, phase, step, result, ..., queue_position")
+    type: str = Field(description="created, state, phase, step, result, ..., estimate")
     data: dict[str, Any]
     at: float
 
@@ -141,6 +168,7 @@ class VideoParameters(BaseModel):
     guidance_scale_2: float | None
     seed: int
     has_image: bool
+    loras: list[LoraChoice]
 
 
 class VideoUrls(BaseModel):
@@ -177,6 +205,9 @@ class VideoPublic(BaseModel):
     priority: int
     attempt: int
     cancel_requested: bool
+    pool: str | None  # the worker pool its (last) attempt ran in, and why routing chose it
+    route_reason: str | None
+    gpu_seconds: float
     urls: VideoUrls
 
     @classmethod
@@ -210,6 +241,9 @@ class VideoPublic(BaseModel):
             priority=task.priority,
             attempt=task.attempt,
             cancel_requested=task.cancel_requested,
+            pool=task.pool,
+            route_reason=task.route_reason,
+            gpu_seconds=round(task.gpu_seconds, 3),
             urls=VideoUrls(
                 content=f"{link}/content",
                 thumbnail=f"{link}/content?variant=thumbnail",
@@ -332,4 +366,60 @@ def _parameters(task: Task) -> VideoParameters:
         guidance_scale_2=spec.guidance_scale_2,
         seed=spec.seed,
         has_image=spec.image is not None,
+        loras=[LoraChoice(name=lora.name, scale=lora.scale) for lora in spec.loras],
     )
+
+
+class EnginePublic(BaseModel):
+    model: str
+    state: Literal["starting", "idle", "busy", "stopped"]
+    since: float
+
+
+class GpuSecondsPublic(BaseModel):
+    """GPU-seconds a pool spent, since its worker started."""
+
+    busy: float  # the engines' work on tasks
+    idle: float  # engines loaded without a task
+    starting: float  # cold starts: processes, pods, loading
+
+
+class PoolPublic(BaseModel):
+    """GET /v1/pools entry: one pool of one live worker, as it reported itself."""
+
+    worker: str
+    name: str
+    kind: Literal["warm", "job"]
+    backend: str
+    models: list[str] | None  # None: every model the server offers
+    state: Literal["cold", "scaling_up", "warm", "running"]
+    replicas: int  # engines loaded or loading
+    busy: int  # tasks running
+    capacity: int
+    gpus_per_run: int
+    idle_timeout_s: float
+    idle_since: float | None  # every engine idle since then
+    engines: list[EnginePublic]
+    gpu_seconds: GpuSecondsPublic
+
+
+class PoolsPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[PoolPublic]
+
+
+class UsagePublic(BaseModel):
+    """What one API key used: its tasks' attempts that settled in the range."""
+
+    object: Literal["usage"] = "usage"
+    key_id: str | None  # None: the open server's anonymous tasks
+    tasks: int
+    gpu_seconds: float
+    wall_seconds: float
+
+
+class UsagesPublic(BaseModel):
+    object: Literal["list"] = "list"
+    since: float | None
+    until: float | None
+    data: list[UsagePublic]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from wanserve.api.eta import StepTimes, eta_seconds, seconds_per_step
+from wanserve.api.estimates import Estimator
 from wanserve.api.keys import Principal
 from wanserve.api.served import ServedModels
 from wanserve.api.submission import Submission
@@ -95,7 +95,7 @@ class VideoService:
         self.clock = clock
         self._new_id = new_id
         self._seed_factory = seed_factory
-        self.step_times = StepTimes()
+        self.estimator = Estimator(store, queue, clock, default_slots=config.capacity)
 
     async def create_video(
         self, principal: Principal, submission: Submission, idempotency_key: str | None
@@ -144,7 +144,7 @@ class VideoService:
     ) -> Task:
         task_id = self._new_id()
         image = submission.image
-        request = submission.request
+        request = self.served.with_adapters(submission.request)
         if image is not None:
             request = request.model_copy(
                 update={"image": input_image_key(task_id, image.extension)}
@@ -193,21 +193,21 @@ class VideoService:
 
     async def get_video(self, principal: Principal, task_id: str) -> VideoView:
         task = await self.visible_task(principal, task_id)
+        return await self.estimate(task)
+
+    async def estimate(self, task: Task) -> VideoView:
+        """`task` with its queue position and its full ETA (the queue ahead of it is read)."""
         position = await self.queue.position(task.id) if task.state == TaskState.QUEUED else None
-        return self._view(task, position)
+        return VideoView(task, position, await self.estimator.eta(task, position))
 
-    def view(self, task: Task) -> VideoView:
-        """A task without its queue position (for lists: no queue round trip per item)."""
-        return self._view(task, None)
+    async def position_and_eta(self, task: Task) -> tuple[int | None, float | None]:
+        view = await self.estimate(task)
+        return view.queue_position, view.eta_seconds
 
-    def _view(self, task: Task, position: int | None) -> VideoView:
-        now = self.clock()
-        measured = seconds_per_step(task, now)
-        if measured is not None:
-            self.step_times.observe(task.spec.model, measured)
-        step_s = self.step_times.get(task.spec.model)
-        eta = eta_seconds(task, now, position, step_s, self.config.capacity)
-        return VideoView(task=task, queue_position=position, eta_seconds=eta)
+    async def views(self, tasks: list[Task]) -> list[VideoView]:
+        """Tasks without queue positions, with quick ETAs (for pages and write responses)."""
+        etas = await self.estimator.quick(tasks)
+        return [VideoView(task, None, etas[task.id]) for task in tasks]
 
     async def list_videos(
         self, principal: Principal, *, after: str | None, limit: int, order: Literal["asc", "desc"]

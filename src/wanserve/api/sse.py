@@ -6,11 +6,12 @@ queue's per-task channel and always read back from the store, which stays the on
 truth; a periodic re-read covers a missed notification. Comments (`: ping`) keep idle
 connections open. The stream ends after the event that makes the task terminal.
 
-While the task is queued the stream also sends `queue_position` messages whenever its place
-changes (read from the queue at least every `position_poll_s`: other tasks leaving the queue
-notify no channel of this one). They are transient: not in the event log and without `id:`,
-so `Last-Event-ID` resumption only counts stored events, and a position is only meaningful
-now anyway (a reconnect sends the current one).
+While the task is queued or running the stream also sends `estimate` messages, `{"queue_position":
+N or null, "eta_seconds": S or null}` (read at least every `estimate_poll_s`: other tasks leaving
+the queue notify no channel of this one): when its place changes, and when the ETA moves off the
+countdown a client keeps from the last one by 2 s and 10%. They are transient: not in the event
+log and without `id:`, so `Last-Event-ID` resumption only counts stored events, and an estimate
+is only meaningful now anyway (a reconnect sends the current one).
 """
 
 from __future__ import annotations
@@ -19,15 +20,18 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from wanserve.aio import cancel_and_wait
-from wanserve.domain.task import TaskEvent, TaskState
+from wanserve.domain.task import Task, TaskEvent
 from wanserve.domain.types import Clock
 from wanserve.queue.base import JobQueue
 from wanserve.store.base import TaskStore
 
-__all__ = ["format_event", "format_queue_position", "task_event_stream"]
+__all__ = ["Estimate", "format_estimate", "format_event", "task_event_stream"]
+
+Estimate = Callable[[Task], Awaitable[tuple[int | None, float | None]]]  # (position, eta)
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +41,28 @@ def format_event(event: TaskEvent) -> str:
     return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
 
 
-def format_queue_position(task_id: str, position: int, at: float) -> str:
-    """A transient `queue_position` message: TaskEvent's shape, with no id."""
-    event = {"task_id": task_id, "type": "queue_position", "data": {"queue_position": position}}
-    data = json.dumps({**event, "at": at}, separators=(",", ":"))
-    return f"event: queue_position\ndata: {data}\n\n"
+def format_estimate(task_id: str, position: int | None, eta: float | None, at: float) -> str:
+    """A transient `estimate` message: TaskEvent's shape, with no id."""
+    estimate = {"queue_position": position, "eta_seconds": eta}
+    event = {"task_id": task_id, "type": "estimate", "data": estimate, "at": at}
+    return f"event: estimate\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+
+@dataclass
+class _Shown:
+    """The last estimate sent, to tell when the next one is news."""
+
+    position: int | None = None
+    eta: float | None = None
+    at: float = 0.0
+
+    def is_news(self, position: int | None, eta: float | None, now: float) -> bool:
+        if position != self.position or (eta is None) != (self.eta is None):
+            return True
+        if eta is None or self.eta is None:
+            return False
+        counted = self.eta - (now - self.at)  # what a client shows by counting down
+        return abs(eta - counted) >= max(2.0, 0.1 * eta)
 
 
 async def task_event_stream(
@@ -50,10 +71,11 @@ async def task_event_stream(
     *,
     store: TaskStore,
     queue: JobQueue,
+    estimate: Estimate,
     poll_s: float,
     heartbeat_s: float,
     clock: Clock,
-    position_poll_s: float = 1.0,
+    estimate_poll_s: float = 1.0,
 ) -> AsyncIterator[str]:
     """SSE text for `task_id`'s events with id > `after`, ending after its terminal event."""
     wakeups: asyncio.Queue[str] = asyncio.Queue()
@@ -61,10 +83,7 @@ async def task_event_stream(
     try:
         await _wait(wakeups, poll_s)  # subscribed (or known unavailable) before the replay
         yield "retry: 1000\n\n"
-        last_sent = clock()
-        task = await store.get_task(task_id)
-        queued = task is not None and task.state == TaskState.QUEUED
-        position: int | None = None
+        last_sent, shown = clock(), _Shown()
         while True:
             events = await store.list_events(task_id, after_id=after)
             for event in events:
@@ -72,24 +91,20 @@ async def task_event_stream(
                 after = event.id
                 if event.ends_task:
                     return
-                if event.type == "state":
-                    queued = event.data.get("state") == TaskState.QUEUED.value
             if events:
                 last_sent = clock()
-            elif await _task_is_over(store, task_id):
+            task = await store.get_task(task_id)
+            if task is None or task.is_terminal:
                 # compat: a task that ended between the two reads still sends its last events
                 for event in await store.list_events(task_id, after_id=after):
                     yield format_event(event)
                 return
-            if queued:
-                now = await _queue_position(queue, task_id)
-                if now is not None and now != position:
-                    yield format_queue_position(task_id, now, clock())
-                    last_sent = clock()
-                    position = now
-            else:
-                position = None
-            await _wait(wakeups, min(poll_s, position_poll_s) if queued else poll_s)
+            position, eta = await _estimate(estimate, task)
+            if shown.is_news(position, eta, clock()):
+                yield format_estimate(task_id, position, eta, clock())
+                last_sent = clock()
+                shown = _Shown(position, eta, clock())
+            await _wait(wakeups, min(poll_s, estimate_poll_s))
             if clock() - last_sent >= heartbeat_s:
                 yield ": ping\n\n"
                 last_sent = clock()
@@ -97,12 +112,12 @@ async def task_event_stream(
         await cancel_and_wait(listener)
 
 
-async def _queue_position(queue: JobQueue, task_id: str) -> int | None:
-    """The task's place in the queue (0: next), or None (leased, delayed, queue unreachable)."""
+async def _estimate(estimate: Estimate, task: Task) -> tuple[int | None, float | None]:
+    """The task's place and ETA, or none of them while the queue cannot be reached."""
     try:
-        return await queue.position(task_id)
+        return await estimate(task)
     except ConnectionError:
-        return None
+        return None, None
 
 
 async def _listen(queue: JobQueue, task_id: str, wakeups: asyncio.Queue[str]) -> None:
@@ -125,9 +140,3 @@ async def _wait(wakeups: asyncio.Queue[str], timeout_s: float) -> None:
         await asyncio.wait_for(wakeups.get(), timeout_s)
     while not wakeups.empty():
         wakeups.get_nowait()
-
-
-async def _task_is_over(store: TaskStore, task_id: str) -> bool:
-    """True when the task is gone or terminal with nothing left to send."""
-    task = await store.get_task(task_id)
-    return task is None or task.is_terminal

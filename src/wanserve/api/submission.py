@@ -31,7 +31,7 @@ from wanserve.api.problems import rule_of
 from wanserve.api.schemas import VideoCreate, without_null
 from wanserve.domain.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from wanserve.domain.models import MODELS, ModelCard
-from wanserve.domain.spec import MIN_FRAMES, VideoRequest
+from wanserve.domain.spec import LORA_SCALE_RANGE, MAX_LORAS, MIN_FRAMES, VideoRequest
 
 __all__ = [
     "FORM_TYPES",
@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 JSON_TYPE = "application/json"
+LORAS_FORM_SPELLING = "NAME[:SCALE] separated by commas, for example lightning:1.0,style:0.6"
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 _FIELDS_ALLOWANCE = 256 * 1024  # room for the text fields beside the image
 _IMAGE_URL_FIELD = f"{IMAGE_FIELD}[image_url]"  # the SDK's form spelling of {"image_url": ...}
@@ -96,6 +97,8 @@ async def read_submission(request: Request, limits: UploadLimits, default_model:
             f"Content-Type={media_type or None!r} is not accepted: {rule}",
             errors=[{"field": "Content-Type", "value": media_type or None, "rule": rule}],
         )
+    if media_type != JSON_TYPE and "loras" in fields:
+        fields["loras"] = _form_loras(fields["loras"])
     create = _video_create(fields, strict=media_type == JSON_TYPE)
     model = default_model if create.model is None else create.model
     _check_seconds(create, MODELS.get(model))
@@ -190,6 +193,19 @@ def _decode_data_url(value: Any, limits: UploadLimits) -> UploadedImage:
     return check_image(data, "(data URL)", limits.max_image_pixels)
 
 
+def _form_loras(value: str) -> list[dict[str, str]] | None:
+    """A form's `loras`, NAME[:SCALE] separated by commas, as JSON would say it ("": none)."""
+    if not value.strip():
+        return None
+    choices = []
+    for item in value.split(","):
+        name, _, scale = item.strip().partition(":")
+        if not name or (_ and not scale):
+            raise InvalidRequest("loras", value, f"must be {LORAS_FORM_SPELLING}")
+        choices.append({"name": name, "scale": scale} if scale else {"name": name})
+    return choices
+
+
 def _video_create(fields: dict[str, Any], *, strict: bool) -> VideoCreate:
     if "image" in fields:  # a server-side path from a client would read the server's files
         raise InvalidRequest("image", fields["image"], f"send the image as {IMAGE_FIELD}")
@@ -260,16 +276,21 @@ def body_content() -> dict[str, Any]:
     }
 
 
-def create_body_schemas(served: Sequence[ModelCard], default_model: str) -> dict[str, Any]:
+def create_body_schemas(
+    served: Sequence[ModelCard], default_model: str, adapters: Sequence[str] = ()
+) -> dict[str, Any]:
     """JSON Schemas of the POST /v1/videos bodies, by the component names of BODY_SCHEMAS: each
-    with `VideoCreate`'s rules, the served models, and per model (`anyOf`) that model's rules.
+    with `VideoCreate`'s rules, the served models and LoRA `adapters`, and per model (`anyOf`)
+    that model's rules.
 
     Written with `anyOf` alone (no `if`/`not`): generators and fuzzers read it more easily.
     """
     schemas = {}
     for media_type, name in BODY_SCHEMAS.items():
         schema = VideoCreate.model_json_schema()
+        schema.pop("$defs", None)  # LoraChoice: inlined by _loras_property
         schema["title"] = name
+        schema["properties"]["loras"] = _loras_property(media_type, adapters)
         served_ids = [card.id for card in served]
         schema["properties"]["model"]["anyOf"][0]["enum"] = served_ids
         if default_model not in served_ids:
@@ -300,6 +321,34 @@ class _Absent:
         if self.nullable:
             return {"properties": {n: {"type": "null"} for n in names if n in self.names}}
         return {"propertyNames": {"enum": [n for n in self.names if n not in names]}}
+
+
+def _loras_property(media_type: str, adapters: Sequence[str]) -> dict[str, Any]:
+    """`loras`: objects naming the offered adapters in JSON; NAME[:SCALE],... in a form.
+
+    (That each adapter is named once is checked beside the schema: it cannot say so.)"""
+    low, high = LORA_SCALE_RANGE
+    description = VideoCreate.model_fields["loras"].description
+    if media_type != JSON_TYPE:
+        if not adapters:
+            return {"type": "string", "maxLength": 0, "description": description}
+        names = "|".join(name.replace(".", r"\.") for name in adapters)
+        item = f"(?:{names})(?::-?(?:[0-3](?:\\.[0-9]{{1,6}})?|4(?:\\.0{{1,6}})?))?"
+        pattern = f"^{item}(?:,{item}){{0,{MAX_LORAS - 1}}}$"
+        return {"type": "string", "pattern": pattern, "description": description}
+    choice: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "enum": list(adapters)},
+            "scale": {"type": "number", "minimum": low, "maximum": high, "default": 1.0},
+        },
+        "required": ["name"],
+        "additionalProperties": False,
+    }
+    array: dict[str, Any] = {"type": "array", "maxItems": MAX_LORAS if adapters else 0}
+    if adapters:
+        array["items"] = choice
+    return {"anyOf": [array, {"type": "null"}], "description": description}
 
 
 def _image_properties(media_type: str) -> dict[str, Any]:

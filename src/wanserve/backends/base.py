@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from wanserve.domain.events import EngineEvent
 from wanserve.domain.spec import VideoSpec
 
-__all__ = ["InferenceBackend", "Run"]
+__all__ = ["EngineState", "EngineStatus", "InferenceBackend", "Resident", "Run"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,4 +50,42 @@ class InferenceBackend(Protocol):
 
     async def close(self) -> None:
         """Release resources; running executions are stopped."""
+        ...
+
+
+class EngineState(StrEnum):
+    STARTING = "starting"  # spawned, loading its model
+    IDLE = "idle"  # loaded, no task
+    BUSY = "busy"  # running a task
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatus:
+    """One engine as routing and pool reports see it."""
+
+    model: str
+    state: EngineState
+    since: float  # when it entered `state`
+    task_id: str | None  # the task it runs or starts for
+
+    @property
+    def unclaimed(self) -> bool:
+        """Loaded or loading with no task: the next task of its model takes it, or its pool
+        stops it to load another model."""
+        return self.task_id is None and self.state in (EngineState.IDLE, EngineState.STARTING)
+
+
+@runtime_checkable
+class Resident(Protocol):
+    """A backend that keeps engines loaded between runs (a warm pool, draining jobs)."""
+
+    idle_seconds: float  # seconds its engines spent loaded without a task, so far
+
+    def engines(self) -> list[EngineStatus]:
+        """Every live engine: its model, state and since when."""
+        ...
+
+    async def prewarm(self, model: str) -> bool:
+        """Start one more engine of `model`, held by no task (False: no room for one)."""
         ...

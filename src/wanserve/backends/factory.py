@@ -9,40 +9,58 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from wanserve.backends.base import InferenceBackend
-from wanserve.domain.errors import BackendUnavailable
+from wanserve.domain.errors import BackendUnavailable, InvalidRequest
 
 if TYPE_CHECKING:
-    from wanserve.settings import Settings
+    from wanserve.settings import PoolSettings, Settings
 
-__all__ = ["engine_env", "make_backend", "models_dir"]
-
-
-def models_dir(settings: Settings) -> str:
-    """Where engines find and build checkpoints: engine.models_dir, else <data_dir>/models."""
-    return str(settings.engine.models_dir or settings.data_dir / "models")
+__all__ = ["engine_env", "idle_timeout_s", "make_backend"]
 
 
 def engine_env(settings: Settings) -> dict[str, str]:
-    """The environment an engine process needs to resolve model ids as this service does."""
-    return {
+    """The environment an engine process needs to resolve model ids and run as this service
+    says (its runner: wanserve's engine, or the operator's generate.py)."""
+    engine = settings.engine
+    env = {
         "WANSERVE_DATA_DIR": str(settings.data_dir),
-        "WANSERVE_ENGINE__MODELS_DIR": models_dir(settings),
-        "WANSERVE_ENGINE__DEVICE": settings.engine.device,
+        "WANSERVE_ENGINE__MODELS_DIR": str(settings.models_path()),
+        "WANSERVE_ENGINE__LORAS_DIR": str(settings.loras_path()),
+        "WANSERVE_ENGINE__DEVICE": engine.device,
+        "WANSERVE_ENGINE__RUNNER": engine.runner,
         "HF_HUB_OFFLINE": "1",
     }
+    if engine.generate_py_config is not None:
+        env["WANSERVE_ENGINE__GENERATE_PY_CONFIG"] = str(engine.generate_py_config)
+    return env
 
 
-def make_backend(settings: Settings) -> InferenceBackend:
-    """The backend `settings.dispatch.backend` names, configured from `settings`."""
-    kind = settings.dispatch.backend
-    if kind == "local":
-        return _local(settings)
-    if kind == "kubernetes":
+def make_backend(settings: Settings, pool: PoolSettings | None = None) -> InferenceBackend:
+    """The backend of `pool` (default: the short form's one pool), configured from `settings`."""
+    pool = pool or settings.pools()[0]
+    if pool.backend == "local":
+        return _local(settings, pool)
+    if pool.backend == "kubernetes":
+        if pool.kind == "warm" or pool.drain_idle_s > 0:
+            raise InvalidRequest(
+                f"dispatch.pools[{pool.name}]",
+                pool.kind if pool.kind == "warm" else f"drain_idle_s={pool.drain_idle_s:g}",
+                "a kubernetes pool runs one PyTorchJob per task: kind job, drain_idle_s 0",
+            )
         return _kubernetes(settings)
-    raise BackendUnavailable(f"dispatch.backend={kind!r} is not a backend wanserve has")
+    raise BackendUnavailable(f"dispatch.backend={pool.backend!r} is not a backend wanserve has")
 
 
-def _local(settings: Settings) -> InferenceBackend:
+def idle_timeout_s(settings: Settings, pool: PoolSettings) -> float:
+    """How long a loaded engine of `pool` waits for work: a warm pool's idle timeout, a job
+    pool's drain (0 for one-shot jobs)."""
+    if pool.kind == "warm":
+        return (
+            settings.engine.idle_timeout_s if pool.idle_timeout_s is None else pool.idle_timeout_s
+        )
+    return pool.drain_idle_s
+
+
+def _local(settings: Settings, pool: PoolSettings) -> InferenceBackend:
     from wanserve.backends.local import LocalBackend, LocalOptions
 
     engine = settings.engine
@@ -52,12 +70,29 @@ def _local(settings: Settings) -> InferenceBackend:
         cfg_parallel=engine.cfg_parallel,
         fsdp=engine.fsdp,
         env=engine_env(settings),
+        gpus=_generate_py_gpus(settings),
     )
-    if engine.warm:
+    if pool.kind == "warm" or pool.drain_idle_s > 0:
         from wanserve.backends.warm import WarmPoolBackend
 
-        return WarmPoolBackend(options, settings.data_dir / "logs")
+        return WarmPoolBackend(
+            options,
+            settings.data_dir / "logs",
+            name=pool.name,
+            idle_timeout_s=idle_timeout_s(settings, pool),
+            max_engines=pool.capacity,
+        )
     return LocalBackend(options)
+
+
+def _generate_py_gpus(settings: Settings) -> int:
+    """The world size of the operator's generate.py (it starts its own ranks); 0: not used."""
+    config = settings.engine.generate_py_config
+    if settings.engine.runner != "generate_py" or config is None:
+        return 0
+    from wanserve.engine.generate_py.command import GeneratePyConfig  # torch-free
+
+    return GeneratePyConfig.from_file(config).world_size
 
 
 def _kubernetes(settings: Settings) -> InferenceBackend:

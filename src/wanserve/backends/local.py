@@ -38,7 +38,7 @@ class LocalBackend:
 
     @property
     def gpus_per_run(self) -> int:
-        return self.options.nproc
+        return self.options.gpus_per_run
 
     def pids(self, task_id: str) -> int | None:
         """The process group id of `task_id`'s run (its reaper's pid), while it runs."""

@@ -48,6 +48,11 @@ class LocalOptions:
     python: str = sys.executable
     engine_module: str = "wanserve.engine"  # tests point this at a fake engine
     env: Mapping[str, str] = field(default_factory=dict)  # added to this process's environment
+    gpus: int = 0  # GPUs one run occupies when its engine starts its own ranks (0: nproc)
+
+    @property
+    def gpus_per_run(self) -> int:
+        return self.gpus or self.nproc
 
     def engine_args(self, *command: str) -> list[str]:
         """`-m wanserve.engine COMMAND... --events -` plus the parallel strategy flags."""

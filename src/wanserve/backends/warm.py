@@ -1,11 +1,18 @@
-"""The warm pool: one `python -m wanserve.engine serve --model ID` per model, kept loaded.
+"""Engine pools: `python -m wanserve.engine serve --model ID` processes kept loaded between tasks.
 
-Specs go to the engine's stdin as `{"op": "run", "spec": ...}` lines and cancels as
+Specs go to an engine's stdin as `{"op": "run", "spec": ...}` lines and cancels as
 `{"op": "cancel", "task_id": ...}` (the control protocol of docs/engine.md); its events come back
-on stdout, each carrying its task id, and are routed to the run that waits for them. The engine
-starts on the first task of its model and announces itself with a `ready` event; if it dies, the
-runs it held end with an error (retryable) and the next task of that model starts a fresh one. A
-cancel that the engine does not honour within the grace kills the engine's process group.
+on stdout, each carrying its task id, and are routed to the run that waits for them.
+
+A pool holds up to `max_engines` engines (its capacity; each runs one task at a time). A run takes
+an idle engine already loaded with its model; else it starts one (yielding the `scaling_up` and
+`loading` phases, so a cold start shows on the task), first stopping the engine of another model
+that has been idle the longest when the pool is full. An engine with no task for
+`idle_timeout_s` is stopped, so an idle pool holds no process (0: engines are never stopped for
+idleness). The same class serves a warm pool (idle timeout of minutes) and a draining job pool
+(a job that takes further tasks of its model for a short while). A dead engine ends its run with
+a retryable error; a cancel that the engine does not honour within the grace kills the engine's
+process group.
 """
 
 from __future__ import annotations
@@ -19,15 +26,19 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from wanserve.backends.base import Run
+from wanserve.aio import cancel_and_wait
+from wanserve.backends.base import EngineState, EngineStatus, Run
 from wanserve.backends.process import LocalOptions, exit_event, read_events, spawn, stop_group, tail
 from wanserve.domain.events import (
     CancelledEvent,
     EngineEvent,
     ErrorEvent,
+    Phase,
+    PhaseEvent,
     ReadyEvent,
     is_terminal,
 )
+from wanserve.domain.types import Clock
 
 __all__ = ["WarmEngine", "WarmPoolBackend"]
 
@@ -35,16 +46,30 @@ log = logging.getLogger(__name__)
 
 
 class WarmEngine:
-    """One running warm engine: its process group, its ready signal and its event routing."""
+    """One running engine: its process group, its ready signal and its event routing."""
 
-    def __init__(self, model: str, proc: asyncio.subprocess.Process, log_path: Path) -> None:
+    def __init__(
+        self, model: str, proc: asyncio.subprocess.Process, log_path: Path, clock: Clock
+    ) -> None:
         self.model, self.proc, self.log_path = model, proc, log_path
         self.ready = asyncio.Event()
         self.dead = asyncio.Event()
         self.cancelled: set[str] = set()
+        self.state, self.since = EngineState.STARTING, clock()
+        self.task_id: str | None = None  # the task it runs, or loads for
+        self._clock = clock
         self._routes: dict[str, asyncio.Queue[EngineEvent]] = {}
         self._finished: dict[str, asyncio.Event] = {}  # set when the task's terminal event came
+        self.idle_stop: asyncio.Task[None] | None = None
+        self.failure: ErrorEvent | None = None  # the engine's own error while it loaded
         self._reader = asyncio.create_task(self._read())
+
+    def status(self) -> EngineStatus:
+        state = EngineState.STOPPED if self.dead.is_set() else self.state
+        return EngineStatus(self.model, state, self.since, self.task_id)
+
+    def enter(self, state: EngineState, task_id: str | None = None) -> None:
+        self.state, self.since, self.task_id = state, self._clock(), task_id
 
     def subscribe(self, task_id: str) -> asyncio.Queue[EngineEvent]:
         route: asyncio.Queue[EngineEvent] = asyncio.Queue()
@@ -79,8 +104,12 @@ class WarmEngine:
     async def _read(self) -> None:
         try:
             async for event in read_events(self.proc):
-                if isinstance(event, ReadyEvent):
+                if isinstance(event, ErrorEvent) and event.task_id is None:
+                    self.failure = event  # it could not load: why, for the runs that wait
+                elif isinstance(event, ReadyEvent):
                     self.ready.set()
+                    if self.state == EngineState.STARTING and self.task_id is None:
+                        self.enter(EngineState.IDLE)  # its task ended while it loaded
                 elif event.task_id in self._routes:
                     self._routes[event.task_id].put_nowait(event)
                     if is_terminal(event):
@@ -96,50 +125,78 @@ class WarmEngine:
 
 
 class WarmPoolBackend:
-    """InferenceBackend keeping one loaded engine per model (`engine.warm` setting)."""
-
-    name = "local-warm"
+    """InferenceBackend keeping loaded engines between tasks (see the module docstring)."""
 
     def __init__(
-        self, options: LocalOptions, logs: Path, *, ready_timeout_s: float = 900.0
+        self,
+        options: LocalOptions,
+        logs: Path,
+        *,
+        name: str = "local-warm",
+        idle_timeout_s: float = 300.0,
+        max_engines: int = 1,
+        ready_timeout_s: float = 900.0,
+        clock: Clock = time.time,
     ) -> None:
+        self.name = name
         self.options, self.logs = options, logs
+        self.idle_timeout_s = idle_timeout_s
+        self.max_engines = max_engines
         self.ready_timeout_s = ready_timeout_s
-        self._engines: dict[str, WarmEngine] = {}
-        self._cancelled: set[str] = set()  # asked to stop; forgotten when their run ends
-        self._starting = asyncio.Lock()
+        self._clock = clock
+        self._engines: list[WarmEngine] = []
+        self._cancelled: dict[str, asyncio.Event] = {}  # asked to stop; forgotten when run ends
+        self._claiming = asyncio.Lock()
+        self._closed = False
+        self.idle_seconds = 0.0  # seconds engines spent loaded without a task (all engines)
 
     @property
     def gpus_per_run(self) -> int:
-        return self.options.nproc
+        return self.options.gpus_per_run
 
     def engine(self, model: str) -> WarmEngine | None:
-        """The live engine of `model`, if one runs."""
-        engine = self._engines.get(model)
-        return engine if engine is not None and not engine.dead.is_set() else None
+        """A live engine of `model`, if one runs."""
+        return next((e for e in self._live() if e.model == model), None)
+
+    def engines(self) -> list[EngineStatus]:
+        """Every live engine, as routing and pool reports see it."""
+        return [engine.status() for engine in self._live()]
 
     async def run(self, run: Run) -> AsyncIterator[EngineEvent]:
         task_id = run.task_id
         try:
-            if task_id in self._cancelled:  # cancelled before it started
-                yield CancelledEvent(task_id=task_id, at=time.time(), reason="cancelled")
+            if self._closed:
+                yield _closed(run)
                 return
-            engine = await self._ensure(run.spec.model)
-            async with contextlib.aclosing(self._events(engine, run)) as events:
-                async for event in events:
-                    yield event
+            if self._stopping(task_id):  # cancelled before it started
+                yield _cancelled(run)
+                return
+            engine = self._take_idle(run.spec.model, task_id)
+            if engine is None:  # a cold start: the task shows it
+                yield PhaseEvent(task_id=task_id, at=self._clock(), phase=Phase.SCALING_UP)
+                engine = await self._claim(run.spec.model, task_id)
+            try:
+                async with contextlib.aclosing(self._events(engine, run)) as events:
+                    async for event in events:
+                        yield event
+            finally:
+                self._release(engine)
         finally:
-            self._cancelled.discard(task_id)
+            self._cancelled.pop(task_id, None)
 
     async def _events(self, engine: WarmEngine, run: Run) -> AsyncGenerator[EngineEvent]:
         route = engine.subscribe(run.task_id)
         try:
-            if not await _ready(engine, self.ready_timeout_s):
-                yield _not_ready(run, engine)
+            if not engine.ready.is_set():
+                yield PhaseEvent(task_id=run.task_id, at=self._clock(), phase=Phase.LOADING)
+                stopped = self._cancelled.setdefault(run.task_id, asyncio.Event())
+                if not await _ready(engine, self.ready_timeout_s, stopped):
+                    yield _not_ready(run, engine) if not stopped.is_set() else _cancelled(run)
+                    return
+            if self._stopping(run.task_id):  # stopped while its engine loaded
+                yield _cancelled(run)
                 return
-            if run.task_id in self._cancelled:  # cancelled while the engine was loading
-                yield CancelledEvent(task_id=run.task_id, at=time.time(), reason="cancelled")
-                return
+            engine.enter(EngineState.BUSY, run.task_id)
             await engine.send({"op": "run", "spec": run.spec.model_dump(mode="json")})
             while True:
                 event = await route.get()
@@ -149,34 +206,136 @@ class WarmPoolBackend:
         finally:
             engine.unsubscribe(run.task_id)
 
+    async def prewarm(self, model: str) -> bool:
+        """Start an engine of `model` that no task holds yet, when the pool has room for one
+        and none of `model` is already spare; it stops after the idle timeout if unused."""
+        async with self._claiming:
+            self._engines = self._live()
+            spare = any(e.model == model and e.status().unclaimed for e in self._engines)
+            if spare or len(self._engines) >= self.max_engines or self._closed:
+                return False
+            engine = await self._start(model, None)
+            engine.enter(EngineState.STARTING)
+            self._engines.append(engine)
+            self._arm_idle_stop(engine)
+            return True
+
     async def cancel(self, task_id: str) -> None:
-        """Stop `task_id`'s run; one that has not reached its engine yet ends at once."""
-        self._cancelled.add(task_id)
-        for engine in list(self._engines.values()):
-            if engine.holds(task_id) and not engine.dead.is_set():
+        """Stop `task_id`'s run; one that has not reached its engine yet (its engine may still
+        be loading, and goes on loading for the next task) ends at once."""
+        self._cancelled.setdefault(task_id, asyncio.Event()).set()
+        for engine in self._live():
+            if engine.holds(task_id) and engine.state == EngineState.BUSY:
                 await self._cancel_on(engine, task_id)
 
+    def _stopping(self, task_id: str) -> bool:
+        stop = self._cancelled.get(task_id)
+        return self._closed or (stop is not None and stop.is_set())
+
     async def close(self) -> None:
-        for engine in list(self._engines.values()):
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await engine.send({"op": "shutdown"})
-            await stop_group(engine.proc, self.options.kill_grace_s, wait_first=True)
+        """Stop every engine (running runs end with a retryable error or cancelled)."""
+        self._closed = True
+        for engine in self._engines:
+            self._settle_idle(engine)
+        await asyncio.gather(*(self._stop(engine) for engine in list(self._engines)))
         self._engines.clear()
 
-    async def _ensure(self, model: str) -> WarmEngine:
-        async with self._starting:
-            engine = self.engine(model)
-            if engine is None:
-                engine = await self._start(model)
-                self._engines[model] = engine
+    # -- engines ------------------------------------------------------------------------------
+
+    def _live(self) -> list[WarmEngine]:
+        return [e for e in self._engines if not e.dead.is_set()]
+
+    def _take_idle(self, model: str, task_id: str) -> WarmEngine | None:
+        """An engine with `model` that has no task (loaded, or still loading), now held for
+        `task_id`; None when there is none."""
+        free = [e for e in self._live() if e.model == model and e.status().unclaimed]
+        engine = min(free, key=lambda e: e.state != EngineState.IDLE, default=None)
+        if engine is not None:
+            self._settle_idle(engine)
+            engine.enter(EngineState.BUSY if engine.ready.is_set() else engine.state, task_id)
+        return engine
+
+    async def _claim(self, model: str, task_id: str) -> WarmEngine:
+        """An engine for `task_id`: one that became idle meanwhile, else a new one (stopping an
+        idle engine of another model when the pool is full)."""
+        async with self._claiming:
+            engine = self._take_idle(model, task_id)
+            if engine is not None:
+                return engine
+            self._engines = self._live()
+            if len(self._engines) >= self.max_engines:
+                idle = [e for e in self._engines if e.status().unclaimed]
+                spare = min(idle, key=lambda e: e.since, default=None)  # idle the longest
+                if spare is None:
+                    raise RuntimeError(
+                        f"pool {self.name} has {len(self._engines)} engines, all busy "
+                        f"(max_engines={self.max_engines}): the dispatcher overfilled it"
+                    )
+                log.info("stopping the idle %s engine to load %s", spare.model, model)
+                self._settle_idle(spare)
+                self._engines.remove(spare)
+                await self._stop(spare)
+            engine = await self._start(model, task_id)
+            self._engines.append(engine)
             return engine
 
-    async def _start(self, model: str) -> WarmEngine:
+    def _release(self, engine: WarmEngine) -> None:
+        """The run on `engine` ended: it waits, idle, for the next task of its model."""
+        if engine.dead.is_set() or self._closed:
+            return
+        if not engine.ready.is_set():  # the run ended while the engine was still loading
+            engine.enter(EngineState.STARTING)
+        else:
+            engine.enter(EngineState.IDLE)
+        self._arm_idle_stop(engine)
+
+    def _arm_idle_stop(self, engine: WarmEngine) -> None:
+        if self.idle_timeout_s > 0:
+            engine.idle_stop = asyncio.create_task(self._stop_when_idle(engine))
+
+    def _settle_idle(self, engine: WarmEngine) -> None:
+        """Count `engine`'s idle time so far and cancel its idle stop (it is taken again)."""
+        if engine.state == EngineState.IDLE:
+            self.idle_seconds += max(0.0, self._clock() - engine.since)
+        if engine.idle_stop is not None:
+            engine.idle_stop.cancel()
+            engine.idle_stop = None
+
+    async def _stop_when_idle(self, engine: WarmEngine) -> None:
+        """Stop `engine` once it has been idle for the idle timeout (loading does not count)."""
+        while True:
+            if not await _ready(engine, self.ready_timeout_s, asyncio.Event()):
+                return  # it died, or never loaded: its run says why
+            left = self.idle_timeout_s - (self._clock() - engine.since)
+            if left > 0:
+                await asyncio.sleep(left)
+                continue
+            break
+        async with self._claiming:
+            if engine.state != EngineState.IDLE or engine.task_id:
+                return
+            log.info("stopping the %s engine: idle for %.0f s", engine.model, self.idle_timeout_s)
+            engine.idle_stop = None  # this task: not cancelled by its own stop
+            self._settle_idle(engine)
+            if engine in self._engines:
+                self._engines.remove(engine)
+        await self._stop(engine)
+
+    async def _start(self, model: str, task_id: str | None) -> WarmEngine:
         self.logs.mkdir(parents=True, exist_ok=True)
-        log_path = self.logs / f"warm-{model}.log"
+        log_path = self.logs / f"{self.name}-{model}.log"
         command = self.options.launch(self.options.engine_args("serve", "--model", model))
         proc = await spawn(self.options, command, cwd=self.logs, log_path=log_path, stdin=True)
-        return WarmEngine(model, proc, log_path)
+        engine = WarmEngine(model, proc, log_path, self._clock)
+        engine.task_id = task_id
+        return engine
+
+    async def _stop(self, engine: WarmEngine) -> None:
+        if engine.idle_stop is not None and engine.idle_stop is not asyncio.current_task():
+            await cancel_and_wait(engine.idle_stop)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await engine.send({"op": "shutdown"})
+        await stop_group(engine.proc, self.options.kill_grace_s, wait_first=True)
 
     async def _cancel_on(self, engine: WarmEngine, task_id: str) -> None:
         engine.cancelled.add(task_id)
@@ -191,16 +350,31 @@ class WarmPoolBackend:
             await stop_group(engine.proc, self.options.kill_grace_s)
 
 
-async def _ready(engine: WarmEngine, timeout: float) -> bool:
-    waiting = {asyncio.create_task(engine.ready.wait()), asyncio.create_task(engine.dead.wait())}
-    done, pending = await asyncio.wait(waiting, timeout=timeout, return_when="FIRST_COMPLETED")
-    for task in pending:
-        task.cancel()
-    return engine.ready.is_set()
+async def _ready(engine: WarmEngine, timeout: float, stop: asyncio.Event) -> bool:
+    """Whether `engine` loaded within `timeout` (False: it died, or `stop` was set first)."""
+    waits = {asyncio.create_task(e.wait()) for e in (engine.ready, engine.dead, stop)}
+    await asyncio.wait(waits, timeout=timeout, return_when="FIRST_COMPLETED")
+    await cancel_and_wait(*waits)
+    return engine.ready.is_set() and not stop.is_set()
 
 
 def _not_ready(run: Run, engine: WarmEngine) -> ErrorEvent:
-    message = f"the warm engine for {engine.model} did not start: {tail(engine.log_path)}"
+    """The run's error when its engine did not load: the engine's own (a broken checkpoint is
+    not retryable), else what its log says."""
+    if engine.failure is not None:
+        return engine.failure.model_copy(update={"task_id": run.task_id})
+    message = f"the engine for {engine.model} did not start: {tail(engine.log_path)}"
     return ErrorEvent(
-        task_id=run.task_id, at=0.0, code="engine_exited", message=message, retryable=True
+        task_id=run.task_id, at=time.time(), code="engine_exited", message=message, retryable=True
+    )
+
+
+def _cancelled(run: Run) -> CancelledEvent:
+    return CancelledEvent(task_id=run.task_id, at=time.time(), reason="cancelled")
+
+
+def _closed(run: Run) -> ErrorEvent:
+    message = "the engine pool was closed before the run started"
+    return ErrorEvent(
+        task_id=run.task_id, at=time.time(), code="backend_closed", message=message, retryable=True
     )

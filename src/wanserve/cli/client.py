@@ -13,7 +13,7 @@ import typer
 
 from wanserve.cli.app import app
 
-__all__ = ["status", "submit"]
+__all__ = ["pools", "status", "submit"]
 
 ServerOpt = Annotated[
     str, typer.Option(envvar="WANSERVE_SERVER", help="Base URL of the wanserve server.")
@@ -69,3 +69,22 @@ def status(
 
     with reported_errors(), Client(server, api_key) as client:
         show(client.get(video_id))
+
+
+@app.command()
+def pools(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+    server: ServerOpt = "http://127.0.0.1:8000",
+    api_key: KeyOpt = None,
+) -> None:
+    """Show every pool of every live worker: state, engines, busy slots, GPU-seconds."""
+    import json
+
+    from wanserve.cli.follow import Client, reported_errors, show_pools
+
+    with reported_errors(), Client(server, api_key) as client:
+        found = client.pools()
+        if as_json:
+            typer.echo(json.dumps({"object": "list", "data": found}, indent=2))
+        else:
+            show_pools(found)

@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from wanserve.api.auth import is_loopback, keys_required
-from wanserve.backends.factory import engine_env, models_dir
+from wanserve.backends.factory import engine_env, idle_timeout_s
 from wanserve.cli.processes import (
     api_server,
     configure_logging,
@@ -134,7 +134,7 @@ def _build_tiny_model(settings: Settings) -> subprocess.Popen[bytes] | None:
     model = settings.api.default_model
     if settings.dispatch.backend != "local" or not get_model(model).is_tiny:
         return None
-    target = Path(models_dir(settings)) / model
+    target = settings.models_path() / model
     if (target / "model_index.json").exists():
         return None
     logs = settings.data_dir / "logs"
@@ -145,7 +145,7 @@ def _build_tiny_model(settings: Settings) -> subprocess.Popen[bytes] | None:
     )
     with open(logs / "model-build.log", "ab") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-c", code, models_dir(settings), model],
+            [sys.executable, "-c", code, str(settings.models_path()), model],
             stdout=log_file,
             stderr=log_file,
             env=_child_env(settings),
@@ -178,11 +178,24 @@ async def _print_banner(settings: Settings, store: Any) -> None:
         ("data dir", str(settings.data_dir)),
         ("queue", f"{settings.queue.url} (embedded Valkey, data in data dir/valkey)"),
         ("store", settings.store.url or f"SQLite in {settings.data_dir}"),
-        ("models", models_dir(settings)),
-        ("worker", f"1 dispatcher, local backend, capacity {settings.dispatch.capacity}"),
+        ("models", str(settings.models_path())),
+        ("worker", f"1 dispatcher; {_pools_line(settings)}"),
     ):
         console.print(f"  {label:<9} {value}")
     console.print("Press Ctrl-C to stop everything.")
+
+
+def _pools_line(settings: Settings) -> str:
+    """The worker's pools, as the banner names them."""
+    described = []
+    for pool in settings.pools():
+        idle = idle_timeout_s(settings, pool)
+        if pool.kind == "warm":
+            keeps = f"engine stops after {idle:g} s idle" if idle else "engine never stops"
+        else:
+            keeps = f"jobs drain {idle:g} s" if idle else "one job per task"
+        described.append(f"{pool.name} ({pool.backend}, capacity {pool.capacity}, {keeps})")
+    return "pools " + ", ".join(described)
 
 
 def _display_host(host: str) -> str:

@@ -51,6 +51,13 @@ def generate(
     ulysses: Annotated[int, typer.Option(help="Ulysses sequence-parallel degree.")] = 1,
     cfg_parallel: Annotated[bool, typer.Option(help="Cond/uncond passes on two ranks.")] = False,
     fsdp: Annotated[bool, typer.Option(help="Shard experts and text encoder (FSDP2).")] = False,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(help="A LoRA adapter NAME or NAME:SCALE from the loras dir (repeatable)."),
+    ] = None,
+    loras_dir: Annotated[
+        Path | None, typer.Option(help="LoRA adapters: <dir>/<name>/ (default: loras/ beside).")
+    ] = None,
     events: Annotated[str | None, typer.Option(help="Event sink: -, a file, redis://...")] = None,
     models_dir: Annotated[Path | None, typer.Option(help="Where model ids resolve.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -58,7 +65,7 @@ def generate(
     save_frames: Annotated[Path | None, typer.Option(help="Debug: decoded frames as .npy.")] = None,
 ) -> None:
     """Generate one video (also under torchrun); shows a progress bar on a terminal."""
-    from wanserve.engine.cli import _setup_logging, default_models_dir
+    from wanserve.engine.cli import _setup_logging, default_loras_dir, default_models_dir
     from wanserve.engine.engine import OutputTarget
     from wanserve.engine.job import JobOptions, run_job
     from wanserve.engine.parallel import ParallelPlan
@@ -79,8 +86,10 @@ def generate(
         guidance,
         guidance_2,
         fps,
+        tuple(lora or ()),
     )
     resolved_models_dir = models_dir or default_models_dir()
+    resolved_loras_dir = loras_dir or default_loras_dir(resolved_models_dir)
     options = JobOptions(
         plan=ParallelPlan(ulysses=ulysses, cfg_parallel=cfg_parallel, fsdp=fsdp),
         models_dir=resolved_models_dir,
@@ -88,17 +97,23 @@ def generate(
         device=device,  # type: ignore[arg-type]
         dtype=dtype,  # type: ignore[arg-type]
         save_frames=save_frames,
+        loras_dir=resolved_loras_dir,
         target=OutputTarget(out.resolve(), out.resolve().with_suffix(".jpg")),
         sink=_progress_sink() if events is None else None,
     )
-    code = run_job(lambda rank_ctx: spec_from_flags(flags, rank_ctx, resolved_models_dir), options)
+    code = run_job(
+        lambda rank_ctx: spec_from_flags(flags, rank_ctx, resolved_models_dir, resolved_loras_dir),
+        options,
+    )
     raise typer.Exit(int(code))
 
 
 @model_app.command("tiny")
 def model_tiny(
     out: Annotated[Path, typer.Option(help="A new directory for the checkpoint.")],
-    layout: Annotated[str, typer.Option(help="a14b (two experts) or ti2v-5b.")] = "a14b",
+    layout: Annotated[
+        str, typer.Option(help="a14b (two experts), i2v-a14b (image-to-video) or ti2v-5b.")
+    ] = "a14b",
     seed: Annotated[int, typer.Option(help="Weight seed (same seed, same weights).")] = 0,
 ) -> None:
     """Build a tiny random-weight Wan2.2 checkpoint offline (diffusers layout, < 1 MB)."""
@@ -120,7 +135,9 @@ def _layout(value: str) -> Layout:
     try:
         return Layout(value)
     except ValueError:
-        raise InvalidRequest("layout", value, "must be a14b or ti2v-5b") from None
+        raise InvalidRequest(
+            "layout", value, f"must be one of {', '.join(layout.value for layout in Layout)}"
+        ) from None
 
 
 def _progress_sink() -> EventSink | None:

@@ -88,6 +88,10 @@ class Client:
         data = {k: str(v) for k, v in fields.items()}
         return self._json(self.http.post("/v1/videos", data=data, files=files))
 
+    def pools(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = self._json(self.http.get("/v1/pools"))["data"]
+        return data
+
     def get(self, video_id: str) -> dict[str, Any]:
         return self._json(self.http.get(f"/v1/videos/{video_id}"))
 
@@ -186,6 +190,8 @@ def _render(bar: Progress, row: Any, event: SseEvent) -> bool:
         )
     elif event.type == "phase":
         bar.update(row, description=str(data["phase"]))
+    elif event.type == "estimate":
+        bar.update(row, info=_estimate(data.get("queue_position"), data.get("eta_seconds")))
     elif event.type == "state":
         bar.update(row, description=str(data["state"]))
         if data["state"] in TERMINAL:
@@ -201,8 +207,38 @@ def show(video: dict[str, Any]) -> None:
         f"[bold]{video['id']}[/]  {video.get('state', video['status'])}  "
         f"{video['progress']}%  phase={video.get('phase')}  model={video['model']}"
     )
+    estimate = _estimate(video.get("queue_position"), video.get("eta_seconds"))
+    if estimate:
+        console.print(f"  {estimate}")
+    if video.get("pool"):
+        console.print(f"  pool {video['pool']}: {video.get('route_reason') or ''}")
     timings = video.get("timings") or {}
     if timings:
         console.print("  timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
     if video.get("error"):
         console.print(f"  [red]error[/] {video['error']['code']}: {video['error']['message']}")
+
+
+def _estimate(position: int | None, eta: float | None) -> str:
+    """ "2 ahead in the queue, about 1:05 left" (what is known of it)."""
+    parts = []
+    if position is not None:
+        parts.append("next in the queue" if position == 0 else f"{position} ahead in the queue")
+    if eta is not None:
+        minutes, seconds = divmod(int(round(eta)), 60)
+        parts.append(f"about {minutes}:{seconds:02d} left")
+    return ", ".join(parts)
+
+
+def show_pools(pools: list[dict[str, Any]]) -> None:
+    """Print GET /v1/pools as one line per pool."""
+    if not pools:
+        console.print("no worker is reporting (none running, or none reached the queue yet)")
+    for pool in pools:
+        gpu = pool["gpu_seconds"]
+        loaded = ", ".join(f"{e['model']} {e['state']}" for e in pool["engines"]) or "none"
+        console.print(
+            f"[bold]{pool['worker']}/{pool['name']}[/] {pool['kind']} {pool['state']}: "
+            f"busy {pool['busy']}/{pool['capacity']}, engines: {loaded}; GPU-seconds busy "
+            f"{gpu['busy']:.0f}, idle {gpu['idle']:.0f}, starting {gpu['starting']:.0f}"
+        )

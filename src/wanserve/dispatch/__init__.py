@@ -1,19 +1,22 @@
-"""The dispatcher: leases tasks, admits them within capacity, runs them on a backend.
+"""The dispatcher: leases tasks, routes each to a pool, runs it there as an attempt.
 
 `Dispatcher` (dispatcher.py) runs the lease loop and the periodic jobs; `Attempt` (attempt.py)
-runs one task on one backend; `Reconciler` makes the queue agree with the store; `Pools` and
-`pick_pool` are capacity and routing; `expire_artifacts` (retention.py) deletes expired videos.
-What an attempt's end means for its task is decided in `wanserve.domain.settlement`, and every
-change is written by `wanserve.journal`. See docs/architecture/03-dispatcher.md.
+runs one task in one pool; `Reconciler` makes the queue agree with the store; `Pools` are the
+worker's pools and their capacity; `route` (routing.py) is the policy that picks a task's pool
+or makes it wait; `PoolMonitor` is what routing and `GET /v1/pools` know of the pools;
+`expire_artifacts` (retention.py) deletes expired videos. What an attempt's end means for its
+task is decided in `wanserve.domain.settlement`, and every change is written by
+`wanserve.journal`. See docs/architecture/03-dispatcher.md.
 """
 
 from wanserve.dispatch.attempt import Attempt, DispatchContext
-from wanserve.dispatch.capacity import Pool, Pools
 from wanserve.dispatch.config import DispatchConfig
 from wanserve.dispatch.dispatcher import Dispatcher
+from wanserve.dispatch.monitor import PoolMonitor
+from wanserve.dispatch.pools import Pool, PoolKind, Pools
 from wanserve.dispatch.reconciler import Reconciler
 from wanserve.dispatch.retention import expire_artifacts
-from wanserve.dispatch.routing import pick_pool
+from wanserve.dispatch.routing import PoolView, Route, RoutingPolicy, route
 
 __all__ = [
     "Attempt",
@@ -21,8 +24,13 @@ __all__ = [
     "DispatchContext",
     "Dispatcher",
     "Pool",
+    "PoolKind",
+    "PoolMonitor",
+    "PoolView",
     "Pools",
     "Reconciler",
+    "Route",
+    "RoutingPolicy",
     "expire_artifacts",
-    "pick_pool",
+    "route",
 ]

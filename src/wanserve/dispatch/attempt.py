@@ -30,6 +30,7 @@ from wanserve.artifacts import keys
 from wanserve.artifacts.base import ArtifactStore
 from wanserve.backends.base import InferenceBackend, Run
 from wanserve.dispatch.config import DispatchConfig
+from wanserve.dispatch.pools import Pool
 from wanserve.domain.events import (
     CancelledEvent,
     EngineEvent,
@@ -75,15 +76,18 @@ class DispatchContext:
 
 
 class Attempt:
-    """Runs `task` (already leased by `lease`) on `backend` until it settles."""
+    """Runs `task` (already leased by `lease`) in `pool` until it settles; routing chose the
+    pool for `route_reason`."""
 
     def __init__(
-        self, context: DispatchContext, lease: Lease, task: Task, backend: InferenceBackend
+        self, context: DispatchContext, lease: Lease, task: Task, pool: Pool, route_reason: str
     ) -> None:
         self._c = context
         self._lease = lease
         self.task = task
-        self._backend = backend
+        self._pool = pool
+        self._backend: InferenceBackend = pool.backend
+        self._route_reason = route_reason
         self._stop = asyncio.Event()
         self._settled = asyncio.Event()  # ends the watcher loops (not only cancelled: wanserve.aio)
         self.reason: Stopped | None = None
@@ -105,7 +109,14 @@ class Attempt:
         self._stop.set()
 
     async def run(self) -> None:
-        await self._record(start(self.task, self._c.clock(), self._backend.name))
+        change = start(
+            self.task,
+            self._c.clock(),
+            self._backend.name,
+            pool=self._pool.name,
+            route_reason=self._route_reason,
+        )
+        await self._record(change)
         watchers = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._watch())]
         try:
             ending = await self._drive(await self._prepare())

@@ -13,6 +13,7 @@ lease expired) and is requeued before it starts again, and a cancelled one is se
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -20,12 +21,15 @@ from collections.abc import Awaitable, Callable
 
 from wanserve.aio import cancel_and_wait
 from wanserve.artifacts.base import ArtifactStore
+from wanserve.backends.base import Resident
 from wanserve.dispatch.attempt import Attempt, DispatchContext
-from wanserve.dispatch.capacity import Pool, Pools
 from wanserve.dispatch.config import DispatchConfig
+from wanserve.dispatch.monitor import PoolMonitor
+from wanserve.dispatch.pools import Pool, Pools
 from wanserve.dispatch.reconciler import Reconciler
 from wanserve.dispatch.retention import expire_artifacts
-from wanserve.dispatch.routing import pick_pool
+from wanserve.dispatch.routing import Route, RoutingPolicy, route
+from wanserve.domain.durations import Durations, samples_of
 from wanserve.domain.settlement import Stopped, settle
 from wanserve.domain.task import Task, TaskState
 from wanserve.domain.types import Clock
@@ -38,6 +42,7 @@ __all__ = ["Dispatcher"]
 log = logging.getLogger(__name__)
 
 _RETRY_LEASE_S = (0.2, 5.0)  # back-off bounds while the queue is unreachable
+_WAIT_S = 0.5  # a task that routing keeps waiting is offered again after this
 
 
 class Dispatcher:
@@ -51,16 +56,23 @@ class Dispatcher:
         config: DispatchConfig,
         clock: Clock = time.time,
         worker_id: str | None = None,
+        policy: RoutingPolicy | None = None,
     ) -> None:
         journal = Journal(store, queue)
         self._context = DispatchContext(queue, artifacts, journal, config, clock)
         self._store = store
         self._pools = pools
+        self._policy = policy or RoutingPolicy()
+        self.monitor = PoolMonitor(pools, clock)
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self.reconciler = Reconciler(store, queue, journal, clock, config.retry)
         self._stopping = asyncio.Event()
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._attempts: dict[str, Attempt] = {}
+
+    @property
+    def pools(self) -> Pools:
+        return self._pools
 
     @property
     def running(self) -> list[str]:
@@ -79,6 +91,7 @@ class Dispatcher:
             await self._drain()
         finally:
             await cancel_and_wait(periodic)
+            await self._safely("withdraw the pool report", self._withdraw)
 
     async def close(self) -> None:
         """Close every backend (stopping whatever still runs there)."""
@@ -122,28 +135,52 @@ class Dispatcher:
         if task is None or task.is_terminal:
             await queue.ack(lease)  # deleted, or a re-delivery of a task already settled
             return
-        pool = pick_pool(self._pools, task)
-        if pool is None:  # no backend serving this model has room: let another worker take it
-            await queue.release(lease, delay_s=1.0)
+        decision = self._route(task)
+        if decision.scale_up is not None:
+            await self._scale_up(self._pools.named(decision.scale_up), task.spec.model)
+        if decision.pool is None:  # it waits: let it (or another worker) take it in a moment
+            log.debug("%s waits: %s", task.id, decision.reason, extra={"task_id": task.id})
+            await queue.release(lease, delay_s=_WAIT_S)
             return
+        pool = self._pools.named(decision.pool)
         self._pools.acquire(pool)
-        job = asyncio.create_task(self._process(lease, task, pool))
+        job = asyncio.create_task(self._process(lease, task, pool, decision))
         self._jobs[lease.task_id] = job
         job.add_done_callback(lambda _: self._jobs.pop(lease.task_id, None))
 
-    async def _process(self, lease: Lease, task: Task, pool: Pool) -> None:
+    def _route(self, task: Task) -> Route:
+        running = {task_id: attempt.task for task_id, attempt in self._attempts.items()}
+        views = self.monitor.views(task.spec.model, running)
+        demand = self.monitor.demand(task)
+        return route(views, priority=task.priority, demand=demand, policy=self._policy)
+
+    async def _scale_up(self, pool: Pool, model: str) -> None:
+        """Start one more engine of `model` in `pool`, with no task (the next ones find it)."""
+        backend = pool.backend
+        if isinstance(backend, Resident):
+            await self._safely(f"scale {pool.name} up", lambda: backend.prewarm(model))
+
+    async def _process(self, lease: Lease, task: Task, pool: Pool, decision: Route) -> None:
         try:
             ready = await self._check(lease, task)
             if ready is None:
                 return
-            attempt = Attempt(self._context, lease, ready, pool.backend)
+            attempt = Attempt(self._context, lease, ready, pool, decision.reason)
             self._attempts[ready.id] = attempt
             await attempt.run()
+            await self._learn(pool, attempt.task)
         except Exception:  # one task's failure never stops the dispatcher
             log.exception("task processing failed", extra={"task_id": lease.task_id})
         finally:
             self._attempts.pop(lease.task_id, None)
             self._pools.release(pool)
+
+    async def _learn(self, pool: Pool, task: Task) -> None:
+        """Count the attempt's GPU-seconds; a completed task adds to the duration history."""
+        self.monitor.settled(pool, task)
+        if task.state == TaskState.COMPLETED:
+            samples = samples_of(task, pool.backend.gpus_per_run)
+            await self._safely("record durations", lambda: self._store.record_durations(samples))
 
     async def _check(self, lease: Lease, task: Task) -> Task | None:
         """The task ready to start, or None when this lease needs no run (settled here).
@@ -186,11 +223,24 @@ class Dispatcher:
         last_reconcile = float("-inf")
         while not self._stopping.is_set():  # not only cancelled: see wanserve.aio
             await self._safely("requeue expired leases", self._context.queue.requeue_expired)
+            await self._safely("report pools", self._report)
             if clock() - last_reconcile >= config.reconcile_interval_s:
                 last_reconcile = clock()
                 await self._safely("reconcile", self.reconciler.run_once)
                 await self._safely("retention", self.sweep)
+                await self._safely("read durations", self._read_durations)
             await self._until(asyncio.sleep(config.heartbeat_interval_s))
+
+    async def _report(self) -> None:
+        report = json.dumps(self.monitor.report(self.worker_id), separators=(",", ":"))
+        ttl = 3 * self._context.config.heartbeat_interval_s
+        await self._context.queue.report_worker(self.worker_id, report, ttl_s=ttl)
+
+    async def _withdraw(self) -> None:
+        await self._context.queue.report_worker(self.worker_id, None, ttl_s=0)
+
+    async def _read_durations(self) -> None:
+        self.monitor.durations = Durations(await self._store.durations())
 
     async def sweep(self) -> list[str]:
         """Remove expired artifacts now (also runs every reconcile interval)."""

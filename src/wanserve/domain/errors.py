@@ -3,6 +3,7 @@
     WanserveError                 status 500  every error wanserve raises on purpose
     ├── InvalidRequest            status 422  bad input: names the field, the value and the rule
     ├── Unauthorized              status 401  no or unknown API key
+    ├── Forbidden                 status 403  a key that may not do this (admin only)
     ├── NotFound (LookupError)    status 404  unknown task, model, artifact (or another owner's)
     ├── Conflict                  status 409
     │   ├── InvalidTransition     a task state change the state machine forbids
@@ -23,6 +24,7 @@ from typing import Any, ClassVar
 __all__ = [
     "BackendUnavailable",
     "Conflict",
+    "Forbidden",
     "IdempotencyConflict",
     "InvalidRequest",
     "InvalidTransition",
@@ -82,6 +84,12 @@ class Unauthorized(WanserveError):
     status = 401
     title = "Unauthorized"
     type = "https://wanserve.dev/problems/unauthorized"
+
+
+class Forbidden(WanserveError):
+    status = 403
+    title = "Forbidden"
+    type = "https://wanserve.dev/problems/forbidden"
 
 
 class NotFound(WanserveError, LookupError):

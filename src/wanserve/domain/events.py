@@ -38,6 +38,7 @@ class Phase(StrEnum):
 
     QUEUED = "queued"
     STARTING = "starting"  # backend is launching processes / pods
+    SCALING_UP = "scaling_up"  # a pool is starting an engine (replica) for this task's model
     WAITING_FOR_GPUS = "waiting_for_gpus"  # scheduled but no capacity yet (pending pods, Kueue)
     PULLING_IMAGE = "pulling_image"
     LOADING = "loading"  # loading the model (engine)

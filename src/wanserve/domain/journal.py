@@ -52,6 +52,8 @@ class StateEntry(_Entry):
     state: TaskState
     attempt: int
     backend: str | None = None  # set while in progress
+    pool: str | None = None  # set while in progress: the pool it runs in, and why
+    route_reason: str | None = None
     cancel_requested: bool | None = None  # True once a running task's cancel was requested
     error: TaskError | None = None  # a terminal task's error, or the error a retry follows
     retry_in_s: float | None = None

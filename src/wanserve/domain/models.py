@@ -30,7 +30,12 @@ class Layout(StrEnum):
     """Which Wan2.2 checkpoint layout a model has."""
 
     A14B = "a14b"  # two experts (transformer = high-noise, transformer_2 = low-noise), Wan2.1 VAE
+    I2V_A14B = "i2v-a14b"  # the same, image-to-video: 36-channel experts (noise + mask + image)
     TI2V_5B = "ti2v-5b"  # one transformer, expand_timesteps, Wan2.2 VAE (stride 16)
+
+    @property
+    def has_two_experts(self) -> bool:
+        return self is not Layout.TI2V_5B
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +113,7 @@ MODELS: dict[str, ModelCard] = {
         ModelCard(
             id="wan2.2-i2v-a14b",
             description="Wan2.2 image-to-video, 2 x 14B experts (high-noise, low-noise)",
-            layout=Layout.A14B,
+            layout=Layout.I2V_A14B,
             tasks=frozenset({TaskKind.I2V}),
             default_size="1280x720",
             sizes=_A14B_SIZES,
@@ -188,6 +193,28 @@ MODELS: dict[str, ModelCard] = {
             guidance_scale=5.0,
             guidance_scale_2=None,
             boundary_ratio=None,
+            num_heads=2,
+            is_tiny=True,
+        ),
+        ModelCard(
+            id="wan2.2-tiny-i2v",
+            description="Tiny random-weight Wan2.2 I2V-A14B-layout model (two 36-channel experts)",
+            layout=Layout.I2V_A14B,
+            tasks=frozenset({TaskKind.I2V}),
+            default_size="128x128",
+            sizes=None,
+            size_stride=16,
+            min_side=32,
+            max_side=512,
+            default_frames=9,
+            max_frames=49,
+            fps=16,
+            default_steps=4,
+            max_steps=50,
+            shift=5.0,
+            guidance_scale=3.5,
+            guidance_scale_2=3.5,
+            boundary_ratio=0.9,
             num_heads=2,
             is_tiny=True,
         ),

@@ -20,9 +20,13 @@ from wanserve.domain.models import ModelCard, TaskKind, get_model
 
 __all__ = [
     "GUIDANCE_RANGE",
+    "LORA_NAME_PATTERN",
+    "LORA_SCALE_RANGE",
+    "MAX_LORAS",
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "SHIFT_RANGE",
+    "LoraRef",
     "VideoRequest",
     "VideoSpec",
     "format_size",
@@ -37,11 +41,23 @@ GUIDANCE_RANGE = (0.0, 20.0)
 SHIFT_RANGE = (0.5, 20.0)
 FPS_RANGE = (1, 60)
 MIN_FRAMES = 5
+MAX_LORAS = 4
+LORA_SCALE_RANGE = (-4.0, 4.0)
+LORA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # a directory name, never a path
 
 _T = TypeVar("_T")
 _N = TypeVar("_N", int, float)
 
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*[x*×]\s*(\d{1,5})\s*$")
+
+
+class LoraRef(BaseModel):
+    """One LoRA adapter a task applies: `<loras dir>/<name>/`, its update scaled by `scale`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, Field(pattern=LORA_NAME_PATTERN)]
+    scale: float = 1.0
 
 
 class VideoSpec(BaseModel):
@@ -66,6 +82,7 @@ class VideoSpec(BaseModel):
     task_id: str | None = None
     checkpoint: str | None = None  # a checkpoint directory that overrides the model id's default
     output: str | None = None  # where the engine writes video.mp4 and poster.jpg
+    loras: tuple[LoraRef, ...] = ()  # LoRA adapters, in the order given
 
     @property
     def size(self) -> str:
@@ -94,6 +111,7 @@ class VideoRequest(BaseModel):
     guidance_scale_2: float | None = None
     seed: int | None = None
     fps: int | None = None
+    loras: list[LoraRef] | None = None
 
 
 def parse_size(value: str) -> tuple[int, int]:
@@ -145,6 +163,7 @@ def resolve_spec(request: VideoRequest, seed_factory: Callable[[], int]) -> Vide
         guidance_scale_2=guidance_2,
         seed=_check_range("seed", _seed(request, seed_factory), 0, MAX_SEED),
         fps=fps,
+        loras=_check_loras(request.loras or []),
     )
 
 
@@ -216,6 +235,17 @@ def _check_guidance_2(card: ModelCard, value: float | None) -> float | None:
             )
         return None
     return _check_range("guidance_scale_2", _or(value, card.guidance_scale_2), *GUIDANCE_RANGE)
+
+
+def _check_loras(loras: list[LoraRef]) -> tuple[LoraRef, ...]:
+    names = [lora.name for lora in loras]
+    if len(loras) > MAX_LORAS:
+        raise InvalidRequest("loras", names, f"must name at most {MAX_LORAS} adapters")
+    if len(set(names)) != len(names):
+        raise InvalidRequest("loras", names, "must name each adapter once")
+    for lora in loras:
+        _check_range("loras.scale", lora.scale, *LORA_SCALE_RANGE)
+    return tuple(loras)
 
 
 def _check_task(card: ModelCard, image: str | None) -> TaskKind:

@@ -123,6 +123,8 @@ class Task(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)  # seconds spent per phase
     gpu_seconds: float = 0.0
     backend: str | None = None
+    pool: str | None = None  # the worker pool the current (or last) attempt runs in
+    route_reason: str | None = None  # why the routing policy chose that pool
     idempotency_key: str | None = None
     request_hash: str | None = None
 

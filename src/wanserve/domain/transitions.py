@@ -62,8 +62,16 @@ def create(task: Task) -> Change:
     return Change(task, (CreatedEntry(state=task.state),), task)
 
 
-def start(task: Task, now: float, backend: str) -> Change:
-    """queued -> in_progress: a worker took the task for its next attempt."""
+def start(
+    task: Task,
+    now: float,
+    backend: str,
+    *,
+    pool: str | None = None,
+    route_reason: str | None = None,
+) -> Change:
+    """queued -> in_progress: a worker took the task for its next attempt, in `pool` (chosen by
+    the routing policy for `route_reason`)."""
     after = _move(
         task,
         TaskState.IN_PROGRESS,
@@ -71,6 +79,8 @@ def start(task: Task, now: float, backend: str) -> Change:
         started_at=task.started_at or now,
         attempt_started_at=now,
         backend=backend,
+        pool=pool,
+        route_reason=route_reason,
         not_before=None,
         timings=_close_phase(task, now),
         phase=Phase.STARTING,
@@ -248,6 +258,8 @@ def _state(
         state=task.state,
         attempt=task.attempt,
         backend=task.backend if running else None,
+        pool=task.pool if running else None,
+        route_reason=task.route_reason if running else None,
         cancel_requested=True if running and task.cancel_requested else None,
         error=task.error if task.is_terminal else error,
         retry_in_s=retry_in_s,

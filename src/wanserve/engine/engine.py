@@ -3,7 +3,8 @@
 `Engine.load` reads the checkpoint, checks it against the parallel plan and wires the plan in
 (Ulysses, CFG parallel, FSDP). `Engine.run(spec, ...)` runs one VideoSpec on every rank of the
 group: text encoding, the denoising loop (with step events, the expert switch and the per-step
-cancel agreement), then rank 0 decodes, encodes the MP4 and the poster and writes them.
+cancel agreement, and the spec's LoRA adapters on the experts), then rank 0 decodes, encodes the
+MP4 and the poster and writes them.
 Failures propagate as exceptions; the entry points (`job.py`, `serve.py`) turn them into events.
 """
 
@@ -26,6 +27,7 @@ from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.events import (
     CancelledEvent,
     ExpertSwitchEvent,
+    LogEvent,
     MemoryEvent,
     Phase,
     ResultEvent,
@@ -37,16 +39,18 @@ from wanserve.engine.checks import agree_on_checks, check_spec_fits
 from wanserve.engine.control import CancelToken, agree_to_stop
 from wanserve.engine.faults import FaultPlan
 from wanserve.engine.loading import CheckpointInfo, inspect_checkpoint, load_components
+from wanserve.engine.loras import LoraLibrary, applied, check_loras
 from wanserve.engine.outputs import OutputTarget, S3Output, parse_output, upload
 from wanserve.engine.parallel import (
     ParallelPlan,
     apply_parallelism,
-    check_components_fit,
+    check_checkpoint_fits,
     check_plan_fits,
 )
 from wanserve.engine.pipelines.wan import Expert, WanVideoPipeline
 from wanserve.engine.rank_context import RankContext
 from wanserve.engine.reporter import Reporter
+from wanserve.engine.sharding import fsdp_mesh, map_large_allocations
 from wanserve.engine.video import to_uint8, write_mp4, write_poster
 
 __all__ = ["Engine", "OutputTarget", "Outcome"]
@@ -73,6 +77,7 @@ class Engine:
         plan: ParallelPlan,
         pipeline: Any,
         cfg: Any,
+        loras: LoraLibrary | None = None,
     ) -> None:
         self.rank_ctx = rank_ctx
         self.info = info
@@ -80,18 +85,31 @@ class Engine:
         self.pipeline: WanVideoPipeline = pipeline
         self._cfg = cfg
         self._faults = FaultPlan.from_env()
+        self.loras = loras or LoraLibrary(None, rank_ctx.device, torch.float32)
 
     @classmethod
     def load(
-        cls, rank_ctx: RankContext, checkpoint: Path, plan: ParallelPlan, dtype: DtypeName = "auto"
+        cls,
+        rank_ctx: RankContext,
+        checkpoint: Path,
+        plan: ParallelPlan,
+        dtype: DtypeName = "auto",
+        loras_dir: Path | None = None,
     ) -> Engine:
+        """Load `checkpoint` onto this rank; LoRA adapters come from `loras_dir` when a spec
+        names them (each read once, then kept)."""
         check_plan_fits(plan, rank_ctx)
         info = inspect_checkpoint(checkpoint)
+        check_checkpoint_fits(plan, info)  # before any weight is read
         weights, vae_dtype = _dtypes(dtype, rank_ctx.device)
-        components = load_components(checkpoint, weights, vae_dtype, rank_ctx.device)
-        check_components_fit(plan, components)
+        mesh = fsdp_mesh(rank_ctx) if plan.fsdp else None
+        if plan.fsdp and rank_ctx.device.type == "cpu":
+            map_large_allocations()
+        components = load_components(checkpoint, weights, vae_dtype, rank_ctx.device, mesh)
         cfg = apply_parallelism(plan, rank_ctx, components)
-        return cls(rank_ctx, info, plan, WanVideoPipeline(components, rank_ctx.device), cfg)
+        pipeline = WanVideoPipeline(components, rank_ctx.device)
+        loras = LoraLibrary(loras_dir, rank_ctx.device, weights)
+        return cls(rank_ctx, info, plan, pipeline, cfg, loras)
 
     def run(
         self,
@@ -104,15 +122,21 @@ class Engine:
         """Run `spec` on this rank; rank 0 writes (or uploads) the files and emits the result
         event. `target` defaults to `spec.output`: a directory or `s3://bucket/prefix`."""
 
+        new_loras = [r.name for r in spec.loras if not self.loras.is_loaded(r.name)]
+
         def checks() -> tuple[OutputTarget | S3Output, Any]:
             self._faults.before_run(self.rank_ctx.rank)
             check_spec_fits(spec, self.info, self.pipeline.components, self.plan)
+            check_loras(self.pipeline.components, self.loras, spec.loras)
             return target or parse_output(spec.output), _load_image(spec)
 
         target, image = agree_on_checks(self.rank_ctx, checks)
+        for name in new_loras:
+            reporter.emit(LogEvent, level="info", message=f"LoRA {name} loaded")
         _reset_peak_memory(self.rank_ctx.device)
         reporter.phase(Phase.ENCODING_TEXT)
-        latents = self._denoise(spec, image, reporter, token)
+        with applied(self.pipeline.components, self.loras, spec.loras):
+            latents = self._denoise(spec, image, reporter, token)
         if latents is None:
             reporter.emit(CancelledEvent, reason=token.reason)
             return "cancelled"

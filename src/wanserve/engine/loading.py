@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wanserve.domain.errors import InvalidRequest
-from wanserve.domain.models import MODELS, Layout, ModelCard, get_model
+from wanserve.domain.models import MODELS, ModelCard, get_model
 from wanserve.engine.tiny import ensure_tiny_model, read_marker
 
 __all__ = ["CheckpointInfo", "inspect_checkpoint", "load_components", "resolve_checkpoint"]
@@ -79,13 +79,17 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
     return _with_card(info, read_marker(path))
 
 
-def load_components(path: Path, dtype: Any, vae_dtype: Any, device: Any = None) -> Any:
+def load_components(
+    path: Path, dtype: Any, vae_dtype: Any, device: Any = None, fsdp_mesh: Any = None
+) -> Any:
     """Load every component model_index.json names as `WanComponents`.
 
     Transformers and text encoder in `dtype`, the VAE in `vae_dtype` (diffusers keeps a few
     transformer layers in float32 by itself). With `device`, weights stream from the safetensors
     files straight onto it (`device_map`), so a process never holds a second full copy in host
-    memory; without it they load on the CPU.
+    memory; without it they load on the CPU. With `fsdp_mesh`, the experts and the text encoder
+    are FSDP2-sharded over it and this rank reads only its own shard of them
+    (engine/sharding.py); the other components load whole.
     """
     from wanserve.engine.pipelines.wan import WanComponents
 
@@ -93,7 +97,7 @@ def load_components(path: Path, dtype: Any, vae_dtype: Any, device: Any = None) 
     index = _read_json(path / "model_index.json")
     dtypes = {"vae": vae_dtype, "tokenizer": None, "scheduler": None}
     parts = {
-        name: _load_component(path, name, entry, dtypes.get(name, dtype), device)
+        name: _load_component(path, name, entry, dtypes.get(name, dtype), device, fsdp_mesh)
         for name, entry in index.items()
         if not name.startswith("_") and _is_component(entry)
     }
@@ -109,13 +113,20 @@ def load_components(path: Path, dtype: Any, vae_dtype: Any, device: Any = None) 
     )
 
 
-def _load_component(path: Path, name: str, entry: list[str], dtype: Any, device: Any) -> Any:
+def _load_component(
+    path: Path, name: str, entry: list[str], dtype: Any, device: Any, fsdp_mesh: Any
+) -> Any:
     import importlib
 
     library, class_name = entry
     if library == "transformers" and name == "tokenizer":
         class_name = "AutoTokenizer"  # compat: transformers 5 saves "TokenizersBackend"
     cls = getattr(importlib.import_module(library), class_name)
+    if fsdp_mesh is not None:
+        from wanserve.engine.sharding import SHARDED_COMPONENTS, load_sharded
+
+        if name in SHARDED_COMPONENTS:
+            return load_sharded(name, cls, library, path / name, dtype, device, fsdp_mesh)
     kwargs: dict[str, Any] = {}
     if dtype is not None:  # a model, not the tokenizer or the scheduler
         kwargs["dtype" if library == "transformers" else "torch_dtype"] = dtype
@@ -136,7 +147,7 @@ def _with_card(info: CheckpointInfo, marker: dict[str, Any] | None) -> Checkpoin
     else:
         card_id = "wan2.2-t2v-a14b"
     card = MODELS[card_id]
-    assert card.layout == (Layout.TI2V_5B if info.expand_timesteps else Layout.A14B)
+    assert card.layout.has_two_experts != info.expand_timesteps
     return replace(info, card=card)
 
 

@@ -11,6 +11,10 @@ context parallelism wants the dimension).
 - CFG parallel: `MeshCfgGroup` all-gathers each rank's prediction over the "cfg" dimension.
 - FSDP2: `fully_shard` on every transformer block of both experts, each expert, every UMT5
   block and the text encoder, over all ranks; parameters are gathered per block for compute.
+  The sharding happens while loading (engine/sharding.py: each rank reads only its shard).
+
+`check_plan_fits` and `check_checkpoint_fits` refuse an impossible plan before any weight is
+read: a world size the flags do not describe, a Ulysses degree that does not divide the heads.
 """
 
 from __future__ import annotations
@@ -22,10 +26,17 @@ import torch
 import torch.distributed as dist
 
 from wanserve.domain.errors import InvalidRequest
+from wanserve.engine.loading import CheckpointInfo
 from wanserve.engine.pipelines.wan import WanComponents
 from wanserve.engine.rank_context import RankContext
 
-__all__ = ["MeshCfgGroup", "ParallelPlan", "apply_parallelism", "check_plan_fits"]
+__all__ = [
+    "MeshCfgGroup",
+    "ParallelPlan",
+    "apply_parallelism",
+    "check_checkpoint_fits",
+    "check_plan_fits",
+]
 
 
 @dataclass(frozen=True)
@@ -74,19 +85,21 @@ def check_plan_fits(plan: ParallelPlan, rank_ctx: RankContext) -> None:
         )
 
 
-def check_components_fit(plan: ParallelPlan, components: WanComponents) -> None:
-    """What the checkpoint must allow for this plan (heads split evenly across Ulysses ranks)."""
-    if plan.ulysses > 1 and components.num_heads % plan.ulysses:
+def check_checkpoint_fits(plan: ParallelPlan, info: CheckpointInfo) -> None:
+    """What the checkpoint must allow for this plan (heads split evenly across Ulysses ranks);
+    read from its config files, so it fails before any weight is loaded."""
+    if plan.ulysses > 1 and info.num_heads % plan.ulysses:
         raise InvalidRequest(
             "ulysses",
             plan.ulysses,
-            f"must divide the model's {components.num_heads} attention heads",
+            f"must divide the model's {info.num_heads} attention heads ({info.path})",
         )
 
 
 def apply_parallelism(plan: ParallelPlan, rank_ctx: RankContext, components: WanComponents) -> Any:
-    """Move the components to this rank's device and wire the plan in; returns the CFG group."""
-    _to_device(components, rank_ctx.device)
+    """Move the components to this rank's device and wire Ulysses and CFG parallel in (FSDP
+    sharded them while loading); returns the CFG group."""
+    _to_device(components, rank_ctx.device, sharded=plan.fsdp)
     if rank_ctx.world_size == 1:
         return None
     from torch.distributed.device_mesh import init_device_mesh
@@ -98,14 +111,13 @@ def apply_parallelism(plan: ParallelPlan, rank_ctx: RankContext, components: Wan
     )
     if plan.ulysses > 1:
         _enable_ulysses(components, mesh["ring", "ulysses"], plan.ulysses)
-    if plan.fsdp:
-        _shard(components, init_device_mesh(rank_ctx.device.type, (rank_ctx.world_size,)))
     return MeshCfgGroup(mesh) if plan.cfg_parallel else None
 
 
-def _to_device(components: WanComponents, device: torch.device) -> None:
-    for module in _modules(components):
-        module.to(device)
+def _to_device(components: WanComponents, device: torch.device, sharded: bool) -> None:
+    if not sharded:  # FSDP allocated its shards on the device already
+        for module in _modules(components):
+            module.to(device)
     components.vae.to(device)
 
 
@@ -122,18 +134,3 @@ def _enable_ulysses(components: WanComponents, mesh: Any, degree: int) -> None:
             expert.enable_parallelism(
                 config=ContextParallelConfig(ulysses_degree=degree, mesh=mesh)  # type: ignore[no-untyped-call]
             )
-
-
-def _shard(components: WanComponents, mesh: Any) -> None:
-    from torch.distributed.fsdp import fully_shard
-
-    for expert in (components.transformer, components.transformer_2):
-        if expert is None:
-            continue
-        for block in expert.blocks:
-            fully_shard(block, mesh=mesh)
-        fully_shard(expert, mesh=mesh)
-    encoder = components.text_encoder
-    for block in encoder.encoder.block:
-        fully_shard(block, mesh=mesh)
-    fully_shard(encoder, mesh=mesh)

@@ -56,6 +56,7 @@ class ServeOptions:
     events: str | None = None
     device: DevicePreference = "auto"
     dtype: DtypeName = "auto"
+    loras_dir: Path | None = None  # LoRA adapters specs may name (each read once, then kept)
 
 
 class CommandLoop:
@@ -167,7 +168,7 @@ def serve(options: ServeOptions) -> ExitCode:
     try:
         reporter.phase(Phase.LOADING)
         path = resolve_checkpoint(options.model, None, options.models_dir)
-        engine = Engine.load(rank_ctx, path, options.plan, options.dtype)
+        engine = Engine.load(rank_ctx, path, options.plan, options.dtype, options.loras_dir)
         command_loop = CommandLoop(rank_ctx, engine, reporter)
         _install_signals(command_loop)
         reporter.emit(ReadyEvent, model=engine.info.card.id, world_size=rank_ctx.world_size)

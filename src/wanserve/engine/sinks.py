@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import IO, Any, Protocol
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.events import EngineEvent
@@ -75,7 +75,10 @@ class RedisSink:
         stream = parse_qs(parts.query).get("stream", [""])[0]
         if not stream:
             raise InvalidRequest("events", url, "a redis sink needs ?stream=KEY")
-        client = redis.Redis.from_url(urlunsplit(parts._replace(query="")))
+        # The URL minus `stream` (kept as text: urlunsplit would turn unix:///path into
+        # unix:/path, which redis-py refuses).
+        rest = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "stream"])
+        client = redis.Redis.from_url(url.split("?", 1)[0] + (f"?{rest}" if rest else ""))
         return cls(client, stream)
 
     def emit(self, event: EngineEvent) -> None:

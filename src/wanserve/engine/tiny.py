@@ -9,7 +9,9 @@ ranks, two workers) never race on the same directory.
 Sizes: 2 attention heads (2-way Ulysses splits them), a 4-block UMT5 encoder with a 1103-token
 WordLevel vocabulary built in-process with `tokenizers`, and the smallest Wan VAE. A14B layout:
 two experts (`transformer` = high-noise, `transformer_2` = low-noise, boundary 0.875), VAE stride
-8; TI2V-5B layout: one transformer, `expand_timesteps`, the Wan2.2 VAE with stride 16.
+8; I2V-A14B layout: a `WanImageToVideoPipeline` whose two experts take 36 channels (16 noise + 4
+mask + 16 image latents) and give 16, boundary 0.9, no CLIP image encoder (Wan2.2 has none);
+TI2V-5B layout: one transformer, `expand_timesteps`, the Wan2.2 VAE with stride 16.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from typing import Any
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.models import Layout, get_model
 
-__all__ = ["MARKER_FILE", "build_tiny_model", "ensure_tiny_model", "read_marker"]
+__all__ = [
+    "MARKER_FILE",
+    "build_tiny_model",
+    "ensure_tiny_model",
+    "read_marker",
+    "tiny_text_encoder",
+    "tiny_tokenizer",
+    "tiny_vae",
+]
 
 MARKER_FILE = "wanserve.json"  # names the model id a directory was built for
 _VOCAB_SIZE = 1103
@@ -101,40 +111,53 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_DEFAULT_IDS = {
+    Layout.A14B: "wan2.2-tiny",
+    Layout.I2V_A14B: "wan2.2-tiny-i2v",
+    Layout.TI2V_5B: "wan2.2-tiny-ti2v",
+}
+
+
 def _default_id(layout: Layout) -> str:
-    return "wan2.2-tiny-ti2v" if layout == Layout.TI2V_5B else "wan2.2-tiny"
+    return _DEFAULT_IDS[layout]
 
 
 def _tiny_pipeline(layout: Layout, overrides: dict[str, Any]) -> Any:
-    from diffusers import UniPCMultistepScheduler, WanPipeline
+    from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline, WanPipeline
 
     is_5b = layout == Layout.TI2V_5B
     channels = 48 if is_5b else 16
-    return WanPipeline(  # type: ignore[no-untyped-call]
-        tokenizer=_tokenizer(),
-        text_encoder=_text_encoder(),
-        vae=_vae(is_5b),
-        scheduler=UniPCMultistepScheduler(  # type: ignore[no-untyped-call]
+    in_channels = 36 if layout == Layout.I2V_A14B else channels
+    parts: dict[str, Any] = {
+        "tokenizer": tiny_tokenizer(),
+        "text_encoder": tiny_text_encoder(),
+        "vae": tiny_vae(layout),
+        "scheduler": UniPCMultistepScheduler(  # type: ignore[no-untyped-call]
             prediction_type="flow_prediction",
             use_flow_sigmas=True,
             flow_shift=5.0 if is_5b else 3.0,
         ),
-        transformer=_transformer(channels, overrides),
-        transformer_2=None if is_5b else _transformer(channels, overrides),
-        boundary_ratio=None if is_5b else 0.875,
-        expand_timesteps=is_5b,
+        "transformer": _transformer(in_channels, channels, overrides),
+        "transformer_2": None if is_5b else _transformer(in_channels, channels, overrides),
+    }
+    if layout == Layout.I2V_A14B:
+        return WanImageToVideoPipeline(  # type: ignore[no-untyped-call]
+            **parts, image_processor=None, image_encoder=None, boundary_ratio=0.9
+        )
+    return WanPipeline(  # type: ignore[no-untyped-call]
+        **parts, boundary_ratio=None if is_5b else 0.875, expand_timesteps=is_5b
     )
 
 
-def _transformer(channels: int, overrides: dict[str, Any]) -> Any:
+def _transformer(in_channels: int, out_channels: int, overrides: dict[str, Any]) -> Any:
     from diffusers import WanTransformer3DModel
 
     config: dict[str, Any] = {
         "patch_size": (1, 2, 2),
         "num_attention_heads": 2,
         "attention_head_dim": 12,
-        "in_channels": channels,
-        "out_channels": channels,
+        "in_channels": in_channels,
+        "out_channels": out_channels,
         "text_dim": _TEXT_DIM,
         "freq_dim": 256,
         "ffn_dim": 32,
@@ -146,9 +169,12 @@ def _transformer(channels: int, overrides: dict[str, Any]) -> Any:
     return WanTransformer3DModel(**{**config, **overrides})  # type: ignore[no-untyped-call]
 
 
-def _vae(is_5b: bool) -> Any:
+def tiny_vae(layout: Layout) -> Any:
+    """The smallest Wan VAE of `layout`: Wan2.1's (z 16, stride 8) or TI2V-5B's Wan2.2 VAE
+    (z 48, stride 16). Random weights (seed them with torch.manual_seed)."""
     from diffusers import AutoencoderKLWan
 
+    is_5b = layout == Layout.TI2V_5B
     common: dict[str, Any] = {
         "base_dim": 3,
         "dim_mult": [1, 1, 1, 1],
@@ -171,23 +197,25 @@ def _vae(is_5b: bool) -> Any:
     )
 
 
-def _text_encoder() -> Any:
+def tiny_text_encoder(d_model: int = _TEXT_DIM, num_layers: int = 4) -> Any:
+    """A random-weight UMT5 encoder over `tiny_tokenizer`'s vocabulary; its output width
+    `d_model` must be the transformer's `text_dim` (32 tiny, 4096 real)."""
     from transformers import UMT5Config, UMT5EncoderModel
 
     config = UMT5Config(
         vocab_size=_VOCAB_SIZE,
-        d_model=_TEXT_DIM,
+        d_model=d_model,
         d_ff=37,
         d_kv=8,
         num_heads=4,
-        num_layers=4,
+        num_layers=num_layers,
         relative_attention_num_buckets=8,
         feed_forward_proj="relu",
     )
     return UMT5EncoderModel(config).eval()  # type: ignore[no-untyped-call]
 
 
-def _tokenizer() -> Any:
+def tiny_tokenizer() -> Any:
     """A character-level WordLevel tokenizer: every printable ASCII character is a token, so
     different prompts give different embeddings (the vocabulary is padded to UMT5-tiny's size)."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors

@@ -93,6 +93,11 @@ class JobQueue(Protocol):
         """0-based place among ready tasks in run order; None when not waiting."""
         ...
 
+    async def ahead(self, task_id: str, limit: int = 100) -> list[str] | None:
+        """The ids of the ready tasks ahead of `task_id` (nearest the head first, at most
+        `limit`), or None when it is not ready (leased, delayed, gone)."""
+        ...
+
     async def contains(self, task_id: str) -> bool:
         """Queued, delayed or leased."""
         ...
@@ -110,6 +115,15 @@ class JobQueue(Protocol):
 
     def listen(self, task_id: str) -> Subscription:
         """Messages published for `task_id` once subscribed (see `Subscription`)."""
+        ...
+
+    async def report_worker(self, worker_id: str, report: str | None, *, ttl_s: float) -> None:
+        """Publish `worker_id`'s latest pool report (JSON with an "at" time), readable for
+        `ttl_s`; None withdraws it (a worker that stops)."""
+        ...
+
+    async def worker_reports(self) -> list[str]:
+        """The reports of the workers alive now (those older than their TTL are dropped)."""
         ...
 
     async def ping(self) -> None:

@@ -9,6 +9,7 @@ share the lease TTL); the server's clock is not used, so tests can move time wit
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from types import TracebackType
@@ -95,7 +96,16 @@ class RedisQueue:
         self._clock = clock
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
-            for name in ("ACK", "CANCEL", "ENQUEUE", "HEARTBEAT", "LEASE", "POSITION", "RELEASE")
+            for name in (
+                "ACK",
+                "AHEAD",
+                "CANCEL",
+                "ENQUEUE",
+                "HEARTBEAT",
+                "LEASE",
+                "POSITION",
+                "RELEASE",
+            )
         }
         self._scripts["REQUEUE"] = client.register_script(scripts.REQUEUE)
         self._channels = Channels(client)  # every listen() of this queue on one connection
@@ -142,6 +152,12 @@ class RedisQueue:
         rank = int(await self._run("POSITION", task_id, self._clock()))
         return None if rank < 0 else rank
 
+    async def ahead(self, task_id: str, limit: int = 100) -> list[str] | None:
+        members = await self._run("AHEAD", task_id, self._clock(), limit)
+        if members is None:
+            return None
+        return [text(member).split(":", 1)[1] for member in members]
+
     async def contains(self, task_id: str) -> bool:
         return bool(await guard(self.client.exists(f"{self.prefix}:q:job:{task_id}")))
 
@@ -153,6 +169,28 @@ class RedisQueue:
 
     def listen(self, task_id: str) -> RedisSubscription:
         return RedisSubscription(self._channels, self.channel(task_id))
+
+    async def report_worker(self, worker_id: str, report: str | None, *, ttl_s: float) -> None:
+        key = f"{self.prefix}:workers"
+        if report is None:
+            await guard(self.client.hdel(key, worker_id))
+            return
+        stamped = json.dumps({"expires_at": self._clock() + ttl_s, "report": report})
+        await guard(self.client.hset(key, worker_id, stamped))
+
+    async def worker_reports(self) -> list[str]:
+        key, now = f"{self.prefix}:workers", self._clock()
+        found = await guard(self.client.hgetall(key))
+        reports, stale = [], []
+        for worker, value in found.items():
+            stamped = json.loads(text(value))
+            if stamped["expires_at"] < now:
+                stale.append(text(worker))
+            else:
+                reports.append(stamped["report"])
+        if stale:
+            await guard(self.client.hdel(key, *stale))
+        return reports
 
     async def ping(self) -> None:
         await guard(self.client.ping())

@@ -10,6 +10,7 @@ Keys under the prefix P (see `RedisQueue` for the layout):
     P:q:notify   LIST  wake-up tokens for workers blocked in BLPOP
     P:cancel:<id>      the cancel flag (shared contract: remote engines read it)
     P:task:<id>        pub/sub channel for live messages
+    P:workers    HASH  worker id -> its latest pool report (JSON with "at"; stale ones pruned)
 Task ids are looked up from inside the scripts (hence ARGV[1] = P), so the queue needs a single
 Redis/Valkey node or a primary with replicas, not Redis Cluster.
 """
@@ -198,5 +199,18 @@ promote_due(now)
 local f = redis.call('HMGET', job_key(id), 'state', 'member')
 if f[1] ~= 'ready' then return -1 end
 return redis.call('ZRANK', P .. ':q:ready', f[2])
+"""
+)
+
+AHEAD = (
+    _HELPERS
+    + """
+local id, now, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+promote_due(now)
+local f = redis.call('HMGET', job_key(id), 'state', 'member')
+if f[1] ~= 'ready' then return false end
+local rank = redis.call('ZRANK', P .. ':q:ready', f[2])
+if rank == 0 or limit <= 0 then return {} end
+return redis.call('ZRANGE', P .. ':q:ready', 0, math.min(rank, limit) - 1)
 """
 )

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from wanserve.domain.durations import Sample
 from wanserve.domain.journal import Change
 from wanserve.domain.task import Task, TaskEvent, TaskState
 
@@ -46,6 +47,10 @@ class TaskStore(Protocol):
         ...
 
     async def get_task(self, task_id: str) -> Task | None: ...
+
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
+        """The tasks with these ids that exist, in the order of `task_ids`."""
+        ...
 
     async def find_by_idempotency_key(self, owner: str | None, key: str) -> Task | None: ...
 
@@ -92,8 +97,25 @@ class TaskStore(Protocol):
 
     async def revoke_api_key(self, key_id: str, now: float) -> bool: ...
 
-    async def usage_by_owner(self, owner: str | None) -> dict[str, float]:
-        """Totals: {"tasks", "gpu_seconds", "wall_seconds"} for one owner (None: all)."""
+    async def usage_by_owner(
+        self, owner: str | None, *, since: float | None = None, until: float | None = None
+    ) -> dict[str, float]:
+        """Totals {"tasks", "gpu_seconds", "wall_seconds"} of one owner (None: all), over the
+        attempts that settled in [since, until)."""
+        ...
+
+    async def usage_per_owner(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> dict[str | None, dict[str, float]]:
+        """The same totals for each owner with usage in [since, until) (None: the open server)."""
+        ...
+
+    async def record_durations(self, samples: Sequence[Sample]) -> None:
+        """Fold each sample into its key's running mean (domain/durations.py), atomically."""
+        ...
+
+    async def durations(self) -> dict[str, float]:
+        """Every key's running mean, in seconds."""
         ...
 
     async def ping(self) -> None:

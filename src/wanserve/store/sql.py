@@ -16,10 +16,13 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as postgres_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SaInterfaceError
 
+from wanserve.domain.durations import WINDOW, Sample
 from wanserve.domain.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from wanserve.domain.journal import Change, JournalEntry
 from wanserve.domain.task import Task, TaskEvent, TaskState
@@ -29,6 +32,7 @@ from wanserve.store.base import ApiKey, TaskPage, Usage
 from wanserve.store.database import Database
 from wanserve.store.migrations import upgrade
 from wanserve.store.tables import api_keys, task_events, tasks
+from wanserve.store.tables import durations as duration_rows
 from wanserve.store.tables import usage as usage_rows
 
 __all__ = ["SqlStore", "page_query"]
@@ -171,6 +175,16 @@ class SqlStore:
     async def get_task(self, task_id: str) -> Task | None:
         return await self._one_task(_TASK_BY_ID, {"task_id": task_id})
 
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
+        if not task_ids:
+            return []
+        query = sa.select(tasks.c.data).where(tasks.c.id.in_(list(task_ids)))
+        found = await self.database.read(
+            lambda conn: [Task.model_validate(d) for d in conn.scalars(query)]
+        )
+        by_id = {task.id: task for task in found}
+        return [by_id[task_id] for task_id in task_ids if task_id in by_id]
+
     async def find_by_idempotency_key(self, owner: str | None, key: str) -> Task | None:
         return await self._one_task(_TASK_BY_SCOPE, {"scope": _scope(owner, key)})
 
@@ -267,16 +281,37 @@ class SqlStore:
         )
         return await self.database.write(lambda conn: conn.execute(stmt).rowcount > 0)
 
-    async def usage_by_owner(self, owner: str | None) -> dict[str, float]:
-        query = sa.select(
-            sa.func.count(sa.distinct(usage_rows.c.task_id)),
-            sa.func.coalesce(sa.func.sum(usage_rows.c.gpu_seconds), 0.0),
-            sa.func.coalesce(sa.func.sum(usage_rows.c.wall_seconds), 0.0),
-        )
+    async def usage_by_owner(
+        self, owner: str | None, *, since: float | None = None, until: float | None = None
+    ) -> dict[str, float]:
+        query = _usage_query(since, until)
         if owner is not None:
             query = query.where(usage_rows.c.owner == owner)
-        count, gpu, wall = await self.database.read(lambda conn: conn.execute(query).one())
-        return {"tasks": float(count), "gpu_seconds": float(gpu), "wall_seconds": float(wall)}
+        row = await self.database.read(lambda conn: conn.execute(query).one())
+        return _totals(row)
+
+    async def usage_per_owner(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> dict[str | None, dict[str, float]]:
+        query = _usage_query(since, until).add_columns(usage_rows.c.owner)
+        query = query.group_by(usage_rows.c.owner).order_by(usage_rows.c.owner)
+        rows = await self.database.read(lambda conn: list(conn.execute(query)))
+        return {row.owner: _totals(row) for row in rows}
+
+    async def record_durations(self, samples: Sequence[Sample]) -> None:
+        if not samples:
+            return
+        now = self._clock()
+        rows = [
+            {"key": s.key, "mean_s": s.seconds, "samples": 1, "updated_at": now} for s in samples
+        ]
+        statement = _fold_durations(self.database.dialect_name)
+        await self.database.write(lambda conn: conn.execute(statement, rows))
+
+    async def durations(self) -> dict[str, float]:
+        query = sa.select(duration_rows.c.key, duration_rows.c.mean_s)
+        rows = await self.database.read(lambda conn: list(conn.execute(query)))
+        return {key: float(mean) for key, mean in rows}
 
     async def ping(self) -> None:
         async with unreachable_as_unavailable():
@@ -322,3 +357,40 @@ class SqlStore:
                     task_id=found.id,
                 )
         return Conflict(f"task {task.id} already exists", task_id=task.id)
+
+
+def _usage_query(since: float | None, until: float | None) -> sa.Select[Any]:
+    query = sa.select(
+        sa.func.count(sa.distinct(usage_rows.c.task_id)).label("tasks"),
+        sa.func.coalesce(sa.func.sum(usage_rows.c.gpu_seconds), 0.0).label("gpu_seconds"),
+        sa.func.coalesce(sa.func.sum(usage_rows.c.wall_seconds), 0.0).label("wall_seconds"),
+    )
+    if since is not None:
+        query = query.where(usage_rows.c.at >= since)
+    if until is not None:
+        query = query.where(usage_rows.c.at < until)
+    return query
+
+
+def _totals(row: sa.Row[Any]) -> dict[str, float]:
+    return {
+        "tasks": float(row.tasks),
+        "gpu_seconds": float(row.gpu_seconds),
+        "wall_seconds": float(row.wall_seconds),
+    }
+
+
+def _fold_durations(dialect: str) -> sa.Insert:
+    """INSERT a first sample, or fold it into the stored mean: mean += (x - mean) / min(n, W)."""
+    insert = (postgres_dialect if dialect == "postgresql" else sqlite_dialect).insert(duration_rows)
+    stored, new = duration_rows.c, insert.excluded
+    weight = sa.case((stored.samples + 1 < WINDOW, stored.samples + 1), else_=WINDOW)
+    fold: sa.Insert = insert.on_conflict_do_update(
+        index_elements=[stored.key],
+        set_={
+            "mean_s": stored.mean_s + (new.mean_s - stored.mean_s) / sa.cast(weight, sa.Float),
+            "samples": stored.samples + 1,
+            "updated_at": new.updated_at,
+        },
+    )
+    return fold

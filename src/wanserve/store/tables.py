@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["api_keys", "metadata", "task_events", "tasks", "usage"]
+__all__ = ["api_keys", "durations", "metadata", "task_events", "tasks", "usage"]
 
 # compat: SQLite makes only "INTEGER PRIMARY KEY" an auto-increment rowid; BIGINT elsewhere.
 _BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -81,4 +81,16 @@ usage = sa.Table(
     sa.Column("wall_seconds", sa.Float(), nullable=False),
     sa.Column("at", sa.Float(), nullable=False),
     sa.Index("ix_usage_owner", "owner"),
+    sa.Index("ix_usage_at", "at"),
+)
+
+# The running mean of how long something took, per key (domain/durations.py): runs per model,
+# size, frames, steps, pool and world size; cold starts per model, pool and world size.
+durations = sa.Table(
+    "durations",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("mean_s", sa.Float(), nullable=False),
+    sa.Column("samples", sa.Integer(), nullable=False),
+    sa.Column("updated_at", sa.Float(), nullable=False),
 )

@@ -137,6 +137,13 @@ def test_every_per_task_field_is_filled(case: str) -> None:
         assert env["WANSERVE_TASK_ID"] == "video_abc123"
 
 
+def test_a_unix_socket_redis_url_stays_a_unix_socket_url() -> None:
+    config = RenderConfig(redis_url="unix:///run/valkey/valkey.sock?db=2")
+    manifest = render_pytorchjob(load_template(None), _job(), config)
+    events = _env(_container(manifest, "Master"))["WANSERVE_EVENTS"]
+    assert events == "unix:///run/valkey/valkey.sock?db=2&stream=wanserve:engine:video_abc123:1"
+
+
 def test_template_fields_wanserve_does_not_own_are_kept() -> None:
     config = CASES["gpu-pool-2x8"][1]
     manifest = render_pytorchjob(load_template(TEMPLATES / "gpu-pool.yaml"), _job(), config)
@@ -248,13 +255,22 @@ def test_generate_py_config_is_read_from_the_settings_path() -> None:
     ("config", "field"),
     [
         (RenderConfig(mode="generate_py"), "kubernetes.generate_py_config"),
-        (RenderConfig(mode="generate_py", nnodes=2, generate_py_config={}), "kubernetes.nnodes"),
     ],
 )
 def test_generate_py_mode_rules(config: RenderConfig, field: str) -> None:
     with pytest.raises(InvalidRequest) as err:
         render_pytorchjob(load_template(None), _job(), config)
     assert err.value.field == field
+
+
+def test_generate_py_mode_on_several_nodes_tells_each_runner_its_node() -> None:
+    config = RenderConfig(mode="generate_py", nnodes=2, nproc_per_node=8, generate_py_config={})
+    manifest = render_pytorchjob(load_template(None), _job(), config)
+    for role in ("Master", "Worker"):
+        container = _container(manifest, role)
+        runner = json.loads(_env(container)["WANSERVE_GENERATE_PY_CONFIG"])
+        assert (runner["nnodes"], runner["nproc_per_node"]) == (2, 8)
+        assert '--node-rank "${PET_NODE_RANK:-0}"' in container["command"][2]
 
 
 def test_strict_validation_rejects_an_unknown_field(pytorchjob_crd: CrdValidator) -> None:

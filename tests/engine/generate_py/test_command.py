@@ -120,10 +120,31 @@ def test_world_size_above_one_runs_under_torchrun_with_ulysses(tmp_path: Path, c
         build_invocation(ti2v, five)
 
 
+def test_several_nodes_run_torchrun_across_them(tmp_path: Path, ckpt: Path) -> None:
+    config = runner_config(ckpt, nnodes=2, nproc_per_node=4, dit_fsdp=True)
+    argv = build_invocation(t2v_spec(tmp_path), config).argv
+    # no --standalone: torchrun takes the rendezvous from PET_* (the training operator's)
+    assert argv[:7] == [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2"] + [
+        "--nproc_per_node",
+        "4",
+    ]
+    assert _flag(argv, "--ulysses_size") == "8"  # the world size, as generate.py asserts
+    one_per_node = runner_config(ckpt, nnodes=2)  # 2 ranks: torchrun although 1 per node
+    assert build_invocation(t2v_spec(tmp_path), one_per_node).argv[2] == "torch.distributed.run"
+    endpoint = ["--rdzv-backend", "c10d", "--rdzv-endpoint", "head:29500", "--nnodes", "2"]
+    explicit = runner_config(ckpt, nnodes=2, rendezvous_args=endpoint)
+    argv = build_invocation(t2v_spec(tmp_path), explicit).argv
+    assert argv[3:9] == endpoint and argv.count("--nnodes") == 1
+    with pytest.raises(ValueError, match="--standalone, which is one node, with nnodes=2"):
+        runner_config(ckpt, nnodes=2, rendezvous_args=["--standalone"])
+
+
 def test_config_rejects_what_generate_py_asserts(ckpt: Path) -> None:
-    with pytest.raises(ValueError, match="ulysses_size=2 must be 1 or equal nproc_per_node=4"):
+    with pytest.raises(ValueError, match=r"ulysses_size=2 must be 1 or equal the world size"):
         runner_config(ckpt, nproc_per_node=4, ulysses_size=2)
-    with pytest.raises(ValueError, match="dit_fsdp and t5_fsdp need nproc_per_node > 1"):
+    with pytest.raises(ValueError, match=r"\(nnodes x nproc_per_node = 6\)"):
+        runner_config(ckpt, nnodes=2, nproc_per_node=3, ulysses_size=3)
+    with pytest.raises(ValueError, match="dit_fsdp and t5_fsdp need a world size > 1"):
         runner_config(ckpt, dit_fsdp=True)
     with pytest.raises(ValueError, match=r"unknown placeholder 'colour'"):
         runner_config(ckpt, extra_args=["--tint", "{colour}"])
@@ -157,3 +178,10 @@ def test_config_reads_yaml_and_json_files(tmp_path: Path, ckpt: Path) -> None:
     (tmp_path / "c.json").write_text(from_yaml.model_dump_json())
     assert GeneratePyConfig.from_file(tmp_path / "c.json") == from_yaml
     assert from_yaml.world_size == 2 and from_yaml.checkpoints["wan2.2-t2v-a14b"] == ckpt
+
+
+def test_loras_are_refused_generate_py_has_none(tmp_path: Path, ckpt: Path) -> None:
+    spec = t2v_spec(tmp_path, loras=[{"name": "lightx2v", "scale": 1.0}])
+    with pytest.raises(InvalidRequest) as info:
+        build_invocation(spec, runner_config(ckpt))
+    assert info.value.field == "loras" and "no LoRA adapters" in info.value.rule

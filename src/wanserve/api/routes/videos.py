@@ -147,7 +147,8 @@ async def create_video(
         context.metrics.created.inc()
     else:
         response.headers["Idempotent-Replayed"] = "true"
-    return _public(videos.view(task), request, context)
+    [view] = await videos.views([task])
+    return _public(view, request, context)
 
 
 @router.get("", responses=problem_responses(404, 422, 503))
@@ -161,7 +162,7 @@ async def list_videos(
     """A page of your videos, newest first by default; continue with after=<last_id>."""
     videos = caller.videos
     page = await videos.list_videos(caller.principal, after=after, limit=limit, order=order)
-    data = [_public(videos.view(task), request, caller.context) for task in page.tasks]
+    data = [_public(view, request, caller.context) for view in await videos.views(page.tasks)]
     return VideosPublic(
         data=data,
         has_more=page.has_more,
@@ -196,7 +197,8 @@ async def delete_video(video_id: str, caller: CallerDep) -> VideoDeleted:
 async def cancel_video(video_id: str, request: Request, caller: CallerDep) -> VideoPublic:
     """Cancel a queued (at once) or running (the worker stops it) video; 409 once it ended."""
     task = await caller.videos.cancel_video(caller.principal, video_id)
-    return _public(caller.videos.view(task), request, caller.context)
+    [view] = await caller.videos.views([task])
+    return _public(view, request, caller.context)
 
 
 @router.get(
@@ -244,6 +246,7 @@ async def stream_video_events(
         last_event_id if last_event_id is not None else after or 0,
         store=service.store,
         queue=service.queue,
+        estimate=service.position_and_eta,
         poll_s=context.sse_poll_s,
         heartbeat_s=context.sse_heartbeat_s,
         clock=service.clock,

@@ -49,15 +49,17 @@ def engine_script(parallelism: Parallelism) -> str:
 
 
 def generate_py_script() -> str:
-    """`sh -c` text: wanserve's generate.py runner on the operator's generate.py (one node).
+    """`sh -c` text: wanserve's generate.py runner on the operator's generate.py.
 
     The runner (`python -m wanserve.engine.generate_py`) maps the spec onto generate.py's flags
     from its config (`WANSERVE_GENERATE_PY_CONFIG`, the operator's GeneratePyConfig as JSON),
-    launches torchrun itself for `nproc_per_node` > 1 and turns generate.py's progress into
-    engine events.
+    launches torchrun itself for a world size > 1 and turns generate.py's progress into engine
+    events. On several nodes every pod runs it; torchrun joins them through the operator's
+    PET_* variables, and only node 0 (`--node-rank`, from PET_NODE_RANK) reports.
     """
     write_config = 'config="$(mktemp)"\nprintf \'%s\' "$WANSERVE_GENERATE_PY_CONFIG" > "$config"\n'
     argv = ["--spec", '"$spec"', "--config", '"$config"', "--events", '"$WANSERVE_EVENTS"']
+    argv += ["--node-rank", '"${PET_NODE_RANK:-0}"']
     return (
         _WRITE_SPEC
         + write_config

@@ -187,7 +187,12 @@ def _events_url(job: JobRequest, config: RenderConfig) -> str:
     parts = urlsplit(config.redis_url)
     query = [(k, v) for k, v in parse_qsl(parts.query) if k != "stream"]
     query.append(("stream", events_stream(config.queue_prefix, job.task_id, job.attempt)))
-    return urlunsplit(parts._replace(query=urlencode(query, safe=":")))
+    url = urlunsplit(parts._replace(query=urlencode(query, safe=":")))
+    if parts.scheme == "unix" and not parts.netloc:
+        # compat: urlunsplit writes unix:///path as unix:/path, which redis-py and the engine's
+        # sink do not read as a Unix socket URL (the sink took it for a file path).
+        url = "unix://" + url.removeprefix("unix:")
+    return url
 
 
 def pod_env(job: JobRequest, config: RenderConfig) -> list[dict[str, Any]]:
@@ -243,17 +248,16 @@ def _check_generate_py(config: RenderConfig) -> None:
         raise InvalidRequest(
             "kubernetes.generate_py_config", None, "is required when kubernetes.mode=generate_py"
         )
-    if config.nnodes != 1:
-        # compat: generate.py asserts ulysses_size == world size and the runner sizes it per node.
-        raise InvalidRequest(
-            "kubernetes.nnodes", config.nnodes, "generate_py mode runs on one node (nnodes=1)"
-        )
 
 
 def _generate_py_env(config: RenderConfig) -> list[dict[str, Any]]:
     if config.mode != "generate_py" or config.generate_py_config is None:
         return []
-    runner = {**config.generate_py_config, "nproc_per_node": config.nproc_per_node}
+    runner = {
+        **config.generate_py_config,
+        "nproc_per_node": config.nproc_per_node,
+        "nnodes": config.nnodes,  # > 1: each pod's runner joins torchrun across the pods
+    }
     return [{"name": ENV_GENERATE_PY_CONFIG, "value": json.dumps(runner, sort_keys=True)}]
 
 

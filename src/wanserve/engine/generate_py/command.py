@@ -63,9 +63,14 @@ class GeneratePyConfig(BaseModel):
     cwd: Path | None = None  # default: the script's directory (generate.py imports `wan` there)
     checkpoints: dict[str, Path] = Field(default_factory=dict)  # model id -> --ckpt_dir
     tasks: dict[str, str] = Field(default_factory=dict)  # model id -> --task (overrides the card)
-    nproc_per_node: int = Field(default=1, ge=1)  # > 1: run under torchrun
-    rendezvous_args: list[str] = Field(default_factory=lambda: ["--standalone"])
-    ulysses_size: int | None = None  # default: nproc_per_node
+    nproc_per_node: int = Field(default=1, ge=1)  # world size > 1: run under torchrun
+    # > 1: one runner per node (a Kubernetes pod each), torchrun joining them (`--nnodes`)
+    nnodes: int = Field(default=1, ge=1)
+    # torchrun's rendezvous. None: `--standalone` on one node; on several, none, so torchrun
+    # reads PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR and PET_MASTER_PORT from the environment
+    # (what the training operator sets in every pod)
+    rendezvous_args: list[str] | None = None
+    ulysses_size: int | None = None  # default: the world size (nnodes x nproc_per_node)
     dit_fsdp: bool = False
     t5_fsdp: bool = False
     t5_cpu: bool = False
@@ -81,14 +86,19 @@ class GeneratePyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> GeneratePyConfig:
-        ulysses = self.ulysses_size or self.nproc_per_node
-        if ulysses not in (1, self.nproc_per_node):
+        ulysses = self.ulysses_size or self.world_size
+        if ulysses not in (1, self.world_size):
             raise ValueError(
-                f"ulysses_size={ulysses} must be 1 or equal nproc_per_node={self.nproc_per_node}"
-                " (generate.py asserts ulysses_size == world size)"
+                f"ulysses_size={ulysses} must be 1 or equal the world size (nnodes x "
+                f"nproc_per_node = {self.world_size}): generate.py asserts ulysses_size == world"
+                " size"
             )
-        if self.nproc_per_node == 1 and (self.dit_fsdp or self.t5_fsdp):
-            raise ValueError("dit_fsdp and t5_fsdp need nproc_per_node > 1 (generate.py asserts)")
+        if self.world_size == 1 and (self.dit_fsdp or self.t5_fsdp):
+            raise ValueError("dit_fsdp and t5_fsdp need a world size > 1 (generate.py asserts)")
+        if self.nnodes > 1 and "--standalone" in (self.rendezvous_args or []):
+            raise ValueError(
+                f"rendezvous_args has --standalone, which is one node, with nnodes={self.nnodes}"
+            )
         for arg in self.extra_args:
             try:
                 arg.format_map(dict.fromkeys(_PLACEHOLDERS, ""))
@@ -111,7 +121,14 @@ class GeneratePyConfig(BaseModel):
 
     @property
     def world_size(self) -> int:
-        return self.nproc_per_node
+        return self.nproc_per_node * self.nnodes
+
+    @property
+    def rendezvous(self) -> list[str]:
+        """torchrun's rendezvous arguments (see `rendezvous_args`)."""
+        if self.rendezvous_args is not None:
+            return self.rendezvous_args
+        return ["--standalone"] if self.nnodes == 1 else []
 
 
 _PLACEHOLDERS = frozenset(
@@ -147,6 +164,9 @@ def wan_task(spec: VideoSpec, config: GeneratePyConfig) -> str:
 
 def build_invocation(spec: VideoSpec, config: GeneratePyConfig) -> Invocation:
     """The command line for `spec`; raises InvalidRequest for what generate.py cannot run."""
+    if spec.loras:
+        names = [lora.name for lora in spec.loras]
+        raise InvalidRequest("loras", names, "generate.py takes no LoRA adapters (the engine does)")
     task = wan_task(spec, config)
     output = _output_dir(spec)
     save_file = output / VIDEO_NAME
@@ -207,11 +227,15 @@ def _flag_args(
 def _launcher(config: GeneratePyConfig) -> list[str]:
     if config.world_size == 1:
         return [config.python]
+    rendezvous = config.rendezvous
+    nodes = ["--nnodes", str(config.nnodes)] if "--nnodes" not in rendezvous else []
+    nodes = nodes if config.nnodes > 1 else []
     return [
         config.python,
         "-m",
         "torch.distributed.run",
-        *config.rendezvous_args,
+        *rendezvous,
+        *nodes,
         "--nproc_per_node",
         str(config.nproc_per_node),
     ]

@@ -7,6 +7,11 @@ with PyAV, plus `poster.jpg`), `error` (`failure.failure_of`: the cause and the 
 output) or `cancelled`. Closing the iterator early, `cancel()`, or SIGTERM/SIGINT during `run()`
 stop the whole process tree (torchrun and every worker): SIGTERM, a grace period, then SIGKILL.
 `run(spec, sink)` sends the events to `sink` and returns the `ExitCode`.
+
+Several nodes (`config.nnodes` > 1): a runner runs on every node, each starting its share of
+generate.py's ranks under torchrun. The runner of node 0 (whose rank 0 logs, draws the progress
+bar and writes the video) reports as above; the others (`node_rank` > 0) report nothing and
+return generate.py's outcome as an exit code: 0 when their ranks finished.
 """
 
 from __future__ import annotations
@@ -66,8 +71,11 @@ def exit_code_of(event: EngineEvent) -> ExitCode:
 class GeneratePyRunner:
     """Runs specs through generate.py, one at a time; `cancel()` may be called from any thread."""
 
-    def __init__(self, config: GeneratePyConfig, *, clock: Clock = time.time):
+    def __init__(self, config: GeneratePyConfig, *, node_rank: int = 0, clock: Clock = time.time):
+        if not 0 <= node_rank < config.nnodes:
+            raise InvalidRequest("node_rank", node_rank, f"must be in [0, {config.nnodes})")
         self.config = config
+        self.node_rank = node_rank
         self._clock = clock
         self._cancel = threading.Event()
         self._cancel_reason = "cancelled"
@@ -84,7 +92,9 @@ class GeneratePyRunner:
         """
         restore = self._install_signal_handlers()
         try:
-            code = ExitCode.FAILED
+            # A node other than the first writes no video: its run ends without a terminal
+            # event when its ranks finished.
+            code = ExitCode.FAILED if self.node_rank == 0 else ExitCode.OK
             for event in self.events(spec):
                 sink.emit(event)
                 if event.type in ("result", "error", "cancelled"):
@@ -144,6 +154,8 @@ class GeneratePyRunner:
         if failure is not None:
             yield self._error(spec, failure.code, failure.message)
             return
+        if self.node_rank > 0:
+            return  # node 0 reports the result
         yield from tracker.enter(Phase.WRITING)
         yield self._result(spec, invocation.save_file)
 

@@ -282,8 +282,8 @@ class JobCard {
         this.expert = data.expert;
         this.render();
         return false;
-      case "queue_position":
-        this.update({ queue_position: data.queue_position ?? data.position });
+      case "estimate":
+        this.update({ queue_position: data.queue_position, eta_seconds: data.eta_seconds });
         return false;
       case "result":
       case "cancelled":

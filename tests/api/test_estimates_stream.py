@@ -1,5 +1,5 @@
-"""`queue_position` on a queued task's event stream: sent whenever its place in a real Valkey
-queue changes, without an id (transient), until the task runs."""
+"""`estimate` messages on a task's event stream: its place in a real Valkey queue and its ETA,
+sent whenever the place changes (and when the ETA moves), without an id (transient)."""
 
 from __future__ import annotations
 
@@ -64,18 +64,21 @@ def test_positions_count_down_then_the_task_runs(
         last = ids[2]
         with client.stream("GET", f"/v1/videos/{last}/events") as response:
             messages = sse_messages(response.iter_lines())
-            first = next_of(messages, "queue_position", "created")
+            first = next_of(messages, "estimate", "created")
             assert first["event"] == "created", "the stored log is replayed first"
-            positions = []
+            positions, etas = [], []
             for _ in ids:
-                message = next_of(messages, "queue_position")
+                message = next_of(messages, "estimate")
                 assert "id" not in message, "transient: no id to break Last-Event-ID"
-                assert message["data"]["type"] == "queue_position"
+                assert message["data"]["type"] == "estimate"
                 assert message["data"]["task_id"] == last
                 positions.append(message["data"]["data"]["queue_position"])
+                etas.append(message["data"]["data"]["eta_seconds"])
                 lease = server.call(queue.lease("worker", wait_s=0))  # the head leaves the queue
                 assert lease is not None
             assert positions == [2, 1, 0]
+            assert all(isinstance(eta, float) and eta > 0 for eta in etas)
+            assert etas == sorted(etas, reverse=True)  # less and less work ahead
             assert lease.task_id == last
 
             async def run_it() -> None:
@@ -83,7 +86,7 @@ def test_positions_count_down_then_the_task_runs(
                 await Journal(store, queue).record(start(task, time.time(), "test"))
 
             server.call(run_it())
-            running = next_of(messages, "queue_position", "phase", "state")
+            running = next_of(messages, "phase", "state")
             assert running["event"] == "state"
             assert running["data"]["data"]["state"] == "in_progress"
             assert int(running["id"]) == int(first["id"]) + 1, "stored ids are not shifted"

@@ -1,0 +1,94 @@
+"""A worker's pools: each a backend, the models it serves, and how many runs it holds at once.
+
+Pools are kept in preference order. A warm pool keeps engines loaded between tasks (and stops
+each after its idle timeout); a job pool starts an engine per task (or per burst, when its jobs
+drain). A slot is one run, however many GPUs the run spans; the dispatcher leases only while some
+pool has a free slot, and routing (routing.py) picks the pool of each task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from wanserve.backends.base import EngineStatus, InferenceBackend, Resident
+
+__all__ = ["Pool", "PoolKind", "Pools"]
+
+
+class PoolKind(StrEnum):
+    WARM = "warm"
+    JOB = "job"
+
+
+@dataclass
+class Pool:
+    """One backend, its slots, and what routing needs to know of it."""
+
+    backend: InferenceBackend
+    slots: int
+    name: str = ""  # default: the backend's name
+    kind: PoolKind = PoolKind.JOB
+    models: frozenset[str] | None = None  # None: every model
+    idle_timeout_s: float = 0.0  # how long a loaded engine waits for work (warm; drained jobs)
+    busy: int = 0
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.backend.name
+
+    @property
+    def free(self) -> int:
+        return self.slots - self.busy
+
+    def serves(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    def engines(self) -> list[EngineStatus]:
+        """The engines this pool keeps loaded (none for a pool of one-shot jobs)."""
+        return self.backend.engines() if isinstance(self.backend, Resident) else []
+
+
+@dataclass
+class Pools:
+    """The pools a dispatcher feeds, in preference order, with a wake-up on every release."""
+
+    pools: list[Pool]
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        if not self.pools:
+            raise ValueError("pools=[] is invalid: a worker needs at least one pool")
+        names = [pool.name for pool in self.pools]
+        for pool in self.pools:
+            if pool.slots < 1:
+                raise ValueError(
+                    f"capacity={pool.slots!r} of pool {pool.name} is invalid: must be at least 1"
+                )
+            if names.count(pool.name) > 1:
+                raise ValueError(f"pool name {pool.name!r} is used twice: names must be unique")
+
+    @property
+    def has_free(self) -> bool:
+        return any(pool.free > 0 for pool in self.pools)
+
+    @property
+    def busy(self) -> int:
+        return sum(pool.busy for pool in self.pools)
+
+    def named(self, name: str) -> Pool:
+        return next(pool for pool in self.pools if pool.name == name)
+
+    async def wait_free(self) -> None:
+        while not self.has_free:
+            self._changed.clear()
+            await self._changed.wait()
+
+    def acquire(self, pool: Pool) -> None:
+        if pool.free <= 0:
+            raise RuntimeError(f"pool {pool.name} has no free slot")
+        pool.busy += 1
+
+    def release(self, pool: Pool) -> None:
+        pool.busy -= 1
+        self._changed.set()
