@@ -257,9 +257,14 @@ def test_up_is_warm_between_tasks_and_holds_nothing_after_its_idle_timeout(
     assert first["timings"]["scaling_up"] >= 0 and first["timings"]["loading"] > 0.5
     assert "scaling_up" not in second["timings"] and "loading" not in second["timings"]
     assert second["pool"] == "local-warm" and "loaded and idle" in second["route_reason"]
-    [pool] = api.pools()
+    # a worker publishes its pools each heartbeat: the report after the second task counts both
+    pool = wait_for(
+        lambda: api.pools()[0],
+        lambda p: p["gpu_seconds"]["starting"] > 0 and p["gpu_seconds"]["busy"] > 0,
+        timeout=10,
+        what="both tasks' GPU-seconds in the pool's report",
+    )
     assert (pool["state"], pool["replicas"], pool["kind"]) == ("warm", 1, "warm")
-    assert pool["gpu_seconds"]["starting"] > 0 and pool["gpu_seconds"]["busy"] > 0
     printed = subprocess.run(
         [sys.executable, "-m", "wanserve", "pools", "--json", "--server", api.base],
         env=env,

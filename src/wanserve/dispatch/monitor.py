@@ -161,4 +161,3 @@ def _state(pool: Pool, engines: list[EngineStatus]) -> str:
     if engines:
         return "warm"
     return "running" if pool.busy else "cold"
-
