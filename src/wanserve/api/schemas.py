@@ -39,6 +39,7 @@ __all__ = [
     "FieldError",
     "GpuSecondsPublic",
     "LoraChoice",
+    "ImageUploadPublic",
     "ModelPublic",
     "ModelsPublic",
     "PoolPublic",
@@ -266,6 +267,15 @@ class VideoDeleted(BaseModel):
     deleted: bool = True
 
 
+class ImageUploadPublic(BaseModel):
+    """What a model's start image (`input_reference`) may be, so a page can check a file before
+    uploading it."""
+
+    types: list[str] = Field(description="the content types accepted")
+    max_bytes: int
+    max_pixels: int
+
+
 class ModelPublic(BaseModel):
     """GET /v1/models entry: OpenAI's model object plus what a form needs to offer."""
 
@@ -284,13 +294,22 @@ class ModelPublic(BaseModel):
     ranges: dict[str, list[float]]
     default: bool = False  # the model a request without `model` gets (the page preselects it)
     available: bool = True  # this server serves it (POST /v1/videos accepts it)
+    image_upload: ImageUploadPublic | None = Field(
+        default=None, description="the start image's limits; null for a model that takes none"
+    )
 
     @classmethod
     def from_card(
-        cls, card: ModelCard, *, is_default: bool = False, available: bool = True
+        cls,
+        card: ModelCard,
+        *,
+        is_default: bool = False,
+        available: bool = True,
+        image_upload: ImageUploadPublic | None = None,
     ) -> ModelPublic:
         return cls(
             id=card.id,
+            image_upload=image_upload if card.accepts_image else None,
             default=is_default,
             available=available,
             description=card.description,
