@@ -204,7 +204,8 @@ class VideoPublic(BaseModel):
     timings: dict[str, float]
     parameters: VideoParameters
     priority: int
-    attempt: int
+    attempt: int = Field(description="runs started so far (a retry or a restart starts another)")
+    max_attempts: int = Field(description="runs it may have before it fails")
     cancel_requested: bool
     pool: str | None  # the worker pool its (last) attempt ran in, and why routing chose it
     route_reason: str | None
@@ -241,6 +242,7 @@ class VideoPublic(BaseModel):
             parameters=_parameters(task),
             priority=task.priority,
             attempt=task.attempt,
+            max_attempts=task.max_attempts,
             cancel_requested=task.cancel_requested,
             pool=task.pool,
             route_reason=task.route_reason,
