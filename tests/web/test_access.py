@@ -71,6 +71,7 @@ def test_asks_for_a_key_keeps_it_and_uses_it_for_everything(
     assert page.is_hidden("#access"), "the key survives a reload"
 
     page.select_option("#model", "wan2.2-tiny")
+    page.click(".advanced summary")
     page.fill("#prompt", "a lantern on a windy night")
     page.fill("#num_inference_steps", "2")
     with page.expect_response(is_create) as answer:

@@ -33,9 +33,12 @@ JOB_TIMEOUT_MS = 180_000  # a tiny job on 2 shared CPU cores, queue included
 PAGE_SIZE = 10  # jobs.js PAGE_SIZE
 
 
-def _open(page: Any) -> None:
-    page.goto("/")
+def _open(page: Any, path: str = "/") -> None:
+    """Load the page and open Advanced settings (closed by default), as a person would."""
+    page.goto(path)
     page.wait_for_selector("#model:not([disabled])")
+    assert page.get_attribute(".advanced", "open") is None, "Advanced settings start closed"
+    page.click(".advanced summary")
 
 
 def _choose_model(page: Any, model: str) -> None:
@@ -136,15 +139,20 @@ def test_submit_follows_progress_and_plays_the_video(
     download = card.locator("[data-action=download]")
     assert download.is_visible()
     assert api.get(download.get_attribute("href") or "").headers["content-type"] == "video/mp4"
-    card.locator("summary:has-text('Generation parameters')").click()
+    card.locator("summary:has-text('More')").click()
     params = card.locator("[data-role=params]").inner_text()
     assert "4242" in params and "6" in params
     screenshot(page, "completed", full_page=False)
 
-    # History survives a reload: the job is still there, finished, with its video.
+    # History survives a reload: the job is still there, finished, its poster first (no video
+    # loaded until asked for), and it plays.
     page.reload()
     page.wait_for_selector(_card(video_id))
     assert page.get_attribute(_card(video_id), "data-status") == "completed"
+    play = page.locator(f"{_card(video_id)} [data-action=play]")
+    play.wait_for()
+    assert page.get_attribute(f"{_card(video_id)} video", "src") is None
+    play.click()
     _wait_playable(page, video_id)
 
 
@@ -263,14 +271,15 @@ def test_history_pages_newest_first_and_reuses_settings(page: Any, api: httpx.Cl
         assert video.status_code == 200, video.text
         created.append(video.json()["id"])
         api.post(f"/v1/videos/{created[-1]}/cancel")  # keep the worker free for other tests
+    _wait_api_state(api, created[0], "cancelled")  # (it may have started: then it takes a while)
     _open(page)
     page.wait_for_selector(_card(created[-1]))
-    shown = page.eval_on_selector_all(".job", "cards => cards.map(c => c.dataset.id)")
+    shown = page.eval_on_selector_all("#jobs .job", "cards => cards.map(c => c.dataset.id)")
     assert shown == list(reversed(created))[:PAGE_SIZE], "newest first, one page"
     assert created[0] not in shown
     page.click("#load-more")
     page.wait_for_selector(_card(created[0]))
-    shown = page.eval_on_selector_all(".job", "cards => cards.map(c => c.dataset.id)")
+    shown = page.eval_on_selector_all("#jobs .job", "cards => cards.map(c => c.dataset.id)")
     assert shown.index(created[0]) == PAGE_SIZE
 
     # "Use these settings again" fills the form from the job's stored parameters.
@@ -397,12 +406,15 @@ def test_phone_width_has_no_horizontal_overflow(page: Any, api: httpx.Client) ->
 
 
 def test_keyboard_reaches_every_control_with_a_label(page: Any) -> None:
-    _open(page)
+    page.goto("/")
+    page.wait_for_selector("#model:not([disabled])")
     assert page.input_value("#model") == TINY, "the server's default model is preselected"
     reached = []
     for _ in range(16):  # from the top of the page, in document order
         page.keyboard.press("Tab")
         reached.append(page.evaluate("document.activeElement.id"))
+        if page.evaluate("document.activeElement.matches('.advanced summary')"):
+            page.keyboard.press("Enter")  # Advanced settings, closed by default, open by key
     order = ["model", "prompt", "size", "num_frames", "num_inference_steps", "seed", "submit"]
     assert [r for r in reached if r in order] == order, reached
     unlabelled = page.evaluate(
