@@ -28,7 +28,7 @@ KEY = "ws-test-" + secrets.token_hex(16)
 def keyed_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[str]:
     """A real `wanserve up` that refuses requests without a key (KEY is its admin key)."""
     env = {"WANSERVE_API__REQUIRE_KEYS": "true", "WANSERVE_API__ADMIN_KEY": KEY}
-    with running_up(tmp_path_factory.mktemp("wanserve-up-keys"), models_dir, **env) as base:
+    with running_up(tmp_path_factory.mktemp("wanserve-up-keys"), models_dir, env) as base:
         yield base
 
 

@@ -66,11 +66,13 @@ def test_an_outage_is_shown_and_the_job_recovers(
 ) -> None:
     data, port = outage
     # While the server is down every request fails; Chromium logs each one.
-    watch.allow(r"ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|ERR_FAILED")
+    watch.allow(
+        r"ERR_(CONNECTION_REFUSED|EMPTY_RESPONSE|CONNECTION_RESET|INCOMPLETE_CHUNKED_ENCODING)"
+    )
     base = f"http://127.0.0.1:{port}"
     page_of = contextlib.contextmanager(watched_page)
     with page_of(browser, base, watch, request.node.name) as page:
-        with running_up(data, models_dir, port=port, **SLOW):
+        with running_up(data, models_dir, SLOW, port=port):
             page.add_init_script(TIMING_RECORDER)
             page.goto("/")
             page.wait_for_selector("#model:not([disabled])")
@@ -92,7 +94,7 @@ def test_an_outage_is_shown_and_the_job_recovers(
         page.click("#connection-retry")  # tries at once (and fails: nothing is there yet)
         page.wait_for_selector("#connection-text:has-text('Reconnecting')")
 
-        with running_up(data, models_dir, port=port, **SLOW):
+        with running_up(data, models_dir, SLOW, port=port):
             page.wait_for_selector('#connection[data-state="up"]', timeout=60_000)
             notice = f"{card} [data-role=notice]"
             page.wait_for_selector(f"{notice}:has-text('attempt 2 of 3')", timeout=60_000)

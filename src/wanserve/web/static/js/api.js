@@ -127,8 +127,8 @@ export const api = {
   listModels: () => request("/v1/models"),
   createVideo: (body, headers = {}) => request("/v1/videos", { method: "POST", body, headers }),
   getVideo: (id) => request(`/v1/videos/${encodeURIComponent(id)}`),
-  listVideos: ({ after, limit = 10, states = [] } = {}) => {
-    const query = new URLSearchParams({ order: "desc", limit: String(limit) });
+  listVideos: ({ after, limit = 10, states = [], order = "desc" } = {}) => {
+    const query = new URLSearchParams({ order, limit: String(limit) });
     if (after) query.set("after", after);
     for (const state of states) query.append("state", state);
     return request(`/v1/videos?${query}`);

@@ -2,7 +2,7 @@
 // then the finished ones as a compact grid, newest first, by status, a page at a time; or one
 // job on its own (/videos/{id}).
 
-import { api } from "./api.js";
+import { api, connection } from "./api.js";
 import { JobCard } from "./card.js";
 import { isTerminal } from "./params.js";
 
@@ -37,7 +37,9 @@ export class JobList {
     for (const button of document.querySelectorAll("[data-filter]")) {
       button.addEventListener("click", () => this.setFilter(button.dataset.filter));
     }
-    setInterval(() => this.cards.forEach((card) => card.tick()), 1000);
+    const tick = () => this.cards.forEach((card) => card.tick());
+    setInterval(tick, 1000);
+    connection.addEventListener("change", tick); // "may be out of date" comes and goes at once
   }
 
   /** The job id of a /videos/{id} address, if the page was opened on one. */
@@ -70,10 +72,10 @@ export class JobList {
     }
   }
 
-  /** Every running and queued job, whatever its age. */
+  /** Every running and queued job, whatever its age, oldest first (the queue's order). */
   async loadLive() {
     try {
-      const page = await api.listVideos({ states: LIVE, limit: LIVE_LIMIT });
+      const page = await api.listVideos({ states: LIVE, limit: LIVE_LIMIT, order: "asc" });
       this.liveCapped = Boolean(page.has_more);
       for (const video of page.data || []) this.add(video);
     } catch (error) {
