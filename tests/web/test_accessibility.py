@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.web.conftest import DESKTOP, PHONE, PageWatch, requires_chromium, screenshot
-from tests.web.test_page import TINY, _card, _wait_api_state
+from tests.web.pages import TINY, card_of, wait_api_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600), requires_chromium]
 
@@ -87,17 +87,17 @@ def busy(api: httpx.Client) -> Iterator[str]:
     finished = api.post(
         "/v1/videos", json={"model": TINY, "prompt": "finished", "num_inference_steps": 1}
     ).json()["id"]
-    _wait_api_state(api, finished, "completed")
+    wait_api_state(api, finished, "completed")
     running = api.post(
         "/v1/videos",
         json={"model": TINY, "prompt": "a slow one", "size": "512x512", "num_inference_steps": 50},
     ).json()["id"]
     try:
-        _wait_api_state(api, running, "in_progress")
+        wait_api_state(api, running, "in_progress")
         yield running
     finally:
         api.post(f"/v1/videos/{running}/cancel")
-        _wait_api_state(api, running, "cancelled")
+        wait_api_state(api, running, "cancelled")
 
 
 def test_axe_finds_nothing_serious_in_any_state(
@@ -114,7 +114,7 @@ def test_axe_finds_nothing_serious_in_any_state(
 
     # Running (pinned on top) and completed (the grid below), on one page.
     page.goto("/")
-    page.wait_for_selector(f"{_card(busy)} [data-role=phase]:has-text('Denoising')")
+    page.wait_for_selector(f"{card_of(busy)} [data-role=phase]:has-text('Denoising')")
     page.wait_for_selector('#jobs .job[data-status="completed"] [data-action=play]')
     page.click(".advanced summary")
     _check(page, axe_source, "running-and-completed", problems)

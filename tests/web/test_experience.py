@@ -13,16 +13,16 @@ import httpx
 import pytest
 
 from tests.web.conftest import PageWatch, is_create, requires_chromium, screenshot
-from tests.web.test_page import (
+from tests.web.pages import (
     PAGE_SIZE,
     TINY,
     TINY_TI2V,
-    _card,
-    _choose_model,
-    _open,
-    _video_count,
-    _wait_api_state,
-    _wait_playable,
+    card_of,
+    choose_model,
+    open_page,
+    video_count,
+    wait_api_state,
+    wait_playable,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600), requires_chromium]
@@ -49,10 +49,10 @@ def test_errors_name_every_field_in_words_a_person_reads(
     page: Any, api: httpx.Client, watch: PageWatch
 ) -> None:
     watch.allow(r"status of 422")  # Chromium logs every 4xx response; these are expected
-    _open(page)
-    _choose_model(page, TINY)
+    open_page(page)
+    choose_model(page, TINY)
     page.wait_for_selector("#jobs-status:empty", state="attached")
-    before = _video_count(api)
+    before = video_count(api)
 
     page.fill("#prompt", "   ")
     page.click("#submit")
@@ -67,7 +67,7 @@ def test_errors_name_every_field_in_words_a_person_reads(
     assert _shown_error(page, "seed") == "Must be between 0 and 4294967295 (you gave -5)."
     assert _shown_error(page, "num_inference_steps") == "Must be between 1 and 50 (you gave 999)."
     screenshot(page, "errors-every-field", full_page=False)
-    assert _video_count(api) == before, "a rejected request stores nothing"
+    assert video_count(api) == before, "a rejected request stores nothing"
 
 
 def test_an_image_is_checked_before_it_is_uploaded(
@@ -76,8 +76,8 @@ def test_an_image_is_checked_before_it_is_uploaded(
     watch.allow(r"status of 422")
     posts: list[str] = []
     page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
-    _open(page)
-    _choose_model(page, TINY_TI2V)
+    open_page(page)
+    choose_model(page, TINY_TI2V)
     page.fill("#prompt", "a picture that is not one")
 
     text = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"just words"}
@@ -107,8 +107,8 @@ def test_an_image_is_checked_before_it_is_uploaded(
 def test_keyboard_submit_keeps_the_focus_and_ctrl_enter_submits(
     page: Any, api: httpx.Client
 ) -> None:
-    _open(page)
-    _choose_model(page, TINY)
+    open_page(page)
+    choose_model(page, TINY)
     page.fill("#num_inference_steps", "1")
     page.focus("#prompt")
     page.keyboard.type("typed, then Ctrl+Enter")
@@ -125,14 +125,14 @@ def test_keyboard_submit_keeps_the_focus_and_ctrl_enter_submits(
     with page.expect_response(is_create) as second:
         page.keyboard.press("Enter")
     created.append(str(second.value.json()["id"]))
-    page.wait_for_selector(_card(created[1]))
+    page.wait_for_selector(card_of(created[1]))
     page.wait_for_selector("#submit:not([aria-disabled])")
     assert page.evaluate("document.activeElement.id") == "submit"
     assert page.evaluate("window.__blurred") == [], "the focus never left the button"
     for video_id in created:
         api.post(f"/v1/videos/{video_id}/cancel")
     for video_id in created:
-        _wait_api_state(api, video_id, "cancelled")
+        wait_api_state(api, video_id, "cancelled")
 
 
 def test_running_and_queued_jobs_come_first_with_totals(page: Any, api: httpx.Client) -> None:
@@ -140,23 +140,23 @@ def test_running_and_queued_jobs_come_first_with_totals(page: Any, api: httpx.Cl
     running = _create(api, prompt="hold the worker", size="512x512", num_inference_steps=50)
     queued: list[str] = []
     try:
-        _wait_api_state(api, running, "in_progress")
+        wait_api_state(api, running, "in_progress")
         queued = [_create(api, prompt=f"queued {n}", num_inference_steps=1) for n in range(12)]
         assert len(queued) > PAGE_SIZE
-        _open(page)
-        page.wait_for_selector(f"#jobs-live {_card(running)}")
+        open_page(page)
+        page.wait_for_selector(f"#jobs-live {card_of(running)}")
         page.wait_for_function(
             "(n) => document.getElementById('jobs-live').children.length === n", arg=13
         )
         assert _ids(page, "#jobs-live") == [running, *queued], "running first, then queue order"
         assert page.inner_text("#jobs-totals") == "1 running · 12 queued"
         assert not set(_ids(page, "#jobs")) & {running, *queued}
-        assert page.get_attribute(_card(running), "data-status") == "in_progress"
+        assert page.get_attribute(card_of(running), "data-status") == "in_progress"
         screenshot(page, "live-pinned", full_page=False)
 
         # Finishing jobs leave the pinned list for the top of the finished grid.
         api.post(f"/v1/videos/{queued[0]}/cancel")
-        page.wait_for_selector(f'#jobs {_card(queued[0])}[data-status="cancelled"]')
+        page.wait_for_selector(f'#jobs {card_of(queued[0])}[data-status="cancelled"]')
         assert _ids(page, "#jobs")[0] == queued[0]
         page.wait_for_function(
             "() => document.getElementById('jobs-totals').textContent === '1 running · 11 queued'"
@@ -164,19 +164,19 @@ def test_running_and_queued_jobs_come_first_with_totals(page: Any, api: httpx.Cl
     finally:
         for video_id in [*queued, running]:
             api.post(f"/v1/videos/{video_id}/cancel")
-        _wait_api_state(api, running, "cancelled")
+        wait_api_state(api, running, "cancelled")
 
 
 def test_a_finished_job_can_be_linked_copied_retried_filtered_and_deleted(
     page: Any, api: httpx.Client
 ) -> None:
     done = _create(api, prompt="a job to act on", num_inference_steps=1, seed=77)
-    _wait_api_state(api, done, "completed")
+    wait_api_state(api, done, "completed")
     stopped = _create(api, prompt="stopped before it ran", num_inference_steps=1, seed=78)
     api.post(f"/v1/videos/{stopped}/cancel")
-    _wait_api_state(api, stopped, "cancelled")
-    _open(page)
-    card = page.locator(_card(done))
+    wait_api_state(api, stopped, "cancelled")
+    open_page(page)
+    card = page.locator(card_of(done))
     card.wait_for()
     card.locator("summary:has-text('More')").click()
     card.locator("[data-action=copy-curl]").click()
@@ -190,9 +190,9 @@ def test_a_finished_job_can_be_linked_copied_retried_filtered_and_deleted(
 
     # Run a cancelled job again: a new job with the same parameters, pinned with the live ones.
     with page.expect_response(is_create) as answer:
-        page.locator(f"{_card(stopped)} [data-action=retry]").click()
+        page.locator(f"{card_of(stopped)} [data-action=retry]").click()
     again = str(answer.value.json()["id"])
-    page.wait_for_selector(f"#jobs-live {_card(again)}")
+    page.wait_for_selector(f"#jobs-live {card_of(again)}")
     params = api.get(f"/v1/videos/{again}").json()["parameters"]
     assert params["seed"] == 78 and api.get(f"/v1/videos/{again}").json()["prompt"] == (
         "stopped before it ran"
@@ -201,26 +201,26 @@ def test_a_finished_job_can_be_linked_copied_retried_filtered_and_deleted(
 
     # Status filters.
     page.click("[data-filter=cancelled]")
-    page.wait_for_selector(f"#jobs {_card(stopped)}")
+    page.wait_for_selector(f"#jobs {card_of(stopped)}")
     statuses = page.eval_on_selector_all("#jobs .job", "cs => cs.map(c => c.dataset.status)")
     assert set(statuses) == {"cancelled"}, statuses
     page.click("[data-filter=completed]")
-    page.wait_for_selector(f"#jobs {_card(done)}")
+    page.wait_for_selector(f"#jobs {card_of(done)}")
     statuses = page.eval_on_selector_all("#jobs .job", "cs => cs.map(c => c.dataset.status)")
     assert set(statuses) == {"completed"}, statuses
 
     # The link opens that job on its own, and it plays.
     page.goto(f"/videos/{done}")
-    page.wait_for_selector(_card(done))
-    page.wait_for_selector(f"{_card(done)} [data-action=play]").click()
-    _wait_playable(page, done)
+    page.wait_for_selector(card_of(done))
+    page.wait_for_selector(f"{card_of(done)} [data-action=play]").click()
+    wait_playable(page, done)
     assert page.locator(".job").count() == 1
     assert page.is_hidden("#create-form") and page.is_visible("text=All your videos")
     screenshot(page, "single-job", full_page=False)
 
     # Delete asks once more, then the job is gone from the page and the API.
     page.goto("/")
-    card = page.locator(_card(done))
+    card = page.locator(card_of(done))
     card.locator("summary:has-text('More')").click()
     card.locator("[data-action=delete]").click()
     assert card.locator("[data-action=delete]").inner_text() == "Press again to delete"

@@ -169,7 +169,11 @@ export class JobList {
     card.stop();
     card.element.remove();
     this.cards.delete(card.id);
-    if (!quiet) $("jobs-status").textContent = "Deleted.";
+    if (!quiet) {
+      const status = $("jobs-status");
+      status.textContent = "Deleted.";
+      setTimeout(() => { if (status.textContent === "Deleted.") status.textContent = ""; }, 4000);
+    }
     this.updateTotals();
     this.updateEmpty();
   }
@@ -188,6 +192,7 @@ export class JobList {
   updateEmpty() {
     const none = this.cards.size === 0;
     $("jobs-empty").hidden = !none || JobList.singleId() !== null;
+    document.querySelector(".history-head").hidden = none && this.filter === "all";
     $("jobs-filtered-empty").hidden = none || this.list.childElementCount > 0 || this.filter === "all";
   }
 }
