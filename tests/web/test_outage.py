@@ -83,8 +83,11 @@ def test_an_outage_is_shown_and_the_job_recovers(
                 page.click("#submit")
             video_id = answer.value.json()["id"]
             card = f'.job[data-id="{video_id}"]'
-            page.wait_for_selector(f"{card} [data-role=phase]:has-text('step 3 of 20')",
-                                   timeout=JOB_TIMEOUT_MS)  # fmt: skip
+            page.wait_for_function(  # mid-run: at step 3 of 20
+                "(sel) => document.querySelector(sel + ' progress')?.value >= 3",
+                arg=card,
+                timeout=JOB_TIMEOUT_MS,
+            )
         # Stopped: the page says so, and the card no longer pretends to know.
         page.wait_for_selector("#connection:not([hidden])")
         assert "Reconnecting" in page.inner_text("#connection-text")
