@@ -9,6 +9,7 @@ axe-core comes from tests/web/package.json (pinned by its lock file): `scripts/t
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from tests.web.conftest import DESKTOP, PHONE, PageWatch, requires_chromium, screenshot
-from tests.web.pages import TINY, card_of, wait_api_state
+from tests.web.pages import A14B, TINY, card_of, wait_api_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600), requires_chromium]
 
@@ -81,9 +82,24 @@ def _check(page: Any, axe_source: str, state: str, problems: list[str]) -> None:
     page.set_viewport_size(DESKTOP)
 
 
+def _failed_job(api: httpx.Client, models_dir: Path) -> None:
+    """A failed job in the history: a broken checkpoint the engine refuses (as in test_page)."""
+    broken = models_dir / A14B
+    broken.mkdir()
+    try:
+        (broken / "model_index.json").write_text(json.dumps({"_class_name": "NotAPipeline"}))
+        body = {"model": A14B, "prompt": "cannot run here", "size": "832x480", "num_frames": 5}
+        video = api.post("/v1/videos", json={**body, "num_inference_steps": 1}).json()["id"]
+        wait_api_state(api, video, "failed")
+    finally:
+        shutil.rmtree(broken)
+
+
 @pytest.fixture
-def busy(api: httpx.Client) -> Iterator[str]:
-    """A running job (and a finished one in the history) for the whole test."""
+def busy(api: httpx.Client, models_dir: Path) -> Iterator[str]:
+    """A running job, and a completed and a failed one in the history, for the whole test."""
+    if not os.environ.get("WANSERVE_WEB_TEST_URL"):
+        _failed_job(api, models_dir)
     finished = api.post(
         "/v1/videos", json={"model": TINY, "prompt": "finished", "num_inference_steps": 1}
     ).json()["id"]
@@ -112,12 +128,14 @@ def test_axe_finds_nothing_serious_in_any_state(
     _check(page, axe_source, "empty", problems)
     page.unroute(LISTS)
 
-    # Running (pinned on top) and completed (the grid below), on one page.
+    # Running (pinned on top), completed and failed (the grid below), on one page.
     page.goto("/")
     page.wait_for_selector(f"{card_of(busy)} [data-role=phase]:has-text('Denoising')")
     page.wait_for_selector('#jobs .job[data-status="completed"] [data-action=play]')
+    if not os.environ.get("WANSERVE_WEB_TEST_URL"):
+        page.wait_for_selector('#jobs .job[data-status="failed"]')
     page.click(".advanced summary")
-    _check(page, axe_source, "running-and-completed", problems)
+    _check(page, axe_source, "running-completed-failed", problems)
 
     # Errors: the form's field errors after a refused request.
     page.fill("#prompt", " ")

@@ -12,7 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.web.conftest import PageWatch, is_create, requires_chromium, screenshot
+from tests.web.conftest import (
+    DESKTOP,
+    PHONE,
+    PageWatch,
+    is_create,
+    requires_chromium,
+    screenshot,
+)
 from tests.web.pages import (
     PAGE_SIZE,
     TINY,
@@ -150,6 +157,12 @@ def test_running_and_queued_jobs_come_first_with_totals(page: Any, api: httpx.Cl
         )
         assert _ids(page, "#jobs-live") == [running, *queued], "running first, then queue order"
         assert page.inner_text("#jobs-totals") == "1 running · 12 queued"
+        page.set_viewport_size(PHONE)  # the list is below the form: the header leads there
+        page.click("#top-totals")
+        assert page.evaluate("location.hash") == "#jobs-title"
+        title_top = "document.getElementById('jobs-title').getBoundingClientRect().top"
+        assert -1 < page.evaluate(title_top) < 100, "scrolled to the list"
+        page.set_viewport_size(DESKTOP)
         assert not set(_ids(page, "#jobs")) & {running, *queued}
         assert page.get_attribute(card_of(running), "data-status") == "in_progress"
         screenshot(page, "live-pinned", full_page=False)

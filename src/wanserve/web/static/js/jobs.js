@@ -186,6 +186,8 @@ export class JobList {
     if (counts.in_progress) parts.push(`${counts.in_progress} running`);
     if (counts.queued) parts.push(`${counts.queued}${plus} queued`);
     $("jobs-totals").textContent = parts.join(" · ");
+    $("top-totals").textContent = parts.join(" · ");
+    $("top-totals").hidden = parts.length === 0 || JobList.singleId() !== null;
     $("live-title").hidden = this.live.childElementCount === 0;
   }
 
