@@ -74,6 +74,7 @@ export class JobList {
 
   /** Every running and queued job, whatever its age, oldest first (the queue's order). */
   async loadLive() {
+    if (JobList.singleId()) return; // one job alone: its own card follows it
     try {
       const page = await api.listVideos({ states: LIVE, limit: LIVE_LIMIT, order: "asc" });
       this.liveCapped = Boolean(page.has_more);
