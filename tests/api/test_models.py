@@ -32,6 +32,10 @@ async def test_list_models_has_every_served_card_with_form_data(api: Api) -> Non
     assert "guidance_scale_2" in tiny["ranges"]
     ti2v = by_id["wan2.2-tiny-ti2v"]
     assert "guidance_scale_2" not in ti2v["ranges"] and ti2v["tasks"] == ["i2v", "t2v"]
+    # What a page checks before uploading a start image; nothing for a model that takes none.
+    assert ti2v["image_upload"]["types"] == ["image/jpeg", "image/png", "image/webp"]
+    assert ti2v["image_upload"]["max_bytes"] == api.settings.api.max_image_bytes
+    assert tiny["image_upload"] is None
     assert [m["id"] for m in body["data"] if m["default"]] == ["wan2.2-tiny"]
 
 

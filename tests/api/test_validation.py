@@ -124,7 +124,7 @@ IMAGE_CASES = [
     ("not an image", ("x.png", b"this is text", "image/png"), 422, "must be a"),
     ("empty file", ("x.png", b"", "image/png"), 422, "non-empty"),
     ("truncated png", ("x.png", png_bytes()[:40], "image/png"), 422, "must be a"),
-    ("gif", ("x.gif", png_bytes(fmt="GIF"), "image/gif"), 422, "got GIF"),
+    ("gif", ("x.gif", png_bytes(fmt="GIF"), "image/gif"), 422, "this file is GIF"),
     ("too many pixels", ("x.png", png_bytes(300, 300), "image/png"), 422, "at most 40000 pixels"),
 ]
 
@@ -143,6 +143,38 @@ async def test_bad_image_upload(
         response = await client.post("/v1/videos", files=multipart(TI2V, image))
         assert_problem(response, status, "input_reference", words)
         await api.assert_nothing_stored()
+
+
+async def test_a_file_that_is_no_image_is_named_without_internals(api: Api) -> None:
+    image = ("notes.txt", b"this is text", "text/plain")
+    response = await api.client.post("/v1/videos", files=multipart(TI2V, image))
+    problem = assert_problem(response, 422, "input_reference", "must be a PNG, JPEG or WebP image")
+    assert "BytesIO" not in response.text and "0x" not in response.text
+    assert problem["errors"][0]["value"] == "notes.txt"
+
+
+async def test_every_invalid_field_is_reported_at_once(api: Api) -> None:
+    """Fields refused by the body's schema (seed) and by the model's rules (steps) alike."""
+    body = {**TINY, "num_inference_steps": 999, "seed": -5, "size": "7x7"}
+    response = await api.client.post("/v1/videos", json=body)
+    problem = assert_problem(response, 422, "seed", "between 0 and")
+    fields = {error["field"]: error for error in problem["errors"]}
+    assert set(fields) == {"seed", "num_inference_steps", "size"}, problem
+    assert "between 1 and" in fields["num_inference_steps"]["rule"]
+    assert fields["num_inference_steps"]["value"] == 999
+    # The same as a form, and when only the model's rules refuse (two of them).
+    form = await api.client.post("/v1/videos", files=multipart(body))
+    assert {e["field"] for e in form.json()["errors"]} == set(fields)
+    both = {**TINY, "num_inference_steps": 999, "num_frames": 10}
+    problem = (await api.client.post("/v1/videos", json=both)).json()
+    assert [e["field"] for e in problem["errors"]] == ["num_frames", "num_inference_steps"]
+    await api.assert_nothing_stored()
+
+
+@pytest.mark.parametrize("prompt", ["", "   "])
+async def test_an_empty_prompt_reads_well(api: Api, prompt: str) -> None:
+    response = await api.client.post("/v1/videos", json={**TINY, "prompt": prompt})
+    assert_problem(response, 422, "prompt", "must not be empty or blank: describe what the video")
 
 
 async def test_image_missing_for_image_only_model(tmp_path: Path) -> None:
@@ -182,7 +214,7 @@ async def test_too_many_bytes_is_413_while_streaming(tmp_path: Path) -> None:
     ) as client:
         api = Api(app, client, store, queue, artifacts, clock, settings)
         response = await client.post("/v1/videos", content=body(), headers=headers)
-        assert_problem(response, 413, "input_reference", "at most 50000 bytes")
+        assert_problem(response, 413, "input_reference", "at most 48.8 KB")
         await api.assert_nothing_stored()
     assert sent < 2_000_000  # refused long before the end of the body
 
@@ -197,6 +229,7 @@ async def test_declared_length_over_limit_is_413_at_once(tmp_path: Path) -> None
             "/v1/videos", files=multipart(TI2V, ("a.png", image + b"\0" * 300_000, "image/png"))
         )
         assert_problem(response, 413, "input_reference", "at most 1000 bytes")
+        assert "KB given" in response.json()["detail"], "sizes in units a person reads"
 
 
 async def test_unsupported_content_type_is_415(api: Api) -> None:

@@ -104,6 +104,19 @@ async def test_list_paginates_with_after_and_order(api: Api) -> None:
     assert [v["id"] for v in ascending["data"]] == ids[:3]
 
 
+async def test_list_filters_by_state(api: Api) -> None:
+    ids = [str((await create(api))["id"]) for _ in range(3)]
+    await api.client.post(f"/v1/videos/{ids[1]}/cancel")
+    live = (await api.client.get("/v1/videos", params={"state": "queued"})).json()
+    assert [v["id"] for v in live["data"]] == [ids[2], ids[0]]
+    both = await api.client.get("/v1/videos", params=[("state", "queued"), ("state", "cancelled")])
+    assert [v["id"] for v in both.json()["data"]] == ids[::-1]
+    video = both.json()["data"][0]
+    assert (video["attempt"], video["max_attempts"]) == (0, 3)
+    bad = await api.client.get("/v1/videos", params={"state": "lost"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"].startswith("state")
+
+
 async def test_list_rejects_unknown_cursor_and_bad_limit(api: Api) -> None:
     response = await api.client.get("/v1/videos", params={"after": "video_nope"})
     assert response.status_code == 404 and response.json()["errors"][0]["field"] == "after"

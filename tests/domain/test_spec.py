@@ -99,6 +99,23 @@ def test_each_rule_names_field_value_and_rule(
     assert error.status == 422
 
 
+def test_every_broken_rule_is_named_at_once_in_field_order() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        _resolve(size="7x7", num_inference_steps=999, seed=-5, prompt=" ")
+    error = info.value
+    fields = [e["field"] for e in error.problem()["errors"]]
+    assert fields == ["size", "prompt", "num_inference_steps", "seed"]
+    assert (error.field, error.value) == ("size", "7x7"), "the first one is the error's own"
+    assert error.detail.count("is invalid") == 4 and str(error) == error.detail
+    values = {e["field"]: e["value"] for e in error.problem()["errors"]}
+    assert values["num_inference_steps"] == 999 and values["seed"] == -5
+
+
+def test_of_all_with_one_error_is_that_error() -> None:
+    one = InvalidRequest("seed", -1, "must be between 0 and 9")
+    assert InvalidRequest.of_all([one]) is one
+
+
 def test_image_makes_an_i2v_spec_on_models_that_take_one() -> None:
     spec = _resolve(model="wan2.2-tiny-ti2v", image="/tmp/in.png")
     assert spec.task == TaskKind.I2V and spec.image == "/tmp/in.png"

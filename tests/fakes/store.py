@@ -93,6 +93,7 @@ class InMemoryStore:
         after: str | None = None,
         limit: int = 20,
         order: Literal["asc", "desc"] = "desc",
+        states: Sequence[TaskState] | None = None,
     ) -> TaskPage:
         tasks = [t for t in self._tasks.values() if owner is None or t.owner == owner]
         if order == "desc":
@@ -102,6 +103,8 @@ class InMemoryStore:
             if after not in ids:
                 raise InvalidRequest("after", after, "must be the id of a task in this list")
             tasks = tasks[ids.index(after) + 1 :]
+        if states is not None:
+            tasks = [t for t in tasks if t.state in states]
         return TaskPage(tasks=tasks[:limit], has_more=len(tasks) > limit)
 
     async def tasks_in_states(self, states: Sequence[TaskState], limit: int = 1000) -> list[Task]:

@@ -204,6 +204,22 @@ class TestTaskStoreContract:
         page = await store.list_tasks(owner="k1", order="asc", limit=3)
         assert [t.id for t in page.tasks] == ["t0", "t1", "t2"] and page.has_more
 
+    async def test_list_tasks_filters_by_state(self, store: TaskStore) -> None:
+        tasks = [await store.create_task(create(make_task(f"t{n}", owner="k1"))) for n in range(5)]
+        await store.save_task(start(tasks[1], 1.0, "local"))
+        running = start(tasks[3], 1.0, "local")
+        await store.save_task(running)
+        live = [TaskState.QUEUED, TaskState.IN_PROGRESS]
+        page = await store.list_tasks(owner="k1", states=[TaskState.IN_PROGRESS])
+        assert [t.id for t in page.tasks] == ["t3", "t1"] and not page.has_more
+        page = await store.list_tasks(owner="k1", states=live, limit=2)
+        assert [t.id for t in page.tasks] == ["t4", "t3"] and page.has_more
+        page = await store.list_tasks(owner="k1", states=live, after="t3", limit=2)
+        assert [t.id for t in page.tasks] == ["t2", "t1"] and page.has_more
+        await store.save_task(fail(running.task, TaskError(code="x", message="y"), 2.0))
+        page = await store.list_tasks(owner="k1", states=[TaskState.FAILED])
+        assert [t.id for t in page.tasks] == ["t3"]
+
     async def test_list_tasks_filters_by_owner(self, store: TaskStore) -> None:
         await store.create_task(create(make_task("a1", owner="a")))
         await store.create_task(create(make_task("b1", owner="b")))

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "web"
 START_TIMEOUT_S = 240.0
 DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
 
 requires_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -50,7 +51,7 @@ new MutationObserver((records) => {
 """
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -89,12 +90,14 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextlib.contextmanager
-def running_up(data: Path, models: Path, **env: str) -> Iterator[str]:
-    """`python -m wanserve up` on a free port with `data` as its data dir and `models` as its
-    models dir; yields its base URL once it is ready and its default tiny model is built; stops
-    its whole process group."""
-    env = {"WANSERVE_ENGINE__MODELS_DIR": str(models), **env}
-    port = _free_port()
+def running_up(
+    data: Path, models: Path, env: Mapping[str, str] | None = None, *, port: int | None = None
+) -> Iterator[str]:
+    """`python -m wanserve up` on `port` (default: a free one) with `data` as its data dir and
+    `models` as its models dir; yields its base URL once it is ready and its default tiny model
+    is built; stops its whole process group (SIGTERM, so running jobs are handed back)."""
+    env = {"WANSERVE_ENGINE__MODELS_DIR": str(models), **(env or {})}
+    port = port or free_port()
     log = data / "up.log"
     command = [sys.executable, "-m", "wanserve", "up", "--host", "127.0.0.1",
                "--port", str(port), "--data-dir", str(data)]  # fmt: skip
@@ -118,7 +121,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
     # Each denoising step lasts at least 0.1 s, so a live phase stays on screen long enough to be
     # seen however fast the tiny model runs (a bare 6-step run can pass in a blink).
     up = running_up(
-        tmp_path_factory.mktemp("wanserve-up"), models_dir, WANSERVE_ENGINE_STEP_DELAY="0.1"
+        tmp_path_factory.mktemp("wanserve-up"), models_dir, {"WANSERVE_ENGINE_STEP_DELAY": "0.1"}
     )
     with up as base:
         yield base

@@ -28,7 +28,7 @@ KEY = "ws-test-" + secrets.token_hex(16)
 def keyed_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[str]:
     """A real `wanserve up` that refuses requests without a key (KEY is its admin key)."""
     env = {"WANSERVE_API__REQUIRE_KEYS": "true", "WANSERVE_API__ADMIN_KEY": KEY}
-    with running_up(tmp_path_factory.mktemp("wanserve-up-keys"), models_dir, **env) as base:
+    with running_up(tmp_path_factory.mktemp("wanserve-up-keys"), models_dir, env) as base:
         yield base
 
 
@@ -71,6 +71,7 @@ def test_asks_for_a_key_keeps_it_and_uses_it_for_everything(
     assert page.is_hidden("#access"), "the key survives a reload"
 
     page.select_option("#model", "wan2.2-tiny")
+    page.click(".advanced summary")
     page.fill("#prompt", "a lantern on a windy night")
     page.fill("#num_inference_steps", "2")
     with page.expect_response(is_create) as answer:

@@ -23,8 +23,10 @@ def client() -> TestClient:
     return TestClient(app)
 
 
-def test_index_has_the_prompt_field_and_revalidates(client: TestClient) -> None:
-    response = client.get("/")
+@pytest.mark.parametrize("path", ["/", "/videos/video_0123abc"])
+def test_index_has_the_prompt_field_and_revalidates(client: TestClient, path: str) -> None:
+    """The page, also at a video's own address (the page then shows that video alone)."""
+    response = client.get(path)
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     assert response.headers["cache-control"] == "no-cache"

@@ -6,7 +6,6 @@ the result against the public API, which is the page's only source of truth.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -17,109 +16,48 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
-from tests.web.conftest import PageWatch, is_create, requires_chromium, screenshot
+from tests.web.conftest import PageWatch, requires_chromium, screenshot
+from tests.web.pages import (
+    A14B,
+    JOB_TIMEOUT_MS,
+    PAGE_SIZE,
+    TINY,
+    TINY_TI2V,
+    card_of,
+    choose_model,
+    open_page,
+    png_file,
+    submit,
+    video_count,
+    wait_api_state,
+    wait_playable,
+    wait_status,
+)
 from wanserve.domain.models import MODELS
 from wanserve.domain.spec import VideoRequest, resolve_spec
 
 # Each test runs a real job on CPU; the first also waits for the server to start.
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600), requires_chromium]
 
-TINY = "wan2.2-tiny"
-TINY_TI2V = "wan2.2-tiny-ti2v"
-A14B = "wan2.2-t2v-a14b"
-JOB_TIMEOUT_MS = 180_000  # a tiny job on 2 shared CPU cores, queue included
-PAGE_SIZE = 10  # jobs.js PAGE_SIZE
-
-
-def _open(page: Any) -> None:
-    page.goto("/")
-    page.wait_for_selector("#model:not([disabled])")
-
-
-def _choose_model(page: Any, model: str) -> None:
-    page.select_option("#model", model)
-    page.wait_for_function(
-        "(id) => document.getElementById('model-hint').textContent.length > 0 && "
-        "document.getElementById('model').value === id",
-        arg=model,
-    )
-
-
-def _submit(page: Any) -> str:
-    """Press Generate; returns the new job's id once its card is on the page."""
-    before = set(page.eval_on_selector_all(".job", "cards => cards.map(c => c.dataset.id)"))
-    with page.expect_response(is_create) as answer:
-        page.click("#submit")
-    assert answer.value.status == 200, answer.value.text()
-    video_id = str(answer.value.json()["id"])
-    assert video_id not in before
-    # "appears at once": the card is there as soon as the create call has answered.
-    page.wait_for_selector(f'.job[data-id="{video_id}"]', timeout=2_000)
-    return video_id
-
-
-def _card(video_id: str) -> str:
-    return f'.job[data-id="{video_id}"]'
-
-
-def _wait_status(page: Any, video_id: str, status: str, timeout: int = JOB_TIMEOUT_MS) -> None:
-    page.wait_for_selector(f'{_card(video_id)}[data-status="{status}"]', timeout=timeout)
-
-
-def _wait_playable(page: Any, video_id: str) -> dict[str, float]:
-    page.wait_for_function(
-        "(sel) => { const v = document.querySelector(sel + ' video');"
-        " return v && v.readyState >= 2 && v.duration > 0; }",
-        arg=_card(video_id),
-        timeout=30_000,
-    )
-    return dict(
-        page.eval_on_selector(
-            f"{_card(video_id)} video",
-            "v => ({duration: v.duration, readyState: v.readyState, width: v.videoWidth})",
-        )
-    )
-
-
-def _wait_api_state(api: httpx.Client, video_id: str, state: str, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (now := api.get(f"/v1/videos/{video_id}").json()["state"]) != state:
-        assert time.monotonic() < deadline, f"{video_id} is {now}, not {state}"
-        time.sleep(0.2)
-
-
-def _video_count(api: httpx.Client) -> int:
-    return len(api.get("/v1/videos", params={"limit": 100}).json()["data"])
-
-
-def _png(path: Path) -> Path:
-    image = Image.new("RGB", (96, 96))
-    image.putdata([(x * 2, y * 2, 160) for y in range(96) for x in range(96)])
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    path.write_bytes(buffer.getvalue())
-    return path
-
 
 def test_submit_follows_progress_and_plays_the_video(
     page: Any, api: httpx.Client, watch: PageWatch
 ) -> None:
-    _open(page)
-    _choose_model(page, TINY)
+    open_page(page)
+    choose_model(page, TINY)
     assert page.is_hidden("#image-field"), "a text-to-video model shows no image picker"
     assert page.is_visible("#guidance_scale_2"), "a two-expert model offers a second guidance"
     page.fill("#prompt", "a paper boat drifting down a rainy street")
     page.fill("#num_inference_steps", "6")
     page.fill("#seed", "4242")
-    video_id = _submit(page)
-    _wait_status(page, video_id, "in_progress")
-    page.wait_for_selector(f"{_card(video_id)} [data-role=phase]:has-text('Denoising')",
+    video_id = submit(page)
+    wait_status(page, video_id, "in_progress")
+    page.wait_for_selector(f"{card_of(video_id)} [data-role=phase]:has-text('Denoising')",
                            timeout=JOB_TIMEOUT_MS)  # fmt: skip
     screenshot(page, "running")
-    _wait_status(page, video_id, "completed")
-    playable = _wait_playable(page, video_id)
+    wait_status(page, video_id, "completed")
+    playable = wait_playable(page, video_id)
     assert playable["duration"] > 0 and playable["readyState"] >= 2
 
     # The bar took every denoising step in order and reached the end.
@@ -131,50 +69,55 @@ def test_submit_follows_progress_and_plays_the_video(
     assert watch.gets(f"/v1/videos/{video_id}/events") >= 1
     assert watch.gets(f"/v1/videos/{video_id}") <= 4, watch.requests
 
-    card = page.locator(_card(video_id))
+    card = page.locator(card_of(video_id))
     assert card.locator("video").get_attribute("poster"), "poster shown first"
     download = card.locator("[data-action=download]")
     assert download.is_visible()
     assert api.get(download.get_attribute("href") or "").headers["content-type"] == "video/mp4"
-    card.locator("summary:has-text('Generation parameters')").click()
+    card.locator("summary:has-text('More')").click()
     params = card.locator("[data-role=params]").inner_text()
     assert "4242" in params and "6" in params
     screenshot(page, "completed", full_page=False)
 
-    # History survives a reload: the job is still there, finished, with its video.
+    # History survives a reload: the job is still there, finished, its poster first (no video
+    # loaded until asked for), and it plays.
     page.reload()
-    page.wait_for_selector(_card(video_id))
-    assert page.get_attribute(_card(video_id), "data-status") == "completed"
-    _wait_playable(page, video_id)
+    page.wait_for_selector(card_of(video_id))
+    assert page.get_attribute(card_of(video_id), "data-status") == "completed"
+    play = page.locator(f"{card_of(video_id)} [data-action=play]")
+    play.wait_for()
+    assert page.get_attribute(f"{card_of(video_id)} video", "src") is None
+    play.click()
+    wait_playable(page, video_id)
 
 
 def test_cancel_a_queued_and_a_running_job(page: Any, api: httpx.Client) -> None:
-    _open(page)
-    _choose_model(page, TINY)
+    open_page(page)
+    choose_model(page, TINY)
     page.fill("#prompt", "a very long slow pan over mountains")
     page.select_option("#size", "512x512")
     page.fill("#num_inference_steps", "50")
-    running_id = _submit(page)
-    _wait_status(page, running_id, "in_progress")
+    running_id = submit(page)
+    wait_status(page, running_id, "in_progress")
     page.fill("#prompt", "waiting its turn")
     page.select_option("#size", "128x128")
     page.fill("#num_inference_steps", "2")
-    queued_id = _submit(page)
+    queued_id = submit(page)
 
     # Behind a running job: queued, with its place in the queue, and cancellable at once.
-    queued = page.locator(_card(queued_id))
-    page.wait_for_selector(f"{_card(queued_id)} [data-role=phase]:has-text('queue')")
+    queued = page.locator(card_of(queued_id))
+    page.wait_for_selector(f"{card_of(queued_id)} [data-role=phase]:has-text('queue')")
     assert queued.get_attribute("data-status") == "queued"
     screenshot(page, "queued")
     queued.locator("[data-action=cancel]").click()
-    _wait_status(page, queued_id, "cancelled", timeout=30_000)
+    wait_status(page, queued_id, "cancelled", timeout=30_000)
     assert api.get(f"/v1/videos/{queued_id}").json()["state"] == "cancelled"
 
-    running = page.locator(_card(running_id))
-    phase = f"{_card(running_id)} [data-role=phase]:has-text('Denoising')"
+    running = page.locator(card_of(running_id))
+    phase = f"{card_of(running_id)} [data-role=phase]:has-text('Denoising')"
     page.wait_for_selector(phase, timeout=JOB_TIMEOUT_MS)
     running.locator("[data-action=cancel]").click()
-    _wait_status(page, running_id, "cancelled", timeout=60_000)
+    wait_status(page, running_id, "cancelled", timeout=60_000)
     assert running.locator(".badge").inner_text().strip().lower() == "cancelled"
     assert running.locator("[data-action=cancel]").is_hidden()
     assert running.locator("video").get_attribute("src") is None
@@ -191,25 +134,25 @@ def test_a_failed_job_shows_the_reason(page: Any, models_dir: Path) -> None:
     broken.mkdir()
     try:
         (broken / "model_index.json").write_text(json.dumps({"_class_name": "NotAPipeline"}))
-        _open(page)
-        _choose_model(page, A14B)
+        open_page(page)
+        choose_model(page, A14B)
         assert page.input_value("#size") == "1280x720", "that model's default size"
         page.select_option("#size", "832x480")
         page.select_option("#num_frames", "5")
         page.fill("#num_inference_steps", "1")
         page.fill("#prompt", "a job that cannot run here")
-        video_id = _submit(page)
-        _wait_status(page, video_id, "failed")
+        video_id = submit(page)
+        wait_status(page, video_id, "failed")
     finally:
         shutil.rmtree(broken)
-    reason = page.inner_text(f"{_card(video_id)} [data-role=reason]")
+    reason = page.inner_text(f"{card_of(video_id)} [data-role=reason]")
     assert reason.startswith("Failed:") and "model_index.json" in reason, reason
-    assert page.is_hidden(f"{_card(video_id)} [data-action=cancel]")
+    assert page.is_hidden(f"{card_of(video_id)} [data-action=cancel]")
     screenshot(page, "failed", full_page=False)
 
 
 def test_offers_only_the_models_this_server_serves(page: Any, api: httpx.Client) -> None:
-    _open(page)
+    open_page(page)
     offered = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
     served = [m["id"] for m in api.get("/v1/models").json()["data"]]
     assert offered == served
@@ -220,7 +163,7 @@ def test_offers_only_the_models_this_server_serves(page: Any, api: httpx.Client)
 
 def test_queued_card_follows_its_place_in_the_queue(page: Any, api: httpx.Client) -> None:
     """Jobs made elsewhere (not on this page) leave the queue: the card's place updates live."""
-    _open(page)
+    open_page(page)
     running = api.post(
         "/v1/videos",
         json={"model": TINY, "prompt": "hold the worker", "size": "512x512",
@@ -228,27 +171,27 @@ def test_queued_card_follows_its_place_in_the_queue(page: Any, api: httpx.Client
     ).json()["id"]  # fmt: skip
     ahead: list[str] = []
     try:
-        _wait_api_state(api, running, "in_progress")
+        wait_api_state(api, running, "in_progress")
         ahead = [
             api.post("/v1/videos", json={"model": TINY, "prompt": f"ahead {n}"}).json()["id"]
             for n in range(2)
         ]
-        _choose_model(page, TINY)
+        choose_model(page, TINY)
         page.fill("#prompt", "third in line")
         page.fill("#num_inference_steps", "1")
-        mine = _submit(page)
-        phase = f"{_card(mine)} [data-role=phase]"
+        mine = submit(page)
+        phase = f"{card_of(mine)} [data-role=phase]"
         page.wait_for_selector(f"{phase}:has-text('2 ahead')", timeout=30_000)
         for video_id, text in zip(ahead, ("1 ahead", "Next in the queue"), strict=True):
             api.post(f"/v1/videos/{video_id}/cancel")
             page.wait_for_selector(f"{phase}:has-text('{text}')", timeout=30_000)
         screenshot(page, "queue-position", full_page=False)
-        page.locator(_card(mine)).locator("[data-action=cancel]").click()
-        _wait_status(page, mine, "cancelled", timeout=30_000)
+        page.locator(card_of(mine)).locator("[data-action=cancel]").click()
+        wait_status(page, mine, "cancelled", timeout=30_000)
     finally:
         for video_id in [running, *ahead]:
             api.post(f"/v1/videos/{video_id}/cancel")
-        _wait_api_state(api, running, "cancelled")
+        wait_api_state(api, running, "cancelled")
 
 
 def test_history_pages_newest_first_and_reuses_settings(page: Any, api: httpx.Client) -> None:
@@ -263,18 +206,19 @@ def test_history_pages_newest_first_and_reuses_settings(page: Any, api: httpx.Cl
         assert video.status_code == 200, video.text
         created.append(video.json()["id"])
         api.post(f"/v1/videos/{created[-1]}/cancel")  # keep the worker free for other tests
-    _open(page)
-    page.wait_for_selector(_card(created[-1]))
-    shown = page.eval_on_selector_all(".job", "cards => cards.map(c => c.dataset.id)")
+    wait_api_state(api, created[0], "cancelled")  # (it may have started: then it takes a while)
+    open_page(page)
+    page.wait_for_selector(card_of(created[-1]))
+    shown = page.eval_on_selector_all("#jobs .job", "cards => cards.map(c => c.dataset.id)")
     assert shown == list(reversed(created))[:PAGE_SIZE], "newest first, one page"
     assert created[0] not in shown
     page.click("#load-more")
-    page.wait_for_selector(_card(created[0]))
-    shown = page.eval_on_selector_all(".job", "cards => cards.map(c => c.dataset.id)")
+    page.wait_for_selector(card_of(created[0]))
+    shown = page.eval_on_selector_all("#jobs .job", "cards => cards.map(c => c.dataset.id)")
     assert shown.index(created[0]) == PAGE_SIZE
 
     # "Use these settings again" fills the form from the job's stored parameters.
-    page.locator(f"{_card(created[3])} [data-action=reuse]").click()
+    page.locator(f"{card_of(created[3])} [data-action=reuse]").click()
     assert page.input_value("#model") == TINY
     assert page.input_value("#prompt") == "history job 3"
     assert page.input_value("#seed") == "1003"
@@ -291,10 +235,10 @@ def test_invalid_values_show_next_to_their_field_and_create_nothing(
     page: Any, api: httpx.Client, watch: PageWatch
 ) -> None:
     watch.allow(r"status of 422")  # Chromium logs every 4xx response; these are expected
-    _open(page)
-    _choose_model(page, TINY)
+    open_page(page)
+    choose_model(page, TINY)
     page.wait_for_selector("#jobs-status:empty", state="attached")
-    before, cards = _video_count(api), page.locator(".job").count()
+    before, cards = video_count(api), page.locator(".job").count()
 
     page.fill("#prompt", "a fine prompt")
     page.fill("#seed", str(2**32))
@@ -313,22 +257,22 @@ def test_invalid_values_show_next_to_their_field_and_create_nothing(
     assert "at most 2000 characters" in page.inner_text("#prompt-error")
 
     assert page.locator(".job").count() == cards
-    assert _video_count(api) == before, "a rejected request stores nothing"
+    assert video_count(api) == before, "a rejected request stores nothing"
 
 
 def test_image_to_video_with_an_uploaded_picture(
     page: Any, api: httpx.Client, tmp_path: Path
 ) -> None:
-    _open(page)
-    _choose_model(page, TINY_TI2V)
+    open_page(page)
+    choose_model(page, TINY_TI2V)
     assert page.is_visible("#image-field")
     assert page.is_hidden("#guidance2-field"), "one expert, one guidance"
-    page.set_input_files("#input_reference", str(_png(tmp_path / "start.png")))
+    page.set_input_files("#input_reference", str(png_file(tmp_path / "start.png")))
     page.wait_for_selector("#image-preview:not([hidden]) img[src^='blob:']")
     page.fill("#prompt", "the picture comes alive")
-    video_id = _submit(page)
-    _wait_status(page, video_id, "completed")
-    _wait_playable(page, video_id)
+    video_id = submit(page)
+    wait_status(page, video_id, "completed")
+    wait_playable(page, video_id)
     stored = api.get(f"/v1/videos/{video_id}").json()
     assert stored["model"] == TINY_TI2V
     assert stored["parameters"]["task"] == "i2v"
@@ -347,14 +291,14 @@ def test_every_model_offers_only_valid_choices_with_its_defaults(
         for directory in placed:
             directory.mkdir()
             (directory / "model_index.json").write_text("{}")
-        _open(page)
+        open_page(page)
         offered = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
     finally:
         for directory in placed:
             shutil.rmtree(directory, ignore_errors=True)
     assert sorted(offered) == sorted(MODELS)
     for card in (MODELS[model_id] for model_id in offered):
-        _choose_model(page, card.id)
+        choose_model(page, card.id)
         sizes = page.eval_on_selector_all("#size option", "os => os.map(o => o.value)")
         frames = page.eval_on_selector_all("#num_frames option", "os => os.map(o => o.value)")
         assert page.input_value("#size") == card.default_size
@@ -380,8 +324,8 @@ def test_phone_width_has_no_horizontal_overflow(page: Any, api: httpx.Client) ->
     long_word = "supercalifragilistic" * 6  # one unbreakable word must not widen the page
     video = api.post("/v1/videos", json={"model": TINY, "prompt": f"a phone test {long_word}"})
     page.set_viewport_size({"width": 375, "height": 812})
-    _open(page)
-    page.wait_for_selector(_card(video.json()["id"]))
+    open_page(page)
+    page.wait_for_selector(card_of(video.json()["id"]))
     overflow = page.evaluate(
         "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
@@ -397,12 +341,15 @@ def test_phone_width_has_no_horizontal_overflow(page: Any, api: httpx.Client) ->
 
 
 def test_keyboard_reaches_every_control_with_a_label(page: Any) -> None:
-    _open(page)
+    page.goto("/")
+    page.wait_for_selector("#model:not([disabled])")
     assert page.input_value("#model") == TINY, "the server's default model is preselected"
     reached = []
     for _ in range(16):  # from the top of the page, in document order
         page.keyboard.press("Tab")
         reached.append(page.evaluate("document.activeElement.id"))
+        if page.evaluate("document.activeElement.matches('.advanced summary')"):
+            page.keyboard.press("Enter")  # Advanced settings, closed by default, open by key
     order = ["model", "prompt", "size", "num_frames", "num_inference_steps", "seed", "submit"]
     assert [r for r in reached if r in order] == order, reached
     unlabelled = page.evaluate(
@@ -435,13 +382,13 @@ def test_events_resume_with_last_event_id_after_a_drop(page: Any) -> None:
         route.continue_()
 
     page.route(EVENTS, drop_first)
-    _open(page)
-    _choose_model(page, TINY)
+    open_page(page)
+    choose_model(page, TINY)
     page.fill("#prompt", "a kite that keeps its string")
     page.fill("#num_inference_steps", "3")
-    video_id = _submit(page)
-    _wait_status(page, video_id, "completed")
-    _wait_playable(page, video_id)
+    video_id = submit(page)
+    wait_status(page, video_id, "completed")
+    wait_playable(page, video_id)
     assert resumed_from[:2] == [None, "1"], resumed_from
     values = [v for v, _ in page.evaluate("(id) => window.__progress[id] || []", video_id)]
     assert max(values) == 3, values
@@ -451,11 +398,11 @@ def test_falls_back_to_polling_when_events_keep_failing(page: Any, watch: PageWa
     """A proxy that breaks SSE: after repeated failures the card follows the job by GET."""
     watch.allow(r"ERR_FAILED|ERR_ABORTED")  # the refused streams, logged by Chromium
     page.route(EVENTS, lambda route: route.abort())
-    _open(page)
-    _choose_model(page, TINY)
+    open_page(page)
+    choose_model(page, TINY)
     page.fill("#prompt", "a lighthouse blinking through fog")
     page.fill("#num_inference_steps", "2")
-    video_id = _submit(page)
-    _wait_status(page, video_id, "completed")
-    _wait_playable(page, video_id)
+    video_id = submit(page)
+    wait_status(page, video_id, "completed")
+    wait_playable(page, video_id)
     assert watch.gets(f"/v1/videos/{video_id}") >= 2, "followed by polling"

@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from wanserve.domain.errors import InvalidRequest
 
-__all__ = ["FORMATS", "UploadedImage", "check_image"]
+__all__ = ["FORMATS", "IMAGE_RULE", "UploadedImage", "check_image", "human_bytes"]
 
 FIELD = "input_reference"
 
@@ -40,6 +40,14 @@ class UploadedImage:
         return hashlib.sha256(self.data).hexdigest()
 
 
+def human_bytes(size: int) -> str:
+    """A byte count as a person reads it: 10485760 -> "10 MB", 12015941 -> "11.5 MB"."""
+    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
+
+
 def check_image(data: bytes, name: str, max_pixels: int) -> UploadedImage:
     """`data` as a verified image; raises InvalidRequest naming `input_reference` otherwise."""
     if not data:
@@ -58,15 +66,19 @@ def check_image(data: bytes, name: str, max_pixels: int) -> UploadedImage:
     return UploadedImage(data, extension, content_type, width, height)
 
 
+IMAGE_RULE = "must be a PNG, JPEG or WebP image"
+
+
 def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    rule = f"must be a {', '.join(sorted(FORMATS))} image"
     try:
         image = Image.open(io.BytesIO(data))
         image.verify()
     except Image.DecompressionBombError:
         raise InvalidRequest(FIELD, name, f"must have at most {max_pixels} pixels") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidRequest(FIELD, name, f"{rule} ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        # PIL's own message names its internals (a BytesIO repr): the rule says all there is.
+        rule = f"{IMAGE_RULE}; this file is not one, or it is damaged"
+        raise InvalidRequest(FIELD, name, rule) from None
     if image.format not in FORMATS:
-        raise InvalidRequest(FIELD, name, f"{rule} (got {image.format})")
+        raise InvalidRequest(FIELD, name, f"{IMAGE_RULE}; this file is {image.format}")
     return image

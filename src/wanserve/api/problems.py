@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 
 from wanserve.api.schemas import NOT_BLANK, SIZE_PATTERN
 from wanserve.domain.errors import InvalidRequest, WanserveError
+from wanserve.domain.spec import EMPTY_PROMPT_RULE
 
 __all__ = [
     "PROBLEM_JSON",
@@ -168,7 +169,7 @@ def rule_of(error: Any) -> str:
 
 
 _PATTERN_RULES = {
-    NOT_BLANK: "must not be empty or blank",
+    NOT_BLANK: EMPTY_PROMPT_RULE,  # (the prompt is the one field that must not be blank)
     SIZE_PATTERN: "must be WIDTHxHEIGHT, for example 1280x720",
 }
 

@@ -39,6 +39,7 @@ __all__ = [
     "FieldError",
     "GpuSecondsPublic",
     "LoraChoice",
+    "ImageUploadPublic",
     "ModelPublic",
     "ModelsPublic",
     "PoolPublic",
@@ -203,7 +204,8 @@ class VideoPublic(BaseModel):
     timings: dict[str, float]
     parameters: VideoParameters
     priority: int
-    attempt: int
+    attempt: int = Field(description="runs started so far (a retry or a restart starts another)")
+    max_attempts: int = Field(description="runs it may have before it fails")
     cancel_requested: bool
     pool: str | None  # the worker pool its (last) attempt ran in, and why routing chose it
     route_reason: str | None
@@ -240,6 +242,7 @@ class VideoPublic(BaseModel):
             parameters=_parameters(task),
             priority=task.priority,
             attempt=task.attempt,
+            max_attempts=task.max_attempts,
             cancel_requested=task.cancel_requested,
             pool=task.pool,
             route_reason=task.route_reason,
@@ -266,6 +269,15 @@ class VideoDeleted(BaseModel):
     deleted: bool = True
 
 
+class ImageUploadPublic(BaseModel):
+    """What a model's start image (`input_reference`) may be, so a page can check a file before
+    uploading it."""
+
+    types: list[str] = Field(description="the content types accepted")
+    max_bytes: int
+    max_pixels: int
+
+
 class ModelPublic(BaseModel):
     """GET /v1/models entry: OpenAI's model object plus what a form needs to offer."""
 
@@ -284,13 +296,22 @@ class ModelPublic(BaseModel):
     ranges: dict[str, list[float]]
     default: bool = False  # the model a request without `model` gets (the page preselects it)
     available: bool = True  # this server serves it (POST /v1/videos accepts it)
+    image_upload: ImageUploadPublic | None = Field(
+        default=None, description="the start image's limits; null for a model that takes none"
+    )
 
     @classmethod
     def from_card(
-        cls, card: ModelCard, *, is_default: bool = False, available: bool = True
+        cls,
+        card: ModelCard,
+        *,
+        is_default: bool = False,
+        available: bool = True,
+        image_upload: ImageUploadPublic | None = None,
     ) -> ModelPublic:
         return cls(
             id=card.id,
+            image_upload=image_upload if card.accepts_image else None,
             default=is_default,
             available=available,
             description=card.description,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -210,12 +210,18 @@ class VideoService:
         return [VideoView(task, None, etas[task.id]) for task in tasks]
 
     async def list_videos(
-        self, principal: Principal, *, after: str | None, limit: int, order: Literal["asc", "desc"]
+        self,
+        principal: Principal,
+        *,
+        after: str | None,
+        limit: int,
+        order: Literal["asc", "desc"],
+        states: Sequence[TaskState] | None = None,
     ) -> TaskPage:
         if after is not None:
             await self.visible_task(principal, after, field="after")
         return await self.store.list_tasks(
-            owner=principal.list_owner, after=after, limit=limit, order=order
+            owner=principal.list_owner, after=after, limit=limit, order=order, states=states
         )
 
     async def cancel_video(self, principal: Principal, task_id: str) -> Task:

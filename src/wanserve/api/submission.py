@@ -26,12 +26,24 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from wanserve.api.images import FIELD as IMAGE_FIELD
-from wanserve.api.images import FORMATS, UploadedImage, check_image
+from wanserve.api.images import FORMATS, UploadedImage, check_image, human_bytes
 from wanserve.api.problems import rule_of
 from wanserve.api.schemas import VideoCreate, without_null
-from wanserve.domain.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from wanserve.domain.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    WanserveError,
+)
 from wanserve.domain.models import MODELS, ModelCard
-from wanserve.domain.spec import LORA_SCALE_RANGE, MAX_LORAS, MIN_FRAMES, VideoRequest
+from wanserve.domain.spec import (
+    EMPTY_PROMPT_RULE,
+    LORA_SCALE_RANGE,
+    MAX_LORAS,
+    MIN_FRAMES,
+    VideoRequest,
+    resolve_spec,
+)
 
 __all__ = [
     "FORM_TYPES",
@@ -99,7 +111,10 @@ async def read_submission(request: Request, limits: UploadLimits, default_model:
         )
     if media_type != JSON_TYPE and "loras" in fields:
         fields["loras"] = _form_loras(fields["loras"])
-    create = _video_create(fields, strict=media_type == JSON_TYPE)
+    strict = media_type == JSON_TYPE
+    create = _video_create(
+        fields, strict=strict, default_model=default_model, has_image=image is not None
+    )
     model = default_model if create.model is None else create.model
     _check_seconds(create, MODELS.get(model))
     request_fields = create.model_dump(exclude_none=True, exclude={"priority"})
@@ -117,10 +132,10 @@ def _check_declared_length(request: Request, limits: UploadLimits) -> None:
 
 
 def _too_large(size: int, limits: UploadLimits) -> PayloadTooLarge:
-    rule = f"must be at most {limits.max_image_bytes} bytes"
+    rule = f"must be at most {human_bytes(limits.max_image_bytes)}"
     return PayloadTooLarge(
-        f"{IMAGE_FIELD} is too large: {size} bytes given, {rule}",
-        errors=[{"field": IMAGE_FIELD, "value": f"{size} bytes", "rule": rule}],
+        f"{IMAGE_FIELD} is too large: {human_bytes(size)} given, {rule}",
+        errors=[{"field": IMAGE_FIELD, "value": human_bytes(size), "rule": rule}],
     )
 
 
@@ -206,19 +221,56 @@ def _form_loras(value: str) -> list[dict[str, str]] | None:
     return choices
 
 
-def _video_create(fields: dict[str, Any], *, strict: bool) -> VideoCreate:
+def _video_create(
+    fields: dict[str, Any], *, strict: bool, default_model: str, has_image: bool
+) -> VideoCreate:
+    """`fields` as a VideoCreate; raises InvalidRequest naming every field at fault: the
+    fields VideoCreate refuses and, among the others, those its model's rules refuse."""
     if "image" in fields:  # a server-side path from a client would read the server's files
         raise InvalidRequest("image", fields["image"], f"send the image as {IMAGE_FIELD}")
     try:
         return VideoCreate.model_validate(fields, strict=strict)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "body"
-        raise InvalidRequest(field, error.get("input"), _rule(error)) from None
+        found = [_invalid(error) for error in exc.errors()]
+        refused = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+    rest = {name: value for name, value in fields.items() if name not in refused}
+    found += _model_errors(rest, strict=strict, default_model=default_model, has_image=has_image)
+    raise InvalidRequest.of_all(found)
+
+
+def _invalid(error: Any) -> InvalidRequest:
+    field = ".".join(str(part) for part in error["loc"]) or "body"
+    return InvalidRequest(field, error.get("input"), _rule(error))
+
+
+def _model_errors(
+    rest: dict[str, Any], *, strict: bool, default_model: str, has_image: bool
+) -> list[InvalidRequest]:
+    """What the model's rules (resolve_spec) say of the fields VideoCreate took; a stand-in
+    fills a refused prompt, and the errors it would draw are dropped."""
+    stand_in = {"prompt": "-"} if "prompt" not in rest else {}
+    try:
+        create = VideoCreate.model_validate({**rest, **stand_in}, strict=strict)
+        request = create.model_dump(exclude_none=True, exclude={"priority"})
+        image = "(image)" if has_image else None
+        model = create.model or default_model
+        resolve_spec(VideoRequest(**{**request, "model": model, "image": image}), lambda: 0)
+    except InvalidRequest as error:
+        return [e for e in _each(error) if e.field not in stand_in]
+    except (ValidationError, WanserveError):  # an unknown model, say: already reported
+        return []
+    return []
+
+
+def _each(error: InvalidRequest) -> list[InvalidRequest]:
+    items = error.extensions.get("errors") or []
+    return [InvalidRequest(e["field"], e["value"], e["rule"]) for e in items]
 
 
 def _rule(error: Any) -> str:
     """A bound of a VideoCreate field as the domain words it: between the field's two bounds."""
+    if tuple(error["loc"]) == ("prompt",) and error["type"] == "string_too_short":
+        return EMPTY_PROMPT_RULE  # the blank prompt's words, not the generic "must not be empty"
     bounds = _BOUNDS.get(str(error["loc"][0])) if error["loc"] else None
     if bounds is not None and error["type"] in ("greater_than_equal", "less_than_equal"):
         return f"must be between {bounds[0]} and {bounds[1]}"

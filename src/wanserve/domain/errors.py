@@ -19,6 +19,7 @@ The API renders every one of them as RFC 9457 problem+json from `status`, `title
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 __all__ = [
@@ -78,6 +79,19 @@ class InvalidRequest(WanserveError, ValueError):
         self.field = field
         self.value = value
         self.rule = rule
+
+    @classmethod
+    def of_all(cls, found: Sequence[InvalidRequest]) -> InvalidRequest:
+        """One error that names every field of `found` (at least one), in order: `field`,
+        `value` and `rule` are the first one's, `errors` lists them all."""
+        first = found[0]
+        if len(found) == 1:
+            return first
+        combined = cls(first.field, first.value, first.rule)
+        combined.detail = "; ".join(error.detail for error in found)
+        combined.args = (combined.detail,)
+        combined.extensions["errors"] = [e for error in found for e in error.extensions["errors"]]
+        return combined
 
 
 class Unauthorized(WanserveError):

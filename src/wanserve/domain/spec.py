@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,7 @@ from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.models import ModelCard, TaskKind, get_model
 
 __all__ = [
+    "EMPTY_PROMPT_RULE",
     "GUIDANCE_RANGE",
     "LORA_NAME_PATTERN",
     "LORA_SCALE_RANGE",
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 MAX_PROMPT_CHARS = 2000
+EMPTY_PROMPT_RULE = "must not be empty or blank: describe what the video should show"
 MAX_SEED = 2**32 - 1
 GUIDANCE_RANGE = (0.0, 20.0)
 SHIFT_RANGE = (0.5, 20.0)
@@ -134,37 +136,59 @@ def frames_for_seconds(seconds: float, fps: int) -> int:
 def resolve_spec(request: VideoRequest, seed_factory: Callable[[], int]) -> VideoSpec:
     """Fill `request` with its model's defaults and check every rule.
 
-    Raises InvalidRequest naming the first field that breaks a rule. `seed_factory` picks the
-    seed when none is given, so the stored spec always reproduces the video.
+    Raises InvalidRequest naming every field that breaks a rule (`errors`, in field order; an
+    unknown model alone raises at once). `seed_factory` picks the seed when none is given, so
+    the stored spec always reproduces the video.
     """
     card = get_model(request.model)
-    width, height = _check_size(card, request.size or card.default_size)
-    fps = _check_range("fps", request.fps if request.fps is not None else card.fps, *FPS_RANGE)
-    guidance_2 = _check_guidance_2(card, request.guidance_scale_2)
-    return VideoSpec(
-        model=card.id,
-        task=_check_task(card, request.image),
-        prompt=_check_prompt("prompt", request.prompt, required=True),
-        negative_prompt=_check_prompt("negative_prompt", request.negative_prompt or ""),
-        image=request.image,
-        width=width,
-        height=height,
-        num_frames=_check_frames(card, request, fps),
-        num_inference_steps=_check_range(
+    found: list[InvalidRequest] = []
+    check = _Checker(found)
+    fps = check(_check_range, "fps", _or(request.fps, card.fps), *FPS_RANGE)
+    values = {
+        "size": check(_check_size, card, request.size or card.default_size),
+        "guidance_scale_2": check(_check_guidance_2, card, request.guidance_scale_2),
+        "task": check(_check_task, card, request.image),
+        "prompt": check(_check_prompt, "prompt", request.prompt, required=True),
+        "negative_prompt": check(_check_prompt, "negative_prompt", request.negative_prompt or ""),
+        "num_frames": check(_check_frames, card, request, fps or card.fps),
+        "num_inference_steps": check(
+            _check_range,
             "num_inference_steps",
             _or(request.num_inference_steps, card.default_steps),
             1,
             card.max_steps,
         ),
-        shift=_check_range("shift", _or(request.shift, card.shift), *SHIFT_RANGE),
-        guidance_scale=_check_range(
-            "guidance_scale", _or(request.guidance_scale, card.guidance_scale), *GUIDANCE_RANGE
+        "shift": check(_check_range, "shift", _or(request.shift, card.shift), *SHIFT_RANGE),
+        "guidance_scale": check(
+            _check_range,
+            "guidance_scale",
+            _or(request.guidance_scale, card.guidance_scale),
+            *GUIDANCE_RANGE,
         ),
-        guidance_scale_2=guidance_2,
-        seed=_check_range("seed", _seed(request, seed_factory), 0, MAX_SEED),
-        fps=fps,
-        loras=_check_loras(request.loras or []),
+        "seed": check(_check_range, "seed", _seed(request, seed_factory), 0, MAX_SEED),
+        "loras": check(_check_loras, request.loras or []),
+    }
+    if found:
+        raise InvalidRequest.of_all(found)
+    width, height = values.pop("size")
+    return VideoSpec(
+        model=card.id, image=request.image, width=width, height=height, fps=fps, **values
     )
+
+
+class _Checker:
+    """Runs one rule check, keeping its InvalidRequest (and answering None) so that every
+    broken rule is reported at once."""
+
+    def __init__(self, found: list[InvalidRequest]) -> None:
+        self.found = found
+
+    def __call__(self, rule: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return rule(*args, **kwargs)
+        except InvalidRequest as error:
+            self.found.append(error)
+            return None
 
 
 def _or(value: _T | None, default: _T) -> _T:
@@ -185,7 +209,7 @@ def _check_range(field: str, value: _N, low: _N, high: _N) -> _N:
 
 def _check_prompt(field: str, value: str, *, required: bool = False) -> str:
     if required and not value.strip():
-        raise InvalidRequest(field, value, "must not be empty")
+        raise InvalidRequest(field, value, EMPTY_PROMPT_RULE)
     if len(value) > MAX_PROMPT_CHARS:
         raise InvalidRequest(
             field, value, f"must be at most {MAX_PROMPT_CHARS} characters (got {len(value)})"

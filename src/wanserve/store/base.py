@@ -73,8 +73,10 @@ class TaskStore(Protocol):
         after: str | None = None,
         limit: int = 20,
         order: Literal["asc", "desc"] = "desc",
+        states: Sequence[TaskState] | None = None,
     ) -> TaskPage:
-        """A page of tasks by creation order; `owner=None` lists every owner's (admin)."""
+        """A page of tasks by creation order; `owner=None` lists every owner's (admin);
+        `states` keeps only the tasks in those states (None: all)."""
         ...
 
     async def tasks_in_states(

@@ -126,7 +126,12 @@ def _owned(owner: str | None, task_id: str) -> sa.ColumnElement[bool]:
 
 
 def page_query(
-    *, owner: str | None, cursor: int | None, limit: int, order: Literal["asc", "desc"]
+    *,
+    owner: str | None,
+    cursor: int | None,
+    limit: int,
+    order: Literal["asc", "desc"],
+    states: Sequence[TaskState] | None = None,
 ) -> sa.Select[tuple[Any]]:
     """Task JSON after creation-order position `cursor`: an index range scan on (owner, seq)
     or on the primary key, whatever the table size (tests/store/test_sql.py checks the plan).
@@ -134,6 +139,8 @@ def page_query(
     where = [] if owner is None else [tasks.c.owner == owner]
     if cursor is not None:
         where.append(tasks.c.seq > cursor if order == "asc" else tasks.c.seq < cursor)
+    if states is not None:
+        where.append(tasks.c.state.in_([TaskState(s).value for s in states]))
     by = tasks.c.seq.asc() if order == "asc" else tasks.c.seq.desc()
     return sa.select(tasks.c.data).where(*where).order_by(by).limit(limit)
 
@@ -215,6 +222,7 @@ class SqlStore:
         after: str | None = None,
         limit: int = 20,
         order: Literal["asc", "desc"] = "desc",
+        states: Sequence[TaskState] | None = None,
     ) -> TaskPage:
         def page(conn: Connection) -> TaskPage:
             cursor = None
@@ -222,7 +230,9 @@ class SqlStore:
                 cursor = conn.scalar(sa.select(tasks.c.seq).where(_owned(owner, after)))
                 if cursor is None:
                     raise InvalidRequest("after", after, "must be the id of a task in this list")
-            query = page_query(owner=owner, cursor=cursor, limit=limit + 1, order=order)
+            query = page_query(
+                owner=owner, cursor=cursor, limit=limit + 1, order=order, states=states
+            )
             found = [Task.model_validate(d) for d in conn.scalars(query)]
             return TaskPage(tasks=found[:limit], has_more=len(found) > limit)
 

@@ -1,8 +1,9 @@
 """The experience page: static HTML, CSS and ES modules served by the API at `/`.
 
-`mount_web(app)` adds two things to a FastAPI app and nothing else:
+`mount_web(app)` adds these to a FastAPI app and nothing else:
 
-- `GET /` (and `HEAD /`): `index.html`, revalidated on every load (`Cache-Control: no-cache`).
+- `GET /` (and `HEAD /`): `index.html`, revalidated on every load (`Cache-Control: no-cache`);
+  `GET /videos/{id}` serves the same page, which then shows that one video.
 - `GET /static/{path}`: the page's assets, with explicit content types (ES modules must be
   served as JavaScript whatever the host's mimetypes table says), ETag/Last-Modified
   revalidation (304) and `Cache-Control: no-cache`, because there is no build step that would
@@ -81,4 +82,6 @@ def _index(request: Request) -> Response:  # noqa: ARG001 (Starlette passes the 
 def mount_web(app: FastAPI) -> None:
     """Serve the experience page at `/` and its assets under `/static/`."""
     app.add_route("/", _index, methods=["GET", "HEAD"], include_in_schema=False)
+    # A link to one video opens the page on that video alone (the page reads the path).
+    app.add_route("/videos/{video_id}", _index, methods=["GET", "HEAD"], include_in_schema=False)
     app.mount("/static", _Assets(directory=STATIC_DIR), name="web-static")

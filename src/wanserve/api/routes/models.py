@@ -11,9 +11,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from wanserve.api.deps import CallerDep
+from wanserve.api.deps import ApiContext, CallerDep
+from wanserve.api.images import FORMATS
 from wanserve.api.problems import problem_responses
-from wanserve.api.schemas import ModelPublic, ModelsPublic
+from wanserve.api.schemas import ImageUploadPublic, ModelPublic, ModelsPublic
 from wanserve.domain.errors import NotFound
 from wanserve.domain.models import MODELS
 
@@ -37,6 +38,7 @@ async def list_models(
                 MODELS[model_id],
                 is_default=model_id == context.default_model,
                 available=model_id in served,
+                image_upload=_image_upload(context),
             )
             for model_id in shown
         ]
@@ -63,4 +65,14 @@ async def get_model(model_id: str, caller: CallerDep) -> ModelPublic:
         card,
         is_default=card.id == context.default_model,
         available=card.id in context.videos.served.ids(),
+        image_upload=_image_upload(context),
+    )
+
+
+def _image_upload(context: ApiContext) -> ImageUploadPublic:
+    limits = context.limits
+    return ImageUploadPublic(
+        types=sorted(content_type for _, content_type in FORMATS.values()),
+        max_bytes=limits.max_image_bytes,
+        max_pixels=limits.max_image_pixels,
     )

@@ -158,10 +158,16 @@ async def list_videos(
     after: Annotated[str | None, Query(description="the last_id of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
+    state: Annotated[
+        list[TaskState] | None,
+        Query(description="only videos in these states: state=queued&state=in_progress"),
+    ] = None,
 ) -> VideosPublic:
     """A page of your videos, newest first by default; continue with after=<last_id>."""
     videos = caller.videos
-    page = await videos.list_videos(caller.principal, after=after, limit=limit, order=order)
+    page = await videos.list_videos(
+        caller.principal, after=after, limit=limit, order=order, states=state
+    )
     data = [_public(view, request, caller.context) for view in await videos.views(page.tasks)]
     return VideosPublic(
         data=data,

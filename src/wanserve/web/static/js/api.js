@@ -23,6 +23,26 @@ function problemMessage(status, problem) {
   return `The server answered ${status}.`;
 }
 
+/**
+ * Whether the server answers at all. Every call reports here (a network failure: down; any HTTP
+ * answer: up); the page shows "reconnecting" while it is down, and `retryNow()` wakes whatever
+ * waits to try again (event streams, the probe in app.js).
+ */
+class Connection extends EventTarget {
+  online = true;
+
+  report(online) {
+    if (online === this.online) return;
+    this.online = online;
+    this.dispatchEvent(new Event("change"));
+  }
+
+  retryNow() {
+    this.dispatchEvent(new Event("retry"));
+  }
+}
+export const connection = new Connection();
+
 /** Listeners for "the server wants a key" (401); app.js shows the access panel. */
 const unauthorizedListeners = new Set();
 export function onUnauthorized(listener) {
@@ -93,8 +113,10 @@ export async function request(path, { method = "GET", body, headers = {}, raw = 
     response = await fetch(path, init);
   } catch (error) {
     if (error.name === "AbortError") throw error;
+    connection.report(false);
     throw new ApiError(0, null);
   }
+  connection.report(true);
   if (!response.ok) throw await errorFrom(response);
   if (raw) return response;
   if (response.status === 204) return null;
@@ -105,11 +127,13 @@ export const api = {
   listModels: () => request("/v1/models"),
   createVideo: (body, headers = {}) => request("/v1/videos", { method: "POST", body, headers }),
   getVideo: (id) => request(`/v1/videos/${encodeURIComponent(id)}`),
-  listVideos: ({ after, limit = 10 } = {}) => {
-    const query = new URLSearchParams({ order: "desc", limit: String(limit) });
+  listVideos: ({ after, limit = 10, states = [], order = "desc" } = {}) => {
+    const query = new URLSearchParams({ order, limit: String(limit) });
     if (after) query.set("after", after);
+    for (const state of states) query.append("state", state);
     return request(`/v1/videos?${query}`);
   },
+  deleteVideo: (id) => request(`/v1/videos/${encodeURIComponent(id)}`, { method: "DELETE" }),
   cancelVideo: (id) => request(`/v1/videos/${encodeURIComponent(id)}/cancel`, { method: "POST" }),
   eventsUrl: (id) => `/v1/videos/${encodeURIComponent(id)}/events`,
   contentUrl: (id, variant = "video") =>

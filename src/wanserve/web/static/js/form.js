@@ -1,6 +1,7 @@
 // The create form: model choices, defaults, image picker, submit, field-level errors.
 
 import { api } from "./api.js";
+import { bytes } from "./format.js";
 import { frameChoices, framesLabel, normalizeModel, sizeChoices, sizeLabel } from "./models.js";
 
 const LAST_MODEL = "wanserve.lastModel";
@@ -48,6 +49,13 @@ export class CreateForm {
       event.preventDefault();
       this.submit();
     });
+    // Ctrl+Enter (Cmd+Enter on a Mac) in a text field submits, as in most editors and chats.
+    this.form.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && event.target.matches("textarea, input")) {
+        event.preventDefault();
+        this.submit();
+      }
+    });
     $("model").addEventListener("change", () => this.applyModel($("model").value));
     $("prompt").addEventListener("input", () => this.updateCounter());
     $("seed-random").addEventListener("click", () => {
@@ -75,6 +83,7 @@ export class CreateForm {
     // GET /v1/models lists the models this server serves; skip any marked unavailable anyway.
     const served = (body.data || []).filter((card) => card.available !== false);
     const cards = served.map(normalizeModel);
+    this.imageUploads = new Map(served.map((card) => [card.id, card.image_upload || null]));
     const raw = new Map(served.map((card) => [card.id, card]));
     this.models = new Map(cards.map((card) => [card.id, card]));
     const select = $("model");
@@ -185,6 +194,18 @@ export class CreateForm {
     counter.classList.toggle("over", length > max);
   }
 
+  /** The chosen file's type and size against what the server takes (its image_upload), before
+   * anything is sent; null when fine, else the rule and what was given. */
+  imageProblem(file) {
+    const rule = this.imageUploads?.get(this.model?.id);
+    if (!rule || !file) return null;
+    if (rule.types?.length && !rule.types.includes(file.type)) {
+      return { rule: "Must be a PNG, JPEG or WebP image", value: `${file.name}${file.type ? `, ${file.type}` : ""}` };
+    }
+    if (file.size > rule.max_bytes) return { rule: `Must be at most ${bytes(rule.max_bytes)}`, value: bytes(file.size) };
+    return null;
+  }
+
   showPreview() {
     const file = $("input_reference").files[0];
     if (this.imageUrl) URL.revokeObjectURL(this.imageUrl);
@@ -193,6 +214,8 @@ export class CreateForm {
     if (file) $("image-preview-img").src = this.imageUrl;
     else $("image-preview-img").removeAttribute("src");
     this.clearFieldError("input_reference");
+    const problem = this.imageProblem(file);
+    if (problem) this.showFieldError("input_reference", problem.rule, problem.value);
   }
 
   /** The request body: JSON fields, or multipart when there is an image to upload. */
@@ -220,14 +243,24 @@ export class CreateForm {
 
   async submit() {
     const button = $("submit");
-    if (button.disabled || !this.model) return;
+    if (button.disabled || this.submitting || !this.model) return;
     this.clearErrors();
-    if (this.model.requiresImage && !$("input_reference").files[0]) {
+    const file = this.model.acceptsImage ? $("input_reference").files[0] : undefined;
+    if (this.model.requiresImage && !file) {
       this.showFieldError("input_reference", `${this.model.id} needs a start image: choose one.`);
       $("input_reference").focus();
       return;
     }
-    button.disabled = true;
+    const problem = this.imageProblem(file);
+    if (problem) {
+      this.showFieldError("input_reference", problem.rule, problem.value);
+      $("input_reference").focus();
+      return;
+    }
+    // aria-disabled, not disabled: a disabled button loses the focus (to the page's body), and a
+    // keyboard user would have to find their way back.
+    this.submitting = true;
+    button.setAttribute("aria-disabled", "true");
     button.textContent = "Submitting…";
     try {
       const video = await api.createVideo(this.body(), { "Idempotency-Key": idempotencyKey() });
@@ -240,7 +273,8 @@ export class CreateForm {
     } catch (error) {
       this.showApiError(error);
     } finally {
-      button.disabled = false;
+      this.submitting = false;
+      button.removeAttribute("aria-disabled");
       button.textContent = "Generate video";
     }
   }
@@ -274,7 +308,8 @@ export class CreateForm {
 
   showFieldError(name, message, value) {
     const box = $(`${name}-error`);
-    const shownValue = value === undefined || value === null || String(value).length > 40 ? "" : ` (you gave ${value})`;
+    const quiet = value === undefined || value === null || !String(value).trim() || String(value).length > 40;
+    const shownValue = quiet ? "" : ` (you gave ${value})`;
     const text = `${message.replace(/\.$/, "")}${shownValue}.`;
     box.textContent = text.charAt(0).toUpperCase() + text.slice(1);
     box.hidden = false;

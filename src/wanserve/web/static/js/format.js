@@ -50,6 +50,26 @@ export function when(unixSeconds) {
     : date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
 }
 
+const RESTART_REASONS = {
+  shutdown: "the server restarted",
+  worker_lost: "its worker stopped",
+  lost_by_queue: "the queue lost it",
+};
+
+/** Why an attempt ended and the job went back to the queue, in words. */
+export function restartReason({ reason, error }) {
+  if (error?.message) return `the last run failed (${error.message})`;
+  return RESTART_REASONS[reason] || (reason ? reason.replaceAll("_", " ") : "it was handed back");
+}
+
+/** 1536 -> "1.5 KB", 12015941 -> "11.5 MB" (the API words sizes the same way). */
+export function bytes(size) {
+  for (const [unit, scale] of [["MB", 2 ** 20], ["KB", 2 ** 10]]) {
+    if (size >= scale) return `${(size / scale).toFixed(1).replace(/\.0$/, "")} ${unit}`;
+  }
+  return `${size} bytes`;
+}
+
 export function expertLabel(expert) {
   if (expert === "high_noise") return "high-noise expert";
   if (expert === "low_noise") return "low-noise expert";

@@ -1,335 +1,100 @@
-// Job cards (follow, watch, cancel, reuse) and the paginated list of the person's videos.
+// The person's videos: the running and queued jobs pinned on top (all of them, with totals),
+// then the finished ones as a compact grid, newest first, by status, a page at a time; or one
+// job on its own (/videos/{id}).
 
-import { api, mediaUrl } from "./api.js";
-import { duration, expertLabel, phaseLabel, statusLabel, when } from "./format.js";
-import { isTerminal, statusOf, videoParams } from "./params.js";
-import { follow } from "./sse.js";
+import { api, connection } from "./api.js";
+import { JobCard } from "./card.js";
+import { isTerminal } from "./params.js";
 
 const PAGE_SIZE = 10;
-const PARAM_LABELS = [
-  ["model", "Model"],
-  ["size", "Size"],
-  ["num_frames", "Frames"],
-  ["fps", "FPS"],
-  ["seconds", "Seconds"],
-  ["num_inference_steps", "Steps"],
-  ["guidance_scale", "Guidance"],
-  ["guidance_scale_2", "Guidance, low-noise"],
-  ["shift", "Shift"],
-  ["seed", "Seed"],
-  ["negative_prompt", "Negative prompt"],
-];
+const LIVE_LIMIT = 100; // the API's largest page: more live jobs than that show as "100+"
+const LIVE = ["in_progress", "queued"];
+const FILTERS = {
+  all: ["completed", "failed", "cancelled"],
+  completed: ["completed"],
+  failed: ["failed"],
+  cancelled: ["cancelled"],
+};
 
-const nowSeconds = () => Date.now() / 1000;
+const $ = (id) => document.getElementById(id);
 
-/** One job's card: renders a video object and keeps it live until the job ends. */
-class JobCard {
-  constructor(video, { onReuse, isNew }) {
-    this.onReuse = onReuse;
-    this.element = document.getElementById("job-template").content.firstElementChild.cloneNode(true);
-    this.element.dataset.id = video.id;
-    if (isNew) this.element.classList.add("new");
-    this.part = (role) => this.element.querySelector(`[data-role="${role}"]`);
-    this.action = (name) => this.element.querySelector(`[data-action="${name}"]`);
-    this.action("cancel").addEventListener("click", () => this.cancel());
-    this.action("reuse").addEventListener("click", () => this.onReuse(videoParams(this.video)));
-    this.steps = []; // [unix seconds, step] of step events, for the ETA
-    this.follower = null;
-    this.mediaShown = false;
-    this.update(video);
-  }
-
-  get id() {
-    return this.video.id;
-  }
-
-  get status() {
-    return statusOf(this.video);
-  }
-
-  update(video) {
-    this.video = { ...this.video, ...video };
-    if (this.video.eta_seconds !== undefined && video.eta_seconds !== undefined) {
-      this.etaAt = nowSeconds();
-    }
-    this.render();
-  }
-
-  render() {
-    const video = this.video;
-    const status = this.status;
-    this.element.dataset.status = status;
-    this.part("badge").textContent = statusLabel(status);
-    const meta = [video.model, when(video.created_at)].filter(Boolean).join(" · ");
-    this.part("meta").textContent = meta;
-    this.part("prompt").textContent = video.prompt || videoParams(video).prompt || "";
-    const live = !isTerminal(status);
-    this.part("live").hidden = !live;
-    const cancel = this.action("cancel");
-    cancel.hidden = !live;
-    cancel.disabled = Boolean(video.cancel_requested);
-    cancel.textContent = video.cancel_requested ? "Cancelling…" : "Cancel";
-    if (live) this.renderProgress();
-    this.renderOutcome(status);
-  }
-
-  renderProgress() {
-    const video = this.video;
-    const step = Number(video.step || 0);
-    const total = Number(video.total_steps || videoParams(video).num_inference_steps || 0);
-    let phase = this.status === "queued" ? "queued" : video.phase || "starting";
-    if (phase === "queued" && this.status === "in_progress") phase = "starting";
-    let text = phaseLabel(phase);
-    if (phase === "queued" && video.queue_position !== undefined && video.queue_position !== null) {
-      // queue_position counts the jobs ahead (0: this one starts next).
-      const ahead = Number(video.queue_position);
-      text = ahead === 0 ? "Next in the queue" : `In the queue: ${ahead} ahead of this one`;
-    }
-    if (phase === "denoising" && total) text = `Denoising: step ${step} of ${total}`;
-    if (phase === "denoising" && this.expert) text += ` (${expertLabel(this.expert)})`;
-    if (video.cancel_requested) text = `Cancelling… (${text.charAt(0).toLowerCase()}${text.slice(1)})`;
-    this.part("phase").textContent = text;
-    const bar = this.part("progress");
-    bar.max = total || 1;
-    bar.value = Math.min(step, total || 1);
-    bar.setAttribute("aria-valuetext", total ? `step ${step} of ${total}` : text);
-    this.renderTiming();
-  }
-
-  /** Elapsed time and ETA; called every second by the list while the job is live. */
-  renderTiming() {
-    const video = this.video;
-    const start = this.status === "queued" ? video.created_at : video.started_at || video.created_at;
-    if (!start) return;
-    const parts = [`${duration(nowSeconds() - start)} elapsed`];
-    const eta = this.eta();
-    if (eta !== null) parts.push(`about ${duration(eta)} left`);
-    this.part("timing").textContent = parts.join(" · ");
-  }
-
-  /** Seconds left: measured from this run's denoising steps, else the server's estimate. */
-  eta() {
-    const video = this.video;
-    const total = Number(video.total_steps || 0);
-    if (this.steps.length >= 2 && total && video.phase === "denoising") {
-      const [t0, s0] = this.steps[0];
-      const [t1, s1] = this.steps[this.steps.length - 1];
-      if (s1 > s0) return Math.max(0, (total - s1) * ((t1 - t0) / (s1 - s0)) - (nowSeconds() - t1));
-    }
-    if (typeof video.eta_seconds === "number" && this.etaAt) {
-      const left = video.eta_seconds - (nowSeconds() - this.etaAt);
-      return left >= 1 ? left : null; // an estimate that ran out says nothing
-    }
-    return null;
-  }
-
-  renderOutcome(status) {
-    const video = this.video;
-    const reason = this.part("reason");
-    reason.hidden = true;
-    if (status === "failed") {
-      const error = video.error || {};
-      reason.textContent = `Failed: ${error.message || error.code || "the engine stopped with an error"}`;
-      reason.hidden = false;
-    } else if (status === "cancelled") {
-      reason.textContent = `Cancelled${video.completed_at ? ` at ${when(video.completed_at)}` : ""}.`;
-      reason.hidden = false;
-    }
-    if (isTerminal(status)) this.renderParams();
-    if (status === "completed" && !this.mediaShown) {
-      this.mediaShown = true;
-      this.showMedia().catch(() => {
-        this.mediaShown = false;
-        reason.textContent = "The video is finished but could not be loaded; reload to try again.";
-        reason.hidden = false;
-      });
-    }
-  }
-
-  async showMedia() {
-    const video = this.part("video");
-    const [width, height] = String(this.video.size || "").split("x").map(Number);
-    if (width && height) video.style.aspectRatio = `${width} / ${height}`; // no letterbox
-    const poster = await mediaUrl(this.id, "thumbnail").catch(() => null);
-    if (poster) video.poster = poster;
-    const source = await mediaUrl(this.id, "video");
-    video.src = source;
-    video.setAttribute("aria-label", `Generated video: ${this.video.prompt || this.id}`);
-    this.part("media").hidden = false;
-    const download = this.action("download");
-    download.href = source;
-    download.download = `wanserve-${this.id}.mp4`;
-    download.hidden = false;
-  }
-
-  renderParams() {
-    const params = videoParams(this.video);
-    const list = this.part("params");
-    const rows = [];
-    for (const [name, label] of PARAM_LABELS) {
-      const value = params[name];
-      if (value === undefined || value === "" || value === null) continue;
-      const dt = document.createElement("dt");
-      dt.textContent = label;
-      const dd = document.createElement("dd");
-      dd.textContent = String(value);
-      rows.push(dt, dd);
-    }
-    const timings = this.video.timings;
-    if (timings && typeof timings === "object") {
-      const spent = Object.entries(timings)
-        .filter(([, seconds]) => typeof seconds === "number" && seconds > 0.05)
-        .map(([phase, seconds]) => `${phaseLabel(phase).toLowerCase()} ${seconds.toFixed(1)} s`);
-      if (spent.length) {
-        const dt = document.createElement("dt");
-        dt.textContent = "Time";
-        const dd = document.createElement("dd");
-        dd.textContent = spent.join(", ");
-        rows.push(dt, dd);
-      }
-    }
-    list.replaceChildren(...rows);
-    this.part("params-box").hidden = rows.length === 0;
-  }
-
-  async cancel() {
-    const button = this.action("cancel");
-    button.disabled = true;
-    button.textContent = "Cancelling…";
-    try {
-      // A running job stays in_progress (cancel_requested) until the worker has stopped it;
-      // its events then bring the cancelled state.
-      this.update(await api.cancelVideo(this.id));
-    } catch (error) {
-      if (error.status === 409) await this.refresh().catch(() => {});
-      else {
-        this.update({});
-        this.showNotice(`Could not cancel: ${error.message}`);
-      }
-    }
-  }
-
-  showNotice(text) {
-    const reason = this.part("reason");
-    reason.textContent = text;
-    reason.hidden = false;
-  }
-
-  async refresh() {
-    this.update(await api.getVideo(this.id));
-    return isTerminal(this.status);
-  }
-
-  /** Follow the job's events until it ends (no-op for finished jobs). */
-  start() {
-    if (isTerminal(this.status) || this.follower) return;
-    if (this.status === "queued" && this.video.queue_position == null) {
-      // Lists and create answers carry no queue position; one GET fetches it (events update it).
-      this.refresh().catch(() => {});
-    }
-    this.follower = follow(this.id, {
-      onEvent: (type, data) => this.onEvent(type, data),
-      onVideo: (video) => {
-        this.update(video);
-        return isTerminal(this.status);
-      },
-      onStop: (error) => {
-        this.follower = null;
-        if (error && error.status !== 401) this.showNotice(`Lost track of this job: ${error.message}`);
-      },
-    });
-  }
-
-  stop() {
-    this.follower?.stop();
-    this.follower = null;
-  }
-
-  /** One SSE event; resolves to true once the job is finished. */
-  async onEvent(type, payload) {
-    // Accept both the bare data object and a whole TaskEvent {type, data, at}.
-    const wrapped = payload && typeof payload.data === "object" && payload.type === type;
-    const data = (wrapped ? payload.data : payload) || {};
-    const at = (wrapped ? payload.at : data.at) || nowSeconds();
-    switch (type) {
-      case "state": {
-        const state = data.state || data.status;
-        if (isTerminal(state)) return this.refresh();
-        const change = { state };
-        if (state === "in_progress") {
-          change.status = "in_progress";
-          change.started_at = this.video.started_at || at;
-          change.queue_position = null;
-        } else if (state === "queued") {
-          Object.assign(change, { status: "queued", phase: "queued", step: 0 });
-          this.steps = [];
-        }
-        this.update(change);
-        return false;
-      }
-      case "phase":
-        this.update({ phase: data.phase, ...(this.status === "queued" && data.phase !== "queued" ? { status: "in_progress", state: "in_progress" } : {}) });
-        return false;
-      case "step": {
-        const step = Number(data.step);
-        const total = Number(data.total ?? data.total_steps ?? this.video.total_steps);
-        this.steps.push([at, step]);
-        if (data.expert) this.expert = data.expert;
-        this.update({ step, total_steps: total, phase: "denoising", status: "in_progress", state: "in_progress" });
-        return false;
-      }
-      case "expert_switch":
-        this.expert = data.expert;
-        this.render();
-        return false;
-      case "estimate":
-        this.update({ queue_position: data.queue_position, eta_seconds: data.eta_seconds });
-        return false;
-      case "result":
-      case "cancelled":
-        return this.refresh();
-      case "error":
-        if (data.retryable === false || data.terminal) return this.refresh();
-        return false;
-      default:
-        if (data && data.id === this.id && data.object === "video") this.update(data);
-        return false;
-    }
-  }
-
-  tick() {
-    if (!isTerminal(this.status)) this.renderTiming();
-  }
-}
-
-/** The person's videos, newest first: the first page on load, then "load more" with after=. */
 export class JobList {
   constructor({ onReuse }) {
-    this.onReuse = onReuse;
+    this.handlers = {
+      onReuse,
+      onCreated: (video) => this.added(video),
+      onDeleted: (card) => this.forget(card),
+      onChange: (card) => this.place(card),
+    };
     this.cards = new Map();
-    this.list = document.getElementById("jobs");
-    this.more = document.getElementById("load-more");
+    this.live = $("jobs-live");
+    this.list = $("jobs");
+    this.more = $("load-more");
+    this.filter = "all";
     this.lastId = null;
+    this.liveCapped = false;
     this.more.addEventListener("click", () => this.loadMore());
-    setInterval(() => this.cards.forEach((card) => card.tick()), 1000);
+    for (const button of document.querySelectorAll("[data-filter]")) {
+      button.addEventListener("click", () => this.setFilter(button.dataset.filter));
+    }
+    const tick = () => this.cards.forEach((card) => card.tick());
+    setInterval(tick, 1000);
+    connection.addEventListener("change", tick); // "may be out of date" comes and goes at once
+  }
+
+  /** The job id of a /videos/{id} address, if the page was opened on one. */
+  static singleId() {
+    const match = location.pathname.match(/^\/videos\/([^/]+)\/?$/);
+    return match ? decodeURIComponent(match[1]) : null;
   }
 
   async reload() {
     this.cards.forEach((card) => card.stop());
     this.cards.clear();
+    this.live.replaceChildren();
     this.list.replaceChildren();
     this.lastId = null;
-    await this.loadMore();
+    const single = JobList.singleId();
+    document.body.classList.toggle("single", Boolean(single));
+    if (single) return this.loadOne(single);
+    await Promise.all([this.loadLive(), this.loadMore()]);
+  }
+
+  async loadOne(id) {
+    const status = $("jobs-status");
+    try {
+      this.add(await api.getVideo(id));
+      status.textContent = "";
+    } catch (error) {
+      status.textContent = error.status === 404 ? "There is no such video (or it was deleted)." : `Could not load the video: ${error.message}`;
+    } finally {
+      this.updateEmpty();
+    }
+  }
+
+  /** Every running and queued job, whatever its age, oldest first (the queue's order). */
+  async loadLive() {
+    if (JobList.singleId()) return; // one job alone: its own card follows it
+    try {
+      const page = await api.listVideos({ states: LIVE, limit: LIVE_LIMIT, order: "asc" });
+      this.liveCapped = Boolean(page.has_more);
+      for (const video of page.data || []) this.add(video);
+    } catch (error) {
+      if (error.status !== 401) $("jobs-status").textContent = `Could not load your videos: ${error.message}`;
+    }
+    this.updateTotals();
   }
 
   async loadMore() {
     this.more.disabled = true;
-    const status = document.getElementById("jobs-status");
+    const status = $("jobs-status");
     status.textContent = "Loading…";
+    const filter = this.filter;
     try {
-      const page = await api.listVideos({ after: this.lastId, limit: PAGE_SIZE });
-      for (const video of page.data || []) this.add(video, { atTop: false });
-      this.lastId = page.last_id || (page.data?.length ? page.data[page.data.length - 1].id : this.lastId);
+      const page = await api.listVideos({ after: this.lastId, limit: PAGE_SIZE, states: FILTERS[filter] });
+      if (filter !== this.filter) return; // the filter changed meanwhile: that list is gone
+      for (const video of page.data || []) this.add(video);
+      this.lastId = page.last_id || this.lastId;
       this.more.hidden = !page.has_more;
       status.textContent = "";
     } catch (error) {
@@ -340,23 +105,102 @@ export class JobList {
     }
   }
 
-  /** Show a video (a new submission at the top, history at the bottom) and follow it. */
-  add(video, { atTop, isNew = false }) {
+  setFilter(filter) {
+    if (!FILTERS[filter] || filter === this.filter) return;
+    this.filter = filter;
+    for (const button of document.querySelectorAll("[data-filter]")) {
+      button.setAttribute("aria-pressed", String(button.dataset.filter === filter));
+    }
+    for (const card of [...this.cards.values()]) {
+      if (isTerminal(card.status)) this.forget(card, { quiet: true });
+    }
+    this.lastId = null;
+    this.loadMore();
+  }
+
+  /** A job made on this page (the form, or "run again"): pinned with the live ones at once. */
+  added(video) {
+    const card = this.add(video, { isNew: true });
+    card.element.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    return card;
+  }
+
+  /** Show a video where it belongs and follow it. */
+  add(video, { isNew = false } = {}) {
     const known = this.cards.get(video.id);
     if (known) {
       known.update(video);
       return known;
     }
-    const card = new JobCard(video, { onReuse: this.onReuse, isNew });
+    const card = new JobCard(video, this.handlers, { isNew });
     this.cards.set(video.id, card);
-    if (atTop) this.list.prepend(card.element);
-    else this.list.append(card.element);
+    this.place(card, { fromHistory: !isNew });
     card.start();
     this.updateEmpty();
     return card;
   }
 
-  updateEmpty() {
-    document.getElementById("jobs-empty").hidden = this.cards.size > 0;
+  /**
+   * Live jobs: running first, then queued in queue order. A job that ends moves to the top of
+   * the finished grid (or leaves the page when the filter does not show its status).
+   */
+  place(card, { fromHistory = false } = {}) {
+    if (JobList.singleId()) {
+      if (!card.element.isConnected) this.live.append(card.element);
+      return;
+    }
+    if (!isTerminal(card.status)) {
+      const cards = [...this.cards.values()].filter((c) => !isTerminal(c.status));
+      const rank = (c) => [LIVE.indexOf(c.status), c.video.created_at || 0, c.order ?? 0];
+      card.order ??= this.cards.size;
+      cards.sort((a, b) => compare(rank(a), rank(b)));
+      this.live.replaceChildren(...cards.map((c) => c.element));
+    } else if (!FILTERS[this.filter].includes(card.status)) {
+      this.forget(card, { quiet: true });
+      return;
+    } else if (fromHistory) {
+      this.list.append(card.element);
+    } else {
+      this.list.prepend(card.element);
+    }
+    this.updateTotals();
   }
+
+  forget(card, { quiet = false } = {}) {
+    card.stop();
+    card.element.remove();
+    this.cards.delete(card.id);
+    if (!quiet) {
+      const status = $("jobs-status");
+      status.textContent = "Deleted.";
+      setTimeout(() => { if (status.textContent === "Deleted.") status.textContent = ""; }, 4000);
+    }
+    this.updateTotals();
+    this.updateEmpty();
+  }
+
+  updateTotals() {
+    const counts = { in_progress: 0, queued: 0 };
+    for (const card of this.cards.values()) if (card.status in counts) counts[card.status] += 1;
+    const plus = this.liveCapped ? "+" : "";
+    const parts = [];
+    if (counts.in_progress) parts.push(`${counts.in_progress} running`);
+    if (counts.queued) parts.push(`${counts.queued}${plus} queued`);
+    $("jobs-totals").textContent = parts.join(" · ");
+    $("top-totals").textContent = parts.join(" · ");
+    $("top-totals").hidden = parts.length === 0 || JobList.singleId() !== null;
+    $("live-title").hidden = this.live.childElementCount === 0;
+  }
+
+  updateEmpty() {
+    const none = this.cards.size === 0;
+    $("jobs-empty").hidden = !none || JobList.singleId() !== null;
+    document.querySelector(".history-head").hidden = none && this.filter === "all";
+    $("jobs-filtered-empty").hidden = none || this.list.childElementCount > 0 || this.filter === "all";
+  }
+}
+
+function compare(a, b) {
+  for (let i = 0; i < a.length; i += 1) if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
+  return 0;
 }

@@ -23,6 +23,24 @@ function lookup(video, name) {
   return undefined;
 }
 
+/**
+ * The POST /v1/videos body that makes `video` again (JSON; its start image, if it had one, is
+ * not part of it: `videoParams(video).usedImage` says so).
+ */
+export function requestBody(video) {
+  const params = videoParams(video);
+  const body = {};
+  for (const name of [
+    "model", "prompt", "negative_prompt", "size", "num_frames", "num_inference_steps",
+    "guidance_scale", "guidance_scale_2", "shift", "seed",
+  ]) {
+    if (params[name] !== undefined && params[name] !== null && params[name] !== "") body[name] = params[name];
+  }
+  const loras = video.parameters?.loras;
+  if (Array.isArray(loras) && loras.length) body.loras = loras.map(({ name, scale }) => ({ name, scale }));
+  return body;
+}
+
 /** The parameters that reproduce `video`, in the request's field names. */
 export function videoParams(video) {
   const params = {};

@@ -6,20 +6,24 @@
 // and adds the header. Only when the stream fails again and again does it fall back to
 // polling GET /v1/videos/{id}.
 
-import { api, authHeaders, errorFrom } from "./api.js";
+import { api, authHeaders, connection, errorFrom } from "./api.js";
 
 const MAX_STREAMS = 4; // browsers allow 6 HTTP/1.1 connections per host; keep 2 for the rest
 const MAX_FAILURES = 5; // consecutive attempts with no event before polling instead
 const POLL_MS = 2000;
 let openStreams = 0;
 
+/** Wait `ms`, or less: until aborted, or until someone asks to retry now (connection.retryNow). */
 const sleep = (ms, signal) =>
   new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
+    const done = () => {
       clearTimeout(timer);
+      connection.removeEventListener("retry", done);
       resolve();
-    }, { once: true });
+    };
+    const timer = setTimeout(done, ms);
+    connection.addEventListener("retry", done);
+    signal.addEventListener("abort", done, { once: true });
   });
 
 /** Parse an SSE body into {id, event, data} messages (the WHATWG event-stream rules). */
@@ -79,7 +83,14 @@ export function follow(id, handlers) {
   async function streamOnce() {
     const headers = authHeaders({ Accept: "text/event-stream" });
     if (state.lastId) headers["Last-Event-ID"] = state.lastId;
-    const response = await fetch(api.eventsUrl(id), { headers, signal, cache: "no-store" });
+    let response;
+    try {
+      response = await fetch(api.eventsUrl(id), { headers, signal, cache: "no-store" });
+    } catch (error) {
+      if (signal.aborted) throw error;
+      throw await unreachable();
+    }
+    connection.report(true);
     if (!response.ok) throw await errorFrom(response);
     let received = false;
     for await (const message of readEvents(response.body, signal)) {
@@ -92,6 +103,20 @@ export function follow(id, handlers) {
     }
     if (!received) state.failures += 1; // a stream that closes at once counts as a failure
     return false;
+  }
+
+  /**
+   * The stream could not be opened. Is the server down (an outage: wait, it says nothing about
+   * the stream), or is it only the stream that fails (a proxy that breaks SSE: counts towards
+   * polling)? One GET tells, and its answer updates the card meanwhile.
+   */
+  async function unreachable() {
+    try {
+      await handlers.onVideo(await api.getVideo(id));
+    } catch (error) {
+      if (error.status === 0) return Object.assign(new Error("offline"), { outage: true });
+    }
+    return new Error("the event stream failed");
   }
 
   async function poll() {
@@ -124,12 +149,14 @@ export function follow(id, handlers) {
       } catch (error) {
         if (signal.aborted) return;
         if (error.status === 401 || error.status === 404) throw error;
-        state.failures += 1;
+        if (!error.outage) state.failures += 1;
       } finally {
         openStreams -= 1;
       }
-      // The stream ended before the task did (server restart, proxy timeout): resume it.
-      await sleep(Math.min(state.retryMs * 2 ** Math.max(0, state.failures - 1), 15000), signal);
+      // The stream ended before the task did (server restart, proxy timeout): resume it. While
+      // the server is down, app.js probes it and wakes this sleep once it answers again.
+      const backoff = state.retryMs * 2 ** Math.max(0, state.failures - 1);
+      await sleep(connection.online ? Math.min(backoff, 15000) : 30000, signal);
     }
   }
 
