@@ -10,7 +10,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from tests.api.conftest import Api
-from wanserve.api.submission import create_body_schemas
+from wanserve.api.body_schemas import create_body_schemas
 from wanserve.domain.models import MODELS
 
 MODEL = "wan2.2-tiny"  # two experts: guidance_scale_2 applies

@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from wanserve.api.auth import Authenticator, keys_required
+from wanserve.api.body_schemas import create_body_schemas
 from wanserve.api.deps import ApiContext
 from wanserve.api.metrics import ApiMetrics
 from wanserve.api.problems import install_problem_handlers, problem_responses
@@ -31,7 +32,7 @@ from wanserve.api.routes import health, models, pools, videos
 from wanserve.api.schemas import Problem, VideoEvent, without_null
 from wanserve.api.served import ServedModels
 from wanserve.api.service import ServiceConfig, VideoService, new_video_id
-from wanserve.api.submission import UploadLimits, create_body_schemas
+from wanserve.api.submission import UploadLimits
 from wanserve.artifacts.base import ArtifactStore
 from wanserve.domain.models import MODELS
 from wanserve.domain.types import Clock

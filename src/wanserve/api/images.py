@@ -15,9 +15,19 @@ from PIL import Image, UnidentifiedImageError
 
 from wanserve.domain.errors import InvalidRequest
 
-__all__ = ["FORMATS", "IMAGE_RULE", "UploadedImage", "check_image", "human_bytes"]
+__all__ = [
+    "DATA_URL_PATTERN",
+    "FIELD",
+    "FORMATS",
+    "IMAGE_RULE",
+    "URL_FIELD",
+    "UploadedImage",
+    "check_image",
+    "human_bytes",
+]
 
 FIELD = "input_reference"
+URL_FIELD = f"{FIELD}[image_url]"  # the SDK's form spelling of {"image_url": ...}
 
 # PIL format name -> (file extension, content type)
 FORMATS = {
@@ -25,6 +35,9 @@ FORMATS = {
     "JPEG": ("jpg", "image/jpeg"),
     "WEBP": ("webp", "image/webp"),
 }
+_BASE64 = "(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})"
+_TYPES = "|".join(sorted(content_type for _, content_type in FORMATS.values()))
+DATA_URL_PATTERN = f"^data:({_TYPES});base64,{_BASE64}$"  # an image as a base64 data URL
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """POST /v1/videos bodies: multipart form (what the openai SDK always sends), JSON, or a URL-encoded
-form, and the OpenAPI schemas that describe them.
+form (their OpenAPI schemas: body_schemas.py).
 
 Form fields arrive as strings (the SDK's `extra_body` too) and are coerced; a JSON body is typed
 (a number is sent as a number) and null means "not given". Both are checked by `VideoCreate`,
@@ -15,7 +15,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +25,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import Message
 
+from wanserve.api.body_schemas import FORM_TYPES, JSON_TYPE
+from wanserve.api.images import DATA_URL_PATTERN, UploadedImage, check_image, human_bytes
 from wanserve.api.images import FIELD as IMAGE_FIELD
-from wanserve.api.images import FORMATS, UploadedImage, check_image, human_bytes
+from wanserve.api.images import URL_FIELD as IMAGE_URL_FIELD
 from wanserve.api.problems import rule_of
-from wanserve.api.schemas import VideoCreate, without_null
+from wanserve.api.schemas import VideoCreate
 from wanserve.domain.errors import (
     InvalidRequest,
     PayloadTooLarge,
@@ -38,32 +40,14 @@ from wanserve.domain.errors import (
 from wanserve.domain.models import MODELS, ModelCard
 from wanserve.domain.spec import (
     EMPTY_PROMPT_RULE,
-    LORA_SCALE_RANGE,
-    MAX_LORAS,
-    MIN_FRAMES,
     VideoRequest,
     resolve_spec,
 )
 
-__all__ = [
-    "FORM_TYPES",
-    "BODY_SCHEMAS",
-    "JSON_TYPE",
-    "Submission",
-    "UploadLimits",
-    "body_content",
-    "create_body_schemas",
-    "read_submission",
-]
+__all__ = ["LORAS_FORM_SPELLING", "Submission", "UploadLimits", "read_submission"]
 
-JSON_TYPE = "application/json"
 LORAS_FORM_SPELLING = "NAME[:SCALE] separated by commas, for example lightning:1.0,style:0.6"
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 _FIELDS_ALLOWANCE = 256 * 1024  # room for the text fields beside the image
-_IMAGE_URL_FIELD = f"{IMAGE_FIELD}[image_url]"  # the SDK's form spelling of {"image_url": ...}
-_IMAGE_TYPES = sorted(content_type for _, content_type in FORMATS.values())
-_BASE64 = "(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})"
-_DATA_URL = f"^data:({'|'.join(_IMAGE_TYPES)});base64,{_BASE64}$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +149,7 @@ async def _read_form(
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
             image = await _read_upload(key, value, limits)
-        elif key in (_IMAGE_URL_FIELD, IMAGE_FIELD):
+        elif key in (IMAGE_URL_FIELD, IMAGE_FIELD):
             image = _decode_data_url(value, limits)
         else:
             fields[key] = value
@@ -199,7 +183,7 @@ async def _read_json(
 
 
 def _decode_data_url(value: Any, limits: UploadLimits) -> UploadedImage:
-    if not isinstance(value, str) or not re.fullmatch(_DATA_URL, value):
+    if not isinstance(value, str) or not re.fullmatch(DATA_URL_PATTERN, value):
         rule = "must be an uploaded file or a data:image/png|jpeg|webp;base64,... URL"
         raise InvalidRequest(IMAGE_FIELD, value, rule)
     data = base64.b64decode(value.split(";base64,", 1)[1], validate=True)
@@ -302,157 +286,7 @@ def _check_seconds(create: VideoCreate, card: ModelCard | None) -> None:
     if create.fps is not None:
         rule = "give num_frames, not seconds, together with fps"
         raise InvalidRequest("seconds", create.seconds, rule)
-    longest = _longest_seconds(card)
+    longest = card.longest_seconds
     if create.seconds > longest:
         rule = f"must be at most {longest:g} ({card.max_frames} frames at {card.fps} fps)"
         raise InvalidRequest("seconds", create.seconds, f"{rule} for {card.id}")
-
-
-def _longest_seconds(card: ModelCard) -> float:
-    return (card.max_frames - 1) / card.fps
-
-
-# The request body's component per media type; JSON may say null, forms send text only.
-BODY_SCHEMAS = {
-    JSON_TYPE: "VideoCreate",
-    "multipart/form-data": "VideoCreateForm",
-    "application/x-www-form-urlencoded": "VideoCreateUrlencoded",
-}
-
-
-def body_content() -> dict[str, Any]:
-    """The OpenAPI `requestBody.content` of POST /v1/videos: a component per media type."""
-    return {
-        media_type: {"schema": {"$ref": f"#/components/schemas/{name}"}}
-        for media_type, name in BODY_SCHEMAS.items()
-    }
-
-
-def create_body_schemas(
-    served: Sequence[ModelCard], default_model: str, adapters: Sequence[str] = ()
-) -> dict[str, Any]:
-    """JSON Schemas of the POST /v1/videos bodies, by the component names of BODY_SCHEMAS: each
-    with `VideoCreate`'s rules, the served models and LoRA `adapters`, and per model (`anyOf`)
-    that model's rules.
-
-    Written with `anyOf` alone (no `if`/`not`): generators and fuzzers read it more easily.
-    """
-    schemas = {}
-    for media_type, name in BODY_SCHEMAS.items():
-        schema = VideoCreate.model_json_schema()
-        schema.pop("$defs", None)  # LoraChoice: inlined by _loras_property
-        schema["title"] = name
-        schema["properties"]["loras"] = _loras_property(media_type, adapters)
-        served_ids = [card.id for card in served]
-        schema["properties"]["model"]["anyOf"][0]["enum"] = served_ids
-        if default_model not in served_ids:
-            schema["required"] = ["model", "prompt"]
-        if media_type != JSON_TYPE:
-            schema["properties"] = {k: without_null(v) for k, v in schema["properties"].items()}
-        schema["properties"].update(_image_properties(media_type))
-        absent = _Absent(media_type == JSON_TYPE, tuple(schema["properties"]))
-        seconds_alone = [absent.of("seconds"), absent.of("num_frames", "fps")]
-        per_model = [_model_rules(card, card.id == default_model, absent) for card in served]
-        schema["allOf"] = [{"anyOf": seconds_alone}, {"anyOf": per_model} if served else False]
-        schemas[name] = schema
-    return schemas
-
-
-@dataclass(frozen=True, slots=True)
-class _Absent:
-    """How a body leaves fields out: JSON may also send null; a form just does not send them.
-
-    Said with `propertyNames` rather than `false`/`not`, which schemathesis cannot fuzz beside
-    a file part.
-    """
-
-    nullable: bool
-    names: tuple[str, ...]
-
-    def of(self, *names: str) -> dict[str, Any]:
-        if self.nullable:
-            return {"properties": {n: {"type": "null"} for n in names if n in self.names}}
-        return {"propertyNames": {"enum": [n for n in self.names if n not in names]}}
-
-
-def _loras_property(media_type: str, adapters: Sequence[str]) -> dict[str, Any]:
-    """`loras`: objects naming the offered adapters in JSON; NAME[:SCALE],... in a form.
-
-    (That each adapter is named once is checked beside the schema: it cannot say so.)"""
-    low, high = LORA_SCALE_RANGE
-    description = VideoCreate.model_fields["loras"].description
-    if media_type != JSON_TYPE:
-        if not adapters:
-            return {"type": "string", "maxLength": 0, "description": description}
-        names = "|".join(name.replace(".", r"\.") for name in adapters)
-        item = f"(?:{names})(?::-?(?:[0-3](?:\\.[0-9]{{1,6}})?|4(?:\\.0{{1,6}})?))?"
-        pattern = f"^{item}(?:,{item}){{0,{MAX_LORAS - 1}}}$"
-        return {"type": "string", "pattern": pattern, "description": description}
-    choice: dict[str, Any] = {
-        "type": "object",
-        "properties": {
-            "name": {"type": "string", "enum": list(adapters)},
-            "scale": {"type": "number", "minimum": low, "maximum": high, "default": 1.0},
-        },
-        "required": ["name"],
-        "additionalProperties": False,
-    }
-    array: dict[str, Any] = {"type": "array", "maxItems": MAX_LORAS if adapters else 0}
-    if adapters:
-        array["items"] = choice
-    return {"anyOf": [array, {"type": "null"}], "description": description}
-
-
-def _image_properties(media_type: str) -> dict[str, Any]:
-    data_url: dict[str, Any] = {
-        "type": "string",
-        "format": "data-url",
-        "pattern": _DATA_URL,
-        "description": "a PNG, JPEG or WebP image as a base64 data URL",
-    }
-    if media_type == JSON_TYPE:
-        by_url: dict[str, Any] = {"type": "object", "properties": {"image_url": data_url}}
-        by_url |= {"required": ["image_url"], "additionalProperties": False}
-        return {IMAGE_FIELD: {"anyOf": [data_url, by_url, {"type": "null"}]}}
-    if media_type == "multipart/form-data":
-        upload = {"type": "string", "format": "binary", "description": "a PNG, JPEG or WebP file"}
-        return {IMAGE_FIELD: upload, _IMAGE_URL_FIELD: data_url}  # (a data URL is a string too)
-    return {IMAGE_FIELD: data_url, _IMAGE_URL_FIELD: data_url}
-
-
-def _model_rules(card: ModelCard, is_default: bool, absent: _Absent) -> dict[str, Any]:
-    """A request for `card`'s model (the default one also when `model` is left out), with the
-    model's sizes, frame counts, steps, longest clip, and what it takes of guidance and image."""
-    null: list[None] = [None] if absent.nullable else []
-    frames = list(range(MIN_FRAMES, card.max_frames + 1, 4))
-    rules: dict[str, Any] = {
-        "model": {"enum": [card.id, *null]} if is_default else {"const": card.id},
-        "size": {"enum": [*card.sizes, *null]} if card.sizes else {"pattern": _size_pattern(card)},
-        "num_frames": {"enum": [*frames, *null]},
-        "num_inference_steps": {"maximum": card.max_steps},
-        "seconds": {"maximum": _longest_seconds(card)},
-    }
-    branch: dict[str, Any] = {"properties": rules}
-    if not is_default:
-        branch["required"] = ["model"]
-    refused = ["guidance_scale_2"] if not card.has_two_experts else []
-    if not card.accepts_image:
-        refused += [IMAGE_FIELD, _IMAGE_URL_FIELD]
-    parts = [branch, absent.of(*refused)] if refused else [branch]
-    if card.requires_image:
-        parts.append({"anyOf": _image_required(absent.nullable)})
-    return {"allOf": parts} if len(parts) > 1 else branch
-
-
-def _image_required(nullable: bool) -> list[dict[str, Any]]:
-    if nullable:
-        given = {"type": ["string", "object"]}
-        return [{"required": [IMAGE_FIELD], "properties": {IMAGE_FIELD: given}}]
-    return [{"required": [IMAGE_FIELD]}, {"required": [_IMAGE_URL_FIELD]}]
-
-
-def _size_pattern(card: ModelCard) -> str:
-    stride = card.size_stride
-    first = -(-card.min_side // stride) * stride  # the smallest multiple of stride allowed
-    sides = "|".join(str(side) for side in range(first, card.max_side + 1, stride))
-    return f"^({sides})x({sides})$"

@@ -75,6 +75,11 @@ class ModelCard:
     def accepts_image(self) -> bool:
         return TaskKind.I2V in self.tasks
 
+    @property
+    def longest_seconds(self) -> float:
+        """The longest clip it makes, in seconds."""
+        return (self.max_frames - 1) / self.fps
+
     def supported_sizes_rule(self) -> str:
         if self.sizes is not None:
             return f"must be one of {', '.join(self.sizes)} for {self.id}"

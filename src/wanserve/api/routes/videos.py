@@ -11,13 +11,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.responses import StreamingResponse
 
+from wanserve.api.body_schemas import body_content
 from wanserve.api.content import content_response
 from wanserve.api.deps import ApiContext, CallerDep
 from wanserve.api.problems import problem_responses
 from wanserve.api.schemas import VideoDeleted, VideoPublic, VideosPublic
 from wanserve.api.service import VideoView
 from wanserve.api.sse import task_event_stream
-from wanserve.api.submission import body_content, read_submission
+from wanserve.api.submission import read_submission
 from wanserve.domain.errors import NotFound
 from wanserve.domain.task import TaskState
 
