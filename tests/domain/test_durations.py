@@ -42,6 +42,18 @@ def test_estimates_use_the_means_and_nominal_figures_before_any() -> None:
     assert learned.run_s(spec, "jobs", 1) == nominal.run_s(spec, "jobs", 1)  # another key
 
 
+def test_a_shape_not_measured_yet_is_scaled_from_the_models_measured_runs() -> None:
+    spec = make_task().spec  # 4 steps (+ 2 of tail)
+    twice = spec.model_copy(update={"num_inference_steps": 10, "width": spec.width * 2})
+    learned = Durations({run_key(spec, "warm", 1): 3.0, "cold/x/warm/1": 9.0})
+    # (10 + 2) / (4 + 2) as many steps, twice the pixels: 4x the work
+    assert learned.run_s(twice, "warm", 1) == pytest.approx(12.0)
+    nominal = Durations({})
+    assert learned.run_s(twice, "jobs", 1) == nominal.run_s(twice, "jobs", 1)  # another pool
+    other = twice.model_copy(update={"model": "wan2.2-tiny-ti2v"})
+    assert learned.run_s(other, "warm", 1) == nominal.run_s(other, "warm", 1)  # another model
+
+
 def test_remaining_time_follows_the_task_itself() -> None:
     durations = Durations({run_key(make_task().spec, "warm", 1): 20.0})
     running = start(make_task(), 100.0, "local", pool="warm").task

@@ -83,7 +83,7 @@ class Estimator:
     ) -> None:
         self._store, self._queue, self._clock = store, queue, clock
         self._default_slots = default_slots
-        self._durations = _Cached(self._read_durations, 10.0, clock)
+        self._durations = _Cached(self._read_durations, 2.0, clock)
         self._pools = _Cached(lambda: pool_reports(queue), 2.0, clock)
         self._running = _Cached(self._read_running, 1.0, clock)
 

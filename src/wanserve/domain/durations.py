@@ -5,7 +5,9 @@ starting, scaling_up, waiting_for_gpus, pulling_image, loading) and its run (the
 encoding_text to uploading). Runs are keyed by what decides their length (model, size, frames,
 steps, pool, world size), cold starts by (model, pool, world size); the store keeps a running
 mean per key (`mean += (x - mean) / min(n, WINDOW)`: the plain mean of the first samples, then an
-exponential one). Before a key has a sample, nominal figures per model size stand in.
+exponential one). A run of a shape not measured yet is scaled from the measured runs of the
+same model, pool and world size by its work (steps x latent frames x pixels); before any, nominal
+figures per model size stand in.
 """
 
 from __future__ import annotations
@@ -87,12 +89,24 @@ class Durations:
 
     def __init__(self, means: Mapping[str, float]) -> None:
         self._means = dict(means)
+        # seconds per unit of work, per (model, pool, world size): the measured shapes' mean
+        rates: dict[str, list[float]] = {}
+        for key, seconds in self._means.items():
+            parsed = _parse_run_key(key)
+            if parsed is not None:
+                model_pool_world, work = parsed
+                rates.setdefault(model_pool_world, []).append(seconds / work)
+        self._rates = {key: sum(rs) / len(rs) for key, rs in rates.items()}
 
     def run_s(self, spec: VideoSpec, pool: str | None, world_size: int) -> float:
         """Expected seconds of the engine's work on `spec` (cold start excluded)."""
         learned = self._means.get(run_key(spec, pool, world_size))
         if learned is not None:
             return learned
+        work = _work(spec.num_inference_steps, spec.num_frames, spec.width, spec.height)
+        rate = self._rates.get(f"{spec.model}/{pool or '-'}/{world_size}")
+        if rate is not None:
+            return rate * work
         return (spec.num_inference_steps + _TAIL_STEPS) * _size_of(spec.model, _NOMINAL_STEP_S)
 
     def cold_s(self, model: str, pool: str | None, world_size: int) -> float:
@@ -122,3 +136,22 @@ class Durations:
 def _size_of(model: str, table: Mapping[str, float]) -> float:
     card = get_model(model)
     return table["tiny" if card.is_tiny else card.layout.value]
+
+
+def _work(steps: int, frames: int, width: int, height: int) -> float:
+    """What a run's length grows with: its steps (and the tail) x latent frames x pixels."""
+    return (steps + _TAIL_STEPS) * ((frames - 1) // 4 + 1) * width * height
+
+
+def _parse_run_key(key: str) -> tuple[str, float] | None:
+    """("model/pool/world", work) of a `run_key`; None for any other key."""
+    parts = key.split("/")
+    if len(parts) != 7 or parts[0] != "run":
+        return None
+    _, model, size, frames, steps, pool, world = parts
+    try:
+        width, height = map(int, size.split("x"))
+        work = _work(int(steps.removesuffix("s")), int(frames.removesuffix("f")), width, height)
+    except ValueError:
+        return None
+    return f"{model}/{pool}/{world}", work
