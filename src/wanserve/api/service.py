@@ -7,6 +7,7 @@ owners' tasks behind NotFound. A new task and a cancel request are written by th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from wanserve.api.submission import Submission
 from wanserve.artifacts.base import ArtifactStore
 from wanserve.artifacts.keys import input_image_key, poster_key, task_prefix
 from wanserve.domain.errors import Conflict, IdempotencyConflict, NotFound, StaleChange
-from wanserve.domain.spec import MAX_SEED, resolve_spec
+from wanserve.domain.spec import MAX_SEED, VideoRequest, resolve_spec
 from wanserve.domain.task import Task, TaskState
 from wanserve.domain.transitions import request_cancel
 from wanserve.domain.types import Clock
@@ -110,7 +111,10 @@ class VideoService:
         self.served.check(submission.request.model)
         # Only a keyed request is ever compared with another (a sha256 of the body costs).
         fingerprint = None if idempotency_key is None else submission.fingerprint()
-        task = self._new_task(principal, submission, idempotency_key, fingerprint)
+        request = submission.request
+        if request.loras:  # the adapters' directories and cards: read off the event loop
+            request = await asyncio.to_thread(self.served.with_adapters, request)
+        task = self._new_task(principal, submission, request, idempotency_key, fingerprint)
         if idempotency_key is not None:
             earlier = await self._replay(principal, idempotency_key, fingerprint)
             if earlier is not None:
@@ -139,12 +143,13 @@ class VideoService:
         self,
         principal: Principal,
         submission: Submission,
+        request: VideoRequest,
         key: str | None,
         fingerprint: str | None,
     ) -> Task:
+        """The task of `request` (the submission's, its adapters' defaults applied)."""
         task_id = self._new_id()
         image = submission.image
-        request = self.served.with_adapters(submission.request)
         if image is not None:
             request = request.model_copy(
                 update={"image": input_image_key(task_id, image.extension)}
