@@ -90,3 +90,21 @@ def png_file(path: Path) -> Path:
     image.save(buffer, "PNG")
     path.write_bytes(buffer.getvalue())
     return path
+
+
+# The pools strip as a person reads it: each pool's words, without the screen-reader-only ones.
+SHOWN_POOLS = """() => [...document.querySelectorAll('#pools-list .pool[data-name]')].map(p => {
+  const text = (role) => { const e = p.querySelector('.pool-' + role); if (!e) return null;
+    return [...e.childNodes].filter(n => !n.classList?.contains('sr-only'))
+      .map(n => n.textContent).join(''); };
+  return {name: p.dataset.name, worker: p.dataset.worker, state: p.dataset.state,
+          backend: text('backend'), label: text('state'), replicas: text('replicas'),
+          busy: text('busy'), idle: text('idle')};
+})"""
+
+
+def shown_pools(page: Any) -> list[dict[str, str | None]]:
+    """The pools the strip shows, in its order (empty while it is hidden or has none)."""
+    if page.is_hidden("#pools"):
+        return []
+    return list(page.evaluate(SHOWN_POOLS))

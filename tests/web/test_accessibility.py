@@ -1,6 +1,6 @@
-"""axe-core in the page: no serious or critical violation in the empty, running, completed and
-error states, light and dark, at 1280x900 and 390x844; and touch targets of at least 44 px on
-the phone.
+"""axe-core in the page: no serious or critical violation in the empty (with a pool in every
+state), running, completed and error states, light and dark, at 1280x900 and 390x844; and touch
+targets of at least 44 px on the phone.
 
 axe-core comes from tests/web/package.json (pinned by its lock file): `scripts/test` runs
 `npm ci` there, and the `axe_source` fixture does the same when it has not run.
@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,23 @@ AXE = WEB_TESTS / "node_modules" / "axe-core" / "axe.min.js"
 BLOCKING = ("serious", "critical")
 LISTS = re.compile(r"/v1/videos\?")
 EMPTY_LIST = {"object": "list", "data": [], "has_more": False, "first_id": None, "last_id": None}
+POOLS = re.compile(r"/v1/pools$")
+POOL_STATES = ("cold", "scaling_up", "warm", "scaling_down", "running", "unavailable")
+
+
+def _pool(state: str) -> dict[str, Any]:
+    """A GET /v1/pools entry in `state` (the strip shows each state in its own colours)."""
+    loaded = state in ("scaling_up", "warm", "scaling_down")
+    return {
+        "worker": "worker-1", "name": f"pool-{state}", "kind": "warm", "backend": "local",
+        "models": None, "state": state, "replicas": int(loaded), "busy": int(state == "running"),
+        "capacity": 2, "gpus_per_run": 1, "idle_timeout_s": 300.0,
+        "idle_since": time.time() - 90 if state == "warm" else None, "engines": [],
+        "gpu_seconds": {"busy": 0.0, "idle": 0.0, "starting": 0.0},
+    }  # fmt: skip
+
+
+EVERY_POOL_STATE = {"object": "list", "data": [_pool(state) for state in POOL_STATES]}
 # What a person taps: every visible control, and the link that looks like a button.
 TARGETS = """() => [...document.querySelectorAll(
     'button, .button, summary, select, input:not([type=hidden]), textarea, a.brand')]
@@ -121,12 +139,15 @@ def test_axe_finds_nothing_serious_in_any_state(
 ) -> None:
     watch.allow(r"status of 422")  # the error state's refused request
     problems: list[str] = []
-    # Empty: what a first visit shows (the list answered empty).
+    # Empty: what a first visit shows (the list answered empty), with a pool in every state.
     page.route(LISTS, lambda route: route.fulfill(json=EMPTY_LIST))
+    page.route(POOLS, lambda route: route.fulfill(json=EVERY_POOL_STATE))
     page.goto("/")
     page.wait_for_selector("#jobs-empty:not([hidden])")
+    page.wait_for_selector(f"#pools .pool[data-state]:nth-child({len(POOL_STATES)})")
     _check(page, axe_source, "empty", problems)
     page.unroute(LISTS)
+    page.unroute(POOLS)
 
     # Running (pinned on top), completed and failed (the grid below), on one page.
     page.goto("/")

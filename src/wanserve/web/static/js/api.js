@@ -79,10 +79,12 @@ export function hasKey() {
   return Boolean(sessionKey);
 }
 
-/** The ApiError for a non-2xx response; tells the 401 listeners first. */
-export async function errorFrom(response) {
+/** The ApiError for a non-2xx response; tells the 401 listeners first (unless `quiet`). */
+export async function errorFrom(response, { quiet = false } = {}) {
   const problem = await readProblem(response);
-  if (response.status === 401) unauthorizedListeners.forEach((listener) => listener(problem));
+  if (response.status === 401 && !quiet) {
+    unauthorizedListeners.forEach((listener) => listener(problem));
+  }
   return new ApiError(response.status, problem);
 }
 
@@ -98,9 +100,12 @@ async function readProblem(response) {
 
 /**
  * fetch() a path of the API; resolves to the parsed JSON body (or the Response with raw=true),
- * rejects with ApiError on any non-2xx answer or network failure.
+ * rejects with ApiError on any non-2xx answer or network failure. A `quiet` request's 401 does
+ * not ask for a key (what it reads is optional: the page works without it).
  */
-export async function request(path, { method = "GET", body, headers = {}, raw = false, signal } = {}) {
+export async function request(
+  path, { method = "GET", body, headers = {}, raw = false, signal, quiet = false } = {},
+) {
   const init = { method, headers: authHeaders(headers), signal };
   if (body instanceof FormData) {
     init.body = body;
@@ -117,7 +122,7 @@ export async function request(path, { method = "GET", body, headers = {}, raw = 
     throw new ApiError(0, null);
   }
   connection.report(true);
-  if (!response.ok) throw await errorFrom(response);
+  if (!response.ok) throw await errorFrom(response, { quiet });
   if (raw) return response;
   if (response.status === 204) return null;
   return response.json();
@@ -125,6 +130,7 @@ export async function request(path, { method = "GET", body, headers = {}, raw = 
 
 export const api = {
   listModels: () => request("/v1/models"),
+  listPools: () => request("/v1/pools", { quiet: true }), // an admin's: optional here
   createVideo: (body, headers = {}) => request("/v1/videos", { method: "POST", body, headers }),
   getVideo: (id) => request(`/v1/videos/${encodeURIComponent(id)}`),
   listVideos: ({ after, limit = 10, states = [], order = "desc" } = {}) => {

@@ -1,13 +1,16 @@
-// The experience page: wires the create form, the job list and the API-key panel together.
+// The experience page: wires the create form, the job list, the pools strip and the API-key
+// panel together.
 
 import { connection, getKey, hasKey, onUnauthorized, setKey } from "./api.js";
 import { CreateForm } from "./form.js";
 import { JobList } from "./jobs.js";
+import { PoolStrip } from "./pools.js";
 
 const $ = (id) => document.getElementById(id);
 
 const jobs = new JobList({ onReuse: (params) => form.fill(params) });
 const form = new CreateForm({ onCreated: (video) => jobs.added(video) });
+const pools = new PoolStrip();
 
 function showAccess(problem) {
   const panel = $("access");
@@ -28,6 +31,7 @@ let modelsLoaded = false;
 
 async function start() {
   updateKeyButton();
+  pools.start();
   const results = await Promise.allSettled([form.loadModels(), jobs.reload()]);
   modelsLoaded = results[0].status === "fulfilled";
   const failed = results.find((r) => r.status === "rejected" && r.reason?.status !== 401);

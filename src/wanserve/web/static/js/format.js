@@ -23,6 +23,19 @@ const STATUSES = {
   cancelled: "Cancelled",
 };
 
+const POOL_STATES = {
+  cold: "Cold",
+  scaling_up: "Scaling up",
+  warm: "Warm",
+  scaling_down: "Scaling down",
+  running: "Running",
+  unavailable: "Unavailable",
+};
+
+export function poolStateLabel(state) {
+  return POOL_STATES[state] || state.replaceAll("_", " ").replace(/^./, (c) => c.toUpperCase());
+}
+
 export function phaseLabel(phase) {
   if (!phase) return "";
   return PHASES[phase] || phase.replaceAll("_", " ").replace(/^./, (c) => c.toUpperCase());
@@ -39,6 +52,17 @@ export function duration(seconds) {
   const m = Math.floor((total % 3600) / 60);
   const s = String(total % 60).padStart(2, "0");
   return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
+/** A span of time in round words: 12 -> "12 s", 330 -> "5 min", 7200 -> "2 h", 2 days.
+ * Never under 1 s: the server's clock and this browser's may differ a little. */
+export function roughly(seconds) {
+  const s = Math.max(1, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h`;
+  const days = Math.floor(s / 86400);
+  return `${days} ${days === 1 ? "day" : "days"}`;
 }
 
 export function when(unixSeconds) {
