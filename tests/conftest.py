@@ -12,7 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 CRDS = ROOT / "tests" / "data" / "crds"  # the pinned CRDs (tests/data/crds/README.md)
 
-pytest_plugins = ["tests.fixtures.seaweedfs", "tests.fixtures.store", "tests.fixtures.valkey"]
+pytest_plugins = [
+    "tests.fixtures.ray",
+    "tests.fixtures.seaweedfs",
+    "tests.fixtures.store",
+    "tests.fixtures.valkey",
+]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

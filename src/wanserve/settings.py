@@ -116,7 +116,7 @@ class PoolSettings(BaseModel):
     """One pool of a worker: a backend, the models it serves and how many tasks it runs at once."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
-    backend: Literal["local", "kubernetes"] = "local"
+    backend: Literal["local", "kubernetes", "ray"] = "local"
     # warm: keeps engines loaded between tasks and stops each after idle_timeout_s without work
     # (local backend); job: an engine per task (or per burst, with drain_idle_s)
     kind: Literal["warm", "job"] = "job"
@@ -129,7 +129,7 @@ class PoolSettings(BaseModel):
 
 
 class DispatchSettings(BaseModel):
-    backend: Literal["local", "kubernetes"] = "local"
+    backend: Literal["local", "kubernetes", "ray"] = "local"
     capacity: int = 1  # tasks run at once (GPU groups)
     # The worker's pools in preference order (JSON list of PoolSettings). None: one pool from
     # backend, capacity and engine.warm (the short form).
@@ -186,6 +186,25 @@ class KubernetesSettings(BaseModel):
     result_grace_s: float = 60.0  # after the job succeeded, wait this long for the result event
 
 
+class RaySettings(BaseModel):
+    """Resident mode on Ray Serve (backend `ray`, see docs/ray.md)."""
+
+    # "" starts a Ray on 127.0.0.1 owned by the worker; "auto" or "ray://head:10001" joins one
+    address: str = ""
+    namespace: str = "wanserve"  # the Ray namespace of the Serve applications
+    app_prefix: str = "wanserve"  # applications are named <app_prefix>-<model>
+    # a replica with no task for this long is stopped (Serve's downscale_to_zero_delay_s)
+    idle_timeout_s: float = Field(default=300.0, gt=0)
+    # how the ranks of one replica are placed: STRICT_PACK on one node, SPREAD across nodes
+    placement_strategy: Literal["STRICT_PACK", "PACK", "SPREAD", "STRICT_SPREAD"] = "STRICT_PACK"
+    cpus_per_rank: float = Field(default=1.0, gt=0)
+    gpus_per_rank: float | None = Field(default=None, ge=0)  # None: 1 when the cluster has GPUs
+    num_cpus: int | None = Field(default=None, ge=1)  # the local Ray's CPUs (None: all)
+    object_store_mb: int = Field(default=128, ge=80)  # the local Ray's object store
+    health_interval_s: float = Field(default=2.0, gt=0)  # how often reachability is checked
+    load_timeout_s: float = Field(default=900.0, gt=0)  # a replica's ranks must load within
+
+
 class Settings(BaseSettings):
     """Everything wanserve reads from the environment, grouped by part."""
 
@@ -204,6 +223,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
 
     def models_path(self) -> Path:
         """Where engines find and build checkpoints: engine.models_dir, else <data_dir>/models."""
@@ -217,9 +237,10 @@ class Settings(BaseSettings):
         """The worker's pools: dispatch.pools, else the one pool of the short form."""
         if self.dispatch.pools is not None:
             return self.dispatch.pools
-        warm = self.engine.warm and self.dispatch.backend == "local"
+        backend = self.dispatch.backend
+        warm = (self.engine.warm and backend == "local") or backend == "ray"  # Serve: resident
         kind: Literal["warm", "job"] = "warm" if warm else "job"
-        name = f"{self.dispatch.backend}-warm" if warm else self.dispatch.backend
+        name = f"{backend}-warm" if warm and backend == "local" else backend
         return [
             PoolSettings(
                 name=name,

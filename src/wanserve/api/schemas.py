@@ -393,7 +393,7 @@ def _parameters(task: Task) -> VideoParameters:
 
 class EnginePublic(BaseModel):
     model: str
-    state: Literal["starting", "idle", "busy", "stopped"]
+    state: Literal["starting", "idle", "busy", "stopping", "stopped"]
     since: float
 
 
@@ -413,8 +413,9 @@ class PoolPublic(BaseModel):
     kind: Literal["warm", "job"]
     backend: str
     models: list[str] | None  # None: every model the server offers
-    state: Literal["cold", "scaling_up", "warm", "running"]
-    replicas: int  # engines loaded or loading
+    # unavailable: its cluster is out of reach (tasks wait in the queue)
+    state: Literal["cold", "scaling_up", "warm", "scaling_down", "running", "unavailable"]
+    replicas: int  # engines loaded or loading (not those being stopped)
     busy: int  # tasks running
     capacity: int
     gpus_per_run: int

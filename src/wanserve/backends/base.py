@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 from wanserve.domain.events import EngineEvent
 from wanserve.domain.spec import VideoSpec
 
-__all__ = ["EngineState", "EngineStatus", "InferenceBackend", "Resident", "Run"]
+__all__ = ["EngineState", "EngineStatus", "InferenceBackend", "Reachable", "Resident", "Run"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,7 @@ class EngineState(StrEnum):
     STARTING = "starting"  # spawned, loading its model
     IDLE = "idle"  # loaded, no task
     BUSY = "busy"  # running a task
+    STOPPING = "stopping"  # being stopped (a scale-down), still holding its GPUs
     STOPPED = "stopped"
 
 
@@ -89,3 +90,12 @@ class Resident(Protocol):
     async def prewarm(self, model: str) -> bool:
         """Start one more engine of `model`, held by no task (False: no room for one)."""
         ...
+
+
+@runtime_checkable
+class Reachable(Protocol):
+    """A backend on a cluster that can be out of reach: while it is, its pool takes no task and
+    tasks wait in the queue (they do not fail)."""
+
+    @property
+    def available(self) -> bool: ...

@@ -47,12 +47,16 @@ def make_backend(settings: Settings, pool: PoolSettings | None = None) -> Infere
                 "a kubernetes pool runs one PyTorchJob per task: kind job, drain_idle_s 0",
             )
         return _kubernetes(settings)
+    if pool.backend == "ray":
+        return _ray(settings, pool)
     raise BackendUnavailable(f"dispatch.backend={pool.backend!r} is not a backend wanserve has")
 
 
 def idle_timeout_s(settings: Settings, pool: PoolSettings) -> float:
     """How long a loaded engine of `pool` waits for work: a warm pool's idle timeout, a job
     pool's drain (0 for one-shot jobs)."""
+    if pool.backend == "ray":
+        return settings.ray.idle_timeout_s if pool.idle_timeout_s is None else pool.idle_timeout_s
     if pool.kind == "warm":
         return (
             settings.engine.idle_timeout_s if pool.idle_timeout_s is None else pool.idle_timeout_s
@@ -106,3 +110,22 @@ def _kubernetes(settings: Settings) -> InferenceBackend:
     from wanserve.backends.kubernetes import make_kubernetes_backend
 
     return make_kubernetes_backend(settings)
+
+
+def _ray(settings: Settings, pool: PoolSettings) -> InferenceBackend:
+    if pool.kind != "warm" or pool.drain_idle_s > 0:
+        raise InvalidRequest(
+            f"dispatch.pools[{pool.name}]",
+            pool.kind if pool.kind != "warm" else f"drain_idle_s={pool.drain_idle_s:g}",
+            "a ray pool is resident (Serve replicas that scale to zero): kind warm",
+        )
+    try:
+        import ray  # noqa: F401
+        from ray import serve  # noqa: F401
+    except ImportError:
+        raise BackendUnavailable(
+            "dispatch.backend='ray' needs the ray extra: pip install 'wanserve[ray]'"
+        ) from None
+    from wanserve.backends.ray.backend import RayBackend
+
+    return RayBackend(settings, pool, engine_env(settings))

@@ -136,7 +136,7 @@ class PoolMonitor:
             "backend": pool.backend.name,
             "models": sorted(pool.models) if pool.models is not None else None,
             "state": _state(pool, engines),
-            "replicas": len(engines),
+            "replicas": sum(1 for e in engines if e.state != EngineState.STOPPING),
             "busy": pool.busy,
             "capacity": pool.slots,
             "gpus_per_run": gpus,
@@ -154,10 +154,15 @@ class PoolMonitor:
 
 
 def _state(pool: Pool, engines: list[EngineStatus]) -> str:
-    """cold (nothing loaded), scaling_up (an engine loading), warm (engines loaded), running
-    (one-shot jobs in flight)."""
+    """unavailable (its cluster is out of reach), cold (nothing loaded), scaling_up (an engine
+    loading), scaling_down (one being stopped), warm (engines loaded), running (one-shot jobs in
+    flight)."""
+    if not pool.available:
+        return "unavailable"
     if any(e.state == EngineState.STARTING for e in engines):
         return "scaling_up"
+    if any(e.state == EngineState.STOPPING for e in engines):
+        return "scaling_down"
     if engines:
         return "warm"
     return "running" if pool.busy else "cold"

@@ -9,12 +9,15 @@ pool has a free slot, and routing (routing.py) picks the pool of each task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from wanserve.backends.base import EngineStatus, InferenceBackend, Resident
+from wanserve.backends.base import EngineStatus, InferenceBackend, Reachable, Resident
 
 __all__ = ["Pool", "PoolKind", "Pools"]
+
+_UNREACHABLE_POLL_S = 1.0
 
 
 class PoolKind(StrEnum):
@@ -38,8 +41,13 @@ class Pool:
         self.name = self.name or self.backend.name
 
     @property
+    def available(self) -> bool:
+        """False while its backend is out of reach (it then has no free slot)."""
+        return not isinstance(self.backend, Reachable) or self.backend.available
+
+    @property
     def free(self) -> int:
-        return self.slots - self.busy
+        return self.slots - self.busy if self.available else 0
 
     def serves(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -82,7 +90,11 @@ class Pools:
     async def wait_free(self) -> None:
         while not self.has_free:
             self._changed.clear()
-            await self._changed.wait()
+            if all(pool.available for pool in self.pools):
+                await self._changed.wait()
+            else:  # a backend out of reach frees no slot when it is back: look again
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), _UNREACHABLE_POLL_S)
 
     def acquire(self, pool: Pool) -> None:
         if pool.free <= 0:

@@ -1,0 +1,453 @@
+"""Backend `ray`: tasks run on Ray Serve replicas that keep the engine loaded (resident mode).
+
+The worker is a Ray driver. With `ray.address` empty it starts a Ray on 127.0.0.1 that it owns
+(and stops on close); else it joins the cluster named (`auto`, `ray://head:10001`). Each model is
+one Serve application (wanserve.backends.ray.app), deployed on a model's first task when the
+cluster does not run it yet (a RayService deploys its own). The queue stays the one source of
+truth: the dispatcher leases a task, `run` sends it to the application as one streaming request
+and yields the engine's events as they come; no request timeout applies (a handle call has
+none). Serve's autoscaler keeps 0..capacity replicas; a task that finds no free replica shows
+`scaling_up` (then the replica's `loading`). Cancel goes to the rank 0 actor that runs the task
+(it stops at its next step and the stream ends with `cancelled`); a run that has not reached a
+replica yet, or an engine that ignores the cancel, has its request cancelled instead.
+
+A watch loop reads Serve's status every `health_interval_s`: replicas up, starting and stopping
+per model (what `engines()` and `GET /v1/pools` show) and whether Ray answers at all. While it
+does not, `available` is False: the dispatcher leases nothing for this pool and tasks wait in
+the queue; the loop reconnects and redeploys when Ray is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wanserve.aio import cancel_and_wait
+from wanserve.backends.base import EngineState, EngineStatus, Run
+from wanserve.backends.ray.config import AppArgs, app_args, app_name
+from wanserve.domain.errors import BackendUnavailable
+from wanserve.domain.events import (
+    CancelledEvent,
+    EngineEvent,
+    ErrorEvent,
+    Phase,
+    PhaseEvent,
+    ResultEvent,
+    is_terminal,
+    parse_event,
+)
+from wanserve.domain.types import Clock
+from wanserve.settings import PoolSettings, Settings
+
+__all__ = ["RayBackend", "Replicas"]
+
+log = logging.getLogger(__name__)
+
+_CANCEL_GRACE_S = 20.0  # the engine stops at its next step; then the request is cancelled
+_STATUS_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Replicas:
+    """One application's replicas, as Serve's status last said."""
+
+    running: int = 0
+    starting: int = 0
+    stopping: int = 0
+
+
+@dataclass
+class _Flight:
+    """One run in progress."""
+
+    model: str
+    since: float
+    response: Any = None  # the streaming DeploymentResponseGenerator
+    placed: bool = False  # a replica took it (it may still be loading)
+    rank0: Any = None  # the rank 0 actor running it, once its replica loaded
+    ended: bool = False  # its terminal event came
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class RayBackend:
+    """InferenceBackend and Resident on Ray Serve (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: PoolSettings,
+        env: dict[str, str],
+        *,
+        clock: Clock = time.time,
+    ) -> None:
+        self.name = pool.name
+        self._settings, self._pool, self._env = settings, pool, env
+        self._ray = settings.ray
+        self._clock = clock
+        self._available = False
+        self.idle_seconds = 0.0
+        self._owns_ray = not self._ray.address
+        self._connected = False
+        self._handles: dict[str, Any] = {}  # model -> DeploymentHandle of its application
+        self._replicas: dict[str, Replicas] = {}
+        self._idle_since: dict[str, float] = {}
+        self._flights: dict[str, _Flight] = {}
+        self._gpus_per_rank = 0.0
+        self._watch: asyncio.Task[None] | None = None
+        self._status_call: asyncio.Future[dict[str, Replicas]] | None = None
+        self._cancelled: set[str] = set()  # cancelled before their run began
+        self._deploying = asyncio.Lock()
+        self._ticked = clock()
+        self._closed = False
+
+    @property
+    def gpus_per_run(self) -> int:
+        return self._settings.engine.nproc
+
+    @property
+    def available(self) -> bool:
+        """Whether Ray answers (the first look connects, in the background)."""
+        self._start_watch()
+        return self._available
+
+    # -- Resident -------------------------------------------------------------------------------
+
+    def engines(self) -> list[EngineStatus]:
+        """Every replica of every application: busy with a task of ours, starting, idle, or
+        stopping (Serve scaling it down)."""
+        self._start_watch()
+        found: list[EngineStatus] = []
+        for model in sorted(set(self._replicas) | {f.model for f in self._flights.values()}):
+            counts = self._replicas.get(model, Replicas())
+            flights = [(tid, f) for tid, f in self._flights.items() if f.model == model]
+            placed = [(tid, f) for tid, f in flights if f.placed]
+            for task_id, flight in flights:
+                state = EngineState.BUSY if flight.rank0 is not None else EngineState.STARTING
+                found.append(EngineStatus(model, state, flight.since, task_id))
+            waiting = len(flights) - len(placed)
+            since = self._idle_since.get(model, self._clock())
+            found += [EngineStatus(model, EngineState.STARTING, since, None)] * max(
+                0, counts.starting - waiting
+            )
+            found += [EngineStatus(model, EngineState.IDLE, since, None)] * max(
+                0, counts.running - len(placed)
+            )
+            found += [EngineStatus(model, EngineState.STOPPING, since, None)] * counts.stopping
+        return found
+
+    async def prewarm(self, model: str) -> bool:  # noqa: ARG002
+        """Serve's autoscaler starts replicas on demand: nothing to start ahead of a task."""
+        return False
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    async def run(self, run: Run) -> AsyncIterator[EngineEvent]:
+        task_id, model = run.task_id, run.spec.model
+        flight = _Flight(model, self._clock())
+        if task_id in self._cancelled or self._closed:
+            self._cancelled.discard(task_id)
+            flight.cancelled.set()
+        self._flights[task_id] = flight
+        try:
+            if flight.cancelled.is_set():
+                yield CancelledEvent(task_id=task_id, at=self._clock(), reason="cancelled")
+                return
+            try:
+                handle = await self._application(model)
+                request = await asyncio.to_thread(_request, run)
+                self._tick(await asyncio.wait_for(self._read_status(), _STATUS_TIMEOUT_S))
+            except Exception as exc:
+                yield _error(task_id, "backend_unavailable", f"Ray Serve: {exc}")
+                return
+            if not self._has_free_replica(model):  # Serve starts one for it: a cold start
+                yield PhaseEvent(task_id=task_id, at=self._clock(), phase=Phase.SCALING_UP)
+            if flight.cancelled.is_set():
+                yield CancelledEvent(task_id=task_id, at=self._clock(), reason="cancelled")
+                return
+            flight.response = handle.options(stream=True).generate.remote(request)
+            async for event in self._follow(run, flight):
+                yield event
+        finally:
+            if flight.response is not None and not flight.ended:
+                flight.response.cancel()  # the caller stopped following: stop the request too
+            self._flights.pop(task_id, None)
+            self._idle_since[model] = self._clock()
+
+    async def _follow(self, run: Run, flight: _Flight) -> AsyncIterator[EngineEvent]:
+        from ray.serve.exceptions import RequestCancelledError
+
+        task_id = run.task_id
+        try:
+            async for item in flight.response:
+                flight.placed = True
+                if "rank0" in item:
+                    flight.rank0 = item["rank0"]
+                    continue
+                event = parse_event(item["event"])
+                if isinstance(event, ResultEvent):
+                    event = await asyncio.to_thread(_save, event, item.get("files", {}), run)
+                if is_terminal(event):
+                    flight.ended = True
+                yield event
+                if flight.ended:
+                    return
+        except RequestCancelledError:
+            if not flight.cancelled.is_set():
+                raise
+        except Exception as exc:
+            yield _error(task_id, "replica_lost", f"the Ray Serve replica failed: {exc}")
+            return
+        if flight.cancelled.is_set():
+            yield CancelledEvent(task_id=task_id, at=self._clock(), reason="cancelled")
+        else:
+            yield _error(task_id, "replica_lost", "the replica's stream ended without a result")
+
+    def _has_free_replica(self, model: str) -> bool:
+        counts = self._replicas.get(model, Replicas())
+        busy = sum(1 for f in self._flights.values() if f.model == model)
+        return counts.running >= busy  # this run is counted among the busy ones
+
+    async def cancel(self, task_id: str) -> None:
+        """Stop the run at the engine (its next step); a run with no engine yet, or one whose
+        engine does not stop within the grace, has its request cancelled."""
+        flight = self._flights.get(task_id)
+        if flight is None:
+            self._cancelled.add(task_id)  # its run has not begun: it ends at once when it does
+            return
+        if flight.cancelled.is_set():
+            return
+        flight.cancelled.set()
+        if flight.rank0 is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(_awaitable(flight.rank0.cancel.remote(task_id)), 10.0)
+            deadline = self._clock() + _CANCEL_GRACE_S
+            while task_id in self._flights and self._clock() < deadline:
+                await asyncio.sleep(0.1)
+        if task_id in self._flights and flight.response is not None:
+            flight.response.cancel()
+
+    async def close(self) -> None:
+        self._closed = True
+        for flight in list(self._flights.values()):
+            flight.cancelled.set()
+            if flight.response is not None:
+                flight.response.cancel()
+        if self._watch is not None:
+            await cancel_and_wait(self._watch)
+        if self._connected and self._owns_ray:
+            await asyncio.to_thread(self._disconnect)
+
+    # -- Ray --------------------------------------------------------------------------------------
+
+    async def _application(self, model: str) -> Any:
+        """The handle of `model`'s application, connecting and deploying first when needed."""
+        if not self._connected:
+            await self._reconnect()
+            if not self._connected:
+                raise BackendUnavailable(
+                    f"Ray at {self._ray.address or '127.0.0.1'} is out of reach"
+                )
+        async with self._deploying:
+            handle = self._handles.get(model)
+            if handle is None:
+                handle = await asyncio.to_thread(self._deploy, model)
+                self._handles[model] = handle
+                self._replicas.setdefault(model, Replicas())
+            return handle
+
+    def _connect(self) -> None:
+        import ray
+        from ray import serve
+
+        if ray.is_initialized() and not self._owns_ray:
+            pass  # this process already joined the cluster (a driver joins once)
+        elif self._owns_ray:
+            ray.init(
+                namespace=self._ray.namespace,
+                num_cpus=self._ray.num_cpus,
+                object_store_memory=self._ray.object_store_mb * 1024 * 1024,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=False,
+                configure_logging=False,
+            )
+            serve.start(proxy_location="Disabled")
+        else:
+            ray.init(address=self._ray.address, namespace=self._ray.namespace, log_to_driver=False)
+        gpus = self._ray.gpus_per_rank
+        if gpus is None:
+            resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
+            gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+        self._gpus_per_rank = gpus
+        log.info("connected to Ray %s", self._ray.address or "(local, 127.0.0.1)")
+
+    def _deploy(self, model: str) -> Any:
+        from ray import serve
+
+        from wanserve.backends.ray.app import build
+
+        name = app_name(self._ray.app_prefix, model)
+        if not self._owns_ray and name in serve.status().applications:
+            return serve.get_app_handle(name)  # the cluster runs it (a RayService, a worker)
+        args = self.app_args(model)
+        return serve.run(build(args.model_dump()), name=name, route_prefix=None)
+
+    def app_args(self, model: str) -> AppArgs:
+        return app_args(
+            self._settings, self._pool, model, gpus_per_rank=self._gpus_per_rank, env=self._env
+        )
+
+    def _disconnect(self) -> None:
+        """Leave Ray (stopping Serve and Ray when they are ours), and forget Serve's client and
+        handles, so that a new connection starts clean."""
+        import ray
+        from ray import serve
+        from ray.serve import context
+
+        self._connected = False
+        with contextlib.suppress(Exception):
+            if self._owns_ray:
+                serve.shutdown()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        context._set_global_client(None)  # type: ignore[no-untyped-call]
+        self._handles = dict.fromkeys(self._handles)
+
+    # -- watching ---------------------------------------------------------------------------------
+
+    def _start_watch(self) -> None:
+        if self._watch is None and not self._closed:
+            with contextlib.suppress(RuntimeError):  # no running loop: started by the first run
+                self._watch = asyncio.get_running_loop().create_task(self._watching())
+
+    async def _watching(self) -> None:
+        while True:
+            if self._connected:
+                await self._poll()
+            else:
+                await self._reconnect()
+            await asyncio.sleep(self._ray.health_interval_s)
+
+    async def _reconnect(self) -> None:
+        """Connect (start the local Ray), and deploy again what was deployed before."""
+        async with self._deploying:
+            if self._connected:
+                return
+            if not self._owns_ray and not await asyncio.to_thread(_reachable, self._ray.address):
+                self._set_available(False, "nothing answers at its address")
+                return
+            try:
+                await asyncio.to_thread(self._connect)
+                for model in list(self._handles):
+                    self._handles[model] = await asyncio.to_thread(self._deploy, model)
+            except Exception as exc:
+                self._set_available(False, str(exc))
+                return
+            self._connected = True
+            self._set_available(True, "connected")
+
+    async def _poll(self) -> None:
+        """Read Serve's status; a call that fails or hangs makes the backend unavailable."""
+        try:
+            status = await asyncio.wait_for(self._read_status(), _STATUS_TIMEOUT_S)
+        except Exception as exc:
+            self._set_available(False, f"{type(exc).__name__}: {exc}")
+            if self._status_call is not None and self._status_call.done():
+                # failed, not hung: try a fresh connection next
+                self._connected = False
+                await asyncio.to_thread(self._disconnect)
+            return
+        self._set_available(True, "Serve answers")
+        self._tick(status)
+
+    def _read_status(self) -> asyncio.Future[dict[str, Replicas]]:
+        """Serve's status, read in a thread; one read at a time (a hung one is waited on, not
+        repeated)."""
+        if self._status_call is None or self._status_call.done():
+            self._status_call = asyncio.ensure_future(asyncio.to_thread(self._status))
+        return asyncio.shield(self._status_call)
+
+    def _set_available(self, available: bool, why: str) -> None:
+        if available != self._available:
+            if available:
+                log.info("Ray is reachable (%s): pool %s takes tasks", why, self.name)
+            else:
+                log.warning("Ray is unreachable (%s): tasks wait in the queue", why)
+        self._available = available
+
+    def _status(self) -> dict[str, Replicas]:
+        from ray import serve
+
+        applications = serve.status().applications
+        found: dict[str, Replicas] = {}
+        for model in self._handles:
+            app = applications.get(app_name(self._ray.app_prefix, model))
+            counts = Replicas()
+            for deployment in app.deployments.values() if app is not None else ():
+                states = {str(k).split(".")[-1]: v for k, v in deployment.replica_states.items()}
+                counts.running += states.get("RUNNING", 0)
+                counts.starting += states.get("STARTING", 0) + states.get("PENDING_MIGRATION", 0)
+                counts.stopping += states.get("STOPPING", 0)
+            found[model] = counts
+        return found
+
+    def _tick(self, status: dict[str, Replicas]) -> None:
+        """Take Serve's counts; add the idle replica-seconds since the last tick."""
+        now = self._clock()
+        for model, counts in status.items():
+            busy = sum(1 for f in self._flights.values() if f.model == model and f.placed)
+            before = self._replicas.get(model, Replicas())
+            idle_before = max(0, before.running - busy)
+            self.idle_seconds += idle_before * max(0.0, now - self._ticked)
+            if max(0, counts.running - busy) > idle_before:
+                self._idle_since[model] = now
+            self._replicas[model] = counts
+        self._ticked = now
+
+
+def _reachable(address: str) -> bool:
+    """Whether something listens at a cluster address (`auto` is looked up by Ray itself)."""
+    if address == "auto":
+        return True
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2.0):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+async def _awaitable(ref: Any) -> Any:
+    return await ref
+
+
+def _request(run: Run) -> dict[str, Any]:
+    """The request of `run`: its spec, and its input image's bytes (ranks may be elsewhere)."""
+    spec = run.spec.model_dump(mode="json")
+    request: dict[str, Any] = {"spec": spec}
+    image = run.spec.image
+    if image is not None and Path(image).is_file():
+        request["image"] = Path(image).read_bytes()
+        request["image_suffix"] = Path(image).suffix or ".png"
+    return request
+
+
+def _save(event: ResultEvent, files: dict[str, bytes], run: Run) -> ResultEvent:
+    """Write the replica's files into the run's workdir; the event names them there."""
+    out = Path(run.spec.output) if run.spec.output else run.workdir / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    poster = str(out / Path(event.poster).name) if event.poster else None
+    return event.model_copy(update={"path": str(out / Path(event.path).name), "poster": poster})
+
+
+def _error(task_id: str, code: str, message: str) -> ErrorEvent:
+    return ErrorEvent(task_id=task_id, at=time.time(), code=code, message=message, retryable=True)
