@@ -113,6 +113,7 @@ def _pools(settings: Settings) -> Pools:
                 kind=PoolKind(pool.kind),
                 models=frozenset(pool.models) if pool.models is not None else None,
                 idle_timeout_s=idle_timeout_s(settings, pool),
+                backend_kind=pool.backend,
             )
             for pool in settings.pools()
         ]

@@ -6,6 +6,7 @@ BackendUnavailable naming the extra to install.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from wanserve.backends.base import InferenceBackend
@@ -119,6 +120,9 @@ def _ray(settings: Settings, pool: PoolSettings) -> InferenceBackend:
             pool.kind if pool.kind != "warm" else f"drain_idle_s={pool.drain_idle_s:g}",
             "a ray pool is resident (Serve replicas that scale to zero): kind warm",
         )
+    # The worker stops gracefully on SIGTERM (running tasks go back to the queue); Ray's crash
+    # handler, read when Ray is first imported, would print a stack for it and re-raise it.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         import ray  # noqa: F401
         from ray import serve  # noqa: F401

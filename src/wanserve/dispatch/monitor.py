@@ -133,7 +133,7 @@ class PoolMonitor:
         return {
             "name": pool.name,
             "kind": pool.kind.value,
-            "backend": pool.backend.name,
+            "backend": pool.backend_kind,
             "models": sorted(pool.models) if pool.models is not None else None,
             "state": _state(pool, engines),
             "replicas": sum(1 for e in engines if e.state != EngineState.STOPPING),

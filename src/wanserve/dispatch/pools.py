@@ -36,9 +36,11 @@ class Pool:
     models: frozenset[str] | None = None  # None: every model
     idle_timeout_s: float = 0.0  # how long a loaded engine waits for work (warm; drained jobs)
     busy: int = 0
+    backend_kind: str = ""  # local, kubernetes, ray (default: the backend's name)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.backend.name
+        self.backend_kind = self.backend_kind or self.backend.name
 
     @property
     def available(self) -> bool:

@@ -11,7 +11,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psutil
@@ -31,9 +31,9 @@ from wanserve.domain.events import (
 )
 from wanserve.settings import Settings, get_settings
 
-pytest.importorskip("ray.serve")
+serve = pytest.importorskip("ray.serve")
 
-from wanserve.backends.ray.backend import RayBackend
+from wanserve.backends.ray.backend import RayBackend  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -67,7 +67,9 @@ def _phases(events: list[EngineEvent]) -> list[Phase]:
 
 
 @pytest.fixture(scope="module")
-def warmed(ray_cluster: str, models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+def warmed(
+    ray_cluster: str, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """The shared application with one loaded replica (the cold start, paid once)."""
     tmp = tmp_path_factory.mktemp("warm")
 
@@ -81,7 +83,8 @@ def warmed(ray_cluster: str, models_dir: Path, tmp_path_factory: pytest.TempPath
     events = asyncio.run(first())
     assert isinstance(events[-1], ResultEvent), events
     assert _phases(events)[:2] == [Phase.SCALING_UP, Phase.LOADING]
-    return ray_cluster
+    yield ray_cluster
+    serve.delete("shared-wan2.2-tiny")  # its replica's CPUs, for the next tests on this Ray
 
 
 class RaySubject:

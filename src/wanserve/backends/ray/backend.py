@@ -92,6 +92,7 @@ class RayBackend:
         self._ray = settings.ray
         self._clock = clock
         self._available = False
+        self._why = ""  # why it is (un)available, as last logged
         self.idle_seconds = 0.0
         self._owns_ray = not self._ray.address
         self._connected = False
@@ -265,11 +266,17 @@ class RayBackend:
     def _connect(self) -> None:
         import ray
         from ray import serve
+        from ray._private import auto_init_hook
+
+        # Never let a Ray call start a Ray of its own (its default when the cluster is gone):
+        # only this method connects, to the cluster the settings name.
+        auto_init_hook.enable_auto_connect = False
 
         if ray.is_initialized() and not self._owns_ray:
             pass  # this process already joined the cluster (a driver joins once)
         elif self._owns_ray:
             ray.init(
+                address="local",  # a new Ray, even where another one runs on this machine
                 namespace=self._ray.namespace,
                 num_cpus=self._ray.num_cpus,
                 object_store_memory=self._ray.object_store_mb * 1024 * 1024,
@@ -375,12 +382,11 @@ class RayBackend:
         return asyncio.shield(self._status_call)
 
     def _set_available(self, available: bool, why: str) -> None:
-        if available != self._available:
-            if available:
-                log.info("Ray is reachable (%s): pool %s takes tasks", why, self.name)
-            else:
-                log.warning("Ray is unreachable (%s): tasks wait in the queue", why)
-        self._available = available
+        if available and not self._available:
+            log.info("Ray is reachable (%s): pool %s takes tasks", why, self.name)
+        elif not available and why != self._why:
+            log.warning("Ray is unreachable (%s): tasks wait in the queue", why)
+        self._available, self._why = available, why
 
     def _status(self) -> dict[str, Replicas]:
         from ray import serve
