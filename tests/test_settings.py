@@ -38,3 +38,10 @@ def test_production_takes_real_secrets_and_no_secrets() -> None:
     assert settings.api.admin_key is not None
     assert settings.api.admin_key.get_secret_value() == strong
     assert Settings(environment="production").api.admin_key is None
+
+
+def test_a_worker_has_at_most_one_ray_pool() -> None:
+    pools = [{"name": "a", "backend": "ray", "kind": "warm"}, {"name": "b", "backend": "ray"}]
+    with pytest.raises(ValueError, match="2 ray pools"):
+        Settings(dispatch={"pools": pools})
+    assert [p.kind for p in Settings(dispatch={"backend": "ray"}).pools()] == ["warm"]

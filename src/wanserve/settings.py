@@ -251,6 +251,16 @@ class Settings(BaseSettings):
         ]
 
     @model_validator(mode="after")
+    def _one_ray_pool(self) -> Settings:
+        rays = [pool.name for pool in self.pools() if pool.backend == "ray"]
+        if len(rays) > 1:
+            raise ValueError(
+                f"dispatch.pools has {len(rays)} ray pools ({', '.join(rays)}): a worker joins "
+                "one Ray cluster; list every model in one ray pool (its models)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment != "production":
             return self

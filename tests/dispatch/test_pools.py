@@ -11,6 +11,7 @@ import pytest
 
 from tests.dispatch.conftest import Harness
 from tests.fakes.backend import InstantBackend, WarmBackend
+from wanserve.backends.base import Reachable
 from wanserve.dispatch.dispatcher import Dispatcher
 from wanserve.dispatch.pools import Pool, PoolKind, Pools
 from wanserve.dispatch.routing import RoutingPolicy
@@ -133,3 +134,32 @@ async def _until(read: Callable[[], Awaitable[T]], done: Callable[[T], bool]) ->
             return value
         await asyncio.sleep(0.01)
     raise AssertionError(f"never got there: {value}")
+
+
+class OutOfReach(InstantBackend):
+    """A backend on a cluster that does not answer until `back` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.back = False
+
+    @property
+    def available(self) -> bool:
+        return self.back
+
+
+async def test_tasks_wait_in_the_queue_while_a_pool_is_out_of_reach(harness: Harness) -> None:
+    backend = OutOfReach()
+    assert isinstance(backend, Reachable)
+    harness.start(backend)
+    task = await harness.submit()
+    await asyncio.sleep(1.5)  # several lease rounds: nothing may take it, nothing may fail it
+    waiting = await harness.store.get_task(task.id)
+    assert waiting is not None and waiting.state == TaskState.QUEUED and waiting.attempt == 0
+    assert backend.runs == []
+    report = harness.dispatcher.monitor.report("w")  # type: ignore[union-attr]
+    assert report["pools"][0]["state"] == "unavailable"
+    backend.back = True  # the cluster answers again: the task runs without being resubmitted
+    done = await harness.wait(task.id, timeout=5)
+    assert done.state == TaskState.COMPLETED and len(backend.runs) == 1
+    await harness.stop()

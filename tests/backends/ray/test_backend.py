@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -208,3 +209,23 @@ def _replica_processes() -> list[psutil.Process]:
         if cmdline and cmdline[0].startswith("ray::") and ":WanEngine" in cmdline[0]:
             found.append(proc)
     return found
+
+
+async def test_a_cluster_out_of_reach_makes_the_pool_unavailable_and_runs_retryable(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    backend = make_backend(tmp_path, address, models_dir, "nowhere")
+    try:
+        assert not backend.available  # the first look starts the watch, in the background
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+        assert not backend.available
+        events = await asyncio.wait_for(_events(backend, make_run(tmp_path, "video_x", 1)), 30)
+        [error] = events
+        assert isinstance(error, ErrorEvent) and error.retryable, error
+        assert address in error.message
+    finally:
+        await backend.close()
