@@ -42,19 +42,27 @@ def app_name(request: pytest.FixtureRequest) -> Iterator[str]:
     serve.delete(name)  # its CPUs, for the next test on this Ray
 
 
-@pytest.mark.parametrize("strategy", ["STRICT_PACK", "SPREAD"])
+LAYOUTS = {
+    "ulysses-packed": ("STRICT_PACK", {"ulysses": 2}),
+    "ulysses-spread": ("SPREAD", {"ulysses": 2}),
+    "cfg-fsdp": ("STRICT_PACK", {"cfg_parallel": True, "fsdp": True}),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_a_two_rank_replica_gives_the_one_process_frames(
-    ray_cluster: str, tiny_a14b: Path, one_rank_run: OneRankRun, app_name: str, strategy: str
+    ray_cluster: str, tiny_a14b: Path, one_rank_run: OneRankRun, app_name: str, layout: str
 ) -> None:
     # ray_cluster: this process joined the session's two-node Ray
+    strategy, plan = LAYOUTS[layout]
     args = AppArgs(
         model=tiny_a14b.name,
         models_dir=str(tiny_a14b.parent),
         ranks=2,
-        ulysses=2,
         device="cpu",
-        placement_strategy=strategy,
+        placement_strategy=strategy,  # type: ignore[arg-type]
         cpus_per_rank=1,
+        **plan,
     )
     out = Path(tempfile.mkdtemp())
     spec = make_spec(tiny_a14b, out / "unused")  # the replica loaded it; it sets the output
