@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 from wanserve.aio import cancel_and_wait
 from wanserve.backends.base import EngineState, EngineStatus, Run
 from wanserve.backends.ray.config import AppArgs, app_args, app_name
+from wanserve.backends.ray.serve_client import Replicas, ServeClient
 from wanserve.domain.errors import BackendUnavailable
 from wanserve.domain.events import (
     CancelledEvent,
@@ -46,21 +46,12 @@ from wanserve.domain.events import (
 from wanserve.domain.types import Clock
 from wanserve.settings import PoolSettings, Settings
 
-__all__ = ["RayBackend", "Replicas"]
+__all__ = ["RayBackend"]
 
 log = logging.getLogger(__name__)
 
 _CANCEL_GRACE_S = 20.0  # the engine stops at its next step; then the request is cancelled
 _STATUS_TIMEOUT_S = 10.0
-
-
-@dataclass
-class Replicas:
-    """One application's replicas, as Serve's status last said."""
-
-    running: int = 0
-    starting: int = 0
-    stopping: int = 0
 
 
 @dataclass
@@ -94,13 +85,13 @@ class RayBackend:
         self._available = False
         self._why = ""  # why it is (un)available, as last logged
         self.idle_seconds = 0.0
-        self._owns_ray = not self._ray.address
+        self._client = ServeClient(self._ray)
         self._connected = False
         self._handles: dict[str, Any] = {}  # model -> DeploymentHandle of its application
+        self._app_names: dict[str, str] = {}  # model -> its application's name
         self._replicas: dict[str, Replicas] = {}
         self._idle_since: dict[str, float] = {}
         self._flights: dict[str, _Flight] = {}
-        self._gpus_per_rank = 0.0
         self._watch: asyncio.Task[None] | None = None
         self._status_call: asyncio.Future[dict[str, Replicas]] | None = None
         self._cancelled: set[str] = set()  # cancelled before their run began
@@ -242,7 +233,7 @@ class RayBackend:
                 flight.response.cancel()
         if self._watch is not None:
             await cancel_and_wait(self._watch)
-        if self._connected and self._owns_ray:
+        if self._connected and self._client.owns:
             await asyncio.to_thread(self._disconnect)
 
     # -- Ray --------------------------------------------------------------------------------------
@@ -258,74 +249,23 @@ class RayBackend:
         async with self._deploying:
             handle = self._handles.get(model)
             if handle is None:
+                self._app_names[model] = app_name(self._ray.app_prefix, model)
                 handle = await asyncio.to_thread(self._deploy, model)
                 self._handles[model] = handle
                 self._replicas.setdefault(model, Replicas())
             return handle
 
-    def _connect(self) -> None:
-        import ray
-        from ray import serve
-        from ray._private import auto_init_hook
-
-        # Never let a Ray call start a Ray of its own (its default when the cluster is gone):
-        # only this method connects, to the cluster the settings name.
-        auto_init_hook.enable_auto_connect = False
-
-        if ray.is_initialized() and not self._owns_ray:
-            pass  # this process already joined the cluster (a driver joins once)
-        elif self._owns_ray:
-            ray.init(
-                address="local",  # a new Ray, even where another one runs on this machine
-                namespace=self._ray.namespace,
-                num_cpus=self._ray.num_cpus,
-                object_store_memory=self._ray.object_store_mb * 1024 * 1024,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                log_to_driver=False,
-                configure_logging=False,
-            )
-            serve.start(proxy_location="Disabled")
-        else:
-            ray.init(address=self._ray.address, namespace=self._ray.namespace, log_to_driver=False)
-        gpus = self._ray.gpus_per_rank
-        if gpus is None:
-            resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
-            gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
-        self._gpus_per_rank = gpus
-        log.info("connected to Ray %s", self._ray.address or "(local, 127.0.0.1)")
-
     def _deploy(self, model: str) -> Any:
-        from ray import serve
-
-        from wanserve.backends.ray.app import build
-
-        name = app_name(self._ray.app_prefix, model)
-        if not self._owns_ray and name in serve.status().applications:
-            return serve.get_app_handle(name)  # the cluster runs it (a RayService, a worker)
-        args = self.app_args(model)
-        return serve.run(build(args.model_dump()), name=name, route_prefix=None)
+        return self._client.deploy(self._app_names[model], self.app_args(model))
 
     def app_args(self, model: str) -> AppArgs:
-        return app_args(
-            self._settings, self._pool, model, gpus_per_rank=self._gpus_per_rank, env=self._env
-        )
+        gpus = self._client.gpus_per_rank
+        return app_args(self._settings, self._pool, model, gpus_per_rank=gpus, env=self._env)
 
     def _disconnect(self) -> None:
-        """Leave Ray (stopping Serve and Ray when they are ours), and forget Serve's client and
-        handles, so that a new connection starts clean."""
-        import ray
-        from ray import serve
-        from ray.serve import context
-
         self._connected = False
-        with contextlib.suppress(Exception):
-            if self._owns_ray:
-                serve.shutdown()  # type: ignore[no-untyped-call]
-        with contextlib.suppress(Exception):
-            ray.shutdown()
-        context._set_global_client(None)  # type: ignore[no-untyped-call]
-        self._handles = dict.fromkeys(self._handles)
+        self._client.disconnect()
+        self._handles = dict.fromkeys(self._handles)  # deployed again on the next connection
 
     # -- watching ---------------------------------------------------------------------------------
 
@@ -347,11 +287,11 @@ class RayBackend:
         async with self._deploying:
             if self._connected:
                 return
-            if not self._owns_ray and not await asyncio.to_thread(_reachable, self._ray.address):
+            if not await asyncio.to_thread(self._client.reachable):
                 self._set_available(False, "nothing answers at its address")
                 return
             try:
-                await asyncio.to_thread(self._connect)
+                await asyncio.to_thread(self._client.connect)
                 for model in list(self._handles):
                     self._handles[model] = await asyncio.to_thread(self._deploy, model)
             except Exception as exc:
@@ -378,7 +318,10 @@ class RayBackend:
         """Serve's status, read in a thread; one read at a time (a hung one is waited on, not
         repeated)."""
         if self._status_call is None or self._status_call.done():
-            self._status_call = asyncio.ensure_future(asyncio.to_thread(self._status))
+            names = {model: self._app_names[model] for model in self._handles}
+            self._status_call = asyncio.ensure_future(
+                asyncio.to_thread(self._client.replicas, names)
+            )
         return asyncio.shield(self._status_call)
 
     def _set_available(self, available: bool, why: str) -> None:
@@ -387,22 +330,6 @@ class RayBackend:
         elif not available and why != self._why:
             log.warning("Ray is unreachable (%s): tasks wait in the queue", why)
         self._available, self._why = available, why
-
-    def _status(self) -> dict[str, Replicas]:
-        from ray import serve
-
-        applications = serve.status().applications
-        found: dict[str, Replicas] = {}
-        for model in self._handles:
-            app = applications.get(app_name(self._ray.app_prefix, model))
-            counts = Replicas()
-            for deployment in app.deployments.values() if app is not None else ():
-                states = {str(k).split(".")[-1]: v for k, v in deployment.replica_states.items()}
-                counts.running += states.get("RUNNING", 0)
-                counts.starting += states.get("STARTING", 0) + states.get("PENDING_MIGRATION", 0)
-                counts.stopping += states.get("STOPPING", 0)
-            found[model] = counts
-        return found
 
     def _tick(self, status: dict[str, Replicas]) -> None:
         """Take Serve's counts; add the idle replica-seconds since the last tick."""
@@ -416,18 +343,6 @@ class RayBackend:
                 self._idle_since[model] = now
             self._replicas[model] = counts
         self._ticked = now
-
-
-def _reachable(address: str) -> bool:
-    """Whether something listens at a cluster address (`auto` is looked up by Ray itself)."""
-    if address == "auto":
-        return True
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2.0):
-            return True
-    except (OSError, ValueError):
-        return False
 
 
 async def _awaitable(ref: Any) -> Any:
