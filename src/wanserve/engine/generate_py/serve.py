@@ -12,14 +12,8 @@ serving, since generate.py died, not this process.
 
 from __future__ import annotations
 
-import json
 import logging
-import queue
-import signal
-import sys
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from pydantic import ValidationError
@@ -37,14 +31,13 @@ from wanserve.domain.events import (
 )
 from wanserve.domain.models import get_model
 from wanserve.domain.spec import VideoSpec
+from wanserve.engine.commands import CommandInbox
 from wanserve.engine.generate_py.command import GeneratePyConfig
 from wanserve.engine.generate_py.runner import GeneratePyRunner
 
 __all__ = ["GeneratePyCommandLoop", "serve_generate_py"]
 
 logger = logging.getLogger(__name__)
-
-_SHUTDOWN: dict[str, Any] = {"op": "shutdown"}
 
 
 class GeneratePyCommandLoop:
@@ -55,38 +48,15 @@ class GeneratePyCommandLoop:
         self.model = model  # the model id it serves
         self.sink = sink
         self.clock = clock
-        self.commands: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._running: str | None = None
-        self._cancelled: set[str] = set()
+        self.inbox = CommandInbox(runner.cancel, self._bad_line)
 
-    def handle_line(self, line: str) -> None:
-        """The stdin thread: a cancel acts at once, everything else waits its turn."""
-        try:
-            command = json.loads(line)
-            op = command["op"]
-        except (ValueError, KeyError, TypeError):
-            self._emit(LogEvent, level="error", message=f"bad command line: {line[:200]!r}")
-            return
-        if op == "cancel":
-            self.cancel(command.get("task_id"))
-        elif op in ("run", "shutdown"):
-            self.commands.put(command)
-        else:
-            self._emit(LogEvent, level="error", message=f"unknown op {op!r}")
-
-    def cancel(self, task_id: str | None, reason: str = "cancel requested") -> None:
-        with self._lock:
-            if task_id is None or task_id == self._running:
-                self.runner.cancel(reason)
-            else:
-                self._cancelled.add(task_id)  # queued: skipped when its turn comes
+    def _bad_line(self, message: str) -> None:
+        self._emit(LogEvent, level="error", message=message)
 
     def run(self) -> ExitCode:
         """Run commands until shutdown (or a signal); the process exit code."""
         while True:
-            command = self._next()
+            command = self.inbox.next()
             if command["op"] == "shutdown":
                 return ExitCode.OK
             self.run_command(command)
@@ -97,22 +67,18 @@ class GeneratePyCommandLoop:
         except ValidationError as exc:
             self._emit(ErrorEvent, code="invalid_spec", message=f"spec is invalid: {exc}")
             return
-        with self._lock:
-            skip = spec.task_id in self._cancelled
-            self._cancelled.discard(spec.task_id)
-            self._running = None if skip else spec.task_id
+        skip = not self.inbox.begin(spec.task_id)
         try:
             for event in self._events(spec, skip):
                 self.sink.emit(event)
         finally:
-            with self._lock:
-                self._running = None
+            self.inbox.end()
 
     def _events(self, spec: VideoSpec, skip: bool) -> Any:
         reason = None
         if skip:
             reason = "cancelled before it started"
-        elif self.stopping.is_set():
+        elif self.inbox.stopping.is_set():
             reason = "the engine is shutting down"
         if reason is not None:
             yield CancelledEvent(task_id=spec.task_id, at=self.clock(), reason=reason)
@@ -124,14 +90,6 @@ class GeneratePyCommandLoop:
             )
             return
         yield from self.runner.events(spec)
-
-    def _next(self) -> dict[str, Any]:
-        while not self.stopping.is_set():
-            try:
-                return self.commands.get(timeout=0.2)
-            except queue.Empty:
-                continue
-        return _SHUTDOWN
 
     def _emit(self, kind: type[EngineEvent], **fields: Any) -> None:
         self.sink.emit(kind(at=self.clock(), **fields))
@@ -153,26 +111,10 @@ def serve_generate_py(model: str, config_path: Path, events: str | None) -> Exit
             sink.emit(ErrorEvent(at=time.time(), code="invalid_spec", message=str(exc)))
             return ExitCode.INVALID
         loop = GeneratePyCommandLoop(runner, card.id, sink, time.time)
-        _install_signals(loop)
+        loop.inbox.install_signals()
         world = runner.config.world_size
         sink.emit(ReadyEvent(at=time.time(), model=card.id, world_size=world))
-        threading.Thread(target=_read_stdin, args=(loop,), daemon=True).start()
+        loop.inbox.read_stdin()
         return loop.run()
     finally:
         sink.close()
-
-
-def _read_stdin(loop: GeneratePyCommandLoop) -> None:
-    for line in sys.stdin:
-        if line.strip():
-            loop.handle_line(line)
-    loop.commands.put(_SHUTDOWN)
-
-
-def _install_signals(loop: GeneratePyCommandLoop) -> None:
-    def on_signal(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
-        loop.stopping.set()
-        loop.runner.cancel(f"received {signal.Signals(signum).name}")
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
