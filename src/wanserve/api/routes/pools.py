@@ -15,8 +15,8 @@ from fastapi import APIRouter, Query
 
 from wanserve.api.deps import CallerDep
 from wanserve.api.estimates import pool_reports
+from wanserve.api.pool_schemas import PoolPublic, PoolsPublic, UsagePublic, UsagesPublic
 from wanserve.api.problems import problem_responses
-from wanserve.api.schemas import PoolPublic, PoolsPublic, UsagePublic, UsagesPublic
 from wanserve.domain.errors import Forbidden
 
 __all__ = ["router"]
