@@ -40,8 +40,11 @@ def test_production_takes_real_secrets_and_no_secrets() -> None:
     assert Settings(environment="production").api.admin_key is None
 
 
-def test_a_worker_has_at_most_one_ray_pool() -> None:
-    pools = [{"name": "a", "backend": "ray", "kind": "warm"}, {"name": "b", "backend": "ray"}]
-    with pytest.raises(ValueError, match="2 ray pools"):
-        Settings(dispatch={"pools": pools})
+def test_the_short_form_ray_pool_is_resident() -> None:
     assert [p.kind for p in Settings(dispatch={"backend": "ray"}).pools()] == ["warm"]
+
+
+def test_a_ray_client_address_is_refused_with_what_to_give_instead() -> None:
+    with pytest.raises(ValidationError, match=r"ray://.*GCS address \(host:6379\)"):
+        Settings(ray={"address": "ray://head:10001"})
+    assert Settings(ray={"address": "head:6379"}).ray.address == "head:6379"

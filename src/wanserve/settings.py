@@ -189,7 +189,8 @@ class KubernetesSettings(BaseModel):
 class RaySettings(BaseModel):
     """Resident mode on Ray Serve (backend `ray`, see docs/ray.md)."""
 
-    # "" starts a Ray on 127.0.0.1 owned by the worker; "auto" or "ray://head:10001" joins one
+    # "" starts a Ray on 127.0.0.1 owned by the worker; "host:6379" (the head's GCS) or "auto"
+    # joins that cluster as a driver. Not "ray://": Ray Client carries no streaming handle.
     address: str = ""
     namespace: str = "wanserve"  # the Ray namespace of the Serve applications
     app_prefix: str = "wanserve"  # applications are named <app_prefix>-<model>
@@ -203,6 +204,18 @@ class RaySettings(BaseModel):
     object_store_mb: int = Field(default=128, ge=80)  # the local Ray's object store
     health_interval_s: float = Field(default=2.0, gt=0)  # how often reachability is checked
     load_timeout_s: float = Field(default=900.0, gt=0)  # a replica's ranks must load within
+
+    @field_validator("address")
+    @classmethod
+    def _not_ray_client(cls, address: str) -> str:
+        if address.startswith("ray://"):
+            raise ValueError(
+                f"ray.address={address!r} is invalid: Ray Client (ray://) does not carry Serve's "
+                "streaming handles, which the ray backend runs tasks on; give the head's GCS "
+                "address (host:6379) from a machine on the cluster's network, or run the worker "
+                "in the cluster with address auto"
+            )
+        return address
 
 
 class Settings(BaseSettings):
@@ -249,16 +262,6 @@ class Settings(BaseSettings):
                 capacity=self.dispatch.capacity,
             )
         ]
-
-    @model_validator(mode="after")
-    def _one_ray_pool(self) -> Settings:
-        rays = [pool.name for pool in self.pools() if pool.backend == "ray"]
-        if len(rays) > 1:
-            raise ValueError(
-                f"dispatch.pools has {len(rays)} ray pools ({', '.join(rays)}): a worker joins "
-                "one Ray cluster; list every model in one ray pool (its models)"
-            )
-        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -114,6 +114,14 @@ def _kubernetes(settings: Settings) -> InferenceBackend:
 
 
 def _ray(settings: Settings, pool: PoolSettings) -> InferenceBackend:
+    rays = [p.name for p in settings.pools() if p.backend == "ray"]
+    if len(rays) > 1 and not settings.ray.address:
+        raise InvalidRequest(
+            "dispatch.pools",
+            ", ".join(rays),
+            "the worker's own Ray (ray.address empty) is started and stopped by one pool: "
+            "list every model in one ray pool, or give ray.address a cluster they share",
+        )
     if pool.kind != "warm" or pool.drain_idle_s > 0:
         raise InvalidRequest(
             f"dispatch.pools[{pool.name}]",

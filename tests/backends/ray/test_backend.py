@@ -22,6 +22,8 @@ from tests.backends.contract import BackendContract, Stream, make_run
 from tests.fixtures.ray import actor_processes, rank_processes
 from wanserve.backends.base import EngineState, InferenceBackend, Run
 from wanserve.backends.factory import engine_env
+from wanserve.backends.factory import make_backend as make_backend_for
+from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.events import (
     CancelledEvent,
     EngineEvent,
@@ -223,3 +225,15 @@ async def test_a_cluster_out_of_reach_makes_the_pool_unavailable_and_runs_retrya
         assert address in error.message
     finally:
         await backend.close()
+
+
+def test_the_workers_own_ray_serves_one_ray_pool(tmp_path: Path) -> None:
+    pools = [
+        {"name": "a", "backend": "ray", "kind": "warm"},
+        {"name": "b", "backend": "ray", "kind": "warm"},
+    ]
+    settings = get_settings(data_dir=tmp_path, dispatch={"pools": pools})
+    with pytest.raises(InvalidRequest, match="one ray pool"):
+        make_backend_for(settings, settings.pools()[0])
+    shared = get_settings(data_dir=tmp_path, dispatch={"pools": pools}, ray={"address": "h:6379"})
+    assert isinstance(make_backend_for(shared, shared.pools()[1]), RayBackend)

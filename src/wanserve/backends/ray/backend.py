@@ -1,15 +1,17 @@
 """Backend `ray`: tasks run on Ray Serve replicas that keep the engine loaded (resident mode).
 
 The worker is a Ray driver. With `ray.address` empty it starts a Ray on 127.0.0.1 that it owns
-(and stops on close); else it joins the cluster named (`auto`, `ray://head:10001`). Each model is
-one Serve application (wanserve.backends.ray.app), deployed on a model's first task when the
+(and stops on close); else it joins the cluster at that GCS address (`host:6379`, or `auto`
+inside the cluster; not `ray://`: Ray Client carries no streaming handle). Each model is one
+Serve application (wanserve.backends.ray.app), deployed on a model's first task when the
 cluster does not run it yet (a RayService deploys its own). The queue stays the one source of
 truth: the dispatcher leases a task, `run` sends it to the application as one streaming request
 and yields the engine's events as they come; no request timeout applies (a handle call has
-none). Serve's autoscaler keeps 0..capacity replicas; a task that finds no free replica shows
-`scaling_up` (then the replica's `loading`). Cancel goes to the rank 0 actor that runs the task
-(it stops at its next step and the stream ends with `cancelled`); a run that has not reached a
-replica yet, or an engine that ignores the cancel, has its request cancelled instead.
+none). Serve's autoscaler keeps 0..capacity replicas; a task whose request no replica takes at
+once shows `scaling_up` from the moment it was sent (then the replica's `loading`). Cancel goes
+to the rank 0 actor that runs the task (it stops at its next step and the stream ends with
+`cancelled`); a run that has not reached a replica yet, or an engine that ignores the cancel,
+has its request cancelled instead.
 
 A watch loop reads Serve's status every `health_interval_s`: replicas up, starting and stopping
 per model (what `engines()` and `GET /v1/pools` show) and whether Ray answers at all. While it
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 
 _CANCEL_GRACE_S = 20.0  # the engine stops at its next step; then the request is cancelled
 _STATUS_TIMEOUT_S = 10.0
+_PLACED_WITHIN_S = 0.5  # a free replica's first item comes well within this
 
 
 @dataclass
@@ -151,15 +154,13 @@ class RayBackend:
             if flight.cancelled.is_set():
                 yield CancelledEvent(task_id=task_id, at=self._clock(), reason="cancelled")
                 return
+            self._start_watch()
             try:
                 handle = await self._application(model)
                 request = await asyncio.to_thread(_request, run)
-                self._tick(await asyncio.wait_for(self._read_status(), _STATUS_TIMEOUT_S))
             except Exception as exc:
                 yield _error(task_id, "backend_unavailable", f"Ray Serve: {exc}")
                 return
-            if not self._has_free_replica(model):  # Serve starts one for it: a cold start
-                yield PhaseEvent(task_id=task_id, at=self._clock(), phase=Phase.SCALING_UP)
             if flight.cancelled.is_set():
                 yield CancelledEvent(task_id=task_id, at=self._clock(), reason="cancelled")
                 return
@@ -175,9 +176,12 @@ class RayBackend:
     async def _follow(self, run: Run, flight: _Flight) -> AsyncIterator[EngineEvent]:
         from ray.serve.exceptions import RequestCancelledError
 
-        task_id = run.task_id
+        task_id, sent = run.task_id, self._clock()
         try:
-            async for item in flight.response:
+            async for item in _items(flight.response):
+                if item is None:  # no replica was free: Serve is starting one for this task
+                    yield PhaseEvent(task_id=task_id, at=sent, phase=Phase.SCALING_UP)
+                    continue
                 flight.placed = True
                 if "rank0" in item:
                     flight.rank0 = item["rank0"]
@@ -200,11 +204,6 @@ class RayBackend:
             yield CancelledEvent(task_id=task_id, at=self._clock(), reason="cancelled")
         else:
             yield _error(task_id, "replica_lost", "the replica's stream ended without a result")
-
-    def _has_free_replica(self, model: str) -> bool:
-        counts = self._replicas.get(model, Replicas())
-        busy = sum(1 for f in self._flights.values() if f.model == model)
-        return counts.running >= busy  # this run is counted among the busy ones
 
     async def cancel(self, task_id: str) -> None:
         """Stop the run at the engine (its next step); a run with no engine yet, or one whose
@@ -343,6 +342,30 @@ class RayBackend:
                 self._idle_since[model] = now
             self._replicas[model] = counts
         self._ticked = now
+
+
+async def _items(response: Any) -> AsyncIterator[dict[str, Any] | None]:
+    """A replica's items, with None first when none came within `_PLACED_WITHIN_S` of the
+    request: a free replica answers at once (its first item names the actor that runs the task),
+    so a longer wait is Serve starting a replica (and the placement group finding its GPUs)."""
+
+    async def first_item() -> dict[str, Any]:
+        item: dict[str, Any] = await response.__anext__()
+        return item
+
+    first = asyncio.ensure_future(first_item())
+    try:
+        done, _ = await asyncio.wait({first}, timeout=_PLACED_WITHIN_S)
+        if not done:
+            yield None
+        item = await first
+    except StopAsyncIteration:
+        return
+    finally:
+        first.cancel()
+    yield item
+    async for item in response:
+        yield item
 
 
 async def _awaitable(ref: Any) -> Any:

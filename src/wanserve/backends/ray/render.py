@@ -4,7 +4,7 @@
 RayService out. It holds:
 
 - a head group that runs no work (`num-cpus: 0`): GCS, the dashboard, the Serve controller and
-  proxy, the Ray Client server the worker connects to (port 10001), KubeRay's autoscaler beside it;
+  proxy (the worker joins at the GCS port 6379 as a driver), KubeRay's autoscaler beside it;
 - one GPU worker group at `minReplicas: 0`: a pod is `1/nnodes` of a replica's placement group
   (`ranks / nnodes` GPUs, `cpus_per_rank` CPUs each), and `maxReplicas` is the most pods the
   applications' replicas can ask for (their `max_replicas` x nnodes);
