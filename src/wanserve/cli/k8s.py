@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -12,12 +12,24 @@ from wanserve.cli.app import app
 __all__ = ["k8s_app"]
 
 k8s_app = typer.Typer(
-    help="Kubernetes: render the PyTorchJob (job mode), the RayService (ray backend) and RBAC."
+    help="Kubernetes: render the PyTorchJob (job mode), the RayService (ray backend), the "
+    "InferenceService (kserve backend) and RBAC."
 )
 app.add_typer(k8s_app, name="k8s")
 
 _TASK_ID = "video_manual"
 _KIND = "PyTorchJob"
+_KUBERNETES_DEFAULTS: dict[str, object] = {
+    "template": None,
+    "task_id": _TASK_ID,
+    "attempt": 1,
+    "kind": _KIND,
+}
+_KSERVE_DEFAULTS: dict[str, object] = {
+    "kserve_mode": "serverless",
+    "storage_uri": None,
+    "prometheus_url": None,
+}
 
 
 @k8s_app.command("render")
@@ -27,15 +39,18 @@ def render(
         typer.Option("--spec", help="JSON body of POST /v1/videos (or a full VideoSpec)"),
     ] = None,
     backend: Annotated[
-        Literal["kubernetes", "ray"],
+        Literal["kubernetes", "ray", "kserve"],
         typer.Option(
             "--backend",
-            help="kubernetes: the task's PyTorchJob; ray: the RayService of the ray backend",
+            help="kubernetes: the task's PyTorchJob; ray: the RayService of the ray backend; "
+            "kserve: an InferenceService per model",
         ),
     ] = "kubernetes",
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", help="ray: a model to serve, repeatable (default: the spec's)"),
+        typer.Option(
+            "--model", help="ray, kserve: a model to serve, repeatable (default: the spec's)"
+        ),
     ] = None,
     template: Annotated[
         Path | None, typer.Option("--template", help="your PyTorchJob YAML (default: shipped)")
@@ -51,37 +66,70 @@ def render(
     kind: Annotated[
         str, typer.Option("--kind", help="PyTorchJob (what the backend runs) or TrainJob (v2)")
     ] = _KIND,
+    kserve_mode: Annotated[
+        Literal["serverless", "raw"],
+        typer.Option(
+            "--kserve-mode",
+            help="kserve: serverless (Knative scales on requests) or raw (a Deployment, KEDA)",
+        ),
+    ] = "serverless",
+    storage_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--storage-uri",
+            help="kserve: models from this URI (pvc://, s3://...: a folder of <model id>/) "
+            "instead of kubernetes.models_pvc",
+        ),
+    ] = None,
+    prometheus_url: Annotated[
+        str | None,
+        typer.Option(
+            "--prometheus-url", help="kserve raw: the Prometheus KEDA reads wanserve's tasks from"
+        ),
+    ] = None,
 ) -> None:
-    """Print what wanserve would run for the spec (YAML on stdout): the task's PyTorchJob, or
-    with --backend ray the RayService that serves its model."""
+    """Print what wanserve would run for the spec (YAML on stdout): the task's PyTorchJob, with
+    --backend ray the RayService that serves its model, with --backend kserve its
+    InferenceService."""
     from wanserve.domain.errors import InvalidRequest, WanserveError
 
+    kserve: dict[str, Any] = {
+        "kserve_mode": kserve_mode,
+        "storage_uri": storage_uri,
+        "prometheus_url": prometheus_url,
+    }
     try:
-        if backend == "ray":
-            _only_for_kubernetes(template=template, task_id=task_id, attempt=attempt, kind=kind)
-            text = _render_ray(spec, model or [], nnodes, namespace)
-        else:
+        if backend != "kserve":
+            _only_for("kserve", _KSERVE_DEFAULTS, **kserve)
+        if backend == "kubernetes":
             from wanserve.backends.kubernetes.manifests import render_for_cli
 
             if model:
-                raise InvalidRequest("--model", model[0], "applies to --backend ray only")
+                rule = "applies to --backend ray only (and kserve)"
+                raise InvalidRequest("--model", model[0], rule)
             if spec is None:
                 raise InvalidRequest("--spec", None, "is required with --backend kubernetes")
             text = render_for_cli(spec, template, task_id, attempt, nnodes, namespace, kind)
+        else:
+            job = {"template": template, "task_id": task_id, "attempt": attempt, "kind": kind}
+            _only_for("kubernetes", _KUBERNETES_DEFAULTS, **job)
+            if backend == "ray":
+                text = _render_ray(spec, model or [], nnodes, namespace)
+            else:
+                text = _render_kserve(spec, model or [], nnodes, namespace, kserve)
     except WanserveError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(text, nl=False)
 
 
-def _only_for_kubernetes(**given: object) -> None:
+def _only_for(backend: str, defaults: dict[str, object], **given: object) -> None:
     from wanserve.domain.errors import InvalidRequest
 
-    defaults = {"template": None, "task_id": _TASK_ID, "attempt": 1, "kind": _KIND}
     for name, value in given.items():
         if value != defaults[name]:
             option = "--" + name.replace("_", "-")
-            raise InvalidRequest(option, value, "applies to --backend kubernetes only")
+            raise InvalidRequest(option, value, f"applies to --backend {backend} only")
 
 
 def _render_ray(
@@ -89,9 +137,7 @@ def _render_ray(
 ) -> str:
     """The RayService of `models` (else the spec's model), from the settings with the options'
     overrides; imports neither ray nor torch."""
-    from wanserve.backends.kubernetes.manifests import load_spec
     from wanserve.backends.ray.render import rayservice_yaml
-    from wanserve.domain.errors import InvalidRequest
     from wanserve.settings import get_settings
 
     settings = get_settings()
@@ -100,11 +146,43 @@ def _render_ray(
     }
     kube = settings.kubernetes.model_copy(update=overrides)
     settings = settings.model_copy(update={"kubernetes": kube})
-    if not models:
-        if spec is None:
-            raise InvalidRequest("--spec", None, "give --spec or --model")
-        models = [load_spec(spec).model]
-    return rayservice_yaml(settings, models)
+    return rayservice_yaml(settings, _models_or_spec(models, spec))
+
+
+def _render_kserve(
+    spec: Path | None,
+    models: list[str],
+    nnodes: int | None,
+    namespace: str | None,
+    options: dict[str, Any],
+) -> str:
+    """An InferenceService per model of `models` (else the spec's model), from the settings
+    with the options' overrides; imports neither kserve nor torch."""
+    from wanserve.backends.kserve.render import KServeOptions, inferenceservices_yaml
+    from wanserve.domain.errors import InvalidRequest
+    from wanserve.settings import get_settings
+
+    if nnodes is not None:
+        raise InvalidRequest("--nnodes", nnodes, "kserve runs each model's ranks in one pod")
+    settings = get_settings()
+    if namespace is not None:
+        kube = settings.kubernetes.model_copy(update={"namespace": namespace})
+        settings = settings.model_copy(update={"kubernetes": kube})
+    kserve = KServeOptions(
+        options["kserve_mode"], options["storage_uri"], options["prometheus_url"]
+    )
+    return inferenceservices_yaml(settings, _models_or_spec(models, spec), kserve)
+
+
+def _models_or_spec(models: list[str], spec: Path | None) -> list[str]:
+    from wanserve.backends.kubernetes.manifests import load_spec
+    from wanserve.domain.errors import InvalidRequest
+
+    if models:
+        return models
+    if spec is None:
+        raise InvalidRequest("--spec", None, "give --spec or --model")
+    return [load_spec(spec).model]
 
 
 @k8s_app.command("rbac")

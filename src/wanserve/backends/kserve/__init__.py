@@ -1,0 +1,1 @@
+"""Resident mode on KServe: wanserve's model server in an InferenceService (docs/kserve.md)."""
