@@ -13,6 +13,7 @@ SRC = ROOT / "src"
 CRDS = ROOT / "tests" / "data" / "crds"  # the pinned CRDs (tests/data/crds/README.md)
 
 pytest_plugins = [
+    "tests.fixtures.kserve",
     "tests.fixtures.ray",
     "tests.fixtures.seaweedfs",
     "tests.fixtures.store",

@@ -116,7 +116,7 @@ class PoolSettings(BaseModel):
     """One pool of a worker: a backend, the models it serves and how many tasks it runs at once."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
-    backend: Literal["local", "kubernetes", "ray"] = "local"
+    backend: Literal["local", "kubernetes", "ray", "kserve"] = "local"
     # warm: keeps engines loaded between tasks and stops each after idle_timeout_s without work
     # (local backend); job: an engine per task (or per burst, with drain_idle_s)
     kind: Literal["warm", "job"] = "job"
@@ -126,10 +126,11 @@ class PoolSettings(BaseModel):
     # job pools: a job that loaded its model takes further tasks of that model until idle this
     # long, then exits (a burst pays one cold start); 0: one task per job
     drain_idle_s: float = Field(default=0.0, ge=0)
+    url: str | None = None  # kserve pools: the model's InferenceService (default: kserve.url)
 
 
 class DispatchSettings(BaseModel):
-    backend: Literal["local", "kubernetes", "ray"] = "local"
+    backend: Literal["local", "kubernetes", "ray", "kserve"] = "local"
     capacity: int = 1  # tasks run at once (GPU groups)
     # The worker's pools in preference order (JSON list of PoolSettings). None: one pool from
     # backend, capacity and engine.warm (the short form).
@@ -218,6 +219,19 @@ class RaySettings(BaseModel):
         return address
 
 
+class KServeSettings(BaseModel):
+    """Resident mode on KServe (backend `kserve`, see docs/kserve.md): wanserve's model server."""
+
+    # the InferenceService's URL (its status.url), or a local `python -m wanserve.kserve`
+    url: str | None = None
+    model: str | None = None  # the model id it serves (its --model_name); None: api.default_model
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    # a submit may wait this long for a pod (Knative holds requests while it scales from zero)
+    submit_timeout_s: float = Field(default=900.0, gt=0)
+    lost_after_s: float = Field(default=60.0, gt=0)  # a server gone this long fails the run
+    health_interval_s: float = Field(default=5.0, gt=0)  # re-check of a server out of reach
+
+
 class Settings(BaseSettings):
     """Everything wanserve reads from the environment, grouped by part."""
 
@@ -237,6 +251,7 @@ class Settings(BaseSettings):
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
+    kserve: KServeSettings = Field(default_factory=KServeSettings)
 
     def models_path(self) -> Path:
         """Where engines find and build checkpoints: engine.models_dir, else <data_dir>/models."""
@@ -251,14 +266,17 @@ class Settings(BaseSettings):
         if self.dispatch.pools is not None:
             return self.dispatch.pools
         backend = self.dispatch.backend
-        warm = (self.engine.warm and backend == "local") or backend == "ray"  # Serve: resident
+        warm = (self.engine.warm and backend == "local") or backend in ("ray", "kserve")
         kind: Literal["warm", "job"] = "warm" if warm else "job"
         name = f"{backend}-warm" if warm and backend == "local" else backend
+        # a KServe model server runs one model
+        models = [self.kserve.model or self.api.default_model] if backend == "kserve" else None
         return [
             PoolSettings(
                 name=name,
                 backend=self.dispatch.backend,
                 kind=kind,
+                models=models,
                 capacity=self.dispatch.capacity,
             )
         ]

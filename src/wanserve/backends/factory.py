@@ -50,6 +50,8 @@ def make_backend(settings: Settings, pool: PoolSettings | None = None) -> Infere
         return _kubernetes(settings)
     if pool.backend == "ray":
         return _ray(settings, pool)
+    if pool.backend == "kserve":
+        return _kserve(settings, pool)
     raise BackendUnavailable(f"dispatch.backend={pool.backend!r} is not a backend wanserve has")
 
 
@@ -141,3 +143,22 @@ def _ray(settings: Settings, pool: PoolSettings) -> InferenceBackend:
     from wanserve.backends.ray.backend import RayBackend
 
     return RayBackend(settings, pool, engine_env(settings))
+
+
+def _kserve(settings: Settings, pool: PoolSettings) -> InferenceBackend:
+    from wanserve.backends.kserve.backend import KServeBackend
+
+    url = pool.url or settings.kserve.url
+    if not url:
+        raise InvalidRequest(
+            f"dispatch.pools[{pool.name}].url",
+            None,
+            "required with backend kserve (or kserve.url): the model's InferenceService URL",
+        )
+    models = pool.models or [settings.kserve.model or settings.api.default_model]
+    if len(models) != 1:
+        raise InvalidRequest(
+            f"dispatch.pools[{pool.name}].models", models, "a kserve pool serves one model"
+        )
+    kserve = settings.kserve.model_copy(update={"url": url})
+    return KServeBackend(pool.name, kserve, models[0], settings.engine.nproc)

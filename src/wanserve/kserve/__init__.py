@@ -1,0 +1,1 @@
+"""wanserve's engine as a KServe model server (`python -m wanserve.kserve`; docs/kserve.md)."""

@@ -1,0 +1,3 @@
+from wanserve.kserve.server import main
+
+main()

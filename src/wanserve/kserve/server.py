@@ -1,0 +1,194 @@
+"""`python -m wanserve.kserve --model_name ID [--http_port P]`: a KServe ModelServer of one model.
+
+The exchange (decision 0012): a task must not ride on one synchronous request (Knative caps a
+request, 600 s by default), so
+
+    POST /v1/models/{name}:predict   {"instances": [{"spec": VideoSpec, "image": base64?}]}
+                                     -> {"predictions": [{"task_id": ..., "accepted": bool}]}
+                                        at once; the task runs in the background
+    GET  /wanserve/v1/tasks/{id}/events?after=N   its events numbered after N (NDJSON lines
+                                     {"seq": n, "event": {...}}), as they come; a stream ends
+                                     after the terminal event or after `stream_s` (then ask
+                                     again from the last seq)
+    GET  /wanserve/v1/tasks/{id}/files/{name}     video.mp4 / poster.jpg once it ended
+    POST /wanserve/v1/tasks/{id}/cancel           stop it at the engine's next step
+    GET  /wanserve/v1/status                      the engine's state and the running tasks
+
+plus KServe's own routes (`/v2/health/live`, `/v2/health/ready`, `/v2/models/{name}/ready`,
+`/v1/models/{name}`). The model is ready as soon as the server is up: it accepts tasks, which
+wait while the engine loads (their events show `loading`), so a scale-from-zero shows as its
+phases instead of a request held by Knative. The engine is wanserve's warm engine (the local
+backend's warm pool of one engine, never stopped for idleness: KServe scales the pods), with
+the same settings as a worker's (`WANSERVE_ENGINE__*`: torchrun ranks, Ulysses, CFG, FSDP).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, StreamingResponse
+from kserve.errors import InvalidInput
+from pydantic import ValidationError
+
+import kserve
+from wanserve.backends.base import EngineState, EngineStatus, Resident
+from wanserve.backends.factory import make_backend
+from wanserve.domain.models import get_model
+from wanserve.domain.spec import VideoSpec
+from wanserve.kserve.board import TaskBoard
+from wanserve.settings import PoolSettings, Settings
+
+__all__ = ["WanModel", "install_routes"]
+
+log = logging.getLogger(__name__)
+
+ROUTES = "/wanserve/v1"
+_STREAM_S = 240.0  # one events request, well under Knative's request timeout
+
+
+class WanModel(kserve.Model):  # type: ignore[misc]
+    """One model, served by a warm engine; tasks are submitted through `predict`."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        super().__init__(name)
+        self.model_id = get_model(name).id
+        self.settings = settings
+        self.engine = True  # start_engine runs in the server's event loop
+        self.ready = True  # accepts tasks from the start (they wait while the engine loads)
+        self.board: TaskBoard | None = None
+
+    async def start_engine(self) -> None:
+        pool = PoolSettings(name="kserve", backend="local", kind="warm", idle_timeout_s=0)
+        backend = make_backend(self.settings, pool)
+        self.board = TaskBoard(backend, self.settings.data_dir / "kserve")
+        if isinstance(backend, Resident):
+            await backend.prewarm(self.model_id)  # load now: the first task finds it warm
+
+    def stop_engine(self) -> None:
+        self.ready = False
+
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:  # noqa: ARG002
+        board = self._board()
+        instances = payload.get("instances") if isinstance(payload, dict) else None
+        if not isinstance(instances, list) or not instances:
+            raise InvalidInput('instances: must be a non-empty list of {"spec": ..., "image": ...}')
+        predictions = []
+        for index, instance in enumerate(instances):
+            spec, image, suffix = self._task(index, instance)
+            accepted = board.submit(spec, image, suffix)
+            predictions.append({"task_id": spec.task_id, "accepted": accepted})
+        return {"predictions": predictions}
+
+    def _task(self, index: int, instance: Any) -> tuple[VideoSpec, bytes | None, str]:
+        where = f"instances[{index}]"
+        if not isinstance(instance, dict):
+            raise InvalidInput(f"{where}: must be an object")
+        try:
+            spec = VideoSpec.model_validate(instance.get("spec"))
+        except ValidationError as exc:
+            raise InvalidInput(f"{where}.spec is invalid: {exc.errors()[:3]}") from exc
+        if not spec.task_id:
+            raise InvalidInput(f"{where}.spec.task_id: required (the task's name here)")
+        if get_model(spec.model).id != self.model_id:
+            raise InvalidInput(f"{where}.spec.model={spec.model!r}: this server runs {self.name}")
+        image = None
+        if instance.get("image") is not None:
+            try:
+                image = base64.b64decode(instance["image"], validate=True)
+            except (binascii.Error, TypeError) as exc:
+                raise InvalidInput(f"{where}.image: must be base64 ({exc})") from exc
+        return spec, image, str(instance.get("image_suffix") or ".png")
+
+    def _board(self) -> TaskBoard:
+        if self.board is None:
+            raise HTTPException(503, "the engine is starting")
+        return self.board
+
+    def status(self) -> dict[str, Any]:
+        board = self.board
+        backend = None if board is None else board.backend
+        engines: list[EngineStatus] = backend.engines() if isinstance(backend, Resident) else []
+        return {
+            "model": self.model_id,
+            "engine": engines[0].state.value if engines else EngineState.STOPPED.value,
+            "running": [] if board is None else board.running,
+        }
+
+
+def install_routes(app: FastAPI, model: WanModel) -> None:
+    """wanserve's task routes, beside KServe's own, on the server's app."""
+
+    async def events(task_id: str, after: int = 0) -> StreamingResponse:
+        board = model._board()
+        stream = board.events(task_id, after)
+        try:
+            first = await anext_or_none(stream)
+        except KeyError:
+            raise HTTPException(404, f"task {task_id} is not on this server") from None
+
+        async def lines() -> AsyncIterator[bytes]:
+            import asyncio
+
+            item = first
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + _STREAM_S
+            while item is not None:
+                seq, event = item
+                yield json.dumps({"seq": seq, "event": event.model_dump(mode="json")}).encode()
+                yield b"\n"
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                try:
+                    item = await asyncio.wait_for(anext_or_none(stream), left)
+                except TimeoutError:
+                    return
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    async def files(task_id: str, name: str) -> FileResponse:
+        try:
+            path = model._board().file(task_id, name)
+        except KeyError:
+            raise HTTPException(404, f"task {task_id} has no file {name} here") from None
+        return FileResponse(path)
+
+    async def cancel(task_id: str) -> dict[str, Any]:
+        return {"task_id": task_id, "cancelled": await model._board().cancel(task_id)}
+
+    async def status() -> dict[str, Any]:
+        return model.status()
+
+    app.add_api_route(ROUTES + "/tasks/{task_id}/events", events, methods=["GET"])
+    app.add_api_route(ROUTES + "/tasks/{task_id}/files/{name}", files, methods=["GET"])
+    app.add_api_route(ROUTES + "/tasks/{task_id}/cancel", cancel, methods=["POST"])
+    app.add_api_route(ROUTES + "/status", status, methods=["GET"])
+
+
+async def anext_or_none(stream: AsyncIterator[Any]) -> Any:
+    """The next item of `stream`, None at its end."""
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    from kserve import model_server
+    from wanserve.settings import get_settings
+
+    args, _ = model_server.parser.parse_known_args(argv)
+    if not args.model_name:
+        raise SystemExit("--model_name is required: the wanserve model id this server runs")
+    settings = get_settings()
+    model = WanModel(args.model_name, settings)
+    install_routes(model_server.app, model)
+    server = model_server.ModelServer(http_port=args.http_port, enable_grpc=False)
+    log.info("serving %s on port %d (tasks under %s)", model.model_id, args.http_port, ROUTES)
+    server.start([model])
