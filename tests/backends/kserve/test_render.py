@@ -380,30 +380,6 @@ def test_cli_render_raw_mode_with_a_storage_uri(scaledobject_crd: CrdValidator) 
         assert _env(doc)["STORAGE_URI"] == "pvc://m"
 
 
-def test_cli_render_imports_neither_kserve_nor_torch(tmp_path: Path) -> None:
-    script = (
-        "import sys\n"
-        "from typer.testing import CliRunner\n"
-        "from wanserve.cli import app\n"
-        "args = ['k8s', 'render', '--backend', 'kserve', '--model', 'm']\n"
-        "result = CliRunner().invoke(app, args)\n"
-        "assert result.exit_code == 0, result.output\n"
-        "assert 'kind: InferenceService' in result.output\n"
-        "heavy = ('kserve', 'torch', 'ray', 'kubernetes')\n"
-        "print(sorted(m for m in heavy if m in sys.modules))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        cwd=tmp_path,
-    ).stdout
-    assert out.strip() == "[]"
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -333,28 +333,6 @@ def test_cli_render_prints_a_rayservice_that_passes_the_crd(
     assert (args.models_dir, args.device, args.max_replicas) == ("/models", "cuda", 2)
 
 
-def test_cli_render_imports_neither_ray_nor_torch(tmp_path: Path) -> None:
-    script = (
-        "import sys\n"
-        "from typer.testing import CliRunner\n"
-        "from wanserve.cli import app\n"
-        "result = CliRunner().invoke(app, ['k8s', 'render', '--backend', 'ray', '--model', 'm'])\n"
-        "assert result.exit_code == 0, result.output\n"
-        "assert 'kind: RayService' in result.output\n"
-        "print(sorted(m for m in ('ray', 'torch', 'kubernetes') if m in sys.modules))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        cwd=tmp_path,
-    ).stdout
-    assert out.strip() == "[]"
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
