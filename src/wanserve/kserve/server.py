@@ -28,6 +28,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,6 +40,7 @@ from pydantic import ValidationError
 import kserve
 from wanserve.backends.base import EngineState, EngineStatus, Resident
 from wanserve.backends.factory import make_backend
+from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.models import get_model
 from wanserve.domain.spec import VideoSpec
 from wanserve.kserve.board import TaskBoard
@@ -49,6 +51,8 @@ __all__ = ["WanModel", "install_routes"]
 log = logging.getLogger(__name__)
 
 ROUTES = "/wanserve/v1"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")  # a task id: a safe directory name
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
 _STREAM_S = 240.0  # one events request, well under Knative's request timeout
 
 
@@ -93,17 +97,27 @@ class WanModel(kserve.Model):  # type: ignore[misc]
             spec = VideoSpec.model_validate(instance.get("spec"))
         except ValidationError as exc:
             raise InvalidInput(f"{where}.spec is invalid: {exc.errors()[:3]}") from exc
-        if not spec.task_id:
-            raise InvalidInput(f"{where}.spec.task_id: required (the task's name here)")
-        if get_model(spec.model).id != self.model_id:
+        if not spec.task_id or not _NAME.fullmatch(spec.task_id):
+            raise InvalidInput(
+                f"{where}.spec.task_id={spec.task_id!r}: required, letters, digits, '_', '-' "
+                "(it names the task's directory here)"
+            )
+        try:
+            model = get_model(spec.model).id
+        except InvalidRequest as exc:
+            raise InvalidInput(f"{where}.spec.{exc.detail}") from exc
+        if model != self.model_id:
             raise InvalidInput(f"{where}.spec.model={spec.model!r}: this server runs {self.name}")
+        suffix = str(instance.get("image_suffix") or ".png")
+        if not _SUFFIX.fullmatch(suffix):
+            raise InvalidInput(f"{where}.image_suffix={suffix!r}: must be like .png")
         image = None
         if instance.get("image") is not None:
             try:
                 image = base64.b64decode(instance["image"], validate=True)
             except (binascii.Error, TypeError) as exc:
                 raise InvalidInput(f"{where}.image: must be base64 ({exc})") from exc
-        return spec, image, str(instance.get("image_suffix") or ".png")
+        return spec, image, suffix
 
     def _board(self) -> TaskBoard:
         if self.board is None:

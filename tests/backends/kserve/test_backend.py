@@ -31,6 +31,11 @@ def _backend(server: Server) -> KServeBackend:
     return KServeBackend("kserve", settings, MODEL, 1)
 
 
+def _spec(task_id: str) -> dict[str, object]:
+    spec = make_run(Path("/tmp"), "video_x", steps=1).spec.model_dump(mode="json")
+    return spec | {"task_id": task_id}
+
+
 class KServeSubject:
     def __init__(self, backend: KServeBackend) -> None:
         self.backend: InferenceBackend = backend
@@ -64,6 +69,9 @@ def test_the_server_answers_kserves_health_and_model_routes(kserve_server: Serve
         ({"instances": []}, "instances"),
         ({"instances": [{"spec": {"model": MODEL}}]}, "spec is invalid"),
         ({"instances": [{"spec": {}, "image": "???"}]}, "spec"),
+        ({"instances": [{"spec": _spec("../../etc")}]}, "task_id='../../etc'"),
+        ({"instances": [{"spec": _spec("video_s"), "image_suffix": "/../x"}]}, "image_suffix"),
+        ({"instances": [{"spec": _spec("video_m") | {"model": "nope"}}]}, "model"),
     ],
 )
 def test_a_bad_submit_is_refused_with_the_field(
