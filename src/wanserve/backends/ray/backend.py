@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _CANCEL_GRACE_S = 20.0  # the engine stops at its next step; then the request is cancelled
 _STATUS_TIMEOUT_S = 10.0
+_STOP_RAY_S = 8.0  # the worker's own Ray must stop within this on close (a healthy one: 2-3 s)
 _PLACED_WITHIN_S = 0.5  # a free replica's first item comes well within this
 
 
@@ -233,7 +235,7 @@ class RayBackend:
         if self._watch is not None:
             await cancel_and_wait(self._watch)
         if self._connected and self._client.owns:
-            await asyncio.to_thread(self._disconnect)
+            await _within(self._disconnect, _STOP_RAY_S)
 
     # -- Ray --------------------------------------------------------------------------------------
 
@@ -342,6 +344,24 @@ class RayBackend:
                 self._idle_since[model] = now
             self._replicas[model] = counts
         self._ticked = now
+
+
+async def _within(call: Callable[[], None], timeout: float) -> None:
+    """Run `call` in a daemon thread for at most `timeout` seconds. Stopping a Ray whose
+    processes already got the signal (a whole process group stopped at once) can block for
+    minutes on a GCS that is gone; the worker's own exit must not wait for it (its child
+    processes go with it)."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            call()
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="wanserve-ray-stop", daemon=True).start()
+    if not await asyncio.to_thread(done.wait, timeout):
+        log.warning("Ray did not stop within %.0f s; leaving it to the process's exit", timeout)
 
 
 async def _items(response: Any) -> AsyncIterator[dict[str, Any] | None]:
