@@ -6,16 +6,25 @@ nothing of the queue or the store; the dispatcher turns its events into task sta
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from wanserve.domain.events import EngineEvent
+from wanserve.domain.events import EngineEvent, ErrorEvent
 from wanserve.domain.spec import VideoSpec
 
-__all__ = ["EngineState", "EngineStatus", "InferenceBackend", "Reachable", "Resident", "Run"]
+__all__ = [
+    "EngineState",
+    "EngineStatus",
+    "InferenceBackend",
+    "Reachable",
+    "Resident",
+    "Run",
+    "retryable_error",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +35,12 @@ class Run:
     attempt: int
     spec: VideoSpec
     workdir: Path  # local scratch directory of this attempt (outputs land here or are uploaded)
+
+
+def retryable_error(task_id: str, code: str, message: str) -> ErrorEvent:
+    """A run that ended for a reason outside the engine's spec (its server, replica or cluster
+    went away): the dispatcher runs it again."""
+    return ErrorEvent(task_id=task_id, at=time.time(), code=code, message=message, retryable=True)
 
 
 class InferenceBackend(Protocol):

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from wanserve.backends.base import EngineState, EngineStatus, Run
+from wanserve.backends.base import EngineState, EngineStatus, Run, retryable_error
 from wanserve.domain.events import (
     CancelledEvent,
     EngineEvent,
@@ -120,11 +120,11 @@ class KServeBackend:
                     )
                     return
                 self._lost(exc)
-                yield _error(task_id, "backend_unavailable", f"KServe server: {exc}")
+                yield retryable_error(task_id, "backend_unavailable", f"KServe server: {exc}")
                 return
             except httpx.TransportError as exc:
                 self._lost(exc)
-                yield _error(task_id, "backend_unavailable", f"KServe server: {exc}")
+                yield retryable_error(task_id, "backend_unavailable", f"KServe server: {exc}")
                 return
             if task_id in self._cancelled:  # cancelled while it was being submitted
                 await self._post_cancel(task_id)
@@ -163,16 +163,22 @@ class KServeBackend:
             except RuntimeError:  # the client was closed under it (close's grace ran out)
                 if not self._closed:
                     raise
-                yield _error(task_id, "backend_closed", "the worker stopped following the task")
+                yield retryable_error(
+                    task_id, "backend_closed", "the worker stopped following the task"
+                )
                 return
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
                 if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 404:
-                    yield _error(task_id, "server_lost", "the server no longer holds the task")
+                    yield retryable_error(
+                        task_id, "server_lost", "the server no longer holds the task"
+                    )
                     return
                 failing_since = failing_since or self._clock()
                 if self._clock() - failing_since > self._settings.lost_after_s:
                     self._lost(exc)
-                    yield _error(task_id, "server_lost", f"the KServe server is gone: {exc}")
+                    yield retryable_error(
+                        task_id, "server_lost", f"the KServe server is gone: {exc}"
+                    )
                     return
             await asyncio.sleep(_RETRY_S)
 
@@ -240,7 +246,3 @@ class KServeBackend:
                     log.info("the KServe server at %s answers again", self._settings.url)
                     self._available = True
                     return
-
-
-def _error(task_id: str, code: str, message: str) -> ErrorEvent:
-    return ErrorEvent(task_id=task_id, at=time.time(), code=code, message=message, retryable=True)

@@ -30,11 +30,11 @@ from ray import serve
 from ray.util.placement_group import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from wanserve.backends.base import retryable_error
 from wanserve.backends.ray.config import AppArgs, deployment_options
 from wanserve.backends.ray.ranks import RankActor
 from wanserve.domain.events import (
     EngineEvent,
-    ErrorEvent,
     Phase,
     PhaseEvent,
     ResultEvent,
@@ -142,7 +142,7 @@ class WanEngine:
             raise
         except Exception as exc:
             message = f"the engine group of {self.args.model} did not load: {exc}"
-            yield _event(_error(task_id, "engine_exited", message))
+            yield _event(retryable_error(task_id, "engine_exited", message))
             return
         workdir = self._scratch / task_id
         workdir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +174,7 @@ class WanEngine:
                     self._drop(group)
                     message = f"a rank of the engine group died: {type(item).__name__}: {item}"
                     ended = True
-                    yield _event(_error(task_id, "peer_failed", message))
+                    yield _event(retryable_error(task_id, "peer_failed", message))
                     return
                 ended = is_terminal(item)
                 if isinstance(item, ResultEvent):
@@ -215,10 +215,6 @@ async def _follow(stream: Any, events: asyncio.Queue[EngineEvent | BaseException
 
 def _event(event: EngineEvent) -> dict[str, Any]:
     return {"event": event.model_dump_json()}
-
-
-def _error(task_id: str, code: str, message: str) -> ErrorEvent:
-    return ErrorEvent(task_id=task_id, at=time.time(), code=code, message=message, retryable=True)
 
 
 def _stream(rank: Any, spec: dict[str, Any], frames: Path | None) -> Any:

@@ -32,14 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from wanserve.aio import cancel_and_wait
-from wanserve.backends.base import EngineState, EngineStatus, Run
+from wanserve.backends.base import EngineState, EngineStatus, Run, retryable_error
 from wanserve.backends.ray.config import AppArgs, app_args, app_name
 from wanserve.backends.ray.serve_client import Replicas, ServeClient
 from wanserve.domain.errors import BackendUnavailable
 from wanserve.domain.events import (
     CancelledEvent,
     EngineEvent,
-    ErrorEvent,
     Phase,
     PhaseEvent,
     ResultEvent,
@@ -161,7 +160,7 @@ class RayBackend:
                 handle = await self._application(model)
                 request = await asyncio.to_thread(_request, run)
             except Exception as exc:
-                yield _error(task_id, "backend_unavailable", f"Ray Serve: {exc}")
+                yield retryable_error(task_id, "backend_unavailable", f"Ray Serve: {exc}")
                 return
             if flight.cancelled.is_set():
                 yield CancelledEvent(task_id=task_id, at=self._clock(), reason="cancelled")
@@ -200,12 +199,14 @@ class RayBackend:
             if not flight.cancelled.is_set():
                 raise
         except Exception as exc:
-            yield _error(task_id, "replica_lost", f"the Ray Serve replica failed: {exc}")
+            yield retryable_error(task_id, "replica_lost", f"the Ray Serve replica failed: {exc}")
             return
         if flight.cancelled.is_set():
             yield CancelledEvent(task_id=task_id, at=self._clock(), reason="cancelled")
         else:
-            yield _error(task_id, "replica_lost", "the replica's stream ended without a result")
+            yield retryable_error(
+                task_id, "replica_lost", "the replica's stream ended without a result"
+            )
 
     async def cancel(self, task_id: str) -> None:
         """Stop the run at the engine (its next step); a run with no engine yet, or one whose
@@ -411,7 +412,3 @@ def _save(event: ResultEvent, files: dict[str, bytes], run: Run) -> ResultEvent:
         (out / name).write_bytes(data)
     poster = str(out / Path(event.poster).name) if event.poster else None
     return event.model_copy(update={"path": str(out / Path(event.path).name), "poster": poster})
-
-
-def _error(task_id: str, code: str, message: str) -> ErrorEvent:
-    return ErrorEvent(task_id=task_id, at=time.time(), code=code, message=message, retryable=True)
