@@ -8,7 +8,8 @@ starts a Ray on 127.0.0.1 that the backend owns and stops on close; replica idle
 `--idle-s`, default 5 s), **job** (the local backend: one engine process per task) and **warm**
 (the local warm pool, its engine never stopped). Every task: wan2.2-tiny, 32x32, 5 frames,
 2 steps. Times are the caller's wall clock (time.time) as each event reaches it; engine times
-are the engine's own stamps (`at`, the same clock on this one machine).
+are the engine's own stamps (`at`, the same clock on this one machine). The task, its timing
+and the report's helpers are bench/task_timing.py's (shared with bench/kserve_serve.py).
 
 1. Time to first step: the call of `run` -> the `denoising` phase event reaching the caller
    (step 1 begins; the first step event follows one step later, also printed), for a warm Ray
@@ -36,14 +37,11 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -52,64 +50,29 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from wanserve.backends.base import InferenceBackend, Run
-from wanserve.backends.factory import make_backend
-from wanserve.domain.events import (
-    Phase,
-    PhaseEvent,
-    ResultEvent,
-    StepEvent,
-    is_terminal,
+from task_timing import (
+    Cases,
+    Sample,
+    Tasks,
+    build_tiny,
+    descendants,
+    kill_left,
+    machine_note,
+    phases_of,
+    spread,
 )
-from wanserve.domain.spec import VideoRequest, resolve_spec
+
+from wanserve.backends.factory import make_backend
 from wanserve.settings import Settings, get_settings
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-
-MODEL = "wan2.2-tiny"
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_ENABLE_AUTO_CONNECT": "0",
     "HF_HUB_OFFLINE": "1",
 }
-TASK_TIMEOUT_S = 180.0  # one task, cold starts included
 ZERO_TIMEOUT_S = 90.0  # Serve removing an idle replica
 HEALTH_INTERVAL_S = 0.5  # how often the ray backend reads Serve's status
-COLD = {Phase.STARTING.value, Phase.SCALING_UP.value, Phase.LOADING.value}
-
-
-@dataclass
-class Sample:
-    """One task as its caller saw it: seconds after the call of `run` at which each phase (and
-    the first step, "step") arrived, its end, and the engine's own stamps."""
-
-    arrived: dict[str, float] = field(default_factory=dict)
-    end: float = 0.0
-    compute: float = 0.0  # engine: encoding_text -> result
-    into_engine: float = 0.0  # the call -> the engine's encoding_text stamp
-    out_of_engine: float = 0.0  # the engine's result stamp -> the caller has it
-
-    @property
-    def first_step(self) -> float:
-        return self.arrived[Phase.DENOISING.value]
-
-    @property
-    def overhead(self) -> float:
-        return self.end - self.compute
-
-
-@dataclass
-class Cases:
-    """Every measured sample, by case."""
-
-    samples: dict[str, list[Sample]] = field(default_factory=dict)
-
-    def add(self, case: str, sample: Sample) -> None:
-        self.samples.setdefault(case, []).append(sample)
-
-    def of(self, case: str) -> list[Sample]:
-        return self.samples.get(case, [])
 
 
 # -- driving the backends --------------------------------------------------------------------
@@ -136,40 +99,6 @@ def make_settings(root: Path, models: Path, idle_s: float) -> Settings:
     )
 
 
-def make_run(root: Path, task_id: str) -> Run:
-    request = VideoRequest(
-        model=MODEL, prompt="a paper boat", size="32x32", num_frames=5, num_inference_steps=2
-    )
-    spec = resolve_spec(request, seed_factory=lambda: 1)
-    workdir = root / "work" / task_id
-    spec = spec.model_copy(update={"task_id": task_id, "output": str(workdir / "out")})
-    return Run(task_id=task_id, attempt=1, spec=spec, workdir=workdir)
-
-
-async def measure(backend: InferenceBackend, run: Run) -> Sample:
-    """Run one task to its end (its iterator ends after the terminal event); raises unless it
-    ended with a result."""
-    sample, encoding_at, last = Sample(), None, None
-    async with asyncio.timeout(TASK_TIMEOUT_S):
-        start = time.time()
-        async for event in backend.run(run):
-            now = time.time()
-            if isinstance(event, PhaseEvent):
-                sample.arrived.setdefault(event.phase.value, now - start)
-                if event.phase == Phase.ENCODING_TEXT:
-                    encoding_at = event.at
-            elif isinstance(event, StepEvent):
-                sample.arrived.setdefault("step", now - start)
-            if is_terminal(event):
-                last, sample.end = event, now - start
-    if not isinstance(last, ResultEvent) or encoding_at is None:
-        raise RuntimeError(f"{backend.name}: {run.task_id} ended with {last!r}")
-    sample.compute = last.at - encoding_at
-    sample.into_engine = encoding_at - start
-    sample.out_of_engine = start + sample.end - last.at
-    return sample
-
-
 async def wait_for_zero(ray: Any, idle_since: float) -> float:
     """Wait until Serve removed every replica (none running, starting or stopping), as the
     backend's watch loop reads it every health interval; seconds since `idle_since`."""
@@ -181,20 +110,10 @@ async def wait_for_zero(ray: Any, idle_since: float) -> float:
 
 
 async def measure_all(backends: dict[str, Any], root: Path, repeat: int, log: list[str]) -> Cases:
-    cases, n = Cases(), 0
+    cases, tasks = Cases(), Tasks(root, log)
 
     async def one(case: str, pool: str) -> Sample:
-        nonlocal n
-        n += 1
-        sample = await measure(backends[pool], make_run(root, f"{case}-{n}"))
-        cold = sorted(COLD & set(sample.arrived))
-        print(
-            f"  {case:10} first step {sample.first_step:6.2f} s, end {sample.end:6.2f} s"
-            f"{', cold phases ' + ' '.join(cold) if cold else ''}"
-        )
-        if case.endswith("-warm") and cold:
-            log.append(f"NOT WARM: {case} task {n} showed {cold}")
-        return sample
+        return await tasks.one(case, backends[pool])
 
     await one("pool-first", "warm")  # the warm pool's engine loads
     # As a dispatcher does before its first lease: this first look starts the backend's watch
@@ -217,11 +136,6 @@ async def measure_all(backends: dict[str, Any], root: Path, repeat: int, log: li
 # -- processes ---------------------------------------------------------------------------------
 
 
-def descendants() -> list[psutil.Process]:
-    found: list[psutil.Process] = psutil.Process().children(recursive=True)
-    return found
-
-
 def ray_processes(ray_tmp: Path) -> list[psutil.Process]:
     """Processes whose command line names this run's Ray directory."""
     found = []
@@ -233,45 +147,12 @@ def ray_processes(ray_tmp: Path) -> list[psutil.Process]:
 
 def leftovers(started: Sequence[psutil.Process], ray_tmp: Path) -> list[str]:
     """What is still alive of `started` (and of this run's Ray) after close; kills it."""
-    _, alive = psutil.wait_procs(list(started), timeout=30)
-    alive += [p for p in ray_processes(ray_tmp) if p.pid != os.getpid() and p not in alive]
-    names = []
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            names.append(f"{proc.pid} {' '.join(proc.cmdline())[:80]}")
-            proc.kill()
-    return names
-
-
-def build_tiny(models: Path) -> None:
-    code = (
-        "import sys; from pathlib import Path; from wanserve.engine.tiny import "
-        "ensure_tiny_model; ensure_tiny_model(Path(sys.argv[1]), sys.argv[2])"
-    )
-    path = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path}
-    subprocess.run(
-        [sys.executable, "-c", code, str(models), MODEL], check=True, env=env, timeout=300
-    )
+    names = kill_left(started)
+    left = [p for p in ray_processes(ray_tmp) if p.pid != os.getpid()]
+    return names + kill_left(left, timeout=0)
 
 
 # -- the report --------------------------------------------------------------------------------
-
-
-def spread(values: list[float], scale: float = 1.0, unit: str = "s", digits: int = 2) -> str:
-    """'median (min-max) unit' of `values` x `scale`."""
-    low, mid, high = (v * scale for v in (min(values), statistics.median(values), max(values)))
-    return f"{mid:.{digits}f} {unit} ({low:.{digits}f}-{high:.{digits}f})"
-
-
-def phases_of(samples: list[Sample]) -> str:
-    """Median arrival of each phase after the call, in the order they came."""
-    order = sorted(samples[0].arrived, key=samples[0].arrived.__getitem__)
-    medians = [
-        f"{name} {statistics.median(s.arrived[name] for s in samples if name in s.arrived):.2f}"
-        for name in order
-    ]
-    return ", ".join(medians)
 
 
 def report(cases: Cases, repeat: int) -> None:
@@ -312,15 +193,6 @@ def report(cases: Cases, repeat: int) -> None:
     print(
         f"ratio overhead Ray warm / warm pool: {ratio:.2f}x; per repetition "
         f"{spread(pairs, unit='x')}"
-    )
-
-
-def machine_note() -> str:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    memory = psutil.virtual_memory().total / 2**30
-    return (
-        f"machine: {platform.node()}, {os.cpu_count()} CPUs, {memory:.0f} GiB, "
-        f"Python {platform.python_version()}, load average {load}"
     )
 
 
