@@ -13,7 +13,7 @@ __all__ = ["k8s_app"]
 
 k8s_app = typer.Typer(
     help="Kubernetes: render the PyTorchJob (job mode), the RayService (ray backend), the "
-    "InferenceService (kserve backend) and RBAC."
+    "InferenceService (kserve backend), RBAC, and the whole service (render --deploy)."
 )
 app.add_typer(k8s_app, name="k8s")
 
@@ -87,6 +87,28 @@ def render(
             "--prometheus-url", help="kserve raw: the Prometheus KEDA reads wanserve's tasks from"
         ),
     ] = None,
+    deploy: Annotated[
+        bool,
+        typer.Option(
+            "--deploy",
+            help="the whole service instead: API, worker, KEDA ScaledObject, RBAC, ConfigMap "
+            "(docs/deploy.md)",
+        ),
+    ] = False,
+    values: Annotated[
+        Path | None, typer.Option("--values", help="--deploy: a YAML file of deploy options")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="--deploy: the API (and cpu worker) image")
+    ] = None,
+    engine_image: Annotated[
+        str | None,
+        typer.Option("--engine-image", help="--deploy: the gpu worker's image (CUDA torch)"),
+    ] = None,
+    worker: Annotated[
+        Literal["gpu", "cpu"] | None,
+        typer.Option("--worker", help="--deploy: gpu (engine in the worker) or cpu (dispatch)"),
+    ] = None,
 ) -> None:
     """Print what wanserve would run for the spec (YAML on stdout): the task's PyTorchJob, with
     --backend ray the RayService that serves its model, with --backend kserve its
@@ -98,7 +120,18 @@ def render(
         "storage_uri": storage_uri,
         "prometheus_url": prometheus_url,
     }
+    given: dict[str, object] = {"spec": spec, "model": model, "nnodes": nnodes}
+    given |= {"template": template, "task_id": task_id, "attempt": attempt, "kind": kind}
+    deploying: dict[str, object] = {"image": image, "engine_image": engine_image}
+    deploying |= {"worker.kind": worker}
     try:
+        if deploy:
+            _only_for("kubernetes", _KSERVE_DEFAULTS, **kserve)
+            _not_with_deploy(backend=backend, **given)
+            text = _render_deploy(namespace, values, deploying)
+            typer.echo(text, nl=False)
+            return
+        _only_with_deploy(values=values, image=image, engine_image=engine_image, worker=worker)
         if backend != "kserve":
             _only_for("kserve", _KSERVE_DEFAULTS, **kserve)
         if backend == "kubernetes":
@@ -132,6 +165,43 @@ def _only_for(backend: str, defaults: dict[str, object], **given: object) -> Non
             raise InvalidRequest(option, value, f"applies to --backend {backend} only")
 
 
+_SERVICE_DEFAULTS: dict[str, object] = {
+    **_KUBERNETES_DEFAULTS,
+    "spec": None,
+    "model": None,
+    "nnodes": None,
+    "backend": "kubernetes",
+}
+
+
+def _not_with_deploy(**given: object) -> None:
+    from wanserve.domain.errors import InvalidRequest
+
+    for name, value in given.items():
+        if value != _SERVICE_DEFAULTS[name]:
+            option = "--" + name.replace("_", "-")
+            rule = "does not apply with --deploy (the worker's pools come from the settings)"
+            raise InvalidRequest(option, value, rule)
+
+
+def _only_with_deploy(**given: object) -> None:
+    from wanserve.domain.errors import InvalidRequest
+
+    for name, value in given.items():
+        if value is not None:
+            raise InvalidRequest("--" + name.replace("_", "-"), value, "applies to --deploy only")
+
+
+def _render_deploy(namespace: str | None, values: Path | None, overrides: dict[str, object]) -> str:
+    """The whole service from the settings and the deploy options (values file, then flags);
+    imports neither kubernetes nor torch."""
+    from wanserve.deploy import load_options, service_yaml
+    from wanserve.settings import get_settings
+
+    options = load_options(values, namespace=namespace, **overrides)
+    return service_yaml(get_settings(), options)
+
+
 def _render_ray(
     spec: Path | None, models: list[str], nnodes: int | None, namespace: str | None
 ) -> str:
@@ -157,19 +227,17 @@ def _render_kserve(
     options: dict[str, Any],
 ) -> str:
     """An InferenceService per model of `models` (else the spec's model), from the settings
-    with the options' overrides; imports neither kserve nor torch."""
+    with the options' overrides (`--nnodes` N > 1: each with its worker pods, decision 0013);
+    imports neither kserve nor torch."""
     from wanserve.backends.kserve.render import KServeOptions, inferenceservices_yaml
-    from wanserve.domain.errors import InvalidRequest
     from wanserve.settings import get_settings
 
-    if nnodes is not None:
-        raise InvalidRequest("--nnodes", nnodes, "kserve runs each model's ranks in one pod")
     settings = get_settings()
     if namespace is not None:
         kube = settings.kubernetes.model_copy(update={"namespace": namespace})
         settings = settings.model_copy(update={"kubernetes": kube})
     kserve = KServeOptions(
-        options["kserve_mode"], options["storage_uri"], options["prometheus_url"]
+        options["kserve_mode"], options["storage_uri"], options["prometheus_url"], nnodes or 1
     )
     return inferenceservices_yaml(settings, _models_or_spec(models, spec), kserve)
 
