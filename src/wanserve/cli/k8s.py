@@ -60,7 +60,8 @@ def render(
     ),
     attempt: Annotated[int, typer.Option("--attempt", min=1)] = 1,
     nnodes: Annotated[
-        int | None, typer.Option("--nnodes", min=1, help="pods per task (ray: per replica)")
+        int | None,
+        typer.Option("--nnodes", min=1, help="pods per task (ray: per replica; kserve: per model)"),
     ] = None,
     namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
     kind: Annotated[

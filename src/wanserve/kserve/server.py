@@ -20,6 +20,8 @@ wait while the engine loads (their events show `loading`), so a scale-from-zero 
 phases instead of a request held by Knative. The engine is wanserve's warm engine (the local
 backend's warm pool of one engine, never stopped for idleness: KServe scales the pods), with
 the same settings as a worker's (`WANSERVE_ENGINE__*`: torchrun ranks, Ulysses, CFG, FSDP).
+In a multi-node predictor (torchrun's `PET_NNODES` > 1 in the pod, decision 0013) this is the
+head pod: the engine's ranks here are node 0 of a group whose other nodes are worker pods.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -40,10 +43,12 @@ from pydantic import ValidationError
 import kserve
 from wanserve.backends.base import EngineState, EngineStatus, Resident
 from wanserve.backends.factory import make_backend
+from wanserve.backends.warm import WarmPoolBackend
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.models import get_model
 from wanserve.domain.spec import VideoSpec
 from wanserve.kserve.board import TaskBoard
+from wanserve.kserve.group import Group
 from wanserve.settings import PoolSettings, Settings
 
 __all__ = ["WanModel", "install_routes"]
@@ -59,17 +64,21 @@ _STREAM_S = 240.0  # one events request, well under Knative's request timeout
 class WanModel(kserve.Model):  # type: ignore[misc]
     """One model, served by a warm engine; tasks are submitted through `predict`."""
 
-    def __init__(self, name: str, settings: Settings) -> None:
+    def __init__(self, name: str, settings: Settings, group: Group | None = None) -> None:
         super().__init__(name)
         self.model_id = get_model(name).id
         self.settings = settings
         self.engine = True  # start_engine runs in the server's event loop
         self.ready = True  # accepts tasks from the start (they wait while the engine loads)
         self.board: TaskBoard | None = None
+        self.group = group  # the pods' group this server heads, if any
 
     async def start_engine(self) -> None:
         pool = PoolSettings(name="kserve", backend="local", kind="warm", idle_timeout_s=0)
         backend = make_backend(self.settings, pool)
+        if self.group is not None:  # node 0 of a multi-node predictor (decision 0013)
+            assert isinstance(backend, WarmPoolBackend)
+            backend.options = self.group.options(backend.options)
         self.board = TaskBoard(backend, self.settings.data_dir / "kserve")
         if isinstance(backend, Resident):
             await backend.prewarm(self.model_id)  # load now: the first task finds it warm
@@ -201,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.model_name:
         raise SystemExit("--model_name is required: the wanserve model id this server runs")
     settings = get_settings()
-    model = WanModel(args.model_name, settings)
+    model = WanModel(args.model_name, settings, Group.from_env(os.environ))
     install_routes(model_server.app, model)
     server = model_server.ModelServer(http_port=args.http_port, enable_grpc=False)
     log.info("serving %s on port %d (tasks under %s)", model.model_id, args.http_port, ROUTES)

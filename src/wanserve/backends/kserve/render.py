@@ -18,6 +18,13 @@ none when idle:
   (`autoScaling.behavior.scaleDown.stabilizationWindowSeconds`), while the last pod goes after
   KEDA's `cooldownPeriod` (300 s unless changed: KServe 0.20's spec has no field for it).
 
+With `nnodes` > 1 (`--nnodes N`, decision 0013) a model's engine spans N pods of `engine.nproc`
+GPUs each, one torch.distributed group: the InferenceService's pod is the head (node 0: the
+model server, whose engine's rank 0 takes the commands), beside it a StatefulSet of N - 1
+worker pods and a headless Service naming the head for the rendezvous (workers.py). The group
+is fixed in size (raw mode, `serving.kserve.io/autoscalerClass: none`, one head pod, replaced
+by Recreate): scaling the head alone would leave the workers waiting with their GPUs.
+
 The InferenceService is cluster-local (`networking.kserve.io/visibility`): its URL is
 `http://<name>.<namespace>.svc.cluster.local`. In both modes `predictor.timeout` is
 `dispatch.task_timeout_s`: Knative's request cap (and the route's timeout in raw mode), which a
@@ -38,10 +45,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wanserve.backends.factory import engine_env
+from wanserve.backends.kserve import workers
 from wanserve.backends.kubernetes import names
 from wanserve.backends.kubernetes.manifests import to_yaml
+from wanserve.backends.process import LocalOptions
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.task import TaskState
+from wanserve.kserve.group import ENV_NODE_RANK
 from wanserve.settings import Settings
 
 __all__ = [
@@ -59,6 +69,7 @@ __all__ = [
     "inferenceservices_yaml",
     "ready_path",
     "render_inferenceservice",
+    "render_model",
     "server_args",
 ]
 
@@ -97,6 +108,7 @@ class KServeOptions:
     mode: Literal["serverless", "raw"] = "serverless"
     storage_uri: str | None = None  # a folder of <model id>/ checkpoints, instead of the PVC
     prometheus_url: str | None = None  # raw: where KEDA reads wanserve's task gauges
+    nnodes: int = 1  # pods per model's engine (> 1: a head and nnodes - 1 workers, raw mode)
 
 
 def render_inferenceservice(
@@ -105,9 +117,13 @@ def render_inferenceservice(
     """The InferenceService serving `model`; raises InvalidRequest."""
     options = options or KServeOptions()
     _check_options(options)
+    _check_group(settings, options)
     idle_s = _idle_s(settings)
     predictor = _predictor(settings, model, options)
-    if options.mode == "raw":
+    if options.nnodes > 1:  # a fixed group: one head pod, replaced after the old one is gone
+        predictor["minReplicas"] = 1
+        predictor["deploymentStrategy"] = {"type": "Recreate"}
+    elif options.mode == "raw":
         predictor["autoScaling"] = _keda_scaling(options, idle_s)
         # a pod scaled down while it runs a task may finish it
         predictor["terminationGracePeriodSeconds"] = predictor["timeout"]
@@ -129,7 +145,8 @@ def render_inferenceservice(
 def inferenceservices_yaml(
     settings: Settings, models: list[str], options: KServeOptions | None = None
 ) -> str:
-    """One InferenceService per model (at least one), as YAML documents."""
+    """One InferenceService per model (at least one), as YAML documents; with `nnodes` > 1
+    each followed by its head Service and worker StatefulSet."""
     if not models:
         raise InvalidRequest("--model", None, "name at least one model to serve")
     models = list(dict.fromkeys(models))
@@ -138,7 +155,24 @@ def inferenceservices_yaml(
         other = taken.setdefault(inferenceservice_name(model), model)
         if other != model:
             raise InvalidRequest("--model", model, f"has the same InferenceService as {other}")
-    return to_yaml(*(render_inferenceservice(settings, m, options) for m in models))
+    return to_yaml(*(doc for m in models for doc in render_model(settings, m, options)))
+
+
+def render_model(
+    settings: Settings, model: str, options: KServeOptions | None = None
+) -> list[dict[str, Any]]:
+    """What serves `model`: its InferenceService, plus its head Service and worker
+    StatefulSet when it spans several pods."""
+    options = options or KServeOptions()
+    isvc = render_inferenceservice(settings, model, options)
+    if options.nnodes == 1:
+        return [isvc]
+    engine = _engine_options(settings).engine_args("serve", "--model", model)
+    return [
+        isvc,
+        workers.head_service(isvc),
+        workers.worker_statefulset(isvc, engine, options.nnodes),
+    ]
 
 
 def inferenceservice_name(model: str) -> str:
@@ -170,7 +204,7 @@ def _check_options(options: KServeOptions) -> None:
             "must be a URI KServe's storage initializer reads: pvc://claim/path, "
             "s3://bucket/prefix, gs://, hf://, https://...",
         )
-    if options.mode == "raw" and url is None:
+    if options.mode == "raw" and url is None and options.nnodes == 1:
         raise InvalidRequest(
             "--prometheus-url",
             None,
@@ -181,6 +215,48 @@ def _check_options(options: KServeOptions) -> None:
         raise InvalidRequest("--prometheus-url", url, "applies to --kserve-mode raw only")
     if url is not None and not _HTTP_URL.match(url):
         raise InvalidRequest("--prometheus-url", url, "must be an http:// or https:// URL")
+
+
+def _check_group(settings: Settings, options: KServeOptions) -> None:
+    """A group of pods is fixed in size and its workers are not KServe's pods."""
+    nnodes = options.nnodes
+    if nnodes < 1:
+        raise InvalidRequest("--nnodes", nnodes, "must be at least 1")
+    if nnodes == 1:
+        return
+    rules = [
+        (
+            options.mode != "raw",
+            "needs --kserve-mode raw: the group does not scale on requests "
+            "(Knative would stop the head and leave the workers holding their GPUs)",
+        ),
+        (
+            options.prometheus_url is not None,
+            "runs a fixed group: --prometheus-url (KEDA) does not apply",
+        ),
+        (
+            options.storage_uri is not None,
+            "cannot take --storage-uri: KServe's storage "
+            "initializer fills only its own pod, not the workers; use kubernetes.models_pvc "
+            "(ReadOnlyMany) or models in the image",
+        ),
+        (
+            settings.engine.runner != "diffusers",
+            "runs wanserve's engine across pods, not the operator's generate.py (engine.runner)",
+        ),
+    ]
+    for broken, rule in rules:
+        if broken:
+            raise InvalidRequest("--nnodes", nnodes, rule)
+    engine = settings.engine
+    world, cfg = nnodes * engine.nproc, 2 if engine.cfg_parallel else 1
+    if engine.ulysses * cfg != world:  # the engine refuses any other layout when it loads
+        raise InvalidRequest(
+            "engine.ulysses",
+            engine.ulysses,
+            f"ulysses x cfg-parallel ({cfg}) must equal --nnodes x engine.nproc ({world}): "
+            "every rank of the group shares one video",
+        )
 
 
 def _idle_s(settings: Settings) -> int:
@@ -196,6 +272,11 @@ def _idle_s(settings: Settings) -> int:
 
 
 def _annotations(options: KServeOptions, idle_s: int) -> dict[str, str]:
+    if options.nnodes > 1:  # one head pod, always: KServe makes no autoscaler
+        return {
+            "serving.kserve.io/deploymentMode": "Standard",
+            "serving.kserve.io/autoscalerClass": "none",
+        }
     if options.mode == "raw":
         return {
             "serving.kserve.io/deploymentMode": "Standard",
@@ -260,7 +341,7 @@ def _container(settings: Settings, model: str, options: KServeOptions) -> dict[s
         "command": ["python", "-m", "wanserve.kserve"],
         "args": server_args(model),
         "ports": [{"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"}],
-        "env": [{"name": k, "value": v} for k, v in _env(settings, options).items()],
+        "env": [{"name": k, "value": v} for k, v in _env(settings, model, options).items()],
         # limits too: KServe fills missing ones from its defaults (1 CPU, 2 GiB)
         "resources": {
             "requests": dict(size),
@@ -270,8 +351,9 @@ def _container(settings: Settings, model: str, options: KServeOptions) -> dict[s
     }
 
 
-def _env(settings: Settings, options: KServeOptions) -> dict[str, str]:
-    """The engine's environment in the pod: its paths and GPUs, the worker's parallel layout."""
+def _env(settings: Settings, model: str, options: KServeOptions) -> dict[str, str]:
+    """The engine's environment in the pod: its paths and GPUs, the worker's parallel layout,
+    and in a group torchrun's variables of node 0."""
     models = STORAGE_MOUNT if options.storage_uri else settings.kubernetes.models_mount
     engine = settings.engine.model_copy(update={"models_dir": Path(models), "device": "cuda"})
     pod = settings.model_copy(update={"engine": engine, "data_dir": Path(POD_DATA_DIR)})
@@ -283,4 +365,21 @@ def _env(settings: Settings, options: KServeOptions) -> dict[str, str]:
     }
     if options.storage_uri:
         env["STORAGE_URI"] = options.storage_uri  # KServe's storage initializer reads it
+    if options.nnodes > 1:
+        namespace = settings.kubernetes.namespace
+        group = workers.head_group(
+            inferenceservice_name(model), namespace, options.nnodes, engine.nproc
+        )
+        env |= group.env() | {ENV_NODE_RANK: "0"}
     return env
+
+
+def _engine_options(settings: Settings) -> LocalOptions:
+    """The engine's options as the model server's warm pool builds them (backends.factory)."""
+    engine = settings.engine
+    return LocalOptions(
+        nproc=engine.nproc,
+        ulysses=engine.ulysses,
+        cfg_parallel=engine.cfg_parallel,
+        fsdp=engine.fsdp,
+    )
