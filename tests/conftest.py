@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.ray",
     "tests.fixtures.seaweedfs",
     "tests.fixtures.store",
+    "tests.fixtures.torchserve",
     "tests.fixtures.valkey",
 ]
 

@@ -116,7 +116,7 @@ class PoolSettings(BaseModel):
     """One pool of a worker: a backend, the models it serves and how many tasks it runs at once."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
-    backend: Literal["local", "kubernetes", "ray", "kserve"] = "local"
+    backend: Literal["local", "kubernetes", "ray", "kserve", "torchserve"] = "local"
     # warm: keeps engines loaded between tasks and stops each after idle_timeout_s without work
     # (local backend); job: an engine per task (or per burst, with drain_idle_s)
     kind: Literal["warm", "job"] = "job"
@@ -126,11 +126,11 @@ class PoolSettings(BaseModel):
     # job pools: a job that loaded its model takes further tasks of that model until idle this
     # long, then exits (a burst pays one cold start); 0: one task per job
     drain_idle_s: float = Field(default=0.0, ge=0)
-    url: str | None = None  # kserve pools: the model's InferenceService (default: kserve.url)
+    url: str | None = None  # kserve/torchserve pools: the model server (default: kserve.url...)
 
 
 class DispatchSettings(BaseModel):
-    backend: Literal["local", "kubernetes", "ray", "kserve"] = "local"
+    backend: Literal["local", "kubernetes", "ray", "kserve", "torchserve"] = "local"
     capacity: int = 1  # tasks run at once (GPU groups)
     # The worker's pools in preference order (JSON list of PoolSettings). None: one pool from
     # backend, capacity and engine.warm (the short form).
@@ -219,17 +219,38 @@ class RaySettings(BaseModel):
         return address
 
 
-class KServeSettings(BaseModel):
-    """Resident mode on KServe (backend `kserve`, see docs/kserve.md): wanserve's model server."""
+class ModelServerSettings(BaseModel):
+    """How a worker talks to a model server holding its tasks (KServe's or TorchServe's)."""
 
-    # the InferenceService's URL (its status.url), or a local `python -m wanserve.kserve`
-    url: str | None = None
-    model: str | None = None  # the model id it serves (its --model_name); None: api.default_model
     connect_timeout_s: float = Field(default=10.0, gt=0)
     # a submit may wait this long for a pod (Knative holds requests while it scales from zero)
     submit_timeout_s: float = Field(default=900.0, gt=0)
     lost_after_s: float = Field(default=60.0, gt=0)  # a server gone this long fails the run
     health_interval_s: float = Field(default=5.0, gt=0)  # re-check of a server out of reach
+
+
+class KServeSettings(ModelServerSettings):
+    """Resident mode on KServe (backend `kserve`, see docs/kserve.md): wanserve's model server."""
+
+    # the InferenceService's URL (its status.url), or a local `python -m wanserve.kserve`
+    url: str | None = None
+    model: str | None = None  # the model id it serves (its --model_name); None: api.default_model
+
+
+class TorchServeSettings(ModelServerSettings):
+    """Resident mode on TorchServe (backend `torchserve`, see docs/torchserve.md)."""
+
+    url: str | None = None  # TorchServe's inference address, e.g. http://127.0.0.1:8080
+    # its management address: when set, the worker registers the model from `archive` if
+    # TorchServe does not serve it yet (TorchServe started without --models)
+    management_url: str | None = None
+    model: str | None = None  # the model id (the .mar's name); None: api.default_model
+    # the .mar to register: a file name in TorchServe's model store (`wanserve torchserve
+    # archive` writes MODEL.mar) or a URL TorchServe's allowed_urls admits; None: MODEL.mar
+    archive: str | None = None
+    # TorchServe's token authorization: the inference and management keys (key_file.json)
+    inference_token: SecretStr | None = None
+    management_token: SecretStr | None = None
 
 
 class Settings(BaseSettings):
@@ -252,6 +273,7 @@ class Settings(BaseSettings):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
     kserve: KServeSettings = Field(default_factory=KServeSettings)
+    torchserve: TorchServeSettings = Field(default_factory=TorchServeSettings)
 
     def models_path(self) -> Path:
         """Where engines find and build checkpoints: engine.models_dir, else <data_dir>/models."""
@@ -266,11 +288,14 @@ class Settings(BaseSettings):
         if self.dispatch.pools is not None:
             return self.dispatch.pools
         backend = self.dispatch.backend
-        warm = (self.engine.warm and backend == "local") or backend in ("ray", "kserve")
+        resident = backend in ("ray", "kserve", "torchserve")
+        warm = resident or (self.engine.warm and backend == "local")
         kind: Literal["warm", "job"] = "warm" if warm else "job"
         name = f"{backend}-warm" if warm and backend == "local" else backend
-        # a KServe model server runs one model
-        models = [self.kserve.model or self.api.default_model] if backend == "kserve" else None
+        models = None
+        if backend in ("kserve", "torchserve"):  # a model server runs one model
+            served = self.kserve.model if backend == "kserve" else self.torchserve.model
+            models = [served or self.api.default_model]
         return [
             PoolSettings(
                 name=name,

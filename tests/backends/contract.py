@@ -30,7 +30,7 @@ from wanserve.domain.events import (
 )
 from wanserve.domain.spec import VideoRequest, resolve_spec
 
-__all__ = ["BackendContract", "Stream", "Subject", "make_run"]
+__all__ = ["BackendContract", "ServerSubject", "Stream", "Subject", "make_run"]
 
 TIMEOUT_S = 30.0
 
@@ -48,6 +48,20 @@ class Subject(Protocol):
     async def leftovers(self, run: Run) -> list[str]:
         """What of `run` still exists (processes, jobs), once given time to go; [] when none."""
         ...
+
+
+class ServerSubject:
+    """A backend whose runs go to a model server that stays up (KServe's, TorchServe's): nothing
+    to drive, and no process per run to leave behind (the server's engine stays loaded)."""
+
+    def __init__(self, backend: InferenceBackend) -> None:
+        self.backend = backend
+
+    async def drive(self, run: Run) -> None:
+        return None
+
+    async def leftovers(self, run: Run) -> list[str]:
+        return []
 
 
 def make_run(tmp_path: Path, task_id: str, steps: int) -> Run:

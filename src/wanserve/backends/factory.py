@@ -52,6 +52,8 @@ def make_backend(settings: Settings, pool: PoolSettings | None = None) -> Infere
         return _ray(settings, pool)
     if pool.backend == "kserve":
         return _kserve(settings, pool)
+    if pool.backend == "torchserve":
+        return _torchserve(settings, pool)
     raise BackendUnavailable(f"dispatch.backend={pool.backend!r} is not a backend wanserve has")
 
 
@@ -148,17 +150,33 @@ def _ray(settings: Settings, pool: PoolSettings) -> InferenceBackend:
 def _kserve(settings: Settings, pool: PoolSettings) -> InferenceBackend:
     from wanserve.backends.kserve.backend import KServeBackend
 
-    url = pool.url or settings.kserve.url
+    url, model = _model_server(settings, pool, settings.kserve.url, settings.kserve.model)
+    kserve = settings.kserve.model_copy(update={"url": url})
+    return KServeBackend(pool.name, kserve, model, settings.engine.nproc)
+
+
+def _torchserve(settings: Settings, pool: PoolSettings) -> InferenceBackend:
+    from wanserve.backends.torchserve.backend import TorchServeBackend
+
+    url, model = _model_server(settings, pool, settings.torchserve.url, settings.torchserve.model)
+    torchserve = settings.torchserve.model_copy(update={"url": url})
+    return TorchServeBackend(pool.name, torchserve, model, settings.engine.nproc)
+
+
+def _model_server(
+    settings: Settings, pool: PoolSettings, url: str | None, model: str | None
+) -> tuple[str, str]:
+    """A model server pool's URL and its one model (the pool's, else the backend's settings)."""
+    url = pool.url or url
     if not url:
         raise InvalidRequest(
             f"dispatch.pools[{pool.name}].url",
             None,
-            "required with backend kserve (or kserve.url): the model's InferenceService URL",
+            f"required with backend {pool.backend} (or {pool.backend}.url): the model server's URL",
         )
-    models = pool.models or [settings.kserve.model or settings.api.default_model]
+    models = pool.models or [model or settings.api.default_model]
     if len(models) != 1:
         raise InvalidRequest(
-            f"dispatch.pools[{pool.name}].models", models, "a kserve pool serves one model"
+            f"dispatch.pools[{pool.name}].models", models, f"a {pool.backend} pool serves one model"
         )
-    kserve = settings.kserve.model_copy(update={"url": url})
-    return KServeBackend(pool.name, kserve, models[0], settings.engine.nproc)
+    return url, models[0]

@@ -26,19 +26,15 @@ head pod: the engine's ranks here are node 0 of a group whose other nodes are wo
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import os
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, StreamingResponse
 from kserve.errors import InvalidInput
-from pydantic import ValidationError
 
 import kserve
 from wanserve.backends.base import EngineState, EngineStatus, Resident
@@ -46,9 +42,9 @@ from wanserve.backends.factory import make_backend
 from wanserve.backends.warm import WarmPoolBackend
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.models import get_model
-from wanserve.domain.spec import VideoSpec
 from wanserve.kserve.board import TaskBoard
 from wanserve.kserve.group import Group
+from wanserve.modelserver.instances import parse_instance
 from wanserve.settings import PoolSettings, Settings
 
 __all__ = ["WanModel", "install_routes"]
@@ -56,8 +52,6 @@ __all__ = ["WanModel", "install_routes"]
 log = logging.getLogger(__name__)
 
 ROUTES = "/wanserve/v1"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")  # a task id: a safe directory name
-_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
 _STREAM_S = 240.0  # one events request, well under Knative's request timeout
 
 
@@ -93,40 +87,13 @@ class WanModel(kserve.Model):  # type: ignore[misc]
             raise InvalidInput('instances: must be a non-empty list of {"spec": ..., "image": ...}')
         predictions = []
         for index, instance in enumerate(instances):
-            spec, image, suffix = self._task(index, instance)
-            accepted = board.submit(spec, image, suffix)
-            predictions.append({"task_id": spec.task_id, "accepted": accepted})
-        return {"predictions": predictions}
-
-    def _task(self, index: int, instance: Any) -> tuple[VideoSpec, bytes | None, str]:
-        where = f"instances[{index}]"
-        if not isinstance(instance, dict):
-            raise InvalidInput(f"{where}: must be an object")
-        try:
-            spec = VideoSpec.model_validate(instance.get("spec"))
-        except ValidationError as exc:
-            raise InvalidInput(f"{where}.spec is invalid: {exc.errors()[:3]}") from exc
-        if not spec.task_id or not _NAME.fullmatch(spec.task_id):
-            raise InvalidInput(
-                f"{where}.spec.task_id={spec.task_id!r}: required, letters, digits, '_', '-' "
-                "(it names the task's directory here)"
-            )
-        try:
-            model = get_model(spec.model).id
-        except InvalidRequest as exc:
-            raise InvalidInput(f"{where}.spec.{exc.detail}") from exc
-        if model != self.model_id:
-            raise InvalidInput(f"{where}.spec.model={spec.model!r}: this server runs {self.name}")
-        suffix = str(instance.get("image_suffix") or ".png")
-        if not _SUFFIX.fullmatch(suffix):
-            raise InvalidInput(f"{where}.image_suffix={suffix!r}: must be like .png")
-        image = None
-        if instance.get("image") is not None:
             try:
-                image = base64.b64decode(instance["image"], validate=True)
-            except (binascii.Error, TypeError) as exc:
-                raise InvalidInput(f"{where}.image: must be base64 ({exc})") from exc
-        return spec, image, suffix
+                task = parse_instance(instance, self.model_id, f"instances[{index}]")
+            except InvalidRequest as exc:
+                raise InvalidInput(str(exc)) from exc
+            accepted = board.submit(task.spec, task.image, task.suffix)
+            predictions.append({"task_id": task.spec.task_id, "accepted": accepted})
+        return {"predictions": predictions}
 
     def _board(self) -> TaskBoard:
         if self.board is None:

@@ -1,0 +1,1 @@
+"""Backend `torchserve`: tasks run on TorchServe, in wanserve's handler (wanserve.torchserve)."""
