@@ -5,7 +5,9 @@ bench/ray_serve.py (Ray Serve) and bench/kserve_serve.py (KServe) drive backends
 model at 32x32, 5 frames, 2 steps. Times are the caller's wall clock (time.time) as each event
 reaches it; engine compute is the engine's own stamps (`at`, the same clock on this one machine).
 
-- Time to first step: the call of `run` -> the `denoising` phase event reaching the caller.
+- Time to first step: the call of `run` -> the `denoising` phase event reaching the caller; its
+  part outside the engine: that less the engine's `encoding_text` -> `denoising` stamps (the
+  text encoding, compute that a busy machine stretches).
 - Overhead: end-to-end (the call -> the terminal event reaching the caller) minus engine compute
   (the engine's `encoding_text` stamp -> its result stamp), split into "in" (the call -> the
   `encoding_text` stamp) and "out" (the result stamp -> the caller has it).
@@ -51,6 +53,7 @@ class Sample:
     compute: float = 0.0  # engine: encoding_text -> result
     into_engine: float = 0.0  # the call -> the engine's encoding_text stamp
     out_of_engine: float = 0.0  # the engine's result stamp -> the caller has it
+    engine_to_step: float = 0.0  # engine: encoding_text -> denoising (text encoding)
 
     @property
     def first_step(self) -> float:
@@ -59,6 +62,11 @@ class Sample:
     @property
     def overhead(self) -> float:
         return self.end - self.compute
+
+    @property
+    def first_step_overhead(self) -> float:
+        """The time to first step less the engine's own part of it (its text encoding)."""
+        return self.first_step - self.engine_to_step
 
 
 @dataclass
@@ -87,7 +95,7 @@ def make_run(root: Path, task_id: str) -> Run:
 async def measure(backend: InferenceBackend, run: Run) -> Sample:
     """Run one task to its end (its iterator ends after the terminal event); raises unless it
     ended with a result."""
-    sample, encoding_at, last = Sample(), None, None
+    sample, encoding_at, denoising_at, last = Sample(), None, None, None
     async with asyncio.timeout(TASK_TIMEOUT_S):
         start = time.time()
         async for event in backend.run(run):
@@ -96,12 +104,15 @@ async def measure(backend: InferenceBackend, run: Run) -> Sample:
                 sample.arrived.setdefault(event.phase.value, now - start)
                 if event.phase == Phase.ENCODING_TEXT:
                     encoding_at = event.at
+                elif event.phase == Phase.DENOISING and denoising_at is None:
+                    denoising_at = event.at
             elif isinstance(event, StepEvent):
                 sample.arrived.setdefault("step", now - start)
             if is_terminal(event):
                 last, sample.end = event, now - start
-    if not isinstance(last, ResultEvent) or encoding_at is None:
+    if not isinstance(last, ResultEvent) or encoding_at is None or denoising_at is None:
         raise RuntimeError(f"{backend.name}: {run.task_id} ended with {last!r}")
+    sample.engine_to_step = denoising_at - encoding_at
     sample.compute = last.at - encoding_at
     sample.into_engine = encoding_at - start
     sample.out_of_engine = start + sample.end - last.at
