@@ -140,7 +140,8 @@ def test_cli_submit_waits_with_progress_then_status(
         text=True,
         timeout=60,
     )
-    assert bad.returncode == 1 and "size='7x7'" in bad.stdout, bad.stdout + bad.stderr
+    assert bad.returncode == 1 and bad.stderr.startswith("error 422 "), bad.stdout + bad.stderr
+    assert "size='7x7'" in bad.stderr and bad.stdout == ""
 
 
 def test_cancel_of_queued_and_running_tasks_stops_the_run_and_keeps_the_engine_warm(

@@ -7,7 +7,16 @@ imported inside the command that needs it, so `wanserve --help` stays fast.
 from __future__ import annotations
 
 # Registration: importing a module adds its commands to `app`.
-from wanserve.cli import client, engine, k8s, keys, service, torchserve  # noqa: F401
+from wanserve.cli import (  # noqa: F401
+    checkpoints,
+    client,
+    engine,
+    k8s,
+    keys,
+    service,
+    torchserve,
+    videos,
+)
 from wanserve.cli.app import app
 
 __all__ = ["app", "main"]

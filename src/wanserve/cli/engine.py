@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["generate", "model_tiny"]
 
-model_app = typer.Typer(name="model", help="Model checkpoints: build the tiny offline models.")
+model_app = typer.Typer(
+    name="model", help="Model checkpoints: build the tiny offline models, pull and check real ones."
+)
 app.add_typer(model_app)
 
 

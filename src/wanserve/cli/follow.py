@@ -1,7 +1,10 @@
-"""The HTTP side of `wanserve submit` / `status`: requests, an SSE reader and the progress bar.
+"""The HTTP side of the API commands (`submit`, `status`, `list`, `events`...): one client, the
+errors it reports, an SSE reader and the progress bar.
 
-The SSE reader resumes with Last-Event-ID when the connection drops (a server restart), so the
-bar follows a task from its first event to its terminal state exactly once.
+An error answer (RFC 9457 problem+json) becomes a `ServerError` that `reported_errors` prints on
+stderr, readably, with exit status 1. The SSE reader resumes with Last-Event-ID when the
+connection drops (a server restart), so a task is followed from its first event to its terminal
+state exactly once.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from wanserve.cli.reports import estimate_text
+
 __all__ = [
     "Client",
     "ServerError",
@@ -27,7 +32,7 @@ __all__ = [
     "follow",
     "read_sse",
     "reported_errors",
-    "show",
+    "stream_events",
 ]
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -35,22 +40,42 @@ _RECONNECT_S = 1.0
 _MAX_RECONNECTS = 60
 
 console = Console(highlight=False)
+errors = Console(highlight=False, stderr=True, soft_wrap=True)
 
 
 class ServerError(RuntimeError):
-    """The server answered with an error (its problem detail is the message)."""
+    """The server answered with an error; `problem` is its problem+json body (or a stand-in)."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status, self.problem = status, problem
+        super().__init__(f"{status} {problem.get('title') or 'Error'}: {problem.get('detail', '')}")
+
+    def lines(self) -> list[str]:
+        """The message, then one line per field at fault that it does not name already:
+        `field=value: rule`."""
+        faults = [f"{e.get('field')}={e.get('value')!r}" for e in self.problem.get("errors") or []]
+        rules = [e.get("rule") for e in self.problem.get("errors") or []]
+        detail = str(self.problem.get("detail", ""))
+        return [str(self)] + [
+            f"  {fault}: {rule}"
+            for fault, rule in zip(faults, rules, strict=True)
+            if fault not in detail
+        ]
 
 
 @contextlib.contextmanager
 def reported_errors() -> Iterator[None]:
-    """Turn server and connection errors into one red line and exit status 1."""
+    """Turn server and connection errors into red lines on stderr and exit status 1."""
     try:
         yield
     except ServerError as error:
-        console.print(f"[red]error[/] {error}")
+        first, *rest = error.lines()
+        errors.print(f"[red]error[/] {first}")
+        for line in rest:
+            errors.print(line)
         raise SystemExit(1) from None
     except httpx.TransportError as error:
-        console.print(f"[red]cannot reach the server[/]: {error}")
+        errors.print(f"[red]cannot reach the server[/]: {error}")
         raise SystemExit(1) from None
 
 
@@ -92,15 +117,41 @@ class Client:
         data: list[dict[str, Any]] = self._json(self.http.get("/v1/pools"))["data"]
         return data
 
+    def usage(self, since: float | None, until: float | None) -> dict[str, Any]:
+        params = {k: v for k, v in {"since": since, "until": until}.items() if v is not None}
+        return self._json(self.http.get("/v1/usage", params=params))
+
+    def list_videos(self, **params: Any) -> dict[str, Any]:
+        """One page of GET /v1/videos (after, limit, order, state); unset params are left out."""
+        query = {k: v for k, v in params.items() if v is not None}
+        return self._json(self.http.get("/v1/videos", params=query))
+
     def get(self, video_id: str) -> dict[str, Any]:
         return self._json(self.http.get(f"/v1/videos/{video_id}"))
 
-    def download(self, video_id: str, path: Path) -> None:
-        with self.http.stream("GET", f"/v1/videos/{video_id}/content") as response:
+    def cancel(self, video_id: str) -> dict[str, Any]:
+        return self._json(self.http.post(f"/v1/videos/{video_id}/cancel"))
+
+    def delete(self, video_id: str) -> dict[str, Any]:
+        return self._json(self.http.delete(f"/v1/videos/{video_id}"))
+
+    def download(self, video_id: str, path: Path, variant: str = "video") -> int:
+        """Save the file at `path` (whole, or not at all); returns its size in bytes.
+
+        Follows a redirect to presigned S3 storage (httpx drops the key on another origin)."""
+        url = f"/v1/videos/{video_id}/content"
+        partial = path.with_name(f".{path.name}.part")
+        params = {"variant": variant}
+        with self.http.stream("GET", url, params=params, follow_redirects=True) as response:
             _check(response)
-            with open(path, "wb") as file:
-                for chunk in response.iter_bytes():
-                    file.write(chunk)
+            try:
+                with open(partial, "wb") as file:
+                    for chunk in response.iter_bytes():
+                        file.write(chunk)
+                partial.replace(path)
+            finally:
+                partial.unlink(missing_ok=True)
+        return path.stat().st_size
 
     def events(self, video_id: str, after: int) -> Iterator[SseEvent]:
         headers = {"Last-Event-ID": str(after)} if after else {}
@@ -121,10 +172,12 @@ def _check(response: httpx.Response) -> None:
         return
     response.read()
     try:
-        detail = response.json().get("detail", response.text)
+        problem = response.json()
     except ValueError:
-        detail = response.text
-    raise ServerError(f"{response.status_code}: {detail}")
+        problem = None
+    if not isinstance(problem, dict):  # not the API's answer (a proxy's page, say)
+        problem = {"title": response.reason_phrase, "detail": response.text.strip()[:200]}
+    raise ServerError(response.status_code, problem)
 
 
 class SseEvent:
@@ -151,6 +204,31 @@ def read_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
             data.append(line[5:].strip())
 
 
+def stream_events(client: Client, video_id: str, after: int = 0) -> Iterator[SseEvent]:
+    """The task's events after `after` until its terminal state, across dropped connections.
+
+    A dropped stream is resumed from the last event id; a stream that ends while the task is
+    still live is opened again (at most `_MAX_RECONNECTS` times)."""
+    last = after
+    for _ in range(_MAX_RECONNECTS):
+        try:
+            for event in client.events(video_id, last):
+                last = event.id or last
+                yield event
+                if _is_terminal(event):
+                    return
+        except httpx.TransportError:
+            time.sleep(_RECONNECT_S)  # the server restarts: resume from the last event
+            continue
+        if client.get(video_id)["state"] in TERMINAL:  # the stream ended: is the task done?
+            return
+
+
+def _is_terminal(event: SseEvent) -> bool:
+    data = event.data.get("data", event.data)
+    return event.type == "state" and data.get("state") in TERMINAL
+
+
 def follow(client: Client, video_id: str) -> dict[str, Any]:
     """Show a progress bar for `video_id` until it ends; returns its final video object."""
     columns = (
@@ -161,24 +239,13 @@ def follow(client: Client, video_id: str) -> dict[str, Any]:
     )
     with Progress(*columns, console=console, transient=False) as bar:
         row = bar.add_task("queued", total=100, info="")
-        last = 0
-        for _ in range(_MAX_RECONNECTS):
-            try:
-                for event in client.events(video_id, last):
-                    last = event.id or last
-                    if _render(bar, row, event):
-                        return client.get(video_id)
-            except httpx.TransportError:
-                time.sleep(_RECONNECT_S)  # the server restarts: resume from the last event
-                continue
-            video = client.get(video_id)  # the stream ended: is the task done?
-            if video["status"] in ("completed", "failed"):
-                return video
+        for event in stream_events(client, video_id):
+            _render(bar, row, event)
     return client.get(video_id)
 
 
-def _render(bar: Progress, row: Any, event: SseEvent) -> bool:
-    """Update the bar; True when `event` is the terminal state."""
+def _render(bar: Progress, row: Any, event: SseEvent) -> None:
+    """Update the bar for one event."""
     data = event.data.get("data", event.data)
     if event.type == "step":
         total = max(1, int(data["total"]))
@@ -191,54 +258,8 @@ def _render(bar: Progress, row: Any, event: SseEvent) -> bool:
     elif event.type == "phase":
         bar.update(row, description=str(data["phase"]))
     elif event.type == "estimate":
-        bar.update(row, info=_estimate(data.get("queue_position"), data.get("eta_seconds")))
+        bar.update(row, info=estimate_text(data.get("queue_position"), data.get("eta_seconds")))
     elif event.type == "state":
         bar.update(row, description=str(data["state"]))
-        if data["state"] in TERMINAL:
-            if data["state"] == "completed":
-                bar.update(row, completed=100)
-            return True
-    return False
-
-
-def show(video: dict[str, Any]) -> None:
-    """Print one video object as a short report."""
-    console.print(
-        f"[bold]{video['id']}[/]  {video.get('state', video['status'])}  "
-        f"{video['progress']}%  phase={video.get('phase')}  model={video['model']}"
-    )
-    estimate = _estimate(video.get("queue_position"), video.get("eta_seconds"))
-    if estimate:
-        console.print(f"  {estimate}")
-    if video.get("pool"):
-        console.print(f"  pool {video['pool']}: {video.get('route_reason') or ''}")
-    timings = video.get("timings") or {}
-    if timings:
-        console.print("  timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
-    if video.get("error"):
-        console.print(f"  [red]error[/] {video['error']['code']}: {video['error']['message']}")
-
-
-def _estimate(position: int | None, eta: float | None) -> str:
-    """ "2 ahead in the queue, about 1:05 left" (what is known of it)."""
-    parts = []
-    if position is not None:
-        parts.append("next in the queue" if position == 0 else f"{position} ahead in the queue")
-    if eta is not None:
-        minutes, seconds = divmod(int(round(eta)), 60)
-        parts.append(f"about {minutes}:{seconds:02d} left")
-    return ", ".join(parts)
-
-
-def show_pools(pools: list[dict[str, Any]]) -> None:
-    """Print GET /v1/pools as one line per pool."""
-    if not pools:
-        console.print("no worker is reporting (none running, or none reached the queue yet)")
-    for pool in pools:
-        gpu = pool["gpu_seconds"]
-        loaded = ", ".join(f"{e['model']} {e['state']}" for e in pool["engines"]) or "none"
-        console.print(
-            f"[bold]{pool['worker']}/{pool['name']}[/] {pool['kind']} {pool['state']}: "
-            f"busy {pool['busy']}/{pool['capacity']}, engines: {loaded}; GPU-seconds busy "
-            f"{gpu['busy']:.0f}, idle {gpu['idle']:.0f}, starting {gpu['starting']:.0f}"
-        )
+        if data["state"] == "completed":
+            bar.update(row, completed=100)

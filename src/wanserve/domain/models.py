@@ -12,6 +12,7 @@ from enum import StrEnum
 from wanserve.domain.errors import InvalidRequest
 
 __all__ = [
+    "HUB_REPOS",
     "MODELS",
     "TINY_MODEL_IDS",
     "Layout",
@@ -62,6 +63,7 @@ class ModelCard:
     boundary_ratio: float | None
     num_heads: int
     is_tiny: bool = False
+    hub_repo: str | None = None  # the diffusers-layout repo `wanserve model pull` fetches it from
 
     @property
     def has_two_experts(self) -> bool:
@@ -114,6 +116,7 @@ MODELS: dict[str, ModelCard] = {
             guidance_scale_2=3.0,
             boundary_ratio=0.875,
             num_heads=40,
+            hub_repo="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
         ),
         ModelCard(
             id="wan2.2-i2v-a14b",
@@ -135,6 +138,7 @@ MODELS: dict[str, ModelCard] = {
             guidance_scale_2=3.5,
             boundary_ratio=0.9,
             num_heads=40,
+            hub_repo="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
         ),
         ModelCard(
             id="wan2.2-ti2v-5b",
@@ -156,6 +160,7 @@ MODELS: dict[str, ModelCard] = {
             guidance_scale_2=None,
             boundary_ratio=None,
             num_heads=24,
+            hub_repo="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
         ),
         ModelCard(
             id="wan2.2-tiny",
@@ -227,6 +232,7 @@ MODELS: dict[str, ModelCard] = {
 }
 
 TINY_MODEL_IDS = tuple(card.id for card in MODELS.values() if card.is_tiny)
+HUB_REPOS = {card.hub_repo: card for card in MODELS.values() if card.hub_repo is not None}
 
 
 def get_model(model_id: str) -> ModelCard:
