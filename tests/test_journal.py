@@ -11,7 +11,7 @@ import asyncio
 import logging
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from tests.fakes.clock import FakeClock
 from tests.fakes.queue import InMemoryQueue
 from tests.fakes.store import InMemoryStore
 from tests.fixtures.store import make_task
+from wanserve.domain.deliveries import WebhookMessage
 from wanserve.domain.errors import InvalidTransition
 from wanserve.domain.journal import Change, StepEntry
 from wanserve.domain.settlement import Failed, Outcome, Stopped, Succeeded, settle
@@ -103,13 +104,15 @@ class GatedStore(InMemoryStore):
         self.saves: list[list[int]] = []
         self.fail_next = False
 
-    async def save_task(self, change: Change, usage: Usage | None = None) -> list[TaskEvent]:
+    async def save_task(
+        self, change: Change, usage: Usage | None = None, webhooks: Sequence[WebhookMessage] = ()
+    ) -> list[TaskEvent]:
         await self.gate.wait()
         if self.fail_next:
             self.fail_next = False
             raise ConnectionError("store went away")
         self.saves.append([e.step for e in change.entries if isinstance(e, StepEntry)])
-        return await super().save_task(change, usage)
+        return await super().save_task(change, usage, webhooks)
 
 
 @pytest.fixture

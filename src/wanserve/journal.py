@@ -6,28 +6,52 @@ what a transition of `wanserve.domain.transitions` returned; `record` writes the
 entries in one store transaction, then publishes the newest entry's id on the task's channel, so
 SSE listeners wake up and read the log from their last id. A lost publish costs latency, never
 an entry: listeners also poll the store.
+
+This is also the one place webhook events come from: `record` derives the change's events from
+its entries (`domain.deliveries.outbox`) and the store queues them in the change's transaction;
+the worker's `WebhookSender` delivers them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
+from collections.abc import Callable
 
+from wanserve.domain.deliveries import outbox
 from wanserve.domain.journal import Change
 from wanserve.domain.task import Task
 from wanserve.domain.transitions import create
+from wanserve.domain.types import Clock
 from wanserve.queue.base import JobQueue
 from wanserve.store.base import TaskStore, Usage
 
-__all__ = ["Journal", "ProgressWriter"]
+__all__ = ["Journal", "ProgressWriter", "new_event_id"]
 
 log = logging.getLogger(__name__)
 
 
+def new_event_id() -> str:
+    """`evt_` and 128 random bits in hex: a webhook delivery's id (see api.service.new_video_id
+    for why not uuid4)."""
+    return f"evt_{random.getrandbits(128):032x}"
+
+
 class Journal:
-    def __init__(self, store: TaskStore, queue: JobQueue) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        queue: JobQueue,
+        *,
+        clock: Clock = time.time,
+        new_id: Callable[[], str] = new_event_id,
+    ) -> None:
         self._store = store
         self._queue = queue
+        self._clock = clock
+        self._new_id = new_id
 
     async def create(self, task: Task) -> Task:
         """Store a new task with its "created" entry (Conflict: its idempotency key is taken)."""
@@ -38,10 +62,11 @@ class Journal:
 
         Returns `change.task`. Raises what the store raises: StaleChange when the stored
         task left the state `change` was made from (nothing written), NotFound when the task
-        was deleted.
+        was deleted. The change's webhook events are queued in the same transaction.
         """
         task = change.task
-        written = await self._store.save_task(change, usage)
+        webhooks = outbox(change, self._clock(), self._new_id)
+        written = await self._store.save_task(change, usage, webhooks)
         if written:
             try:
                 await self._queue.publish(task.id, str(written[-1].id))

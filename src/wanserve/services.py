@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from wanserve.backends.base import InferenceBackend
     from wanserve.dispatch.dispatcher import Dispatcher
     from wanserve.dispatch.pools import Pools
+    from wanserve.webhooks.sender import WebhookSender
 
 __all__ = ["Services", "build_app", "build_dispatcher", "open_services"]
 
@@ -97,7 +98,17 @@ def build_dispatcher(
         clock=services.clock,
         worker_id=worker_id,
         policy=RoutingPolicy(dispatch.scale_up_priority, dispatch.scale_up_demand),
+        webhooks=_webhook_sender(services),
     )
+
+
+def _webhook_sender(services: Services) -> WebhookSender | None:
+    """The outbox's sender when webhooks are configured (a secret is set)."""
+    if services.settings.webhooks.secret is None:
+        return None
+    from wanserve.webhooks.sender import WebhookSender
+
+    return WebhookSender(services.store, services.settings.webhooks, clock=services.clock)
 
 
 def _pools(settings: Settings) -> Pools:

@@ -23,6 +23,7 @@ __all__ = [
     "QueueSettings",
     "Settings",
     "StoreSettings",
+    "WebhookSettings",
     "get_settings",
 ]
 
@@ -253,6 +254,32 @@ class TorchServeSettings(ModelServerSettings):
     management_token: SecretStr | None = None
 
 
+class WebhookSettings(BaseModel):
+    """Webhooks (Standard Webhooks, see docs/api.md): a request's `webhook_url` gets its task's
+    events, signed with `secret`, delivered by the workers and retried with backoff."""
+
+    # whsec_ + base64 of 24-64 random bytes; webhooks are off (webhook_url refused) without it
+    secret: SecretStr | None = None
+    # deliver to loopback, private and link-local addresses too (a trusted network, tests)
+    allow_private: bool = False
+    timeout_s: float = Field(default=10.0, gt=0)  # one attempt: connect, send and answer
+    max_attempts: int = Field(default=8, ge=1)  # then the delivery is failed
+    # the wait after failed attempt n: min(backoff_cap_s, backoff_base_s * 2**(n-1)), jittered
+    backoff_base_s: float = Field(default=5.0, gt=0)
+    backoff_cap_s: float = Field(default=3600.0, gt=0)  # the longest wait between attempts
+    poll_interval_s: float = Field(default=1.0, gt=0)  # how often a worker looks for due ones
+    concurrency: int = Field(default=8, ge=1)  # deliveries in flight per worker
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None:
+            from wanserve.webhooks.signing import secret_key  # raises ValueError with the rule
+
+            secret_key(secret.get_secret_value())
+        return secret
+
+
 class Settings(BaseSettings):
     """Everything wanserve reads from the environment, grouped by part."""
 
@@ -268,6 +295,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)

@@ -46,6 +46,7 @@ async def test_each_operation_lists_what_it_sends(api: Api) -> None:
         "POST /v1/videos/{video_id}/cancel": ["200", "404", "409", "503"],
         "GET /v1/videos/{video_id}/content": ["200", "206", "302", "404", "416", "422", "503"],
         "GET /v1/videos/{video_id}/events": ["200", "404", "422", "503"],
+        "GET /v1/videos/{video_id}/webhooks": ["200", "404", "503"],
         "GET /v1/models": ["200", "422", "503"],
         "GET /v1/models/{model_id}": ["200", "404", "503"],
         "GET /v1/pools": ["200", "403", "503"],

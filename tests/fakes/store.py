@@ -7,6 +7,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from wanserve.domain.deliveries import (
+    DeliveryAttempt,
+    DeliveryState,
+    WebhookDelivery,
+    WebhookMessage,
+)
 from wanserve.domain.durations import WINDOW, Sample
 from wanserve.domain.errors import Conflict, InvalidRequest, NotFound
 from wanserve.domain.journal import Change, JournalEntry
@@ -43,6 +49,7 @@ class InMemoryStore:
         self._keys: dict[str, ApiKey] = {}
         self._usage: list[_Used] = []
         self._durations: dict[str, tuple[float, int]] = {}  # key -> (mean, samples)
+        self._deliveries: dict[str, WebhookDelivery] = {}  # insertion order: creation order
         self.closed = False
 
     async def create_task(self, change: Change) -> Task:
@@ -74,7 +81,12 @@ class InMemoryStore:
                 return task
         return None
 
-    async def save_task(self, change: Change, usage: Usage | None = None) -> list[TaskEvent]:
+    async def save_task(
+        self,
+        change: Change,
+        usage: Usage | None = None,
+        webhooks: Sequence[WebhookMessage] = (),
+    ) -> list[TaskEvent]:
         task = change.task
         stored = self._tasks.get(task.id)
         if stored is None:
@@ -84,6 +96,10 @@ class InMemoryStore:
         )
         if usage is not None:
             self._usage.append(_Used(task.id, task.owner, usage, self._clock()))
+        for message in webhooks:
+            self._deliveries[message.id] = WebhookDelivery(
+                message=message, next_attempt_at=message.created_at
+            )
         return [self._append(task.id, entry) for entry in change.entries]
 
     async def list_tasks(
@@ -112,6 +128,8 @@ class InMemoryStore:
 
     async def delete_task(self, task_id: str) -> bool:
         self._events.pop(task_id, None)
+        for delivery in await self.webhook_deliveries(task_id):
+            del self._deliveries[delivery.message.id]
         return self._tasks.pop(task_id, None) is not None
 
     async def list_events(self, task_id: str, *, after_id: int = 0) -> list[TaskEvent]:
@@ -124,6 +142,47 @@ class InMemoryStore:
             if t.state == TaskState.COMPLETED and t.expires_at is not None and t.expires_at <= now
         ]
         return sorted(expired, key=lambda t: t.expires_at or 0.0)[:limit]
+
+    async def claim_webhooks(
+        self, now: float, *, limit: int, lease_s: float
+    ) -> list[WebhookDelivery]:
+        due = [
+            d
+            for d in self._deliveries.values()
+            if d.state == DeliveryState.PENDING
+            and d.next_attempt_at is not None
+            and d.next_attempt_at <= now
+        ]
+        due.sort(key=lambda d: (d.next_attempt_at or 0.0, d.message.id))
+        claimed = [d.model_copy(update={"next_attempt_at": now + lease_s}) for d in due[:limit]]
+        self._deliveries.update((d.message.id, d) for d in claimed)
+        return claimed
+
+    async def record_webhook_attempt(
+        self,
+        delivery_id: str,
+        attempt: DeliveryAttempt,
+        state: DeliveryState,
+        next_attempt_at: float | None,
+    ) -> bool:
+        delivery = self._deliveries.get(delivery_id)
+        if delivery is None or delivery.state != DeliveryState.PENDING:
+            return False
+        count = delivery.attempts + 1
+        logged = attempt.model_copy(update={"attempt": count})
+        self._deliveries[delivery_id] = delivery.model_copy(
+            update={
+                "state": state,
+                "attempts": count,
+                "next_attempt_at": next_attempt_at if state == DeliveryState.PENDING else None,
+                "log": [*delivery.log, logged],
+            }
+        )
+        return True
+
+    async def webhook_deliveries(self, task_id: str) -> list[WebhookDelivery]:
+        found = [d for d in self._deliveries.values() if d.message.task_id == task_id]
+        return sorted(found, key=lambda d: (d.message.created_at, d.message.id))
 
     async def create_api_key(self, key: ApiKey) -> None:
         if key.id in self._keys or any(k.key_hash == key.key_hash for k in self._keys.values()):

@@ -11,6 +11,7 @@ import pytest
 from tests.fakes.clock import FakeClock
 from tests.fakes.store import InMemoryStore
 from tests.fixtures.store import logged, make_task, open_sql_store
+from wanserve.domain.deliveries import DeliveryAttempt, DeliveryState, WebhookMessage
 from wanserve.domain.durations import Sample
 from wanserve.domain.errors import Conflict, InvalidRequest, NotFound, StaleChange
 from wanserve.domain.events import Phase
@@ -339,3 +340,87 @@ class TestTaskStoreContract:
 
     async def test_ping(self, store: TaskStore) -> None:
         await store.ping()
+
+
+def _message(task_id: str, event_id: str, at: float) -> WebhookMessage:
+    task = make_task(task_id)
+    return WebhookMessage(
+        id=event_id, task_id=task_id, type="video.started", url="https://h.test", created_at=at,
+        task=task,
+    )  # fmt: skip
+
+
+class TestWebhookOutboxContract:
+    async def test_a_saved_change_queues_its_webhooks_and_a_stale_one_none(
+        self, store: TaskStore, fake_clock: FakeClock
+    ) -> None:
+        queued = await store.create_task(create(make_task("t1")))
+        now = fake_clock.now()
+        running = start(queued, now, "local")
+        await store.save_task(running, webhooks=[_message("t1", "evt_a", now)])
+        with pytest.raises(StaleChange):  # made from the queued copy: nothing is written
+            await store.save_task(running, webhooks=[_message("t1", "evt_b", now)])
+        [delivery] = await store.webhook_deliveries("t1")
+        assert delivery.message == _message("t1", "evt_a", now)
+        assert (delivery.state, delivery.attempts, delivery.log) == ("pending", 0, [])
+        assert delivery.next_attempt_at == now  # due at once
+        assert await store.webhook_deliveries("other") == []
+
+    async def test_a_claim_hides_deliveries_until_its_lease_ends(
+        self, store: TaskStore, fake_clock: FakeClock
+    ) -> None:
+        task = await store.create_task(create(make_task("t1")))
+        now = fake_clock.now()
+        messages = [_message("t1", f"evt_{n}", now + n) for n in range(3)]
+        await store.save_task(logged(task), webhooks=messages)
+        assert await store.claim_webhooks(now - 1, limit=10, lease_s=30) == []  # none due yet
+        claimed = await store.claim_webhooks(now + 1, limit=10, lease_s=30)
+        assert [d.message.id for d in claimed] == ["evt_0", "evt_1"]
+        assert {d.next_attempt_at for d in claimed} == {now + 31}
+        later = await store.claim_webhooks(now + 2, limit=10, lease_s=30)
+        assert [d.message.id for d in later] == ["evt_2"]
+        again = await store.claim_webhooks(now + 32, limit=1, lease_s=30)  # a lapsed claim
+        assert [d.message.id for d in again] == ["evt_0"]
+
+    async def test_attempts_are_logged_in_order_until_the_delivery_ends(
+        self, store: TaskStore, fake_clock: FakeClock
+    ) -> None:
+        task = await store.create_task(create(make_task("t1")))
+        now = fake_clock.now()
+        await store.save_task(logged(task), webhooks=[_message("t1", "evt_a", now)])
+        [claimed] = await store.claim_webhooks(now, limit=5, lease_s=30)
+        first = DeliveryAttempt(attempt=1, at=now, status_code=500, duration_s=0.25)
+        pending = DeliveryState.PENDING
+        assert await store.record_webhook_attempt("evt_a", first, pending, now + 5)
+        assert await store.claim_webhooks(now + 4, limit=5, lease_s=30) == []  # retry not due
+        [retried] = await store.claim_webhooks(now + 5, limit=5, lease_s=30)
+        assert retried.attempts == 1 and retried.log == [first]
+        timeout = DeliveryAttempt(attempt=7, at=now + 5, error="timeout after 1 s")
+        assert await store.record_webhook_attempt("evt_a", timeout, pending, now + 20)
+        ok = DeliveryAttempt(attempt=3, at=now + 20, status_code=204, duration_s=0.01)
+        assert await store.record_webhook_attempt("evt_a", ok, DeliveryState.DELIVERED, now)
+        [done] = await store.webhook_deliveries("t1")
+        assert (done.state, done.attempts, done.next_attempt_at) == ("delivered", 3, None)
+        assert [(a.attempt, a.status_code, a.error) for a in done.log] == [
+            (1, 500, None),
+            (2, None, "timeout after 1 s"),  # numbered by the store, not by the sender
+            (3, 204, None),
+        ]
+        assert not await store.record_webhook_attempt("evt_a", ok, pending, now)  # it ended
+        assert not await store.record_webhook_attempt("evt_gone", ok, pending, now)
+        assert await store.claim_webhooks(now + 1000, limit=5, lease_s=30) == []
+
+    async def test_deleting_a_task_deletes_its_deliveries(
+        self, store: TaskStore, fake_clock: FakeClock
+    ) -> None:
+        one = await store.create_task(create(make_task("one")))
+        two = await store.create_task(create(make_task("two")))
+        now = fake_clock.now()
+        await store.save_task(logged(one), webhooks=[_message("one", "evt_1", now)])
+        await store.save_task(logged(two), webhooks=[_message("two", "evt_2", now)])
+        failed = DeliveryAttempt(attempt=1, at=now, status_code=410)
+        await store.record_webhook_attempt("evt_1", failed, DeliveryState.FAILED, None)
+        assert await store.delete_task("one")
+        assert await store.webhook_deliveries("one") == []
+        claimed = await store.claim_webhooks(now, limit=5, lease_s=30)
+        assert [d.message.id for d in claimed] == ["evt_2"]

@@ -39,6 +39,7 @@ from wanserve.domain.types import Clock
 from wanserve.queue.base import JobQueue
 from wanserve.settings import Settings
 from wanserve.store.base import TaskStore
+from wanserve.webhooks.urls import UrlPolicy
 
 __all__ = ["create_app"]
 
@@ -72,6 +73,7 @@ def create_app(
             served=ServedModels.from_settings(settings),
             clock=clock,
             new_id=new_id,
+            webhooks=_webhook_policy(settings),
         ),
         auth=auth,
         limits=UploadLimits(settings.api.max_image_bytes, settings.api.max_image_pixels),
@@ -125,7 +127,8 @@ def _document(
         schemas.pop(name, None)
     schemas.update(_components(Problem, VideoEvent))
     cards = [MODELS[m] for m in served]
-    schemas.update(create_body_schemas(cards, context.default_model, adapters))
+    webhooks = context.videos.webhooks is not None
+    schemas.update(create_body_schemas(cards, context.default_model, adapters, webhooks=webhooks))
     for path, operations in document["paths"].items():
         for operation in operations.values():
             for parameter in operation.get("parameters", ()):  # text: never null
@@ -167,6 +170,12 @@ def _service_config(settings: Settings) -> ServiceConfig:
         capacity=settings.dispatch.capacity,
         presign_ttl_s=settings.artifacts.presign_ttl_s,
     )
+
+
+def _webhook_policy(settings: Settings) -> UrlPolicy | None:
+    """The URL policy of webhook_url; None (webhooks off) without a signing secret."""
+    webhooks = settings.webhooks
+    return None if webhooks.secret is None else UrlPolicy(allow_private=webhooks.allow_private)
 
 
 def _secret(settings: Settings) -> str | None:

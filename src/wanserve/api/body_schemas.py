@@ -19,6 +19,7 @@ from wanserve.api.images import URL_FIELD as IMAGE_URL_FIELD
 from wanserve.api.schemas import VideoCreate, without_null
 from wanserve.domain.models import ModelCard
 from wanserve.domain.spec import LORA_SCALE_RANGE, MAX_LORAS, MIN_FRAMES
+from wanserve.domain.webhooks import MAX_URL_CHARS, WebhookEvent
 
 __all__ = ["BODY_SCHEMAS", "FORM_TYPES", "JSON_TYPE", "body_content", "create_body_schemas"]
 
@@ -42,11 +43,15 @@ def body_content() -> dict[str, Any]:
 
 
 def create_body_schemas(
-    served: Sequence[ModelCard], default_model: str, adapters: Sequence[str] = ()
+    served: Sequence[ModelCard],
+    default_model: str,
+    adapters: Sequence[str] = (),
+    *,
+    webhooks: bool = False,
 ) -> dict[str, Any]:
     """JSON Schemas of the POST /v1/videos bodies, by the component names of BODY_SCHEMAS: each
     with `VideoCreate`'s rules, the served models and LoRA `adapters`, and per model (`anyOf`)
-    that model's rules."""
+    that model's rules. `webhook_url` and `webhook_events` are there when `webhooks` are on."""
     schemas = {}
     for media_type, name in BODY_SCHEMAS.items():
         schema = VideoCreate.model_json_schema()
@@ -57,6 +62,7 @@ def create_body_schemas(
         schema["properties"]["model"]["anyOf"][0]["enum"] = served_ids
         if default_model not in served_ids:
             schema["required"] = ["model", "prompt"]
+        _webhook_properties(schema["properties"], media_type, webhooks)
         if media_type != JSON_TYPE:
             schema["properties"] = {k: without_null(v) for k, v in schema["properties"].items()}
         schema["properties"].update(_image_properties(media_type))
@@ -111,6 +117,26 @@ def _loras_property(media_type: str, adapters: Sequence[str]) -> dict[str, Any]:
     if adapters:
         array["items"] = choice
     return {"anyOf": [array, {"type": "null"}], "description": description}
+
+
+def _webhook_properties(properties: dict[str, Any], media_type: str, webhooks: bool) -> None:
+    """`webhook_url` (checked further by the URL policy) and `webhook_events`: a list in JSON,
+    EVENT,EVENT in a form; neither where this server sends no webhooks."""
+    url, events = properties.pop("webhook_url"), properties.pop("webhook_events")
+    if not webhooks:
+        return
+    names = [event.value for event in WebhookEvent]
+    text: dict[str, Any] = {"type": "string", "maxLength": MAX_URL_CHARS, "pattern": "^https?://"}
+    if media_type == JSON_TYPE:
+        listed = {"type": "array", "items": {"enum": names}, "minItems": 1}
+        properties["webhook_url"] = {"anyOf": [text, {"type": "null"}]}
+        properties["webhook_events"] = {"anyOf": [listed, {"type": "null"}]}
+    else:
+        one = f"(?:{'|'.join(names)})"
+        properties["webhook_url"] = text
+        properties["webhook_events"] = {"type": "string", "pattern": f"^{one}(?:,{one})*$"}
+    properties["webhook_url"]["description"] = url["description"]
+    properties["webhook_events"]["description"] = events["description"]
 
 
 def _image_properties(media_type: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from wanserve.domain.spec import (
     SHIFT_RANGE,
 )
 from wanserve.domain.task import MAX_PRIORITY, MIN_PRIORITY, Task, TaskState, progress_percent
+from wanserve.domain.webhooks import MAX_URL_CHARS
 
 __all__ = [
     "NOT_BLANK",
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 Status = Literal["queued", "in_progress", "completed", "failed"]
+WebhookEventName = Literal["started", "progress", "completed", "failed", "cancelled"]
 
 PRIORITY_RANGE = (MIN_PRIORITY, MAX_PRIORITY)
 SIZE_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"  # "1280x720": no spaces, no leading zeros
@@ -99,6 +101,17 @@ class VideoCreate(BaseModel):
         max_length=MAX_LORAS,
         description="LoRA adapters, applied in order; their cards' defaults (steps, guidance) "
         "apply where the request sets none. A form spells them NAME[:SCALE],NAME[:SCALE]",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=MAX_URL_CHARS,
+        description="where the task's events are POSTed, signed as Standard Webhooks",
+    )
+    webhook_events: list[WebhookEventName] | None = Field(
+        default=None,
+        min_length=1,
+        description="the events sent to webhook_url (default: completed, failed, cancelled); "
+        "a form spells them EVENT,EVENT",
     )
 
     @field_validator("num_frames", "num_inference_steps", "seed", "fps", "priority", mode="before")

@@ -20,7 +20,14 @@ from wanserve.api.served import ServedModels
 from wanserve.api.submission import Submission
 from wanserve.artifacts.base import ArtifactStore
 from wanserve.artifacts.keys import input_image_key, poster_key, task_prefix
-from wanserve.domain.errors import Conflict, IdempotencyConflict, NotFound, StaleChange
+from wanserve.domain.deliveries import WebhookDelivery
+from wanserve.domain.errors import (
+    Conflict,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    StaleChange,
+)
 from wanserve.domain.spec import MAX_SEED, VideoRequest, resolve_spec
 from wanserve.domain.task import Task, TaskState
 from wanserve.domain.transitions import request_cancel
@@ -28,6 +35,7 @@ from wanserve.domain.types import Clock
 from wanserve.journal import Journal
 from wanserve.queue.base import JobQueue
 from wanserve.store.base import TaskPage, TaskStore
+from wanserve.webhooks.urls import UrlPolicy, UrlRefused
 
 __all__ = ["Content", "ServiceConfig", "VideoService", "VideoView", "new_video_id"]
 
@@ -35,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 Variant = Literal["video", "thumbnail"]
 _CANCEL_TRIES = 3  # a cancel races a dispatcher's start or settling at most this often
+_NO_WEBHOOKS = (
+    "this server sends no webhooks (its operator turns them on with WANSERVE_WEBHOOKS__SECRET)"
+)
 
 
 def new_video_id() -> str:
@@ -86,10 +97,12 @@ class VideoService:
         clock: Clock,
         new_id: Callable[[], str] = new_video_id,
         seed_factory: Callable[[], int] = _random_seed,
+        webhooks: UrlPolicy | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
-        self._journal = Journal(store, queue)
+        self._journal = Journal(store, queue, clock=clock)
+        self.webhooks = webhooks  # None: webhooks are off
         self.artifacts = artifacts
         self.config = config
         self.served = served
@@ -109,6 +122,7 @@ class VideoService:
         request raises IdempotencyConflict.
         """
         self.served.check(submission.request.model)
+        await self._check_webhook(submission)
         # Only a keyed request is ever compared with another (a sha256 of the body costs).
         fingerprint = None if idempotency_key is None else submission.fingerprint()
         request = submission.request
@@ -133,6 +147,19 @@ class VideoService:
             return earlier, False
         await self._enqueue(task)
         return task, True
+
+    async def _check_webhook(self, submission: Submission) -> None:
+        """InvalidRequest naming webhook_url when webhooks are off or the URL policy refuses
+        it (its host resolved here: the sender checks it again before each attempt)."""
+        webhook = submission.webhook
+        if webhook is None:
+            return
+        if self.webhooks is None:
+            raise InvalidRequest("webhook_url", webhook.url, _NO_WEBHOOKS)
+        try:
+            await self.webhooks.resolve(webhook.url)
+        except UrlRefused as refused:
+            raise InvalidRequest("webhook_url", webhook.url, str(refused)) from None
 
     async def _store_image(self, task: Task, submission: Submission) -> None:
         image = submission.image
@@ -168,6 +195,7 @@ class VideoService:
             total_steps=spec.num_inference_steps,
             idempotency_key=key,
             request_hash=fingerprint,
+            webhook=submission.webhook,
         )
 
     async def _replay(self, principal: Principal, key: str, fingerprint: str | None) -> Task | None:
@@ -271,6 +299,11 @@ class VideoService:
             key, content_type = task.result.video_key, "video/mp4"
         url = await self.artifacts.url(key, self.config.presign_ttl_s)
         return Content(key=key, content_type=content_type, url=url)
+
+    async def webhook_deliveries(self, principal: Principal, task_id: str) -> list[WebhookDelivery]:
+        """A task's webhook deliveries with their attempts (NotFound as for the task)."""
+        task = await self.visible_task(principal, task_id)
+        return await self.store.webhook_deliveries(task.id)
 
     async def visible_task(
         self, principal: Principal, task_id: str, field: str = "video_id"

@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -43,11 +43,13 @@ from wanserve.domain.spec import (
     VideoRequest,
     resolve_spec,
 )
+from wanserve.domain.webhooks import DEFAULT_EVENTS, WebhookEvent, WebhookTarget
 
 __all__ = ["LORAS_FORM_SPELLING", "Submission", "UploadLimits", "read_submission"]
 
 LORAS_FORM_SPELLING = "NAME[:SCALE] separated by commas, for example lightning:1.0,style:0.6"
 _FIELDS_ALLOWANCE = 256 * 1024  # room for the text fields beside the image
+_NOT_SPEC = {"priority", "webhook_url", "webhook_events"}  # fields of the task, not its spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +69,24 @@ class Submission:
     request: VideoRequest
     priority: int
     image: UploadedImage | None
+    webhook: WebhookTarget | None = None
 
     def fingerprint(self) -> str:
         """sha256 of what was asked for: equal for the same request sent twice."""
+        webhook = self.webhook
         payload = {
             "request": self.request.model_dump(exclude_none=True),
             "priority": self.priority,
             "image": self.image.sha256 if self.image else None,
+            **({"webhook": [webhook.url, *webhook.events]} if webhook else {}),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def linked_to(self, base: str) -> Submission:
+        """The submission whose webhook's video objects link to `base` (the API's URL)."""
+        if self.webhook is None:
+            return self
+        return replace(self, webhook=self.webhook.model_copy(update={"links_base": base}))
 
 
 async def read_submission(request: Request, limits: UploadLimits, default_model: str) -> Submission:
@@ -95,18 +106,40 @@ async def read_submission(request: Request, limits: UploadLimits, default_model:
         )
     if media_type != JSON_TYPE and "loras" in fields:
         fields["loras"] = _form_loras(fields["loras"])
+    if media_type != JSON_TYPE and "webhook_events" in fields:
+        fields["webhook_events"] = _form_list(fields["webhook_events"])
     strict = media_type == JSON_TYPE
     create = _video_create(
         fields, strict=strict, default_model=default_model, has_image=image is not None
     )
     model = default_model if create.model is None else create.model
     _check_seconds(create, MODELS.get(model))
-    request_fields = create.model_dump(exclude_none=True, exclude={"priority"})
+    request_fields = create.model_dump(exclude_none=True, exclude=_NOT_SPEC)
     return Submission(
         request=VideoRequest(**{**request_fields, "model": model}),
         priority=create.priority or 0,
         image=image,
+        webhook=_webhook(create),
     )
+
+
+def _webhook(create: VideoCreate) -> WebhookTarget | None:
+    if create.webhook_url is None:
+        if create.webhook_events is not None:
+            raise InvalidRequest("webhook_events", ",".join(create.webhook_events), _EVENTS_ALONE)
+        return None
+    named = create.webhook_events
+    events = tuple(WebhookEvent(e) for e in dict.fromkeys(named)) if named else DEFAULT_EVENTS
+    return WebhookTarget(url=create.webhook_url, events=events)
+
+
+_EVENTS_ALONE = "must come with webhook_url"
+
+
+def _form_list(value: str) -> list[str] | None:
+    """A form's list field, items separated by commas ("": none)."""
+    items = [item.strip() for item in value.split(",")]
+    return items if any(items) else None
 
 
 def _check_declared_length(request: Request, limits: UploadLimits) -> None:
@@ -235,7 +268,7 @@ def _model_errors(
     stand_in = {"prompt": "-"} if "prompt" not in rest else {}
     try:
         create = VideoCreate.model_validate({**rest, **stand_in}, strict=strict)
-        request = create.model_dump(exclude_none=True, exclude={"priority"})
+        request = create.model_dump(exclude_none=True, exclude=_NOT_SPEC)
         image = "(image)" if has_image else None
         model = create.model or default_model
         resolve_spec(VideoRequest(**{**request, "model": model, "image": image}), lambda: 0)

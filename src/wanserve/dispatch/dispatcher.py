@@ -5,6 +5,9 @@ leasing, lets running attempts finish within `shutdown_grace_s`, and hands the r
 queue (requeued in the store, released in the queue). Alongside, it returns expired leases to the
 queue, reconciles the queue with the store, and sweeps expired artifacts.
 
+With a `WebhookSender`, the dispatcher also delivers the webhook outbox, in a task of its own
+beside the task loop (until `run()` returns; what is left waits in the store for a worker).
+
 A leased task is first checked against the store: a terminal task is only acked (a re-delivery
 after its worker settled it but died before the ack), an in-progress one lost its worker (the
 lease expired) and is requeued before it starts again, and a cancelled one is settled at once.
@@ -18,6 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from wanserve.aio import cancel_and_wait
 from wanserve.artifacts.base import ArtifactStore
@@ -36,6 +40,9 @@ from wanserve.domain.types import Clock
 from wanserve.journal import Journal
 from wanserve.queue.base import JobQueue, Lease
 from wanserve.store.base import TaskStore
+
+if TYPE_CHECKING:
+    from wanserve.webhooks.sender import WebhookSender
 
 __all__ = ["Dispatcher"]
 
@@ -57,8 +64,10 @@ class Dispatcher:
         clock: Clock = time.time,
         worker_id: str | None = None,
         policy: RoutingPolicy | None = None,
+        webhooks: WebhookSender | None = None,
     ) -> None:
-        journal = Journal(store, queue)
+        journal = Journal(store, queue, clock=clock)
+        self._webhooks = webhooks
         self._context = DispatchContext(queue, artifacts, journal, config, clock)
         self._store = store
         self._pools = pools
@@ -86,17 +95,22 @@ class Dispatcher:
     async def run(self) -> None:
         """Lease and run tasks until `stop()`; returns once every attempt settled or went back."""
         periodic = asyncio.create_task(self._periodic())
+        background = [periodic]
+        if self._webhooks is not None:
+            background.append(asyncio.create_task(self._webhooks.run()))
         try:
             await self._lease_loop()
             await self._drain()
         finally:
-            await cancel_and_wait(periodic)
+            await cancel_and_wait(*background)
             await self._safely("withdraw the pool report", self._withdraw)
 
     async def close(self) -> None:
         """Close every backend (stopping whatever still runs there)."""
         for pool in self._pools.pools:
             await pool.backend.close()
+        if self._webhooks is not None:
+            await self._webhooks.close()
 
     # -- leasing ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wanserve.domain.events import Phase, VideoFacts
 from wanserve.domain.spec import VideoSpec
+from wanserve.domain.webhooks import WebhookTarget
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
@@ -127,6 +128,7 @@ class Task(BaseModel):
     route_reason: str | None = None  # why the routing policy chose that pool
     idempotency_key: str | None = None
     request_hash: str | None = None
+    webhook: WebhookTarget | None = None  # where its events are delivered (domain/deliveries.py)
 
     @property
     def is_terminal(self) -> bool:

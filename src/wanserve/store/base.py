@@ -6,6 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from wanserve.domain.deliveries import (
+    DeliveryAttempt,
+    DeliveryState,
+    WebhookDelivery,
+    WebhookMessage,
+)
 from wanserve.domain.durations import Sample
 from wanserve.domain.journal import Change
 from wanserve.domain.task import Task, TaskEvent, TaskState
@@ -54,7 +60,12 @@ class TaskStore(Protocol):
 
     async def find_by_idempotency_key(self, owner: str | None, key: str) -> Task | None: ...
 
-    async def save_task(self, change: Change, usage: Usage | None = None) -> list[TaskEvent]:
+    async def save_task(
+        self,
+        change: Change,
+        usage: Usage | None = None,
+        webhooks: Sequence[WebhookMessage] = (),
+    ) -> list[TaskEvent]:
         """Write `change`'s task and append its entries to its log in one transaction.
 
         What is written is `over_stored(change, ...)` (domain/transitions.py) of the task
@@ -62,7 +73,9 @@ class TaskStore(Protocol):
         state and attempt the change was made from, and a cancel request is never cleared.
         Raises NotFound for an unknown task. `usage` (an attempt's settling change) adds a usage
         row for the task's owner in the same transaction, so a settled attempt is counted
-        exactly once, whatever stops the process after it. Only `wanserve.journal` calls this.
+        exactly once, whatever stops the process after it. `webhooks` (the change's webhook
+        events, `domain.deliveries.outbox`) are queued for delivery in the same transaction, due
+        at once. Only `wanserve.journal` calls this.
         """
         ...
 
@@ -89,6 +102,30 @@ class TaskStore(Protocol):
 
     async def expired_tasks(self, now: float, limit: int = 100) -> list[Task]:
         """Completed tasks whose `expires_at` has passed."""
+        ...
+
+    async def claim_webhooks(
+        self, now: float, *, limit: int, lease_s: float
+    ) -> list[WebhookDelivery]:
+        """Up to `limit` pending deliveries due at `now` (oldest due first), each claimed for
+        `lease_s`: no other claim takes it until then (its sender died: it is due again).
+        Concurrent claimers never get the same delivery."""
+        ...
+
+    async def record_webhook_attempt(
+        self,
+        delivery_id: str,
+        attempt: DeliveryAttempt,
+        state: DeliveryState,
+        next_attempt_at: float | None,
+    ) -> bool:
+        """Log `attempt` (numbered after the attempts logged so far, whatever `attempt.attempt`
+        says) and move the delivery to `state`, due again at `next_attempt_at` when pending.
+        False (nothing written) when the delivery is gone or no longer pending."""
+        ...
+
+    async def webhook_deliveries(self, task_id: str) -> list[WebhookDelivery]:
+        """A task's deliveries, oldest first, each with the log of its attempts."""
         ...
 
     async def create_api_key(self, key: ApiKey) -> None: ...

@@ -22,12 +22,19 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SaInterfaceError
 
+from wanserve.domain.deliveries import (
+    DeliveryAttempt,
+    DeliveryState,
+    WebhookDelivery,
+    WebhookMessage,
+)
 from wanserve.domain.durations import WINDOW, Sample
 from wanserve.domain.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from wanserve.domain.journal import Change, JournalEntry
 from wanserve.domain.task import Task, TaskEvent, TaskState
 from wanserve.domain.transitions import over_stored
 from wanserve.domain.types import Clock
+from wanserve.store import outbox
 from wanserve.store.base import ApiKey, TaskPage, Usage
 from wanserve.store.database import Database
 from wanserve.store.migrations import upgrade
@@ -195,7 +202,12 @@ class SqlStore:
     async def find_by_idempotency_key(self, owner: str | None, key: str) -> Task | None:
         return await self._one_task(_TASK_BY_SCOPE, {"scope": _scope(owner, key)})
 
-    async def save_task(self, change: Change, usage: Usage | None = None) -> list[TaskEvent]:
+    async def save_task(
+        self,
+        change: Change,
+        usage: Usage | None = None,
+        webhooks: Sequence[WebhookMessage] = (),
+    ) -> list[TaskEvent]:
         task, entries = change.task, change.entries
 
         # The first UPDATE takes the row (Postgres) or the write lock (SQLite) and returns what
@@ -211,6 +223,7 @@ class SqlStore:
             if usage is not None:
                 used = {"task_id": task.id, "owner": task.owner, "at": self._clock()}
                 conn.execute(_INSERT_USAGE, used | asdict(usage))
+            outbox.insert_messages(conn, webhooks)
             return self._insert_events(conn, task.id, last - len(entries) + 1, entries)
 
         return await self.database.write(save)
@@ -244,6 +257,7 @@ class SqlStore:
 
     async def delete_task(self, task_id: str) -> bool:
         def delete(conn: Connection) -> bool:
+            outbox.delete_for_task(conn, task_id)
             conn.execute(task_events.delete().where(task_events.c.task_id == task_id))
             return conn.execute(tasks.delete().where(tasks.c.id == task_id)).rowcount > 0
 
@@ -263,6 +277,28 @@ class SqlStore:
     async def expired_tasks(self, now: float, limit: int = 100) -> list[Task]:
         where = sa.and_(tasks.c.state == TaskState.COMPLETED.value, tasks.c.expires_at <= now)
         return await self._tasks(where, order=tasks.c.expires_at, limit=limit)
+
+    async def claim_webhooks(
+        self, now: float, *, limit: int, lease_s: float
+    ) -> list[WebhookDelivery]:
+        skip_locked = self.database.dialect_name == "postgresql"
+        return await self.database.write(
+            lambda conn: outbox.claim(conn, now, limit, lease_s, skip_locked=skip_locked)
+        )
+
+    async def record_webhook_attempt(
+        self,
+        delivery_id: str,
+        attempt: DeliveryAttempt,
+        state: DeliveryState,
+        next_attempt_at: float | None,
+    ) -> bool:
+        return await self.database.write(
+            lambda conn: outbox.record_attempt(conn, delivery_id, attempt, state, next_attempt_at)
+        )
+
+    async def webhook_deliveries(self, task_id: str) -> list[WebhookDelivery]:
+        return await self.database.read(lambda conn: outbox.deliveries(conn, task_id))
 
     async def create_api_key(self, key: ApiKey) -> None:
         try:

@@ -11,7 +11,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["api_keys", "durations", "metadata", "task_events", "tasks", "usage"]
+__all__ = [
+    "api_keys",
+    "durations",
+    "metadata",
+    "task_events",
+    "tasks",
+    "usage",
+    "webhook_attempts",
+    "webhook_deliveries",
+]
 
 # compat: SQLite makes only "INTEGER PRIMARY KEY" an auto-increment rowid; BIGINT elsewhere.
 _BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -93,4 +102,43 @@ durations = sa.Table(
     sa.Column("mean_s", sa.Float(), nullable=False),
     sa.Column("samples", sa.Integer(), nullable=False),
     sa.Column("updated_at", sa.Float(), nullable=False),
+)
+
+# The webhook outbox (domain/deliveries.py): one row per event to deliver, written in the
+# transaction of the task change it announces. `message` is the WebhookMessage as JSON;
+# `next_attempt_at` is when a pending delivery is due, and while a sender holds it, when that
+# claim lapses. Deleted with its task.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column(
+        "task_id", sa.String(64), sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("created_at", sa.Float(), nullable=False),
+    sa.Column("next_attempt_at", sa.Float(), nullable=True),
+    sa.Column("message", _Json, nullable=False),
+    sa.Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+    sa.Index("ix_webhook_deliveries_task_id", "task_id"),
+)
+
+# Each attempt of a delivery: the delivery log of GET /v1/videos/{id}/webhooks.
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "delivery_id",
+        sa.String(64),
+        sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("at", sa.Float(), nullable=False),
+    sa.Column("status_code", sa.Integer(), nullable=True),
+    sa.Column("error", sa.String(500), nullable=True),
+    sa.Column("duration_s", sa.Float(), nullable=False),
+    sa.Index("ix_webhook_attempts_delivery_id", "delivery_id"),
 )

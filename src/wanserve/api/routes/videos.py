@@ -19,6 +19,7 @@ from wanserve.api.schemas import VideoDeleted, VideoPublic, VideosPublic
 from wanserve.api.service import VideoView
 from wanserve.api.sse import task_event_stream
 from wanserve.api.submission import read_submission
+from wanserve.api.webhook_schemas import WebhookDeliveriesPublic, WebhookDeliveryPublic
 from wanserve.domain.errors import NotFound
 from wanserve.domain.task import TaskState
 
@@ -143,6 +144,7 @@ async def create_video(
     """Submit a video task (multipart form or JSON); the same Idempotency-Key replays it."""
     context, videos = caller.context, caller.videos
     submission = await read_submission(request, context.limits, context.default_model)
+    submission = submission.linked_to(context.public_url or str(request.base_url).rstrip("/"))
     task, created = await videos.create_video(caller.principal, submission, idempotency_key)
     if created:
         context.metrics.created.inc()
@@ -260,3 +262,12 @@ async def stream_video_events(
     )
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+
+@router.get("/{video_id}/webhooks", responses=problem_responses(404, 503))
+async def list_video_webhooks(video_id: str, caller: CallerDep) -> WebhookDeliveriesPublic:
+    """The video's webhook deliveries, oldest first, each with the log of its attempts."""
+    deliveries = await caller.videos.webhook_deliveries(caller.principal, video_id)
+    return WebhookDeliveriesPublic(
+        data=[WebhookDeliveryPublic.from_delivery(d) for d in deliveries]
+    )
