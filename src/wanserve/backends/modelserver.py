@@ -1,6 +1,6 @@
 """A backend over wanserve's task board on a model server: KServe's or TorchServe's.
 
-Both model servers hold tasks the same way (`wanserve.kserve.board.TaskBoard`, decision 0012):
+Both model servers hold tasks the same way (`wanserve.modelserver.board.TaskBoard`, decision 0012):
 a task is submitted in one short request and runs in the background; its events are numbered
 and followed over as many requests as it takes; its files are fetched once it ended; cancel
 stops it at the engine's next step. Only the requests differ, behind `BoardClient` (the KServe

@@ -42,7 +42,7 @@ from wanserve.backends.factory import make_backend
 from wanserve.backends.warm import WarmPoolBackend
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.models import get_model
-from wanserve.kserve.board import TaskBoard
+from wanserve.modelserver.board import TaskBoard
 from wanserve.kserve.group import Group
 from wanserve.modelserver.instances import parse_instance
 from wanserve.settings import PoolSettings, Settings

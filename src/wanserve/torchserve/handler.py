@@ -39,7 +39,7 @@ from wanserve.backends.base import EngineState, EngineStatus, Resident
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.events import is_terminal
 from wanserve.domain.models import get_model
-from wanserve.kserve.board import TaskBoard
+from wanserve.modelserver.board import TaskBoard
 from wanserve.modelserver.instances import parse_instance
 from wanserve.settings import PoolSettings, Settings, get_settings
 
@@ -152,7 +152,7 @@ class WanHandler:
             raise TaskNotHere(task_id) from None
         finally:
             with contextlib.suppress(RuntimeError):
-                await stream.aclose()  # type: ignore[attr-defined]
+                await stream.aclose()
         return {"events": items, "ended": ended}
 
     def _file(self, task_id: str, name: str, offset: int, length: int) -> bytes:

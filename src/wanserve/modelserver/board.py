@@ -1,4 +1,4 @@
-"""The tasks a KServe model server holds: submitted at once, run one after another, followed.
+"""The tasks a model server (KServe's, TorchServe's) holds: submitted at once, run one after another.
 
 A task is submitted in one short request and runs in the background on the server's engine (a
 warm pool of one engine, kept loaded); its events are kept in order, numbered from 1, so that a
@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +71,9 @@ class TaskBoard:
         entry.job = asyncio.create_task(self._follow(entry))
         return True
 
-    async def events(self, task_id: str, after: int = 0) -> AsyncIterator[tuple[int, EngineEvent]]:
+    async def events(
+        self, task_id: str, after: int = 0
+    ) -> AsyncGenerator[tuple[int, EngineEvent], None]:
         """`task_id`'s events numbered after `after`, as they come; ends after the terminal one.
         KeyError: no such task here."""
         entry = self._entries[task_id]

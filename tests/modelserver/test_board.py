@@ -10,7 +10,7 @@ import pytest
 from tests.backends.contract import make_run
 from tests.fakes.backend import SleepyBackend
 from wanserve.domain.events import CancelledEvent, EngineEvent, ResultEvent, StepEvent
-from wanserve.kserve.board import TaskBoard
+from wanserve.modelserver.board import TaskBoard
 
 
 async def _all(board: TaskBoard, task_id: str, after: int = 0) -> list[tuple[int, EngineEvent]]:
