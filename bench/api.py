@@ -49,7 +49,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Connection
 from tests.fakes.backend import InstantBackend
 
-from wanserve.api import create_app
+from wanserve.api.app import create_app
 from wanserve.artifacts.local import LocalArtifacts
 from wanserve.cli.processes import freeze_startup_heap, run_loop
 from wanserve.dispatch.config import DispatchConfig

@@ -17,7 +17,7 @@ from tests.api.dispatching import make_dispatcher, running_dispatcher, wait_for_
 from tests.fakes.clock import FakeClock
 from tests.fakes.queue import InMemoryQueue
 from tests.fakes.store import InMemoryStore
-from wanserve.api import create_app
+from wanserve.api.app import create_app
 from wanserve.artifacts.local import LocalArtifacts
 from wanserve.backends.base import InferenceBackend
 from wanserve.dispatch.dispatcher import Dispatcher

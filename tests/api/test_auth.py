@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from tests.api.conftest import Api, make_api
 from tests.fakes.clock import FakeClock
 from tests.fakes.queue import InMemoryQueue
-from wanserve.api import create_app
+from wanserve.api.app import create_app
 from wanserve.api.auth import is_loopback, keys_required
 from wanserve.api.keys import KEY_PREFIX, create_api_key, hash_key
 from wanserve.artifacts.local import LocalArtifacts

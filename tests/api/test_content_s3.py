@@ -15,7 +15,7 @@ from tests.api.server import LiveServer, serve
 from tests.fakes.queue import InMemoryQueue
 from tests.fakes.store import InMemoryStore
 from tests.fixtures.seaweedfs import S3Server
-from wanserve.api import create_app
+from wanserve.api.app import create_app
 from wanserve.artifacts.s3 import S3Artifacts
 from wanserve.settings import Settings
 

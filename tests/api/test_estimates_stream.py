@@ -13,7 +13,7 @@ import httpx
 
 from tests.api.server import LiveServer, serve
 from tests.fakes.store import InMemoryStore
-from wanserve.api import create_app
+from wanserve.api.app import create_app
 from wanserve.artifacts.local import LocalArtifacts
 from wanserve.domain.transitions import start
 from wanserve.journal import Journal

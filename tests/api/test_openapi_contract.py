@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from tests.api.dispatching import make_dispatcher
 from tests.api.server import LiveServer, serve
 from tests.conftest import ROOT, subprocess_env
-from wanserve.api import create_app
+from wanserve.api.app import create_app
 from wanserve.artifacts.local import LocalArtifacts
 from wanserve.queue import make_queue
 from wanserve.settings import ApiSettings, QueueSettings, Settings

@@ -18,7 +18,7 @@ from tests.api.dispatching import make_dispatcher
 from tests.api.server import serve
 from tests.api.test_events import stored_events
 from tests.fakes.backend import SleepyBackend
-from wanserve.api import create_app
+from wanserve.api.app import create_app
 from wanserve.artifacts.local import LocalArtifacts
 from wanserve.domain.task import TaskResult, TaskState
 from wanserve.domain.transitions import complete, record_step, start

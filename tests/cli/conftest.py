@@ -25,7 +25,7 @@ from tests.api.dispatching import make_dispatcher
 from tests.api.server import LiveServer, serve
 from tests.fakes.backend import SleepyBackend
 from tests.fixtures.hub import hub, repo_files  # noqa: F401 - the session's hub server
-from wanserve.api import create_app
+from wanserve.api.app import create_app
 from wanserve.api.keys import create_api_key
 from wanserve.artifacts.local import LocalArtifacts
 from wanserve.cli import app

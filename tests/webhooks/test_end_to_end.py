@@ -19,7 +19,7 @@ from tests.api.dispatching import running_dispatcher, wait_for_state
 from tests.fakes.backend import InstantBackend
 from tests.fakes.queue import InMemoryQueue
 from tests.webhooks.receiver import SECRET, Receiver
-from wanserve.api import create_app
+from wanserve.api.app import create_app
 from wanserve.artifacts.local import LocalArtifacts
 from wanserve.dispatch.config import DispatchConfig
 from wanserve.dispatch.dispatcher import Dispatcher

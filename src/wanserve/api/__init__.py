@@ -1,5 +1,6 @@
-"""The HTTP API: OpenAI-compatible Videos API, SSE events, health, metrics and the web page."""
+"""The HTTP API: OpenAI-compatible Videos API, SSE events, health, metrics and the web page.
 
-from wanserve.api.app import create_app
-
-__all__ = ["create_app"]
+`wanserve.api.app.create_app` builds it. This package imports nothing itself, so the parts a
+worker shares with the API (the video object of `schemas`, which webhooks send) load without
+FastAPI.
+"""
