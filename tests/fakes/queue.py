@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from wanserve.queue.base import CANCEL_MESSAGE, Lease
+from wanserve.queue.shares import stride
 
 __all__ = ["InMemoryQueue"]
 
@@ -18,6 +19,7 @@ __all__ = ["InMemoryQueue"]
 class _Entry:
     task_id: str
     priority: int
+    start: int  # the fair-share start tag (queue/shares.py)
     seq: int
     state: str  # "ready" | "delayed" | "leased"
     due: float = 0.0
@@ -26,8 +28,8 @@ class _Entry:
     deadline: float = 0.0
 
     @property
-    def order(self) -> tuple[int, int]:
-        return (-self.priority, self.seq)
+    def order(self) -> tuple[int, int, int]:
+        return (-self.priority, self.start, self.seq)
 
 
 @dataclass
@@ -65,7 +67,8 @@ class _Subscription:
 
 
 class InMemoryQueue:
-    """JobQueue in one process: priorities, delays, leases timed by an injected clock, cancel.
+    """JobQueue in one process: priorities, fair share, delays, leases timed by an injected
+    clock, cancel.
 
     `lease(wait_s=...)` waits in real time (bounded by `wait_s`) for an enqueue or a release;
     leases and delays expire by `clock()`, so tests move time with FakeClock.advance().
@@ -77,15 +80,29 @@ class InMemoryQueue:
         self._entries: dict[str, _Entry] = {}
         self._cancelled: set[str] = set()
         self._seq = itertools.count()
+        self._vtime: dict[int, int] = {}  # priority -> greatest start tag leased
+        self._finish: dict[tuple[int, str], int] = {}  # (priority, owner) -> last finish tag
         self._changed = asyncio.Event()
         self._listeners: dict[str, list[_Subscription]] = {}
         self._reports: dict[str, tuple[float, str]] = {}  # worker -> (expires at, report)
         self.closed = False
 
-    async def enqueue(self, task_id: str, *, priority: int = 0, delay_s: float = 0.0) -> bool:
+    async def enqueue(
+        self,
+        task_id: str,
+        *,
+        priority: int = 0,
+        delay_s: float = 0.0,
+        owner: str | None = None,
+        weight: float = 1.0,
+    ) -> bool:
+        share = stride(weight)
         if task_id in self._entries:
             return False
-        entry = _Entry(task_id, priority, next(self._seq), "ready")
+        share_key = (priority, owner or "")
+        start = max(self._vtime.get(priority, 0), self._finish.get(share_key, 0))
+        self._finish[share_key] = start + share
+        entry = _Entry(task_id, priority, start, next(self._seq), "ready")
         self._entries[task_id] = entry
         self._schedule(entry, delay_s)
         return True
@@ -232,10 +249,12 @@ class InMemoryQueue:
         if not ready:
             return None
         entry = ready[0]
+        vtime = self._vtime.get(entry.priority, 0)
+        self._vtime[entry.priority] = max(vtime, entry.start)
         entry.state, entry.worker_id = "leased", worker_id
         entry.token, entry.deadline = uuid.uuid4().hex, now + self.lease_ttl_s
         return Lease(entry.task_id, worker_id, entry.token, entry.deadline)
 
 
-def _order(entry: _Entry) -> tuple[int, int]:
+def _order(entry: _Entry) -> tuple[int, int, int]:
     return entry.order

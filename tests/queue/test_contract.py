@@ -78,6 +78,75 @@ class TestJobQueueContract:
         assert await queue.position("low3") == 4
         assert await _drain(queue) == ["high", "mid", "low1", "low2", "low3"]
 
+    async def test_owners_take_turns_within_a_priority(self, queue: JobQueue) -> None:
+        for n in range(1, 6):
+            await queue.enqueue(f"a{n}", owner="A")
+        await queue.enqueue("b1", owner="B")
+        await queue.enqueue("urgent", priority=5, owner="A")
+        assert await queue.position("b1") == 2  # after the higher priority and A's first
+        assert await queue.ahead("b1") == ["urgent", "a1"]
+        assert await _drain(queue) == ["urgent", "a1", "b1", "a2", "a3", "a4", "a5"]
+
+    async def test_a_new_owner_goes_next_however_long_the_queue(self, queue: JobQueue) -> None:
+        """Key A queues 50, three run (capacity 3): key B's one task is next in line."""
+        for n in range(50):
+            await queue.enqueue(f"a{n}", owner="A")
+        running = [await queue.lease("w", wait_s=0) for _ in range(3)]
+        assert [lease and lease.task_id for lease in running] == ["a0", "a1", "a2"]
+        await queue.enqueue("b", owner="B")
+        assert await queue.position("b") == 0
+        assert await queue.ahead("b") == []
+        assert await queue.position("a3") == 1
+        nxt = await queue.lease("w", wait_s=0)
+        assert nxt is not None and nxt.task_id == "b"
+
+    async def test_weights_share_a_priority_in_proportion(self, queue: JobQueue) -> None:
+        for n in range(6):
+            await queue.enqueue(f"a{n}", owner="A", weight=2.0)
+        for n in range(4):
+            await queue.enqueue(f"b{n}", owner="B", weight=1.0)
+        order = await _drain(queue)
+        assert order == ["a0", "b0", "a1", "a2", "b1", "a3", "a4", "b2", "a5", "b3"]
+
+    async def test_an_idle_owner_saves_no_credit(self, queue: JobQueue) -> None:
+        for n in range(5):
+            await queue.enqueue(f"b{n}", owner="B")
+        for _ in range(4):
+            assert await queue.lease("w", wait_s=0) is not None
+        for n in range(3):  # A was idle while B ran four: it does not get three in a row
+            await queue.enqueue(f"a{n}", owner="A")
+        assert await _drain(queue) == ["a0", "b4", "a1", "a2"]
+
+    async def test_an_invalid_weight_changes_nothing(self, queue: JobQueue) -> None:
+        with pytest.raises(ValueError, match="weight"):
+            await queue.enqueue("t1", owner="A", weight=0)
+        assert not await queue.contains("t1")
+
+    async def test_positions_predict_the_order_leases_take(
+        self, queue: JobQueue, fake_clock: FakeClock
+    ) -> None:
+        plan = [  # (id, owner, weight, priority)
+            *((f"a{n}", "A", 1.0, 0) for n in range(8)),
+            *((f"b{n}", "B", 3.0, 0) for n in range(4)),
+            *((f"c{n}", None, 0.5, 0) for n in range(3)),
+            *((f"h{n}", "A", 1.0, 2) for n in range(2)),
+            ("hb", "B", 1.0, 2),
+        ]
+        for task_id, owner, weight, priority in plan[:9]:
+            await queue.enqueue(task_id, owner=owner, weight=weight, priority=priority)
+        held = [await queue.lease("w", wait_s=0) for _ in range(2)]
+        for task_id, owner, weight, priority in plan[9:]:
+            await queue.enqueue(task_id, owner=owner, weight=weight, priority=priority)
+        assert held[1] is not None and await queue.release(held[1])  # back to its place
+        fake_clock.advance(1)
+        positions = {t: await queue.position(t) for t, *_ in plan}
+        waiting = {t: p for t, p in positions.items() if p is not None}
+        assert sorted(waiting.values()) == list(range(len(plan) - 1))  # one is leased
+        predicted = sorted(waiting, key=waiting.__getitem__)
+        last = predicted[-1]
+        assert await queue.ahead(last, limit=len(waiting)) == predicted[:-1]
+        assert await _drain(queue) == predicted
+
     async def test_lease_fields(self, queue: JobQueue, fake_clock: FakeClock) -> None:
         await queue.enqueue("t1")
         lease = await queue.lease("worker-7", wait_s=0)

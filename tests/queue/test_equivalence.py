@@ -27,6 +27,8 @@ pytestmark = pytest.mark.integration
 TTL = 10.0
 IDS = st.sampled_from(["a", "b", "c", "d"])
 DELAYS = st.sampled_from([0.0, 0.0, 3.0, 12.0])
+OWNERS = st.sampled_from([None, "A", "B"])
+WEIGHTS = st.sampled_from([1.0, 1.0, 0.3, 2.5])
 
 
 class QueueEquivalence(RuleBasedStateMachine):
@@ -53,9 +55,13 @@ class QueueEquivalence(RuleBasedStateMachine):
         red = self.loop.run_until_complete(getattr(self.redis, name)(*args, **kwargs))
         return mem, red
 
-    @rule(task_id=IDS, priority=st.integers(0, 2), delay=DELAYS)
-    def enqueue(self, task_id: str, priority: int, delay: float) -> None:
-        mem, red = self.both("enqueue", task_id, priority=priority, delay_s=delay)
+    @rule(task_id=IDS, priority=st.integers(0, 2), delay=DELAYS, owner=OWNERS, weight=WEIGHTS)
+    def enqueue(
+        self, task_id: str, priority: int, delay: float, owner: str | None, weight: float
+    ) -> None:
+        mem, red = self.both(
+            "enqueue", task_id, priority=priority, delay_s=delay, owner=owner, weight=weight
+        )
         assert mem == red
 
     @rule()
@@ -97,7 +103,8 @@ class QueueEquivalence(RuleBasedStateMachine):
     def same_view_of_every_task(self) -> None:
         if not hasattr(self, "loop"):
             return
-        checks = [(n, t) for n in ("contains", "is_cancelled", "position") for t in "abcd"]
+        names = ("contains", "is_cancelled", "position", "ahead")
+        checks = [(n, t) for n in names for t in "abcd"]
 
         async def view(queue: Any) -> list[Any]:
             return list(await asyncio.gather(*(getattr(queue, n)(t) for n, t in checks)))

@@ -141,3 +141,21 @@ def test_make_queue_without_url_names_the_setting() -> None:
     with pytest.raises(InvalidRequest) as info:
         make_queue(Settings(queue={"url": None}))
     assert info.value.field == "queue.url"
+
+
+async def test_a_ready_task_of_the_layout_before_fair_share_is_still_leased(
+    redis_client: aioredis.Redis, queue_prefix: str
+) -> None:
+    """A member `<seq>:<id>` written before fair share (its seq read as its start tag) is
+    taken and named: an upgrade loses no queued task."""
+    queue = RedisQueue(redis_client, prefix=queue_prefix)
+    await queue.enqueue("video_new", owner="A")
+    legacy = f"{7:020d}:video_old"
+    await redis_client.hset(
+        f"{queue_prefix}:q:job:video_old",
+        mapping={"priority": 0, "member": legacy, "state": "ready"},
+    )
+    await redis_client.zadd(f"{queue_prefix}:q:ready", {legacy: 0})
+    assert await queue.ahead("video_old") == ["video_new"]
+    taken = [await queue.lease("w", wait_s=0) for _ in range(2)]
+    assert [lease and lease.task_id for lease in taken] == ["video_new", "video_old"]

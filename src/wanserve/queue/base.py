@@ -51,12 +51,24 @@ class Subscription(Protocol):
 
 
 class JobQueue(Protocol):
-    async def enqueue(self, task_id: str, *, priority: int = 0, delay_s: float = 0.0) -> bool:
-        """Add `task_id`; False (and no change) when it is already queued or leased."""
+    async def enqueue(
+        self,
+        task_id: str,
+        *,
+        priority: int = 0,
+        delay_s: float = 0.0,
+        owner: str | None = None,
+        weight: float = 1.0,
+    ) -> bool:
+        """Add `task_id` for `owner` (an API key id; None: the open server's anonymous user),
+        whose share of its priority is `weight` (queue/shares.py: between 0.01 and 100).
+        False (and no change) when it is already queued or leased."""
         ...
 
     async def lease(self, worker_id: str, *, wait_s: float) -> Lease | None:
-        """Take the highest-priority ready task (FIFO within a priority), waiting up to `wait_s`."""
+        """Take the next ready task, waiting up to `wait_s`: the highest priority first; within
+        a priority, owners in turn by weight (fair share, queue/shares.py), each owner's tasks
+        in enqueue order. `position` and `ahead` give this same order."""
         ...
 
     async def heartbeat(self, lease: Lease) -> Lease | None:

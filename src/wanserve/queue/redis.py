@@ -21,6 +21,7 @@ from wanserve.domain.types import Clock
 from wanserve.queue import scripts
 from wanserve.queue.base import CANCEL_MESSAGE, Lease
 from wanserve.queue.channels import Channels, Inbox
+from wanserve.queue.shares import stride, task_of_member
 from wanserve.queue.wire import guard, text
 
 __all__ = ["RedisQueue", "RedisSubscription"]
@@ -110,8 +111,17 @@ class RedisQueue:
         self._scripts["REQUEUE"] = client.register_script(scripts.REQUEUE)
         self._channels = Channels(client)  # every listen() of this queue on one connection
 
-    async def enqueue(self, task_id: str, *, priority: int = 0, delay_s: float = 0.0) -> bool:
-        added = await self._run("ENQUEUE", task_id, int(priority), self._clock(), delay_s)
+    async def enqueue(
+        self,
+        task_id: str,
+        *,
+        priority: int = 0,
+        delay_s: float = 0.0,
+        owner: str | None = None,
+        weight: float = 1.0,
+    ) -> bool:
+        now, share = self._clock(), stride(weight)
+        added = await self._run("ENQUEUE", task_id, int(priority), now, delay_s, owner or "", share)
         return bool(added)
 
     async def lease(self, worker_id: str, *, wait_s: float) -> Lease | None:
@@ -156,7 +166,7 @@ class RedisQueue:
         members = await self._run("AHEAD", task_id, self._clock(), limit)
         if members is None:
             return None
-        return [text(member).split(":", 1)[1] for member in members]
+        return [task_of_member(text(member)) for member in members]
 
     async def contains(self, task_id: str) -> bool:
         return bool(await guard(self.client.exists(f"{self.prefix}:q:job:{task_id}")))

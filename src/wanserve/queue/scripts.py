@@ -1,12 +1,15 @@
 """The Lua scripts behind RedisQueue: each multi-key change runs as one atomic script.
 
 Keys under the prefix P (see `RedisQueue` for the layout):
-    P:q:ready    ZSET  score -priority, member "<seq 20 digits>:<task id>" (FIFO within a score,
-                       since equal scores sort by member)
+    P:q:ready    ZSET  score -priority, member "<start tag 20 digits>:<seq 20 digits>:<task id>"
+                       (fair share within a score, then FIFO: equal scores sort by member;
+                       queue/shares.py)
+    P:q:vtime    HASH  priority -> virtual time (the greatest start tag leased at that priority)
+    P:q:share    HASH  "<priority>:<owner>" -> the finish tag of the owner's last task there
     P:q:delayed  ZSET  score due time, member task id
     P:q:leases   ZSET  score lease deadline, member task id
     P:q:job:<id> HASH  state (ready|delayed|leased), priority, member, token, worker, deadline
-    P:q:seq      counter for the FIFO part of ready members
+    P:q:seq      counter for the FIFO part of ready members (ties of the start tag)
     P:q:notify   LIST  wake-up tokens for workers blocked in BLPOP
     P:cancel:<id>      the cancel flag (shared contract: remote engines read it)
     P:task:<id>        pub/sub channel for live messages
@@ -22,6 +25,8 @@ __all__ = ["ACK", "CANCEL", "ENQUEUE", "HEARTBEAT", "LEASE", "POSITION", "RELEAS
 NOTIFY_KEEP = 255  # wake-up tokens kept at most; a woken worker wakes the next one (see LEASE)
 
 # Shared helpers. _make_ready puts a task back at its original place among equal priorities.
+_D20 = "%d" * 20  # a Lua pattern: 20 digits
+
 _HELPERS = f"""
 local P = ARGV[1]
 local function job_key(id) return P .. ':q:job:' .. id end
@@ -59,21 +64,32 @@ local function requeue_expired(now)
   if #returned > 0 then wake() end
   return returned
 end
+-- A ready member's start tag and task id (the layout before fair share: its seq as the tag).
+local function parse_member(member)
+  local start, id = string.match(member, '^({_D20}):{_D20}:(.*)$')
+  if start then return tonumber(start), id end
+  return tonumber(string.sub(member, 1, 20)) or 0, string.sub(member, 22)
+end
 local function held(id, token)
   local f = redis.call('HMGET', job_key(id), 'state', 'token')
   return f[1] == 'leased' and f[2] == token
 end
 """
 
-# ARGV: P, id, priority, now, delay_s -> 1 added, 0 already held
+# ARGV: P, id, priority, now, delay_s, owner, stride -> 1 added, 0 already held
 ENQUEUE = (
     _HELPERS
     + """
 local id, priority, now, delay = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local share, stride = priority .. ':' .. ARGV[6], tonumber(ARGV[7])
 local key = job_key(id)
 if redis.call('EXISTS', key) == 1 then return 0 end
 local seq = redis.call('INCR', P .. ':q:seq')
-local member = string.format('%020d', seq) .. ':' .. id
+local vtime = tonumber(redis.call('HGET', P .. ':q:vtime', priority) or '0')
+local last = tonumber(redis.call('HGET', P .. ':q:share', share) or '0')
+local start = math.max(vtime, last)
+redis.call('HSET', P .. ':q:share', share, string.format('%d', start + stride))
+local member = string.format('%020d', start) .. ':' .. string.format('%020d', seq) .. ':' .. id
 redis.call('HSET', key, 'priority', priority, 'member', member, 'state', 'ready')
 if delay > 0 then
   redis.call('HSET', key, 'state', 'delayed')
@@ -106,7 +122,14 @@ requeue_expired(now)
 local top = redis.call('ZPOPMIN', P .. ':q:ready')
 local taken = false
 if #top > 0 then
-  taken = string.sub(top[1], 22)
+  local start
+  start, taken = parse_member(top[1])
+  -- the virtual time of the task's priority moves up to its start tag (never back)
+  local priority = redis.call('HGET', job_key(taken), 'priority')
+  local vtime = tonumber(redis.call('HGET', P .. ':q:vtime', priority) or '0')
+  if start > vtime then
+    redis.call('HSET', P .. ':q:vtime', priority, string.format('%d', start))
+  end
   local deadline = now + ttl
   redis.call('HSET', job_key(taken), 'state', 'leased', 'token', token, 'worker', worker,
              'deadline', tostring(deadline))
