@@ -147,11 +147,19 @@ class DispatchSettings(BaseModel):
     reconcile_interval_s: float = 30.0
     shutdown_grace_s: float = 30.0  # on SIGTERM, running tasks may finish this long, then go back
     workdir: Path | None = None  # scratch space per attempt; default: <data_dir>/work
+    # `wanserve worker` serves its Prometheus metrics on this port (0: off; `wanserve up` serves
+    # them on the API's /metrics instead), bound to metrics_host (0.0.0.0 in a pod)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
 
 class KubernetesSettings(BaseModel):
     namespace: str = "default"
-    template: Path | None = None  # the operator's PyTorchJob YAML; default: the shipped one
+    # What each task runs as: a Kubeflow PyTorchJob (Training Operator v1) or a Trainer v2
+    # TrainJob on a ClusterTrainingRuntime (docs/decisions/0005-k8s-job-kind.md).
+    job_kind: Literal["PyTorchJob", "TrainJob"] = "PyTorchJob"
+    # the operator's job YAML (of job_kind); default: the shipped pytorchjob.yaml / trainjob.yaml
+    template: Path | None = None
     kubeconfig: Path | None = None  # None: in-cluster config, else $KUBECONFIG
     image: str = "ghcr.io/wanserve/wanserve:latest"  # used when the template's container has none
     nnodes: int = 1

@@ -11,11 +11,19 @@ owner). kmock supplies the HTTP server, request parsing, discovery and error ren
 `TrainingOperator` scripts what the Kubeflow training operator, the scheduler, the kubelet and
 Kueue would do to a job: create its pods, mark them unschedulable, pulling, running, OOMKilled,
 evicted, on a lost node, and move the job's conditions. Tests call it step by step.
+`TrainerV2` plays Kubeflow Trainer v2 and JobSet for a TrainJob through the same steps: it
+builds the pods from the referenced ClusterTrainingRuntime the way Trainer, JobSet and the Job
+controller do (a JobSet named after the TrainJob, an indexed Job `<name>-node-0` per replicated
+job, pods `<name>-node-0-<index>-<random>` carrying JobSet's and the Job controller's labels, the
+TrainJob's runtime patch merged in, the torch plugin's PET_* env), owner references
+TrainJob -> JobSet -> Job -> Pod (so foreground deletion takes them in that order), and the
+conditions Trainer copies from the JobSet (Complete / Failed, Suspended).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
 import json
@@ -29,8 +37,15 @@ from kmock import KubernetesEmulator, KubernetesError, Request
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # (plural, namespace, name)
-JOBS, PODS = "pytorchjobs", "pods"
-_API = {JOBS: ("kubeflow.org/v1", "PyTorchJob"), PODS: ("v1", "Pod")}
+JOBS, TRAINJOBS, PODS = "pytorchjobs", "trainjobs", "pods"
+JOBSETS, BATCH_JOBS = "jobsets", "jobs"
+_API = {
+    JOBS: ("kubeflow.org/v1", "PyTorchJob"),
+    TRAINJOBS: ("trainer.kubeflow.org/v1alpha1", "TrainJob"),
+    JOBSETS: ("jobset.x-k8s.io/v1alpha2", "JobSet"),
+    BATCH_JOBS: ("batch/v1", "Job"),
+    PODS: ("v1", "Pod"),
+}
 
 
 def _now() -> str:
@@ -78,8 +93,13 @@ class ClusterEmulator(KubernetesEmulator):
         action = request.action.value
         if plural == PODS and request.subresource == "log":
             log = self.logs.get(request.name or "")
-            if log is None:
+            pod = self.store.get(self._key(request, PODS))
+            if log is None or pod is None:
                 raise KubernetesError(status=404, reason="NotFound", message="no log")
+            container = request.params.get("container")
+            if container not in {c["name"] for c in pod["spec"].get("containers") or []}:
+                message = f"container {container} is not valid for pod {request.name}"
+                raise KubernetesError(status=400, reason="BadRequest", message=message)
             return aiohttp.web.Response(text=log)
         if action == "WATCH":
             return await self._watch(request, plural)
@@ -227,10 +247,12 @@ class ClusterEmulator(KubernetesEmulator):
         return 200, obj
 
     async def _delete_dependents(self, owner: Obj) -> None:
+        """Foreground: each dependent's own dependents first (pods before their Job ...)."""
         uid = owner["metadata"]["uid"]
         for key, obj in list(self.store.items()):
             refs = obj["metadata"].get("ownerReferences") or []
-            if any(r.get("uid") == uid for r in refs):
+            if any(r.get("uid") == uid for r in refs) and key in self.store:
+                await self._delete_dependents(obj)
                 await self.remove(*key)
 
     async def _collect(self, key: Key) -> None:
@@ -286,11 +308,14 @@ class ClusterEmulator(KubernetesEmulator):
                     if rv > cursor and wanted(p, obj):
                         await send(kind, obj)
                 cursor = max([cursor, *(rv for rv, *_ in self.log)])
+                transport = raw_request.transport
+                if transport is None or transport.is_closing():
+                    break  # the client went away: end now, not at timeoutSeconds
                 async with self._changed:
-                    try:
-                        await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
-                    except TimeoutError:
-                        break
+                    # short waits: a client that leaves while nothing changes is noticed soon
+                    wait = min(0.2, deadline - loop.time())
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), max(wait, 0))
             return response
         except (ConnectionResetError, RuntimeError):
             return response
@@ -303,16 +328,30 @@ class ClusterEmulator(KubernetesEmulator):
                     pass
 
 
+def _container_status(container: str, state: Obj, *, ready: bool = False) -> Obj:
+    return {
+        "state": state,
+        "name": container,
+        "ready": ready,
+        "restartCount": 0,
+        "image": "img",
+        "imageID": "",
+    }
+
+
 class TrainingOperator:
-    """What the training operator, scheduler, kubelet and Kueue would do, one step per call."""
+    """What the training operator, scheduler, kubelet and Kueue would do, one step per call
+    (for a PyTorchJob; `TrainerV2` for a TrainJob)."""
+
+    plural, kind, container = JOBS, "PyTorchJob", "pytorch"
 
     def __init__(self, cluster: ClusterEmulator, namespace: str = "default") -> None:
         self.cluster = cluster
         self.namespace = namespace
 
     def job(self, name: str) -> Obj:
-        job = self.cluster.find(JOBS, self.namespace, name)
-        assert job is not None, f"no PyTorchJob {name}"
+        job = self.cluster.find(self.plural, self.namespace, name)
+        assert job is not None, f"no {self.kind} {name}"
         return job
 
     def pods(self, name: str) -> list[Obj]:
@@ -322,13 +361,19 @@ class TrainingOperator:
             if p["metadata"]["labels"].get("training.kubeflow.org/job-name") == name
         ]
 
+    def rank0(self, name: str) -> str:
+        """The name of the pod whose log a failed job's error carries (the Master)."""
+        return f"{name}-master-0"
+
     async def wait_for_job(self, name: str | None = None, timeout: float = 10.0) -> Obj:
         """The job named `name` (or the only wanserve job) once it exists."""
 
         async def found() -> Obj:
             while True:
                 jobs = [
-                    j for j in self.cluster.items(JOBS) if name in (None, j["metadata"]["name"])
+                    j
+                    for j in self.cluster.items(self.plural)
+                    if name in (None, j["metadata"]["name"])
                 ]
                 if jobs:
                     return jobs[0]
@@ -338,7 +383,7 @@ class TrainingOperator:
 
     async def until_gone(self, name: str, timeout: float = 10.0) -> None:
         async def gone() -> None:
-            while self.cluster.find(JOBS, self.namespace, name) is not None:
+            while self.cluster.find(self.plural, self.namespace, name) is not None:
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(gone(), timeout)
@@ -362,7 +407,7 @@ class TrainingOperator:
             }
         )
         status["conditions"] = conditions
-        await self.cluster.save(JOBS, job)
+        await self.cluster.save(self.plural, job)
 
     async def create_pods(self, name: str) -> list[Obj]:
         """Created: one Pending pod per replica, labelled as the operator labels them."""
@@ -425,14 +470,7 @@ class TrainingOperator:
         )
 
     async def pulling(self, name: str) -> None:
-        waiting = {
-            "state": {"waiting": {"reason": "ContainerCreating"}},
-            "name": "pytorch",
-            "ready": False,
-            "restartCount": 0,
-            "image": "img",
-            "imageID": "",
-        }
+        waiting = _container_status(self.container, {"waiting": {"reason": "ContainerCreating"}})
         await self._pods_status(
             name,
             {
@@ -443,70 +481,52 @@ class TrainingOperator:
         )
 
     async def image_pull_error(self, name: str) -> None:
-        waiting = {
-            "state": {
+        waiting = _container_status(
+            self.container,
+            {
                 "waiting": {
                     "reason": "ImagePullBackOff",
                     "message": 'Back-off pulling image "ghcr.io/x/y:nope"',
                 }
             },
-            "name": "pytorch",
-            "ready": False,
-            "restartCount": 0,
-            "image": "img",
-            "imageID": "",
-        }
+        )
         await self._pods_status(name, {"phase": "Pending", "containerStatuses": [waiting]})
+
+    async def _pods_running(self, name: str) -> None:
+        state = _container_status(self.container, {"running": {"startedAt": _now()}}, ready=True)
+        await self._pods_status(name, {"phase": "Running", "containerStatuses": [state]})
+
+    async def _pods_succeeded(self, name: str) -> None:
+        state = _container_status(
+            self.container, {"terminated": {"exitCode": 0, "reason": "Completed"}}
+        )
+        await self._pods_status(name, {"phase": "Succeeded", "containerStatuses": [state]})
+
+    async def _pods_exited(self, name: str, code: int) -> None:
+        self.cluster.logs[self.rank0(name)] = f"Traceback ...\nRuntimeError: exit {code}\n"
+        state = _container_status(
+            self.container, {"terminated": {"exitCode": code, "reason": "Error"}}
+        )
+        await self._pods_status(name, {"phase": "Failed", "containerStatuses": [state]})
 
     async def running(self, name: str) -> None:
         await self.condition(name, "Running", "PyTorchJobRunning")
-        state = {
-            "state": {"running": {"startedAt": _now()}},
-            "name": "pytorch",
-            "ready": True,
-            "restartCount": 0,
-            "image": "img",
-            "imageID": "",
-        }
-        await self._pods_status(name, {"phase": "Running", "containerStatuses": [state]})
+        await self._pods_running(name)
 
     async def succeeded(self, name: str) -> None:
-        state = {
-            "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
-            "name": "pytorch",
-            "ready": False,
-            "restartCount": 0,
-            "image": "img",
-            "imageID": "",
-        }
-        await self._pods_status(name, {"phase": "Succeeded", "containerStatuses": [state]})
+        await self._pods_succeeded(name)
         await self.condition(name, "Succeeded", "PyTorchJobSucceeded")
 
     async def oom_killed(self, name: str) -> None:
-        state = {
-            "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
-            "name": "pytorch",
-            "ready": False,
-            "restartCount": 0,
-            "image": "img",
-            "imageID": "",
-        }
-        master = f"{name}-master-0"
+        state = _container_status(
+            self.container, {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
+        )
         await self._pods_status(
-            name, {"phase": "Failed", "containerStatuses": [state]}, only=master
+            name, {"phase": "Failed", "containerStatuses": [state]}, only=self.rank0(name)
         )
 
     async def exited(self, name: str, code: int) -> None:
-        self.cluster.logs[f"{name}-master-0"] = f"Traceback ...\nRuntimeError: exit {code}\n"
-        state = {
-            "state": {"terminated": {"exitCode": code, "reason": "Error"}},
-            "name": "pytorch",
-            "ready": False,
-            "restartCount": 0,
-            "image": "img",
-            "imageID": "",
-        }
-        await self._pods_status(name, {"phase": "Failed", "containerStatuses": [state]})
+        await self._pods_exited(name, code)
         await self.condition(
             name,
             "Failed",
@@ -543,10 +563,265 @@ class TrainingOperator:
             if c["type"] == "Suspended":
                 c["status"] = "False"
         job["spec"]["runPolicy"]["suspend"] = False
-        await self.cluster.save(JOBS, job)
+        await self.cluster.save(self.plural, job)
 
     async def delete_externally(self, name: str) -> None:
-        """`kubectl delete pytorchjob NAME`: the pods go with it."""
+        """`kubectl delete <kind> NAME`: the pods go with it."""
         job = self.job(name)
-        await self.cluster.remove(JOBS, self.namespace, name)
+        await self.cluster.remove(self.plural, self.namespace, name)
         await self.cluster._delete_dependents(job)
+
+
+# What Trainer v2's torch plugin injects into the trainer container (constants.TorchEnv*), the
+# port of its headless Service, and the downward-API path PET_NODE_RANK reads.
+_TORCH_PORT = 29400
+_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+_TRAINER_ANCESTOR = ("trainer.kubeflow.org/trainjob-ancestor-step", "trainer")
+
+
+def _owner(obj: Obj) -> Obj:
+    api_version, kind = obj["apiVersion"], obj["kind"]
+    name, uid = obj["metadata"]["name"], obj["metadata"]["uid"]
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _merge_named(base: list[Obj], patch: list[Obj], key: str = "name") -> list[Obj]:
+    """A strategic merge of a list keyed by `key`: patched items merged, new ones appended."""
+    out = [copy.deepcopy(item) for item in base]
+    for item in patch:
+        for i, existing in enumerate(out):
+            if existing.get(key) == item.get(key):
+                out[i] = _merge_obj(existing, item)
+                break
+        else:
+            out.append(copy.deepcopy(item))
+    return out
+
+
+_LIST_KEYS = {
+    "replicatedJobs": "name",
+    "containers": "name",
+    "volumes": "name",
+    "env": "name",
+    "volumeMounts": "mountPath",
+}
+
+
+def _merge_obj(base: Obj, patch: Obj) -> Obj:
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge_obj(out[key], value)
+        elif isinstance(value, list) and key in _LIST_KEYS:
+            out[key] = _merge_named(out.get(key) or [], value, _LIST_KEYS[key])
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+class TrainerV2(TrainingOperator):
+    """What Trainer v2, JobSet, the Job controller, the scheduler and Kueue do to a TrainJob."""
+
+    plural, kind, container = TRAINJOBS, "TrainJob", "node"
+
+    def __init__(
+        self, cluster: ClusterEmulator, runtimes: dict[str, Obj], namespace: str = "default"
+    ) -> None:
+        super().__init__(cluster, namespace)
+        self.runtimes = runtimes  # ClusterTrainingRuntimes by name
+
+    def pods(self, name: str) -> list[Obj]:
+        return [
+            p
+            for p in self.cluster.items(PODS)
+            if p["metadata"]["labels"].get("jobset.sigs.k8s.io/jobset-name") == name
+        ]
+
+    def rank0(self, name: str) -> str:
+        """Node rank 0: the trainer Job's pod of completion index 0."""
+        for pod in self.pods(name):
+            labels = pod["metadata"]["labels"]
+            if (
+                labels.get(_COMPLETION_INDEX) == "0"
+                and labels.get("jobset.sigs.k8s.io/replicatedjob-name") == self.container
+            ):
+                return str(pod["metadata"]["name"])
+        raise AssertionError(f"no rank-0 pod of TrainJob {name}")
+
+    async def condition(self, name: str, kind: str, reason: str = "", message: str = "") -> None:
+        """A metav1.Condition as Trainer sets them (no lastUpdateTime)."""
+        job = copy.deepcopy(self.job(name))
+        status = job.setdefault("status", {})
+        conditions = [c for c in status.get("conditions", []) if c["type"] != kind]
+        conditions.append(
+            {
+                "type": kind,
+                "status": "True",
+                "reason": reason or kind,
+                "message": message or f"TrainJob {name} is {kind.lower()}",
+                "lastTransitionTime": _now(),
+            }
+        )
+        status["conditions"] = conditions
+        await self.cluster.save(self.plural, job)
+
+    async def create_pods(self, name: str) -> list[Obj]:
+        """Trainer's JobSet from the runtime (+ the TrainJob's trainer block and runtime patches),
+        then JobSet's indexed Job per replicated job, then the Job controller's pods."""
+        trainjob = self.job(name)
+        spec = trainjob["spec"]
+        runtime = self.runtimes[spec["runtimeRef"]["name"]]
+        template = copy.deepcopy(runtime["spec"]["template"])
+        jobset_labels: dict[str, str] = dict(template.get("metadata", {}).get("labels") or {})
+        for patch in spec.get("runtimePatches") or []:
+            patched = (patch.get("trainingRuntimeSpec") or {}).get("template") or {}
+            jobset_labels.update((patched.get("metadata") or {}).get("labels") or {})
+            if "spec" in patched:
+                template["spec"] = _merge_obj(template["spec"], patched["spec"])
+        jobset = await self.cluster.save(
+            JOBSETS,
+            {
+                "metadata": {
+                    "name": name,
+                    "namespace": self.namespace,
+                    "labels": jobset_labels,
+                    "ownerReferences": [_owner(trainjob)],
+                },
+                "spec": template["spec"],
+            },
+        )
+        pods = []
+        for rjob in template["spec"]["replicatedJobs"]:
+            pods += await self._job_pods(trainjob, jobset, rjob)
+        return pods
+
+    async def _job_pods(self, trainjob: Obj, jobset: Obj, rjob: Obj) -> list[Obj]:
+        name, rname = trainjob["metadata"]["name"], rjob["name"]
+        job_template = copy.deepcopy(rjob["template"])
+        trainer = (job_template.get("metadata", {}).get("labels") or {}).get(
+            _TRAINER_ANCESTOR[0]
+        ) == _TRAINER_ANCESTOR[1]
+        policy = self.runtimes[trainjob["spec"]["runtimeRef"]["name"]]["spec"].get("mlPolicy") or {}
+        nodes = (trainjob["spec"].get("trainer") or {}).get("numNodes")
+        count = (nodes or policy.get("numNodes", 1)) if trainer else 1
+        job_name = f"{name}-{rname}-0"
+        jobset_marks = {
+            "jobset.sigs.k8s.io/jobset-name": name,
+            "jobset.sigs.k8s.io/jobset-uid": jobset["metadata"]["uid"],
+            "jobset.sigs.k8s.io/replicatedjob-name": rname,
+            "jobset.sigs.k8s.io/replicatedjob-replicas": "1",
+            "jobset.sigs.k8s.io/job-index": "0",
+            "jobset.sigs.k8s.io/job-global-index": "0",
+            "jobset.sigs.k8s.io/job-key": uuid.uuid5(uuid.NAMESPACE_DNS, job_name).hex,
+            "jobset.sigs.k8s.io/restart-attempt": "0",
+        }
+        job = await self.cluster.save(
+            BATCH_JOBS,
+            {
+                "metadata": {
+                    "name": job_name,
+                    "namespace": self.namespace,
+                    "labels": {
+                        **(job_template.get("metadata", {}).get("labels") or {}),
+                        **jobset_marks,
+                    },
+                    "ownerReferences": [_owner(jobset)],
+                },
+                "spec": {**job_template["spec"], "completionMode": "Indexed", "completions": count},
+            },
+        )
+        pod_template = job_template["spec"]["template"]
+        pods = []
+        for index in range(count):
+            batch_marks = {
+                "batch.kubernetes.io/controller-uid": job["metadata"]["uid"],
+                "batch.kubernetes.io/job-name": job_name,
+                "controller-uid": job["metadata"]["uid"],
+                "job-name": job_name,
+                _COMPLETION_INDEX: str(index),
+            }
+            labels = {**(pod_template.get("metadata", {}).get("labels") or {}), **jobset_marks}
+            pod_spec = copy.deepcopy(pod_template["spec"])
+            pod_spec.setdefault("restartPolicy", "OnFailure")  # JobSet's webhook default
+            pod_spec["hostname"], pod_spec["subdomain"] = f"{job_name}-{index}", name
+            if trainer:
+                self._fill_trainer(pod_spec, trainjob)
+            pod = {
+                "metadata": {
+                    "name": f"{job_name}-{index}-{uuid.uuid4().hex[:5]}",
+                    "namespace": self.namespace,
+                    "labels": {**labels, **batch_marks},
+                    "annotations": {**jobset_marks, _COMPLETION_INDEX: str(index)},
+                    "ownerReferences": [_owner(job)],
+                },
+                "spec": pod_spec,
+                "status": {"phase": "Pending"},
+            }
+            pods.append(await self.cluster.save(PODS, pod))
+        return pods
+
+    def _fill_trainer(self, pod_spec: Obj, trainjob: Obj) -> None:
+        """The trainer block into container `node`, then the torch plugin's PET_* env."""
+        name, trainer = trainjob["metadata"]["name"], trainjob["spec"].get("trainer") or {}
+        runtime = self.runtimes[trainjob["spec"]["runtimeRef"]["name"]]
+        policy = runtime["spec"].get("mlPolicy") or {}
+        nodes = trainer.get("numNodes") or policy.get("numNodes", 1)
+        nproc = trainer.get("numProcPerNode") or (policy.get("torch") or {}).get(
+            "numProcPerNode", "auto"
+        )
+        for container in pod_spec["containers"]:
+            if container["name"] != self.container:
+                continue
+            for field in ("image", "command", "args"):
+                if field in trainer:
+                    container[field] = trainer[field]
+            if "resourcesPerNode" in trainer:
+                container["resources"] = copy.deepcopy(trainer["resourcesPerNode"])
+            rank = {"fieldRef": {"fieldPath": f"metadata.annotations['{_COMPLETION_INDEX}']"}}
+            injected: list[Obj] = [
+                {"name": "PET_NNODES", "value": str(nodes)},
+                {"name": "PET_NPROC_PER_NODE", "value": str(nproc)},
+                {"name": "PET_NODE_RANK", "valueFrom": rank},
+                {"name": "PET_MASTER_ADDR", "value": f"{name}-node-0-0.{name}"},
+                {"name": "PET_MASTER_PORT", "value": str(_TORCH_PORT)},
+            ]
+            env = _merge_named(container.get("env") or [], trainer.get("env") or [])
+            container["env"] = _merge_named(env, injected)
+            container["ports"] = _merge_named(
+                container.get("ports") or [], [{"containerPort": _TORCH_PORT}], "containerPort"
+            )
+
+    async def running(self, name: str) -> None:
+        await self._pods_running(name)  # TrainJob has no Running condition
+
+    async def succeeded(self, name: str) -> None:
+        await self._pods_succeeded(name)
+        await self.condition(name, "Complete", "AllJobsCompleted", "jobset completed successfully")
+
+    async def exited(self, name: str, code: int) -> None:
+        await self._pods_exited(name, code)
+        await self.condition(
+            name,
+            "Failed",
+            "FailedJobs",
+            f"jobset failed due to one or more job failures (first failed job: {name}-node-0)",
+        )
+
+    async def suspended(self, name: str) -> None:
+        await self.condition(name, "Suspended", "Suspended", "TrainJob is suspended")
+
+    async def admitted(self, name: str) -> None:
+        """Kueue clears spec.suspend; Trainer turns its Suspended condition False (Resumed)."""
+        job = copy.deepcopy(self.job(name))
+        job["spec"]["suspend"] = False
+        for c in job.get("status", {}).get("conditions", []):
+            if c["type"] == "Suspended":
+                c.update(status="False", reason="Resumed", message="TrainJob is resumed")
+        await self.cluster.save(self.plural, job)

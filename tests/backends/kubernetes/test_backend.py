@@ -1,4 +1,8 @@
-"""The kubernetes backend against the emulated API server and a real Valkey (engine events)."""
+"""The kubernetes backend against the emulated API server and a real Valkey (engine events).
+
+Every test runs for both job kinds (`job_kind`: PyTorchJob with the training operator played,
+TrainJob with Trainer v2 and JobSet played), unless it says otherwise.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,17 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import yaml
 
 from tests.backends.contract import BackendContract
-from tests.backends.kubernetes.emulator import JOBS, PODS, ClusterEmulator, TrainingOperator
+from tests.backends.kubernetes.emulator import PODS, ClusterEmulator, TrainingOperator
 from wanserve.backends.base import Run
 from wanserve.backends.kubernetes.backend import KubernetesBackend
+from wanserve.backends.kubernetes.manifests import rbac_yaml
 from wanserve.backends.kubernetes.names import job_name
+from wanserve.backends.kubernetes.render import JobRequest, RenderConfig, render_pytorchjob
+from wanserve.backends.kubernetes.template import Manifest, load_template
+from wanserve.backends.kubernetes.trainjob import render_trainjob
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.events import (
     CancelledEvent,
@@ -29,6 +38,28 @@ from wanserve.domain.spec import VideoRequest, resolve_spec
 from wanserve.settings import Settings
 
 MakeBackend = Callable[..., KubernetesBackend]
+KINDS = ("PyTorchJob", "TrainJob")
+
+
+@pytest.fixture(params=KINDS)
+def job_kind(request: pytest.FixtureRequest) -> str:
+    """Overrides conftest's: the emulator, operator, settings and client follow it."""
+    return str(request.param)
+
+
+def _rendered(job_kind: str, task_id: str, attempt: int, timeout_s: float = 60) -> Manifest:
+    """What a backend of `job_kind` would have created for that task and attempt."""
+    request = JobRequest(task_id=task_id, attempt=attempt, spec=_run().spec, timeout_s=timeout_s)
+    template = load_template(None, job_kind)
+    if job_kind == "TrainJob":
+        return render_trainjob(template, request, RenderConfig())
+    return render_pytorchjob(template, request, RenderConfig())
+
+
+def _suspend(job: Manifest) -> Any:
+    """Where the job kind keeps its suspend flag (Kueue admits a job by clearing it)."""
+    spec = job["spec"]
+    return spec["suspend"] if job["kind"] == "TrainJob" else spec["runPolicy"]["suspend"]
 
 
 def _run(task_id: str = "video_t1", attempt: int = 1) -> Run:
@@ -143,6 +174,7 @@ async def test_a_job_goes_through_every_phase_then_the_engine_events(
     assert _deletes(cluster)[-1][1]["propagationPolicy"] == "Foreground"
     await operator.until_gone(name)
     assert cluster.items(PODS) == []
+    assert cluster.items(operator.plural) == []
 
 
 async def _to_running(operator: TrainingOperator, seen: Collector, name: str) -> None:
@@ -153,12 +185,14 @@ async def _to_running(operator: TrainingOperator, seen: Collector, name: str) ->
 
 
 Step = Callable[[TrainingOperator, str], Awaitable[None]]
+# what the failed job's own condition says (the training operator's, or Trainer's from JobSet)
+JOB_FAILED = {"PyTorchJob": "1 Master replica(s) failed", "TrainJob": "first failed job"}
 FAILURES: dict[str, tuple[Step, str, bool, str]] = {
     "oom": (lambda op, n: op.oom_killed(n), "oom", False, "OOMKilled"),
     "image": (lambda op, n: op.image_pull_error(n), "image_pull", False, "ImagePullBackOff"),
     "evicted": (lambda op, n: op.evicted(n), "evicted", True, "low on resource"),
     "node-lost": (lambda op, n: op.node_lost(n), "node_lost", True, "gpu-7"),
-    "exit-1": (lambda op, n: op.exited(n, 1), "job_failed", True, "1 Master replica(s) failed"),
+    "exit-1": (lambda op, n: op.exited(n, 1), "job_failed", True, "<job failed>"),
     "exit-2": (lambda op, n: op.exited(n, 2), "invalid_spec", False, "exit code 2"),
     "deadline": (
         lambda op, n: op.condition(
@@ -176,17 +210,20 @@ async def test_kubernetes_failures_end_the_run_with_an_actionable_error(
     case: str, make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator
 ) -> None:
     step, code, retryable, words = FAILURES[case]
+    words = JOB_FAILED[operator.kind] if words == "<job failed>" else words
     backend, run = make_backend(), _run()
     seen = Collector(backend, run)
     name = job_name(run.task_id)
     await _to_running(operator, seen, name)
+    rank0 = operator.rank0(name)
     await step(operator, name)
     last = await seen.end()
     assert isinstance(last, ErrorEvent), seen.events
     assert (last.code, last.retryable) == (code, retryable)
     assert words in last.message and name in last.message
-    if code == "job_failed":  # the Master's last log lines come with it (pods/log)
+    if code == "job_failed":  # rank 0's last log lines come with it (pods/log, its container)
         assert "RuntimeError: exit 1" in last.message
+        assert f"last log lines of {rank0}" in last.message
     await operator.until_gone(name)  # a failed attempt leaves nothing behind
 
 
@@ -260,11 +297,13 @@ async def test_cancel_deletes_the_job_in_the_foreground_and_sets_the_cancel_key(
     assert isinstance(last, CancelledEvent)
     assert await redis_client.get(f"{queue_prefix}:cancel:{run.task_id}") == b"1"
     path, body = _deletes(cluster)[0]
-    assert path.endswith(f"/pytorchjobs/{name}") and body["propagationPolicy"] == "Foreground"
+    assert path.endswith(f"/{operator.plural}/{name}") and body["propagationPolicy"] == "Foreground"
     await operator.until_gone(name)
-    # foreground: every pod was deleted before the job itself
+    # foreground: every pod (and a TrainJob's Job and JobSet) was deleted before the job itself
     order = [(p, o["metadata"]["name"]) for _, p, kind, o in cluster.log if kind == "DELETED"]
-    assert order[-1] == (JOBS, name) and {p for p, _ in order[:-1]} == {PODS}
+    assert order[-1] == (operator.plural, name)
+    assert PODS in {p for p, _ in order[:-1]} and (operator.plural, name) not in order[:-1]
+    assert cluster.items(PODS) == []
     await backend.cancel(run.task_id)  # idempotent
 
 
@@ -297,7 +336,7 @@ async def test_kueue_suspension_is_waiting_for_gpus_until_admitted(
     name = job_name(run.task_id)
     job = await operator.wait_for_job(name)
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
-    assert job["spec"]["runPolicy"]["suspend"] is True
+    assert _suspend(job) is True
     await operator.suspended(name)
     await seen.phase(Phase.WAITING_FOR_GPUS)
     await operator.admitted(name)
@@ -314,18 +353,19 @@ async def test_kueue_suspension_is_waiting_for_gpus_until_admitted(
 
 
 async def test_a_manifest_the_crd_refuses_is_a_422_named_in_the_error(
-    make_backend: MakeBackend, cluster: ClusterEmulator
+    make_backend: MakeBackend, cluster: ClusterEmulator, job_kind: str, operator: TrainingOperator
 ) -> None:
-    from wanserve.backends.kubernetes.template import load_template
-
-    template = load_template(None)
-    template["spec"]["runPolicy"]["restartPolicy"] = "Never"  # not a runPolicy field
+    template = load_template(None, job_kind)
+    if job_kind == "TrainJob":
+        template["spec"]["trainer"] = {"restartPolicy": "Never"}  # not a trainer field
+    else:
+        template["spec"]["runPolicy"]["restartPolicy"] = "Never"  # not a runPolicy field
     backend = make_backend(template=template)
     with pytest.raises(InvalidRequest, match="the API server refused it") as err:
         async for _ in backend.run(_run()):
             pass
     assert "restartPolicy" in str(err.value)
-    assert cluster.items(JOBS) == []
+    assert cluster.items(operator.plural) == []
 
 
 async def test_a_broken_watch_resumes_without_losing_or_repeating_a_transition(
@@ -377,7 +417,7 @@ async def test_a_restarted_dispatcher_adopts_the_running_job_instead_of_starting
     # the dispatcher dies: its iterator is dropped, the job keeps running
     seen.task.cancel()
     await asyncio.gather(seen.task, return_exceptions=True)
-    assert cluster.find(JOBS, "default", name) is not None
+    assert cluster.find(operator.plural, "default", name) is not None
     # the new dispatcher recovers the task as its next attempt; the running job is adopted
     second = make_backend()
     again = Collector(second, _run(attempt=2))
@@ -389,15 +429,11 @@ async def test_a_restarted_dispatcher_adopts_the_running_job_instead_of_starting
 
 
 async def test_a_failed_job_of_an_earlier_attempt_is_replaced_not_adopted(
-    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator
+    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator, job_kind: str
 ) -> None:
-    from wanserve.backends.kubernetes.render import JobRequest, RenderConfig, render_pytorchjob
-    from wanserve.backends.kubernetes.template import load_template
-
-    request = JobRequest(task_id="video_t1", attempt=1, spec=_run().spec, timeout_s=60)
-    await cluster.save(JOBS, render_pytorchjob(load_template(None), request, RenderConfig()))
+    await cluster.save(operator.plural, _rendered(job_kind, "video_t1", 1))
     name = job_name("video_t1")
-    await operator.condition(name, "Failed", "PyTorchJobFailed", "1 Master replica(s) failed")
+    await operator.condition(name, "Failed", "FailedJobs", "1 replica failed")
     backend = make_backend()
     seen = Collector(backend, _run(attempt=2))
     await seen.phase(Phase.STARTING)
@@ -424,11 +460,8 @@ def _task(task_id: str, state: str, attempt: int) -> Any:
 
 
 async def test_the_reconciler_deletes_orphans_and_keeps_live_jobs(
-    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator
+    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator, job_kind: str
 ) -> None:
-    from wanserve.backends.kubernetes.render import JobRequest, RenderConfig, render_pytorchjob
-    from wanserve.backends.kubernetes.template import load_template
-
     tasks = {
         "video_done": _task("video_done", "completed", 1),
         "video_live": _task("video_live", "in_progress", 2),
@@ -438,13 +471,12 @@ async def test_the_reconciler_deletes_orphans_and_keeps_live_jobs(
     jobs = {"video_done": 1, "video_live": 2, "video_recovered": 1, "video_cancelled": 1}
     jobs["video_unknown"] = 1
     for task_id, attempt in jobs.items():
-        request = JobRequest(task_id=task_id, attempt=attempt, spec=_run().spec, timeout_s=60)
-        await cluster.save(JOBS, render_pytorchjob(load_template(None), request, RenderConfig()))
+        await cluster.save(operator.plural, _rendered(job_kind, task_id, attempt))
     stranger = {
         "metadata": {"name": "not-ours", "namespace": "default", "labels": {"app": "x"}},
         "spec": {},
     }
-    await cluster.save(JOBS, stranger)
+    await cluster.save(operator.plural, stranger)
 
     async def lookup(task_id: str) -> Any:
         return tasks.get(task_id)
@@ -456,19 +488,15 @@ async def test_the_reconciler_deletes_orphans_and_keeps_live_jobs(
     assert sorted(report.kept) == sorted(job_name(t) for t in ("video_live", "video_recovered"))
     for name in report.deleted:
         await operator.until_gone(name)
-    left = {j["metadata"]["name"] for j in cluster.items(JOBS)}
+    left = {j["metadata"]["name"] for j in cluster.items(operator.plural)}
     assert left == {job_name("video_live"), job_name("video_recovered"), "not-ours"}
     assert (await backend.reconcile(lookup)).deleted == []
 
 
 async def test_the_dispatcher_hook_reconciles_on_start_without_any_run(
-    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator
+    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator, job_kind: str
 ) -> None:
-    from wanserve.backends.kubernetes.render import JobRequest, RenderConfig, render_pytorchjob
-    from wanserve.backends.kubernetes.template import load_template
-
-    request = JobRequest(task_id="video_gone", attempt=1, spec=_run().spec, timeout_s=60)
-    await cluster.save(JOBS, render_pytorchjob(load_template(None), request, RenderConfig()))
+    await cluster.save(operator.plural, _rendered(job_kind, "video_gone", 1))
     asked: list[str] = []
 
     async def lookup(task_id: str) -> Any:
@@ -516,6 +544,105 @@ async def test_two_tasks_at_once_share_one_pair_of_watches(
     ]
 
 
+_VERBS = {"CREATE": "create", "FETCH": "get", "LIST": "list", "WATCH": "watch", "DELETE": "delete"}
+
+
+def _rbac_allows(rules: list[dict[str, Any]], verb: str, path: str) -> bool:
+    """Whether a Role's `rules` let `verb` on the namespaced API `path`."""
+    parts = path.strip("/").split("/")
+    group = "" if parts[0] == "api" else parts[1]
+    rest = parts[parts.index("namespaces") + 2 :]  # plural [, name [, subresource]]
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    return any(
+        group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules
+    )
+
+
+async def test_the_rbac_of_the_job_kind_allows_every_call_a_failing_run_makes(
+    make_backend: MakeBackend, operator: TrainingOperator, cluster: ClusterEmulator, job_kind: str
+) -> None:
+    backend, run = make_backend(), _run()
+    seen = Collector(backend, run)
+    name = job_name(run.task_id)
+    await _to_running(operator, seen, name)
+    await operator.exited(name, 1)  # the failure reads rank 0's log: pods/log too
+    assert isinstance(await seen.end(), ErrorEvent)
+    await backend.cancel(run.task_id)
+    rules = next(
+        d for d in yaml.safe_load_all(rbac_yaml("default", job_kind)) if d["kind"] == "Role"
+    )
+    calls = {(_VERBS[action], path) for action, path, *_ in cluster.calls}
+    assert any(path.endswith("/log") for _, path in calls)
+    assert [c for c in calls if not _rbac_allows(rules["rules"], *c)] == []
+    other = {  # the other kind's jobs are not granted
+        "PyTorchJob": "/apis/trainer.kubeflow.org/v1alpha1/namespaces/default/trainjobs",
+        "TrainJob": "/apis/kubeflow.org/v1/namespaces/default/pytorchjobs",
+    }[job_kind]
+    assert not _rbac_allows(rules["rules"], "create", other)
+
+
+@pytest.mark.parametrize("job_kind", ["TrainJob"])
+async def test_a_trainjob_runs_on_the_runtimes_pods_with_wanserves_labels_mounts_and_pet_env(
+    make_backend: MakeBackend,
+    operator: TrainingOperator,
+    cluster: ClusterEmulator,
+    kube_settings: Settings,
+) -> None:
+    kube = kube_settings.kubernetes.model_copy(
+        update={"nnodes": 2, "models_pvc": "wan-models", "ulysses": 2}
+    )
+    backend = make_backend(kube_settings.model_copy(update={"kubernetes": kube}))
+    run = _run()
+    seen = Collector(backend, run)
+    name = job_name(run.task_id)
+    await operator.wait_for_job(name)
+    pods = await operator.create_pods(name)  # Trainer -> JobSet -> Job -> pods, as the real ones
+    assert sorted(
+        p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] for p in pods
+    ) == ["0", "1"]
+    for pod in pods:
+        labels = pod["metadata"]["labels"]
+        # from wanserve's runtime patch (what the backend's pod watch selects) ...
+        assert labels["app.kubernetes.io/managed-by"] == "wanserve"
+        assert (
+            labels["wanserve.dev/task-id"] == run.task_id and labels["wanserve.dev/attempt"] == "1"
+        )
+        # ... next to what JobSet and the Job controller put there
+        assert labels["jobset.sigs.k8s.io/jobset-name"] == name
+        assert labels["jobset.sigs.k8s.io/replicatedjob-name"] == "node"
+        (container,) = pod["spec"]["containers"]
+        assert container["name"] == "node" and container["command"][:2] == ["/bin/sh", "-c"]
+        env = {e["name"]: e for e in container["env"]}
+        assert (
+            env["PET_NNODES"]["value"] == "2"
+            and env["PET_MASTER_ADDR"]["value"] == f"{name}-node-0-0.{name}"
+        )
+        assert (
+            "batch.kubernetes.io/job-completion-index"
+            in env["PET_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
+        )
+        assert env["WANSERVE_EVENTS"]["value"].endswith(
+            f"stream={kube_settings.queue.prefix}:engine:{run.task_id}:1"
+        )
+        assert {"name": "wanserve-models", "mountPath": "/models", "readOnly": True} in container[
+            "volumeMounts"
+        ]
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
+        }
+        assert claims == {"wanserve-models": "wan-models"}
+        assert pod["spec"]["restartPolicy"] == "Never"  # the runtime's: a failure fails the task
+    await seen.phase(Phase.STARTING)
+    await operator.running(name)
+    await seen.phase(Phase.LOADING)
+    await backend.cancel(run.task_id)
+    assert isinstance(await seen.end(), CancelledEvent)
+    await operator.until_gone(name)
+    assert (
+        cluster.items("jobsets") == [] and cluster.items("jobs") == [] and cluster.items(PODS) == []
+    )
+
+
 class ClusterSubject:
     """The kubernetes backend on the emulator; the test plays the operator, pods and engine."""
 
@@ -531,7 +658,7 @@ class ClusterSubject:
         self.redis, self.prefix = redis, prefix
 
     def _exists(self, name: str) -> bool:
-        job = self.cluster.find(JOBS, "default", name)
+        job = self.cluster.find(self.operator.plural, "default", name)
         return job is not None and not job["metadata"].get("deletionTimestamp")
 
     async def drive(self, run: Run) -> None:
@@ -557,7 +684,7 @@ class ClusterSubject:
         name = job_name(run.task_id)
         with contextlib.suppress(TimeoutError):
             await self.operator.until_gone(name)
-        return [name] if self.cluster.find(JOBS, "default", name) is not None else []
+        return [name] if self.cluster.find(self.operator.plural, "default", name) else []
 
 
 class TestKubernetesBackendContract(BackendContract):

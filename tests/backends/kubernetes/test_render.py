@@ -363,6 +363,20 @@ def test_rbac_manifest_is_valid_and_covers_what_the_backend_calls(tmp_path: Path
     assert {"get", "list", "watch"} <= rules[("", "pods")]
     assert "get" in rules[("", "pods/log")] and "watch" in rules[("", "events")]
     assert docs[2]["subjects"][0]["namespace"] == "video"
+    assert ("trainer.kubeflow.org", "trainjobs") not in rules  # only the configured kind's
+
+
+def test_rbac_for_trainjobs_grants_trainjobs_instead_of_pytorchjobs() -> None:
+    (role,) = [d for d in yaml.safe_load_all(rbac_yaml(None, "TrainJob")) if d["kind"] == "Role"]
+    assert builtin_problems(role) == []
+    rules = {
+        (r["apiGroups"][0], res): set(r["verbs"]) for r in role["rules"] for res in r["resources"]
+    }
+    assert {"create", "get", "list", "watch", "delete"} <= rules[
+        ("trainer.kubeflow.org", "trainjobs")
+    ]
+    assert {"get", "list", "watch"} <= rules[("", "pods")] and "get" in rules[("", "pods/log")]
+    assert not any(group == "kubeflow.org" for group, _ in rules)
 
 
 def test_cli_render_prints_one_job_that_passes_the_crd(

@@ -280,3 +280,37 @@ def test_every_state_maps_to_exactly_one_verdict(
             Phase.PULLING_IMAGE,
             Phase.LOADING,
         )
+
+
+def _trainjob(*conditions: tuple[str, str], suspend: bool = False, **extra: Any) -> dict[str, Any]:
+    """A TrainJob as Trainer reports it: no runPolicy, spec.suspend, JobSet-derived conditions."""
+    status = {"conditions": [{"type": t, "status": s, **extra} for t, s in conditions]}
+    return {
+        "kind": "TrainJob",
+        "metadata": {"name": "ws-x"},
+        "spec": {"suspend": suspend},
+        "status": status,
+    }
+
+
+def test_a_trainjob_reads_like_a_pytorchjob() -> None:
+    assert assess(_trainjob(("Complete", "True")), [], NOW, 900).succeeded
+    assert job_condition(_trainjob(("Suspended", "False"), ("Complete", "True")))[0] == "Complete"
+    # Kueue: suspended in the spec and the condition; admitted: Suspended False (Resumed)
+    assert assess(_trainjob(("Suspended", "True"), suspend=True), [], NOW + 10_000, 1).phase == (
+        Phase.WAITING_FOR_GPUS
+    )
+    assert assess(_trainjob(suspend=True), [], NOW, 900).phase == Phase.WAITING_FOR_GPUS
+    assert assess(_trainjob(("Suspended", "False")), [RUNNING], NOW, 900).phase == Phase.LOADING
+    failed = assess(
+        _trainjob(("Failed", "True"), reason="FailedJobs", message="jobset failed"), [], NOW, 900
+    ).failure
+    assert failed is not None and failed.code == "job_failed" and failed.retryable
+    assert failed.message == "TrainJob ws-x failed: jobset failed"
+    late = assess(
+        _trainjob(("Failed", "True"), reason="DeadlineExceeded", message="past the deadline"),
+        [],
+        NOW,
+        900,
+    ).failure
+    assert late is not None and late.code == "timeout" and "TrainJob ws-x ran past" in late.message

@@ -1,14 +1,15 @@
-"""Job mode on Kubernetes: one Kubeflow PyTorchJob per task attempt (the `kubernetes` extra).
+"""Job mode on Kubernetes: one Kubeflow PyTorchJob, or Trainer v2 TrainJob, per task attempt
+(`kubernetes.job_kind`; the `kubernetes` extra).
 
     render.py    template + task -> PyTorchJob manifest (pure; valid by construction)
     command.py   the pod's shell line: spec from the env, torchrun reading PET_*, the engine
     watch.py     job conditions + pod states -> phases and failures (pure)
     informer.py  list + watch with resume (resourceVersion, 410 -> re-list)
-    api.py       the few API calls, over the official client in worker threads
+    api.py       the few API calls, over the official client in worker threads; JobKind
     stream.py    the attempt's engine events from its Redis stream
     config.py    the per-task request and the settings render reads
     container.py the engine container and pod fill-ins
-    trainjob.py  the same task as a Trainer v2 TrainJob (the next job kind)
+    trainjob.py  the same task as a Trainer v2 TrainJob (job_kind TrainJob)
     jobs.py      the job and pod watches and every job operation (create or adopt, delete,
                  cancel, reconcile), shared by the backend and its followers
     follower.py  one run: phases from the watches, engine events, the terminal outcome

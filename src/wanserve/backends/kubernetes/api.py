@@ -3,7 +3,8 @@
 The official `kubernetes` client is synchronous; each call runs in a worker thread
 (`asyncio.to_thread`) with a client-side timeout, and objects stay plain dicts (the JSON the API
 server sent) so render, watch and the tests all speak the same shape. The job kind sits behind
-`JobKind` so Trainer v2's TrainJob can follow PyTorchJob without touching the backend.
+`JobKind` (where the kind lives in the API, its engine container, how its rank-0 pod is found):
+PyTorchJob (Training Operator v1) or Trainer v2's TrainJob, chosen by `kubernetes.job_kind`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from wanserve.domain.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from wanserve.settings import KubernetesSettings
 
-__all__ = ["PYTORCHJOB", "JobKind", "KubeClient", "ListFn", "Obj"]
+__all__ = ["JOB_KINDS", "PYTORCHJOB", "TRAINJOB", "JobKind", "KubeClient", "ListFn", "Obj"]
 
 Obj = dict[str, Any]
 ListFn = Callable[..., Any]
@@ -26,19 +27,57 @@ ListFn = Callable[..., Any]
 
 @dataclass(frozen=True, slots=True)
 class JobKind:
-    """Where a job kind lives in the API (the one seam between PyTorchJob and TrainJob)."""
+    """Where a job kind lives in the API and what its pods look like (the one seam between
+    PyTorchJob and TrainJob: everything else reads conditions and pods the same way)."""
 
     group: str
     version: str
     plural: str
     kind: str
+    container: str  # the engine's container in every pod (its log is read on a failure)
+    # Labels (or annotations) that mark the rank-0 pod, whose last log lines a failure carries.
+    rank0: tuple[tuple[str, str], ...] = ()
+    rank0_name: str | None = None  # "{job}"-based name of that pod when it is fixed
 
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}"
 
+    def rank0_pod(self, job: str, pods: list[Obj]) -> str | None:
+        """The name of `job`'s rank-0 pod among `pods` (or by its fixed name), else None."""
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            marks = {**(meta.get("annotations") or {}), **(meta.get("labels") or {})}
+            if self.rank0 and all(marks.get(key) == value for key, value in self.rank0):
+                return str(meta["name"])
+        return self.rank0_name.format(job=job) if self.rank0_name else None
 
-PYTORCHJOB = JobKind("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
+
+# Training Operator v1: pods <job>-master-0 and <job>-worker-<i>, container `pytorch`.
+PYTORCHJOB = JobKind(
+    "kubeflow.org",
+    "v1",
+    "pytorchjobs",
+    "PyTorchJob",
+    container="pytorch",
+    rank0=(("training.kubeflow.org/replica-type", "master"),),
+    rank0_name="{job}-master-0",
+)
+# Trainer v2: the TrainJob's JobSet (same name) runs one indexed Job per replicated job; the
+# trainer's is `node`, container `node`, pods <job>-node-0-<index>-<random>; node rank 0 is
+# completion index 0 (the torch plugin sets PET_NODE_RANK from it).
+TRAINJOB = JobKind(
+    "trainer.kubeflow.org",
+    "v1alpha1",
+    "trainjobs",
+    "TrainJob",
+    container="node",
+    rank0=(
+        ("jobset.sigs.k8s.io/replicatedjob-name", "node"),
+        ("batch.kubernetes.io/job-completion-index", "0"),
+    ),
+)
+JOB_KINDS = {k.kind: k for k in (PYTORCHJOB, TRAINJOB)}
 
 
 class KubeClient:
@@ -72,7 +111,8 @@ class KubeClient:
         else:
             path = str(settings.kubeconfig) if settings.kubeconfig else None
             api_client = config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
-        return cls(api_client, settings.namespace, PYTORCHJOB, settings.request_timeout_s)
+        kind = JOB_KINDS[settings.job_kind]
+        return cls(api_client, settings.namespace, kind, settings.request_timeout_s)
 
     def close(self) -> None:
         self.api_client.close()
@@ -166,7 +206,7 @@ class KubeClient:
                     self._core.read_namespaced_pod_log,
                     pod,
                     self.namespace,
-                    container="pytorch",
+                    container=self.kind.container,
                     tail_lines=lines,
                     _request_timeout=self.timeout,
                 )

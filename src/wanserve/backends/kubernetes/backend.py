@@ -1,4 +1,7 @@
-"""The `kubernetes` backend: one PyTorchJob per task attempt, followed until it ends.
+"""The `kubernetes` backend: one job per task attempt, followed until it ends.
+
+The job is a Kubeflow PyTorchJob, or with `kubernetes.job_kind=TrainJob` a Trainer v2 TrainJob
+(api.JobKind); creating, watching, cancelling and cleaning up are the same for both.
 
 `run` renders the job from the operator's template and creates it, or attaches to the job that
 already exists for that attempt (a restarted dispatcher adopts instead of starting twice). It
@@ -25,11 +28,12 @@ from typing import Any
 
 from wanserve.aio import cancel_and_wait
 from wanserve.backends.base import Run
-from wanserve.backends.kubernetes.api import KubeClient
+from wanserve.backends.kubernetes.api import JOB_KINDS, TRAINJOB, KubeClient
 from wanserve.backends.kubernetes.follower import Follower
 from wanserve.backends.kubernetes.jobs import Jobs, ReconcileReport, TaskLookup
 from wanserve.backends.kubernetes.render import RenderConfig, check_config
 from wanserve.backends.kubernetes.template import Manifest, load_template
+from wanserve.backends.kubernetes.trainjob import check_trainjob_config
 from wanserve.domain.errors import BackendUnavailable
 from wanserve.domain.events import EngineEvent
 from wanserve.domain.types import Clock
@@ -41,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 class KubernetesBackend:
-    """InferenceBackend over PyTorchJobs (see the module docstring for the contract)."""
+    """InferenceBackend over PyTorchJobs or TrainJobs (see the module docstring)."""
 
     name = "kubernetes"
 
@@ -58,8 +62,15 @@ class KubernetesBackend:
         self.settings = settings
         self.client = client
         self.redis = redis
-        template = template if template is not None else load_template(settings.kubernetes.template)
-        check_config(RenderConfig.from_settings(settings))  # fail at startup, not at a task
+        k = settings.kubernetes
+        if client.kind != JOB_KINDS[k.job_kind]:
+            raise ValueError(f"the client speaks {client.kind.kind}, the settings {k.job_kind}")
+        template = template if template is not None else load_template(k.template, k.job_kind)
+        config = RenderConfig.from_settings(settings)
+        if client.kind == TRAINJOB:  # fail at startup, not at a task
+            check_trainjob_config(config)
+        else:
+            check_config(config)
         self.jobs = Jobs(settings, client, template, clock=clock, poll_s=poll_s)
         self._lookup: tuple[TaskLookup, float] | None = None
         self._reconciler: asyncio.Task[None] | None = None
@@ -131,5 +142,5 @@ class KubernetesBackend:
             try:
                 await self.reconcile(lookup)
             except Exception:
-                log.exception("reconciling PyTorchJobs failed")
+                log.exception("reconciling %ss failed", self.client.kind.kind)
             await asyncio.sleep(interval_s)

@@ -5,7 +5,8 @@ the job and pod caches after every change, and yields: a PhaseEvent each time
 the phase Kubernetes implies changes (until the engine's own events start), the engine's events
 from the attempt's Redis stream, and one terminal event. A failure Kubernetes reports becomes an
 ErrorEvent (the engine's own error, when it wrote one, wins). Every terminal outcome deletes the
-job (Foreground).
+job (Foreground). A failed job's message carries the last log lines of its rank-0 pod (the
+PyTorchJob's Master, the TrainJob's node of completion index 0).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Follower:
         self.settings = jobs.settings
         self.run = run
         self.name = names.job_name(run.task_id)
+        self.what = f"{jobs.kind.kind} {self.name}"  # how messages name the job
         self.attempt = run.attempt  # the job's own attempt once adopted
         self.reader = EngineEventReader(redis, self._stream())
         self.queue: deque[EngineEvent] = deque()
@@ -112,7 +114,7 @@ class Follower:
             pods = await self.jobs.fresh_pods(self.run.task_id, self.attempt)
             obs = assess(job, pods, now, self._pending_timeout())
         if obs.failure is not None:
-            return [await self._failed(obs.failure, now)]
+            return [await self._failed(obs.failure, now, pods)]
         if obs.succeeded:
             return await self._succeeded(now)
         if obs.phase is not None and obs.phase != self.last_phase and not self.engine_started:
@@ -163,12 +165,12 @@ class Follower:
             task_id=self.run.task_id,
             at=now,
             code="lost",
-            message=f"PyTorchJob {self.name} was deleted outside wanserve (kubectl delete, or "
+            message=f"{self.what} was deleted outside wanserve (kubectl delete, or "
             "the namespace's cleanup); the task will be retried",
             retryable=True,
         )
 
-    async def _failed(self, failure: JobFailure, now: float) -> EngineEvent:
+    async def _failed(self, failure: JobFailure, now: float, pods: list[Obj]) -> EngineEvent:
         # The engine's own error (if it wrote one just before exiting) says more: read it first.
         for event in await self.reader.read(block_ms=None):
             if is_terminal(event):
@@ -176,8 +178,9 @@ class Follower:
                 return event
         message = failure.message
         if failure.code == "job_failed":
-            tail = await self.client.pod_log_tail(f"{self.name}-master-0")
-            message += f"\nlast log lines of {self.name}-master-0:\n{tail}" if tail else ""
+            rank0 = self.jobs.kind.rank0_pod(self.name, pods)
+            tail = await self.client.pod_log_tail(rank0) if rank0 else ""
+            message += f"\nlast log lines of {rank0}:\n{tail}" if tail else ""
         await self.client.delete_job(self.name)
         return ErrorEvent(
             task_id=self.run.task_id,
@@ -199,7 +202,7 @@ class Follower:
                 task_id=self.run.task_id,
                 at=now,
                 code="lost_result",
-                message=f"PyTorchJob {self.name} succeeded but its engine sent no result within "
+                message=f"{self.what} succeeded but its engine sent no result within "
                 f"{grace:g} s; check kubernetes.redis_url is reachable from the pods",
                 retryable=True,
             )

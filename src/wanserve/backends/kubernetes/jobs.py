@@ -1,10 +1,11 @@
-"""wanserve's PyTorchJobs in one namespace: the watched caches and every operation on the jobs.
+"""wanserve's jobs in one namespace: the watched caches and every operation on the jobs.
 
 `Jobs` owns what the runs of a backend share: one list+watch per resource (jobs and pods, label
 app.kubernetes.io/managed-by=wanserve) feeding caches that every run reads, the wake-ups of the
 runs following a job, the tasks whose cancel arrived, and the calls that create (or adopt),
 delete and reconcile jobs. The backend and each run's `Follower` use it; neither reaches into
-the other.
+the other. The jobs are of the client's `JobKind` (PyTorchJob or TrainJob); only rendering
+differs between the kinds here.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 
 from wanserve.backends.base import Run
 from wanserve.backends.kubernetes import names
-from wanserve.backends.kubernetes.api import KubeClient, Obj
+from wanserve.backends.kubernetes.api import TRAINJOB, JobKind, KubeClient, Obj
 from wanserve.backends.kubernetes.informer import Informer
 from wanserve.backends.kubernetes.render import JobRequest, RenderConfig, render_pytorchjob
 from wanserve.backends.kubernetes.template import Manifest
+from wanserve.backends.kubernetes.trainjob import render_trainjob
 from wanserve.backends.kubernetes.watch import job_condition
 from wanserve.domain.errors import BackendUnavailable, Conflict
 from wanserve.domain.task import Task
@@ -56,6 +58,7 @@ class Jobs:
     ) -> None:
         self.settings = settings
         self.client = client
+        self.kind: JobKind = client.kind
         self.template = template
         self.clock = clock
         self.poll_s = poll_s
@@ -190,16 +193,16 @@ class Jobs:
                     await self.client.create_job(self._render(run))
                 except Conflict:
                     continue  # created meanwhile: look at it again
-                log.info("created PyTorchJob %s", name, extra={"task_id": run.task_id})
+                log.info("created %s %s", self.kind.kind, name, extra={"task_id": run.task_id})
                 return run.attempt
             attempt = _attempt_of(job)
             if not _replaceable(job, attempt, run.attempt):
-                log.info("adopting PyTorchJob %s", name, extra={"task_id": run.task_id})
+                log.info("adopting %s %s", self.kind.kind, name, extra={"task_id": run.task_id})
                 return attempt
             await self.client.delete_job(name)
             if self.clock() > deadline:
                 raise BackendUnavailable(
-                    f"PyTorchJob {name} of an earlier attempt is not going away"
+                    f"{self.kind.kind} {name} of an earlier attempt is not going away"
                 )
             await asyncio.sleep(self.poll_s)
 
@@ -210,6 +213,8 @@ class Jobs:
             spec=run.spec,
             timeout_s=self.settings.dispatch.task_timeout_s,
         )
+        if self.kind == TRAINJOB:
+            return render_trainjob(self.template, job, self.config)
         return render_pytorchjob(self.template, job, self.config)
 
     async def reconcile(self, lookup: TaskLookup) -> ReconcileReport:
@@ -229,7 +234,7 @@ class Jobs:
                 continue
             await self.client.delete_job(name)
             report.deleted.append(name)
-            log.info("reconciler deleted PyTorchJob %s (task %s)", name, task_id)
+            log.info("reconciler deleted %s %s (task %s)", self.kind.kind, name, task_id)
         return report
 
 

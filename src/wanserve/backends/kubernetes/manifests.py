@@ -1,4 +1,5 @@
-"""What `wanserve k8s` prints: a task's PyTorchJob from a spec file, and the RBAC manifest."""
+"""What `wanserve k8s` prints: a task's job (PyTorchJob or TrainJob) from a spec file, and the
+RBAC manifest for the configured job kind."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from wanserve.backends.kubernetes.api import JOB_KINDS
 from wanserve.backends.kubernetes.render import JobRequest, RenderConfig, render_pytorchjob
 from wanserve.backends.kubernetes.template import load_template, read_package_yaml
 from wanserve.domain.errors import InvalidRequest
@@ -88,31 +90,27 @@ def render_for_cli(
         task_id=task_id, attempt=attempt, spec=spec, timeout_s=settings.dispatch.task_timeout_s
     )
     config = RenderConfig.from_settings(settings)
+    if kind not in JOB_KINDS:
+        raise InvalidRequest("--kind", kind, "must be PyTorchJob or TrainJob")
+    # the configured template is for the configured kind; another kind starts from the shipped one
+    configured = settings.kubernetes.template if kind == settings.kubernetes.job_kind else None
+    template = load_template(template_path or configured, kind)
     if kind == "TrainJob":
         from wanserve.backends.kubernetes.trainjob import render_trainjob
 
-        docs = read_package_yaml("trainjob.yaml") if template_path is None else None
-        template = docs[0] if docs else _read_one(template_path)
         return to_yaml(render_trainjob(template, job, config))
-    if kind != "PyTorchJob":
-        raise InvalidRequest("--kind", kind, "must be PyTorchJob or TrainJob")
-    template = load_template(template_path or settings.kubernetes.template)
     return to_yaml(render_pytorchjob(template, job, config))
 
 
-def _read_one(path: Path | None) -> dict[str, object]:
-    assert path is not None
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidRequest("--template", str(path), f"cannot be read: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise InvalidRequest("--template", str(path), "must hold one YAML mapping")
-    return doc
-
-
-def rbac_yaml(namespace: str | None) -> str:
+def rbac_yaml(namespace: str | None, job_kind: str | None = None) -> str:
+    """The ServiceAccount, Role and RoleBinding, with the job rules of `job_kind` only
+    (default: kubernetes.job_kind)."""
+    kind = JOB_KINDS[job_kind or get_settings().kubernetes.job_kind]
+    others = {k.group for k in JOB_KINDS.values()} - {kind.group}
     docs = read_package_yaml("rbac.yaml")
+    for doc in docs:
+        if doc["kind"] == "Role":
+            doc["rules"] = [r for r in doc["rules"] if not set(r["apiGroups"]) <= others]
     if namespace is not None:
         for doc in docs:
             doc["metadata"]["namespace"] = namespace

@@ -3,7 +3,9 @@
 Pure functions of the objects the API server returns (as dicts) and `now`. The backend calls
 `assess(job, pods, now, pending_timeout_s)` after every change it watches; it reports a phase
 only when it differs from the last one it reported, so a re-list after a broken watch never
-duplicates a transition.
+duplicates a transition. Both job kinds read the same way: a PyTorchJob's terminal conditions
+are Succeeded/Failed, a TrainJob's Complete/Failed (copied by Trainer from its JobSet); a
+PyTorchJob suspends in `spec.runPolicy.suspend`, a TrainJob in `spec.suspend`.
 
     job condition / pod state                          -> phase / failure (code, retryable)
     no pods yet (Created)                              -> starting
@@ -20,7 +22,7 @@ duplicates a transition.
     job Failed: DeadlineExceeded                       -> timeout (not retryable)
     job Failed, engine exit code 2 (invalid spec)      -> invalid_spec (not retryable)
     job Failed otherwise                               -> job_failed (retryable)
-    job Succeeded                                      -> succeeded (the result event follows)
+    job Succeeded (TrainJob: Complete)                 -> succeeded (the result event follows)
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ _CONFIG_ERRORS = frozenset({"CreateContainerConfigError", "CreateContainerError"
 _NODE_LOST = frozenset(
     {"NodeLost", "NodeShutdown", "Shutdown", "Terminated", "UnexpectedAdmissionError"}
 )
+# Terminal ones first (Complete: a TrainJob's success), then the ones a run passes through.
+_CONDITIONS = ("Succeeded", "Complete", "Failed", "Suspended", "Restarting", "Running", "Created")
 _PRE_RUN = (Phase.STARTING, Phase.WAITING_FOR_GPUS, Phase.PULLING_IMAGE, Phase.LOADING)
 
 
@@ -79,7 +83,7 @@ def job_condition(job: Obj) -> tuple[str | None, Obj]:
         for c in (job.get("status") or {}).get("conditions") or []
         if c.get("status") == "True"
     }
-    for kind in ("Succeeded", "Failed", "Suspended", "Restarting", "Running", "Created"):
+    for kind in _CONDITIONS:
         if kind in true:
             return kind, true[kind]
     return None, {}
@@ -94,10 +98,11 @@ def assess(job: Obj, pods: list[Obj], now: float, pending_timeout_s: float) -> O
         if failure is not None:
             return Observation(failure=failure)
     if kind == "Failed":
-        return Observation(failure=_job_failure(name, condition, pods))
-    if kind == "Succeeded":
+        what = f"{job.get('kind') or 'job'} {name}"
+        return Observation(failure=_job_failure(what, condition, pods))
+    if kind in ("Succeeded", "Complete"):
         return Observation(succeeded=True)
-    if kind == "Suspended" or (job.get("spec", {}).get("runPolicy") or {}).get("suspend"):
+    if kind == "Suspended" or _suspended(job.get("spec") or {}):
         return Observation(phase=Phase.WAITING_FOR_GPUS)
     stuck = _pending_too_long(pods, now, pending_timeout_s)
     if stuck is not None:
@@ -105,6 +110,11 @@ def assess(job: Obj, pods: list[Obj], now: float, pending_timeout_s: float) -> O
     if not pods:
         return Observation(phase=Phase.STARTING)
     return Observation(phase=min((_pod_phase(p) for p in pods), key=_PRE_RUN.index))
+
+
+def _suspended(spec: Obj) -> bool:
+    """PyTorchJob: spec.runPolicy.suspend; TrainJob: spec.suspend (Kueue admits by clearing)."""
+    return bool((spec.get("runPolicy") or {}).get("suspend") or spec.get("suspend"))
 
 
 def _containers(pod: Obj) -> list[Obj]:
@@ -181,12 +191,13 @@ def _container_failure(pod: str, container: Obj) -> JobFailure | None:
     return None
 
 
-def _job_failure(name: str, condition: Obj, pods: list[Obj]) -> JobFailure:
+def _job_failure(what: str, condition: Obj, pods: list[Obj]) -> JobFailure:
+    """`what` is "<kind> <name>", as the messages name the job."""
     reason, message = condition.get("reason") or "", condition.get("message") or ""
     if reason == "DeadlineExceeded" or "deadline" in message.lower():
         return JobFailure(
             "timeout",
-            f"PyTorchJob {name} ran past activeDeadlineSeconds (the task timeout): {message}",
+            f"{what} ran past activeDeadlineSeconds (the task timeout): {message}",
             False,
         )
     codes = {
@@ -197,10 +208,10 @@ def _job_failure(name: str, condition: Obj, pods: list[Obj]) -> JobFailure:
     if ExitCode.INVALID in codes:
         return JobFailure(
             "invalid_spec",
-            f"the engine in PyTorchJob {name} refused the spec (exit code 2); see the pod log",
+            f"the engine in {what} refused the spec (exit code 2); see the pod log",
             False,
         )
-    return JobFailure("job_failed", f"PyTorchJob {name} failed: {message or reason}", True)
+    return JobFailure("job_failed", f"{what} failed: {message or reason}", True)
 
 
 def _pending_too_long(pods: list[Obj], now: float, timeout_s: float) -> JobFailure | None:
