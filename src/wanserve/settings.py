@@ -147,10 +147,6 @@ class DispatchSettings(BaseModel):
     reconcile_interval_s: float = 30.0
     shutdown_grace_s: float = 30.0  # on SIGTERM, running tasks may finish this long, then go back
     workdir: Path | None = None  # scratch space per attempt; default: <data_dir>/work
-    # `wanserve worker` serves its Prometheus metrics on this port (0: off; `wanserve up` serves
-    # them on the API's /metrics instead), bound to metrics_host (0.0.0.0 in a pod)
-    metrics_port: int = Field(default=0, ge=0, le=65535)
-    metrics_host: str = "127.0.0.1"
 
 
 class KubernetesSettings(BaseModel):
