@@ -6,12 +6,13 @@ nothing of the queue or the store; the dispatcher turns its events into task sta
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from wanserve.domain.events import EngineEvent, ErrorEvent
 from wanserve.domain.spec import VideoSpec
@@ -20,9 +21,11 @@ __all__ = [
     "EngineState",
     "EngineStatus",
     "InferenceBackend",
+    "PLACED_WITHIN_S",
     "Reachable",
     "Resident",
     "Run",
+    "placed_in_time",
     "retryable_error",
 ]
 
@@ -41,6 +44,17 @@ def retryable_error(task_id: str, code: str, message: str) -> ErrorEvent:
     """A run that ended for a reason outside the engine's spec (its server, replica or cluster
     went away): the dispatcher runs it again."""
     return ErrorEvent(task_id=task_id, at=time.time(), code=code, message=message, retryable=True)
+
+
+PLACED_WITHIN_S = 0.5  # a free resident engine takes a task well within this
+
+
+async def placed_in_time(taken: asyncio.Future[Any]) -> bool:
+    """Whether a resident backend's engine took a task (`taken` done) within `PLACED_WITHIN_S`;
+    `taken` runs on either way. False means a replica or a pod is being started for it: the
+    run shows `scaling_up` from when it was sent."""
+    done, _ = await asyncio.wait({taken}, timeout=PLACED_WITHIN_S)
+    return bool(done)
 
 
 class InferenceBackend(Protocol):

@@ -32,7 +32,13 @@ from typing import Any, Protocol
 
 import httpx
 
-from wanserve.backends.base import EngineState, EngineStatus, Run, retryable_error
+from wanserve.backends.base import (
+    EngineState,
+    EngineStatus,
+    Run,
+    placed_in_time,
+    retryable_error,
+)
 from wanserve.domain.events import (
     CancelledEvent,
     EngineEvent,
@@ -49,7 +55,6 @@ __all__ = ["BoardClient", "ModelServerBackend", "TaskGone"]
 
 log = logging.getLogger(__name__)
 
-_PLACED_WITHIN_S = 0.5  # a running server accepts a task well within this
 _RETRY_S = 1.0  # between two requests that follow a task's events
 _CLOSE_GRACE_S = 15.0  # close waits this long for the runs in flight to end
 
@@ -146,8 +151,7 @@ class ModelServerBackend:
             try:
                 sent = self._clock()
                 submit = asyncio.ensure_future(self._submit(run))
-                done, _ = await asyncio.wait({submit}, timeout=_PLACED_WITHIN_S)
-                if not done:  # a pod or a worker is being started for it
+                if not await placed_in_time(submit):  # a pod or a worker is started for it
                     yield PhaseEvent(task_id=task_id, at=sent, phase=Phase.SCALING_UP)
                 await submit
             except httpx.HTTPStatusError as exc:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from wanserve.aio import cancel_and_wait
-from wanserve.backends.base import EngineState, EngineStatus, Run, retryable_error
+from wanserve.backends.base import EngineState, EngineStatus, Run, placed_in_time, retryable_error
 from wanserve.backends.ray.config import AppArgs, app_args, app_name
 from wanserve.backends.ray.serve_client import Replicas, ServeClient
 from wanserve.domain.errors import BackendUnavailable
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 _CANCEL_GRACE_S = 20.0  # the engine stops at its next step; then the request is cancelled
 _STATUS_TIMEOUT_S = 10.0
 _STOP_RAY_S = 8.0  # the worker's own Ray must stop within this on close (a healthy one: 2-3 s)
-_PLACED_WITHIN_S = 0.5  # a free replica's first item comes well within this
 
 
 @dataclass
@@ -366,9 +365,9 @@ async def _within(call: Callable[[], None], timeout: float) -> None:
 
 
 async def _items(response: Any) -> AsyncIterator[dict[str, Any] | None]:
-    """A replica's items, with None first when none came within `_PLACED_WITHIN_S` of the
-    request: a free replica answers at once (its first item names the actor that runs the task),
-    so a longer wait is Serve starting a replica (and the placement group finding its GPUs)."""
+    """A replica's items, with None first when none came in time (`placed_in_time`): a free
+    replica answers at once (its first item names the actor that runs the task), so a longer
+    wait is Serve starting a replica (and the placement group finding its GPUs)."""
 
     async def first_item() -> dict[str, Any]:
         item: dict[str, Any] = await response.__anext__()
@@ -376,8 +375,7 @@ async def _items(response: Any) -> AsyncIterator[dict[str, Any] | None]:
 
     first = asyncio.ensure_future(first_item())
     try:
-        done, _ = await asyncio.wait({first}, timeout=_PLACED_WITHIN_S)
-        if not done:
+        if not await placed_in_time(first):
             yield None
         item = await first
     except StopAsyncIteration:
