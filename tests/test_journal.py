@@ -157,6 +157,43 @@ async def test_a_burst_is_saved_in_one_transaction_after_the_one_in_flight(
     assert logged == [1, 2, 3, 4, 5]
 
 
+async def test_the_observer_sees_each_change_once_in_order_though_a_burst_is_one_save(
+    running: tuple[GatedStore, Task],
+) -> None:
+    store, task = running
+    seen: list[Change] = []
+    journal = Journal(store, PublishLog(), observe=seen.append)
+    progress = journal.progress()
+    burst = steps(task, 4)
+    for change in burst:
+        progress.add(change)
+        await asyncio.sleep(0)
+    store.gate.set()
+    await progress.drain()
+    stored = await store.get_task(task.id)
+    assert stored is not None
+    settled = await journal.record(settle(stored, Stopped.CANCELLED, 9.0, RetryPolicy()))
+
+    assert store.saves == [[1], [2, 3, 4], []]  # the settling save has no step entry
+    assert seen[:4] == burst
+    assert [c.task for c in seen[4:]] == [settled]
+
+
+async def test_a_failing_observer_is_logged_and_the_change_still_saved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(change: Change) -> None:
+        raise RuntimeError(f"metrics broke on {change.task.id}")
+
+    store = InMemoryStore()
+    journal = Journal(store, PublishLog(), observe=broken)
+    with caplog.at_level(logging.WARNING, logger="wanserve.journal"):
+        task = await journal.create(make_task("t1"))
+        started = await journal.record(start(task, 1.0, "local"))
+    assert await store.get_task("t1") == started
+    assert "journal observer failed" in caplog.text and "metrics broke on t1" in caplog.text
+
+
 async def test_entries_added_while_idle_are_saved_at_once(running: tuple[GatedStore, Task]) -> None:
     store, task = running
     store.gate.set()

@@ -10,6 +10,9 @@ an entry: listeners also poll the store.
 This is also the one place webhook events come from: `record` derives the change's events from
 its entries (`domain.deliveries.outbox`) and the store queues them in the change's transaction;
 the worker's `WebhookSender` delivers them.
+
+An observer (`observe`, the worker's metrics) sees each change once, in order: a recorded one
+after its write, a progress change as it is added (a burst is saved as one, observed as many).
 """
 
 from __future__ import annotations
@@ -47,11 +50,13 @@ class Journal:
         *,
         clock: Clock = time.time,
         new_id: Callable[[], str] = new_event_id,
+        observe: Callable[[Change], None] | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
         self._clock = clock
         self._new_id = new_id
+        self._observe = observe
 
     async def create(self, task: Task) -> Task:
         """Store a new task with its "created" entry (Conflict: its idempotency key is taken)."""
@@ -64,6 +69,11 @@ class Journal:
         task left the state `change` was made from (nothing written), NotFound when the task
         was deleted. The change's webhook events are queued in the same transaction.
         """
+        await self._save(change, usage)
+        self._notify(change)
+        return change.task
+
+    async def _save(self, change: Change, usage: Usage | None = None) -> None:
         task = change.task
         webhooks = outbox(change, self._clock(), self._new_id)
         written = await self._store.save_task(change, usage, webhooks)
@@ -72,7 +82,14 @@ class Journal:
                 await self._queue.publish(task.id, str(written[-1].id))
             except Exception:  # live fan-out is best effort; the log is durable
                 log.warning("publish failed", extra={"task_id": task.id}, exc_info=True)
-        return task
+
+    def _notify(self, change: Change) -> None:
+        if self._observe is None:
+            return
+        try:
+            self._observe(change)
+        except Exception:  # metrics must never stop a task's change
+            log.warning("journal observer failed", extra={"task_id": change.task.id}, exc_info=True)
 
     def progress(self) -> ProgressWriter:
         """A writer for one running task's progress changes."""
@@ -101,6 +118,7 @@ class ProgressWriter:
             if (error := writing.exception()) is not None:
                 raise error
         self._pending.append(change)
+        self._journal._notify(change)
         if writing is None or writing.done():
             self._writing = asyncio.create_task(self._write())
 
@@ -113,4 +131,4 @@ class ProgressWriter:
         while self._pending:
             changes, self._pending = self._pending, []
             entries = tuple(entry for change in changes for entry in change.entries)
-            await self._journal.record(Change(changes[-1].task, entries, changes[0].was))
+            await self._journal._save(Change(changes[-1].task, entries, changes[0].was))

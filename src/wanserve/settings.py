@@ -147,6 +147,10 @@ class DispatchSettings(BaseModel):
     reconcile_interval_s: float = 30.0
     shutdown_grace_s: float = 30.0  # on SIGTERM, running tasks may finish this long, then go back
     workdir: Path | None = None  # scratch space per attempt; default: <data_dir>/work
+    # `wanserve worker` serves its Prometheus metrics on this port (0: off; `wanserve up` serves
+    # them on the API's /metrics instead)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"  # address of the metrics port (0.0.0.0: reachable in a pod)
 
 
 class KubernetesSettings(BaseModel):
@@ -295,6 +299,8 @@ class Settings(BaseSettings):
     # production: secrets must not be placeholders (at least 16 characters, not "changeme"...)
     environment: Literal["development", "production"] = "development"
     log_level: str = "INFO"
+    # json: one JSON object per line (time, level, logger, message, task_id and attempt)
+    log_format: Literal["text", "json"] = "text"
     api: ApiSettings = Field(default_factory=ApiSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.api.conftest import Api
+from tests.api.dispatching import make_dispatcher, running_dispatcher, wait_for_state
 from wanserve.domain.errors import BackendUnavailable
 
 
@@ -32,6 +33,18 @@ async def test_metrics_count_requests_and_live_tasks(api: Api) -> None:
     assert 'wanserve_tasks{state="queued"} 1.0' in text
     assert "wanserve_queue_depth 1.0" in text
     assert "wanserve_tasks_created_total 1.0" in text
+
+
+async def test_metrics_include_the_embedded_workers_registry(api: Api) -> None:
+    created = await api.client.post("/v1/videos", json={"model": "wan2.2-tiny", "prompt": "x"})
+    dispatcher = make_dispatcher(api.store, api.queue, api.artifacts, api.workdir, clock=api.clock)
+    api.app.state.context.metrics.include(dispatcher.metrics.registry)  # as `wanserve up` does
+    async with running_dispatcher(dispatcher):
+        await wait_for_state(api.store, created.json()["id"])
+    text = (await api.client.get("/metrics")).text
+    assert "wanserve_tasks_created_total 1.0" in text
+    labels = 'model="wan2.2-tiny",pool="fake",state="completed"'
+    assert f"wanserve_tasks_settled_total{{{labels}}} 1.0" in text
 
 
 async def test_unknown_routes_and_methods_are_problems_too(api: Api) -> None:

@@ -5,6 +5,7 @@ Short leases (3 s TTL, 0.5 s heartbeats) keep every recovery within seconds.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -23,6 +24,7 @@ from tests.e2e.conftest import (
     assert_no_engines,
     engines_of,
     free_port,
+    wait_for,
     wait_http,
 )
 from wanserve.cli.follow import read_sse
@@ -196,7 +198,25 @@ def test_reconciler_reenqueues_a_task_the_queue_lost(cluster: Cluster) -> None:
     client = redis.Redis.from_url(cluster.env["WANSERVE_QUEUE__URL"])
     client.flushall()  # the queue loses everything; the store still says queued
     client.close()
-    worker = cluster.worker("worker")
+    port = free_port()
+    worker = cluster.worker(
+        "worker", WANSERVE_LOG_FORMAT="json", WANSERVE_DISPATCH__METRICS_PORT=str(port)
+    )
     final = cluster.client.wait(video["id"], timeout=120)
     assert final["state"] == "completed"
     assert "re-enqueued 1 task(s) the queue had lost" in worker.text()
+    # The worker's own metrics port, and its JSON lines naming the task's attempt.
+    labels = 'model="wan2.2-tiny",pool="local-warm",state="completed"'
+    settled = f"wanserve_tasks_settled_total{{{labels}}} 1.0"
+    wait_for(
+        lambda: _scrape(f"http://127.0.0.1:{port}/metrics"),
+        lambda m: settled in m["text"],
+        timeout=10,
+        what=settled,
+    )
+    lines = [json.loads(line) for line in worker.text().splitlines() if line.startswith("{")]
+    assert any(r.get("task_id") == video["id"] and r.get("attempt") == 1 for r in lines), lines
+
+
+def _scrape(url: str) -> dict[str, Any]:
+    return {"text": httpx.get(url, timeout=10).text}

@@ -76,6 +76,16 @@ def test_openai_sdk_round_trip_with_live_events(server: Api, tmp_path: Path) -> 
     assert [e["id"] for e in events] == list(range(1, len(events) + 1))
     resumed = server.events(video.id, after=events[2]["id"])
     assert resumed == events[3:]  # Last-Event-ID: only what came after
+    # The embedded worker's metrics are on the API's /metrics (one scrape target).
+    labels = 'model="wan2.2-tiny",pool="local-warm",state="completed"'
+    settled = f"wanserve_tasks_settled_total{{{labels}}} 1.0"
+    metrics = wait_for(
+        lambda: _scrape(f"{server.base}/metrics"),
+        lambda m: settled in m["text"],
+        timeout=10,
+        what=settled,
+    )
+    assert "wanserve_task_first_step_seconds_count" in metrics["text"]
 
 
 def test_cli_submit_waits_with_progress_then_status(
@@ -284,3 +294,7 @@ def test_up_is_warm_between_tasks_and_holds_nothing_after_its_idle_timeout(
 
 def _cold(found: dict[str, Any]) -> bool:
     return bool(found["pools"]) and all(p["state"] == "cold" for p in found["pools"])
+
+
+def _scrape(url: str) -> dict[str, Any]:
+    return {"text": httpx.get(url, timeout=10).text}

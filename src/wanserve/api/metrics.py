@@ -1,7 +1,8 @@
 """Prometheus metrics of one app: request counts and latency, tasks by state, queue depth.
 
 Each app owns its registry (several apps may live in one test process). Task gauges are read
-from the store when /metrics is scraped, so they are right across API replicas.
+from the store when /metrics is scraped, so they are right across API replicas. `wanserve up`
+runs its worker in the API's process and `include`s the worker's registry: one scrape target.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class ApiMetrics:
         self.created = Counter(
             "wanserve_tasks_created", "Tasks accepted by this API", registry=self.registry
         )
+        self._included: list[CollectorRegistry] = []
+
+    def include(self, registry: CollectorRegistry) -> None:
+        """Append `registry`'s metrics to /metrics (names must not clash with the API's)."""
+        self._included.append(registry)
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """Wrap `app` so each HTTP request is counted and timed under its route template."""
@@ -76,4 +82,4 @@ class ApiMetrics:
             self.tasks.labels(state.value).set(count)
             if state == TaskState.QUEUED:
                 self.queue_depth.set(count)
-        return generate_latest(self.registry)
+        return b"".join(generate_latest(r) for r in (self.registry, *self._included))

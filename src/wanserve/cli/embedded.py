@@ -94,8 +94,10 @@ async def _serve(settings: Settings) -> int:
     services = await open_services(settings)
     builder = _build_tiny_model(settings)
     try:
-        server = api_server(settings, build_app(services))
+        app = build_app(services)
+        server = api_server(settings, app)
         dispatcher = build_dispatcher(services)
+        app.state.context.metrics.include(dispatcher.metrics.registry)  # one /metrics for both
         freeze_startup_heap()
         serving = asyncio.create_task(server.serve())
         dispatching = asyncio.create_task(dispatcher.run())

@@ -13,13 +13,19 @@ import gc
 import io
 import logging
 import signal
+import socket
 import sys
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
+from wanserve.logs import JsonFormatter
 from wanserve.settings import Settings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = [
     "ApiServer",
@@ -31,6 +37,7 @@ __all__ = [
     "run_api",
     "run_loop",
     "run_worker",
+    "serving_metrics",
 ]
 
 T = TypeVar("T")
@@ -64,11 +71,13 @@ def freeze_startup_heap() -> None:
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Log to stderr at `log_level`, as text or (log_format json) one JSON object per line."""
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: dump stacks
 
@@ -114,8 +123,47 @@ def api_server(settings: Settings, app: Any) -> ApiServer:
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=5,
+        log_config=_uvicorn_logging(settings),
     )
     return ApiServer(config)
+
+
+def _uvicorn_logging(settings: Settings) -> dict[str, Any] | None:
+    """uvicorn's own text handlers, or none (its records reach the root's JSON handler)."""
+    return None if settings.log_format == "json" else LOGGING_CONFIG
+
+
+@contextlib.asynccontextmanager
+async def serving_metrics(settings: Settings, registry: CollectorRegistry) -> AsyncIterator[None]:
+    """Serve `registry` over HTTP on dispatch.metrics_port for the block (port 0: nothing).
+
+    The server runs on the caller's event loop, so a scrape reads the dispatcher's state
+    between its steps. The port is bound before the block starts: OSError when it is taken.
+    """
+    host, port = settings.dispatch.metrics_host, settings.dispatch.metrics_port
+    if port == 0:
+        yield
+        return
+    from prometheus_client import make_asgi_app
+
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.create_server((host, port), family=family)
+    config = uvicorn.Config(
+        make_asgi_app(registry),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        log_config=_uvicorn_logging(settings),
+    )
+    server = ApiServer(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    log.info("worker metrics at http://%s:%d/metrics", host, port)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
 
 
 class ApiServer(uvicorn.Server):
@@ -160,7 +208,8 @@ async def _worker(settings: Settings, worker_id: str | None) -> int:
         on_stop_signals(dispatcher.stop)
         log.info("worker %s leasing from %s", dispatcher.worker_id, settings.queue.url)
         try:
-            await dispatcher.run()
+            async with serving_metrics(settings, dispatcher.metrics.registry):
+                await dispatcher.run()
         finally:
             await dispatcher.close()
         return 0

@@ -4,7 +4,8 @@
 runs one task in one pool; `Reconciler` makes the queue agree with the store; `Pools` are the
 worker's pools and their capacity; `route` (routing.py) is the policy that picks a task's pool
 or makes it wait; `PoolMonitor` is what routing and `GET /v1/pools` know of the pools;
-`expire_artifacts` (retention.py) deletes expired videos. What an attempt's end means for its
+`expire_artifacts` (retention.py) deletes expired videos; `WorkerMetrics` (metrics.py) is the
+worker's Prometheus registry, fed by its journal. What an attempt's end means for its
 task is decided in `wanserve.domain.settlement`, and every change is written by
 `wanserve.journal`. See docs/architecture/03-dispatcher.md.
 """
@@ -12,6 +13,7 @@ task is decided in `wanserve.domain.settlement`, and every change is written by
 from wanserve.dispatch.attempt import Attempt, DispatchContext
 from wanserve.dispatch.config import DispatchConfig
 from wanserve.dispatch.dispatcher import Dispatcher
+from wanserve.dispatch.metrics import WorkerMetrics
 from wanserve.dispatch.monitor import PoolMonitor
 from wanserve.dispatch.pools import Pool, PoolKind, Pools
 from wanserve.dispatch.reconciler import Reconciler
@@ -31,6 +33,7 @@ __all__ = [
     "Reconciler",
     "Route",
     "RoutingPolicy",
+    "WorkerMetrics",
     "expire_artifacts",
     "route",
 ]

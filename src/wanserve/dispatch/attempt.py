@@ -52,6 +52,7 @@ from wanserve.domain.task import Task, TaskResult, attempt_deadline
 from wanserve.domain.transitions import apply_event, charge, record_phase, start
 from wanserve.domain.types import Clock
 from wanserve.journal import Journal
+from wanserve.logs import task_context
 from wanserve.queue.base import CANCEL_MESSAGE, JobQueue, Lease
 from wanserve.store.base import Usage
 
@@ -109,6 +110,11 @@ class Attempt:
         self._stop.set()
 
     async def run(self) -> None:
+        """Start, follow and settle the attempt; its log records name the task and attempt."""
+        with task_context(self.task.id, self.task.attempt + 1):
+            await self._run()
+
+    async def _run(self) -> None:
         change = start(
             self.task,
             self._c.clock(),

@@ -28,6 +28,7 @@ from wanserve.artifacts.base import ArtifactStore
 from wanserve.backends.base import Resident
 from wanserve.dispatch.attempt import Attempt, DispatchContext
 from wanserve.dispatch.config import DispatchConfig
+from wanserve.dispatch.metrics import WorkerMetrics
 from wanserve.dispatch.monitor import PoolMonitor
 from wanserve.dispatch.pools import Pool, Pools
 from wanserve.dispatch.reconciler import Reconciler
@@ -66,13 +67,16 @@ class Dispatcher:
         policy: RoutingPolicy | None = None,
         webhooks: WebhookSender | None = None,
     ) -> None:
-        journal = Journal(store, queue, clock=clock)
+        self.monitor = PoolMonitor(pools, clock)
+        self.metrics = WorkerMetrics(self.monitor)
+        journal = Journal(store, queue, clock=clock, observe=self.metrics.observe)
         self._webhooks = webhooks
+        if webhooks is not None:
+            webhooks.on_attempt = self.metrics.count_delivery
         self._context = DispatchContext(queue, artifacts, journal, config, clock)
         self._store = store
         self._pools = pools
         self._policy = policy or RoutingPolicy()
-        self.monitor = PoolMonitor(pools, clock)
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self.reconciler = Reconciler(store, queue, journal, clock, config.retry)
         self._stopping = asyncio.Event()

@@ -61,6 +61,8 @@ class WebhookSender:
         self._clock = clock
         self._policy = policy or UrlPolicy(allow_private=settings.allow_private)
         self._jitter = jitter
+        # Told each attempt's verdict (the dispatcher's metrics count them: dispatch/metrics.py).
+        self.on_attempt: Callable[[DeliveryState], None] | None = None
         self._client = httpx.AsyncClient(
             timeout=settings.timeout_s,
             follow_redirects=False,
@@ -106,6 +108,8 @@ class WebhookSender:
             duration_s=round(time.perf_counter() - started, 6),
         )
         state, next_at = self._verdict(number, status, final)
+        if self.on_attempt is not None:
+            self.on_attempt(state)
         extra = {"task_id": message.task_id, "webhook_id": message.id}
         log.info("webhook %s attempt %d: %s", message.type, number, error or status, extra=extra)
         try:
