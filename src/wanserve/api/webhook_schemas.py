@@ -1,4 +1,10 @@
-"""The schemas of GET /v1/videos/{id}/webhooks: a video's webhook deliveries and their attempts."""
+"""The schema of GET /v1/videos/{id}/webhooks: the video's delivery log, one entry per attempt.
+
+An entry is one POST to the video's webhook_url: which message it carried (`webhook_id`, the
+`webhook-id` header; a message's retries share it), the receiver's answer, and where that
+message's delivery stands now. A message shows from its first attempt on (a worker tries a new
+one within `webhooks.poll_interval_s`).
+"""
 
 from __future__ import annotations
 
@@ -8,55 +14,51 @@ from pydantic import BaseModel, Field
 
 from wanserve.domain.deliveries import DeliveryAttempt, DeliveryState, WebhookDelivery
 
-__all__ = ["WebhookAttemptPublic", "WebhookDeliveriesPublic", "WebhookDeliveryPublic"]
+__all__ = ["WebhookAttemptPublic", "WebhookAttemptsPublic"]
 
 
 class WebhookAttemptPublic(BaseModel):
-    """One POST of a delivery: the receiver's status code, or why there was none."""
+    """One POST of an event to the video's webhook_url: the receiver's status code, or why
+    there was none."""
 
-    attempt: int = Field(ge=1)
+    object: Literal["webhook.attempt"] = "webhook.attempt"
+    webhook_id: str = Field(description="the message's webhook-id header (its retries share it)")
+    type: str = Field(description="video.started, video.progress, video.completed, ...")
+    url: str
+    attempt: int = Field(ge=1, description="1 for the first POST of the message, then 2, ...")
     at: float = Field(description="when it was sent, unix seconds")
     status_code: int | None = Field(description="null: no answer (see error)")
     error: str | None = Field(description="a timeout, a connection error, the URL policy's refusal")
     duration_ms: float
+    delivery_status: DeliveryState = Field(
+        description="the message's delivery now: pending (tried again), delivered or failed"
+    )
+    next_attempt_at: float | None = Field(
+        description="while the delivery is pending: when the message is tried next"
+    )
 
     @classmethod
-    def from_attempt(cls, attempt: DeliveryAttempt) -> WebhookAttemptPublic:
+    def of(cls, delivery: WebhookDelivery, attempt: DeliveryAttempt) -> WebhookAttemptPublic:
+        message = delivery.message
         return cls(
+            webhook_id=message.id,
+            type=message.type,
+            url=message.url,
             attempt=attempt.attempt,
             at=attempt.at,
             status_code=attempt.status_code,
             error=attempt.error,
             duration_ms=round(attempt.duration_s * 1000, 3),
+            delivery_status=delivery.state,
+            next_attempt_at=delivery.next_attempt_at,
         )
 
 
-class WebhookDeliveryPublic(BaseModel):
-    """One event sent to the video's webhook_url; its `id` is the `webhook-id` header."""
-
-    id: str
-    object: Literal["webhook.delivery"] = "webhook.delivery"
-    type: str = Field(description="video.started, video.progress, video.completed, ...")
-    url: str
-    status: DeliveryState = Field(description="pending (tried again), delivered or failed")
-    created_at: float
-    next_attempt_at: float | None = Field(description="while pending: when it is tried next")
-    attempts: list[WebhookAttemptPublic]
+class WebhookAttemptsPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[WebhookAttemptPublic] = Field(description="every attempt, oldest first")
 
     @classmethod
-    def from_delivery(cls, delivery: WebhookDelivery) -> WebhookDeliveryPublic:
-        message = delivery.message
-        return cls(
-            id=message.id,
-            type=message.type,
-            url=message.url,
-            status=delivery.state,
-            created_at=message.created_at,
-            next_attempt_at=delivery.next_attempt_at,
-            attempts=[WebhookAttemptPublic.from_attempt(a) for a in delivery.log],
-        )
-
-
-class WebhookDeliveriesPublic(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[WebhookDeliveryPublic]
+    def of(cls, deliveries: list[WebhookDelivery]) -> WebhookAttemptsPublic:
+        attempts = [WebhookAttemptPublic.of(d, a) for d in deliveries for a in d.log]
+        return cls(data=sorted(attempts, key=lambda a: (a.at, a.attempt)))

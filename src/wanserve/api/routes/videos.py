@@ -19,7 +19,7 @@ from wanserve.api.schemas import VideoDeleted, VideoPublic, VideosPublic
 from wanserve.api.service import VideoView
 from wanserve.api.sse import task_event_stream
 from wanserve.api.submission import read_submission
-from wanserve.api.webhook_schemas import WebhookDeliveriesPublic, WebhookDeliveryPublic
+from wanserve.api.webhook_schemas import WebhookAttemptsPublic
 from wanserve.domain.errors import NotFound
 from wanserve.domain.task import TaskState
 
@@ -265,9 +265,8 @@ async def stream_video_events(
 
 
 @router.get("/{video_id}/webhooks", responses=problem_responses(404, 503))
-async def list_video_webhooks(video_id: str, caller: CallerDep) -> WebhookDeliveriesPublic:
-    """The video's webhook deliveries, oldest first, each with the log of its attempts."""
+async def list_video_webhooks(video_id: str, caller: CallerDep) -> WebhookAttemptsPublic:
+    """The video's webhook delivery log: every POST to its webhook_url, oldest first, with the
+    receiver's answer and where that message's delivery stands now."""
     deliveries = await caller.videos.webhook_deliveries(caller.principal, video_id)
-    return WebhookDeliveriesPublic(
-        data=[WebhookDeliveryPublic.from_delivery(d) for d in deliveries]
-    )
+    return WebhookAttemptsPublic.of(deliveries)
