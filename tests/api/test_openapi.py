@@ -39,7 +39,7 @@ def statuses(doc: dict[str, Any]) -> dict[str, list[str]]:
 async def test_each_operation_lists_what_it_sends(api: Api) -> None:
     doc = (await api.client.get("/openapi.json")).json()
     assert statuses(doc) == {
-        "POST /v1/videos": ["200", "409", "413", "415", "422", "503"],
+        "POST /v1/videos": ["200", "409", "413", "415", "422", "429", "503"],
         "GET /v1/videos": ["200", "404", "422", "503"],
         "GET /v1/videos/{video_id}": ["200", "404", "503"],
         "DELETE /v1/videos/{video_id}": ["200", "404", "503"],
@@ -51,6 +51,10 @@ async def test_each_operation_lists_what_it_sends(api: Api) -> None:
         "GET /v1/models/{model_id}": ["200", "404", "503"],
         "GET /v1/pools": ["200", "403", "503"],
         "GET /v1/usage": ["200", "422", "503"],
+        "GET /v1/admin/keys": ["200", "403", "503"],
+        "POST /v1/admin/keys": ["201", "400", "403", "422", "503"],
+        "PATCH /v1/admin/keys/{key_id}": ["200", "400", "403", "404", "422", "503"],
+        "DELETE /v1/admin/keys/{key_id}": ["200", "403", "404", "503"],
         "GET /healthz": ["200"],
         "GET /readyz": ["200", "503"],
         "GET /metrics": ["200", "503"],

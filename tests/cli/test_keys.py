@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.conftest import subprocess_env
 from wanserve.api.keys import hash_key
+from wanserve.domain.quotas import KeyLimits
 from wanserve.store import default_url, open_store
 
 
@@ -50,3 +51,34 @@ def test_create_prints_the_secret_once_and_stores_its_hash(tmp_path: Path) -> No
 def test_blank_name_is_refused(tmp_path: Path) -> None:
     result = wanserve(tmp_path, "create", "--name", " ")
     assert result.returncode == 2 and result.stderr.startswith("error: name=' ' is invalid")
+
+
+def test_create_and_update_set_the_limits(tmp_path: Path) -> None:
+    created = wanserve(
+        tmp_path, "create", "--name", "app", "--max-concurrent", "2", "--per-hour", "30",
+        "--gpu-seconds-per-day", "900", "--max-priority", "4", "--weight", "0.5",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    key_id = created.stdout.split()[2]  # "created key <id> (app)"
+
+    async def limits() -> KeyLimits:
+        store = await open_store(default_url(tmp_path))
+        try:
+            key = await store.get_api_key(key_id)
+            assert key is not None
+            return key.limits
+        finally:
+            await store.close()
+
+    assert asyncio.run(limits()) == KeyLimits(2, 30, 900.0, 4, 0.5)
+    updated = wanserve(
+        tmp_path, "update", key_id, "--per-hour", "60", "--weight", "2", "--lift", "max_priority"
+    )
+    assert updated.returncode == 0, updated.stderr
+    assert asyncio.run(limits()) == KeyLimits(2, 60, 900.0, None, 2.0)
+    listed = wanserve(tmp_path, "list").stdout
+    assert "max_concurrent=2 per_hour=60 gpu_seconds_per_day=900 max_priority=- weight=2" in listed
+    bad = wanserve(tmp_path, "update", key_id, "--weight", "1000")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: weight=1000.0 is invalid")
+    unknown = wanserve(tmp_path, "update", "key_nope", "--per-hour", "1")
+    assert unknown.returncode == 1 and "key_nope" in unknown.stderr

@@ -16,6 +16,7 @@ from wanserve.domain.deliveries import (
 from wanserve.domain.durations import WINDOW, Sample
 from wanserve.domain.errors import Conflict, InvalidRequest, NotFound
 from wanserve.domain.journal import Change, JournalEntry
+from wanserve.domain.quotas import KeyLimits
 from wanserve.domain.task import Task, TaskEvent, TaskState
 from wanserve.domain.transitions import over_stored
 from wanserve.store.base import ApiKey, TaskPage, Usage
@@ -192,8 +193,18 @@ class InMemoryStore:
     async def get_api_key_by_hash(self, key_hash: str) -> ApiKey | None:
         return next((k for k in self._keys.values() if k.key_hash == key_hash), None)
 
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        return self._keys.get(key_id)
+
     async def list_api_keys(self) -> list[ApiKey]:
         return sorted(self._keys.values(), key=lambda k: (k.created_at, k.id))
+
+    async def set_api_key_limits(self, key_id: str, limits: KeyLimits) -> ApiKey | None:
+        key = self._keys.get(key_id)
+        if key is None or key.revoked_at is not None:
+            return None
+        self._keys[key_id] = key = replace(key, limits=limits)
+        return key
 
     async def revoke_api_key(self, key_id: str, now: float) -> bool:
         key = self._keys.get(key_id)

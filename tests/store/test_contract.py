@@ -16,6 +16,7 @@ from wanserve.domain.durations import Sample
 from wanserve.domain.errors import Conflict, InvalidRequest, NotFound, StaleChange
 from wanserve.domain.events import Phase
 from wanserve.domain.journal import Change, MemoryEntry, StepEntry
+from wanserve.domain.quotas import KeyLimits
 from wanserve.domain.task import TaskError, TaskResult, TaskState
 from wanserve.domain.transitions import (
     complete,
@@ -283,6 +284,23 @@ class TestTaskStoreContract:
         assert await store.revoke_api_key("missing", now=6.0) is False
         revoked = await store.get_api_key_by_hash("h2")
         assert revoked is not None and revoked.revoked_at == 5.0
+
+    async def test_api_key_limits(self, store: TaskStore) -> None:
+        limits = KeyLimits(max_concurrent=2, per_hour=30, gpu_seconds_per_day=1.5, weight=0.5)
+        key = ApiKey("k1", "app", "h1", False, 1.0, limits=limits)
+        await store.create_api_key(key)
+        assert await store.get_api_key("k1") == key
+        assert await store.get_api_key("nope") is None
+        changed = KeyLimits(max_priority=3, weight=2.0)
+        updated = await store.set_api_key_limits("k1", changed)
+        assert updated == ApiKey("k1", "app", "h1", False, 1.0, limits=changed)
+        assert await store.get_api_key_by_hash("h1") == updated
+        assert await store.list_api_keys() == [updated]
+        assert await store.set_api_key_limits("nope", changed) is None
+        await store.revoke_api_key("k1", now=2.0)
+        assert await store.set_api_key_limits("k1", KeyLimits()) is None  # revoked: unchanged
+        revoked = await store.get_api_key("k1")
+        assert revoked is not None and revoked.limits == changed
 
     async def test_usage_totals_per_owner(self, store: TaskStore) -> None:
         assert await store.usage_by_owner("a") == {

@@ -28,7 +28,7 @@ from wanserve.api.body_schemas import create_body_schemas
 from wanserve.api.deps import ApiContext
 from wanserve.api.metrics import ApiMetrics
 from wanserve.api.problems import install_problem_handlers, problem_responses
-from wanserve.api.routes import health, models, pools, videos
+from wanserve.api.routes import admin, health, models, pools, videos
 from wanserve.api.schemas import Problem, VideoEvent, without_null
 from wanserve.api.served import ServedModels
 from wanserve.api.service import ServiceConfig, VideoService, new_video_id
@@ -85,7 +85,7 @@ def create_app(
         sse_heartbeat_s=sse_heartbeat_s,
     )
     install_problem_handlers(app)
-    for router in (videos.router, models.router, pools.router, health.router):
+    for router in (videos.router, models.router, pools.router, admin.router, health.router):
         app.include_router(router)
     app.add_middleware(_Measured, metrics=metrics)
     app.openapi = _openapi(app, app.state.context)  # type: ignore[method-assign]
@@ -128,7 +128,12 @@ def _document(
     schemas.update(_components(Problem, VideoEvent))
     cards = [MODELS[m] for m in served]
     webhooks = context.videos.webhooks is not None
-    schemas.update(create_body_schemas(cards, context.default_model, adapters, webhooks=webhooks))
+    timeout = context.videos.config.task_timeout_s
+    schemas.update(
+        create_body_schemas(
+            cards, context.default_model, adapters, webhooks=webhooks, max_timeout_s=timeout
+        )
+    )
     for path, operations in document["paths"].items():
         for operation in operations.values():
             for parameter in operation.get("parameters", ()):  # text: never null

@@ -61,4 +61,4 @@ class Authenticator:
         key = await self._store.get_api_key_by_hash(digest)
         if key is None or key.revoked_at is not None:
             return None
-        return Principal(key_id=key.id, is_admin=key.is_admin)
+        return Principal(key_id=key.id, is_admin=key.is_admin, limits=key.limits)

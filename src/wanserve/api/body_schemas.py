@@ -48,10 +48,12 @@ def create_body_schemas(
     adapters: Sequence[str] = (),
     *,
     webhooks: bool = False,
+    max_timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """JSON Schemas of the POST /v1/videos bodies, by the component names of BODY_SCHEMAS: each
     with `VideoCreate`'s rules, the served models and LoRA `adapters`, and per model (`anyOf`)
-    that model's rules. `webhook_url` and `webhook_events` are there when `webhooks` are on."""
+    that model's rules. `webhook_url` and `webhook_events` are there when `webhooks` are on;
+    `timeout_s` is at most `max_timeout_s` (the server's task timeout)."""
     schemas = {}
     for media_type, name in BODY_SCHEMAS.items():
         schema = VideoCreate.model_json_schema()
@@ -63,6 +65,7 @@ def create_body_schemas(
         if default_model not in served_ids:
             schema["required"] = ["model", "prompt"]
         _webhook_properties(schema["properties"], media_type, webhooks)
+        _bound_timeout(schema["properties"]["timeout_s"], max_timeout_s)
         if media_type != JSON_TYPE:
             schema["properties"] = {k: without_null(v) for k, v in schema["properties"].items()}
         schema["properties"].update(_image_properties(media_type))
@@ -72,6 +75,13 @@ def create_body_schemas(
         schema["allOf"] = [{"anyOf": seconds_alone}, {"anyOf": per_model} if served else False]
         schemas[name] = schema
     return schemas
+
+
+def _bound_timeout(prop: dict[str, Any], max_timeout_s: float | None) -> None:
+    if max_timeout_s is not None:
+        for branch in prop["anyOf"]:
+            if branch.get("type") == "number":
+                branch["maximum"] = max_timeout_s
 
 
 @dataclass(frozen=True, slots=True)

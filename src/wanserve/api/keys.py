@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from wanserve.domain.errors import InvalidRequest
+from wanserve.domain.quotas import NO_LIMITS, KeyLimits
 from wanserve.domain.types import Clock
 from wanserve.store.base import ApiKey, TaskStore
 
@@ -23,10 +24,13 @@ KEY_PREFIX = "ws-"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a request acts as. `key_id` None: the open (no keys) server's anonymous user."""
+    """Who a request acts as. `key_id` None: the open (no keys) server's anonymous user.
+    `limits`: the key's quotas and fair-share weight (none for the anonymous and bootstrap
+    admin principals)."""
 
     key_id: str | None
     is_admin: bool
+    limits: KeyLimits = NO_LIMITS
 
     @property
     def sees_all(self) -> bool:
@@ -55,11 +59,18 @@ def hash_key(secret: str) -> str:
 
 
 async def create_api_key(
-    store: TaskStore, name: str, *, is_admin: bool = False, now: Clock
+    store: TaskStore,
+    name: str,
+    *,
+    is_admin: bool = False,
+    now: Clock,
+    limits: KeyLimits = NO_LIMITS,
 ) -> CreatedKey:
-    """Make a new key named `name`, store its hash, and return it with its secret (once)."""
+    """Make a new key named `name` with `limits`, store its hash, and return it with its
+    secret (once). InvalidRequest naming the field: a blank name, a limit out of range."""
     if not name.strip() or len(name) > 100:
         raise InvalidRequest("name", name, "must be 1 to 100 characters")
+    limits.checked()
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(
         id="key_" + uuid.uuid4().hex[:16],
@@ -67,6 +78,7 @@ async def create_api_key(
         key_hash=hash_key(secret),
         is_admin=is_admin,
         created_at=now(),
+        limits=limits,
     )
     await store.create_api_key(key)
     return CreatedKey(key=key, secret=secret)

@@ -21,7 +21,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
 
 from wanserve.api.schemas import NOT_BLANK, SIZE_PATTERN
-from wanserve.domain.errors import InvalidRequest, WanserveError
+from wanserve.domain.errors import InvalidRequest, TooManyRequests, WanserveError
 from wanserve.domain.spec import EMPTY_PROMPT_RULE
 
 __all__ = [
@@ -39,6 +39,7 @@ PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
 logger = logging.getLogger(__name__)
 
 _WHEN = {
+    400: "the body is not well-formed JSON",
     401: "no API key, or an unknown or revoked one (keys are required)",
     403: "the key may not do this: it needs an admin key",
     404: "no such resource (another key's videos are not found either)",
@@ -47,6 +48,7 @@ _WHEN = {
     415: "the body is not in an accepted media type",
     416: "the range lies outside the file",
     422: "a field breaks a rule: `errors` names the field, the value and the rule",
+    429: "over one of the API key's limits (`errors` names it): nothing was stored",
     503: "the store or the queue cannot be reached",
 }
 
@@ -61,6 +63,15 @@ def _problem_response(status: int) -> dict[str, Any]:
     if status == 401:
         scheme = {"type": "string", "enum": ["Bearer"]}
         response["headers"] = {"WWW-Authenticate": {"required": True, "schema": scheme}}
+    if status == 429:
+        wait = {"type": "integer", "minimum": 1}
+        response["headers"] = {
+            "Retry-After": {
+                "required": True,
+                "description": "seconds until the same request can pass",
+                "schema": wait,
+            }
+        }
     return response
 
 
@@ -77,6 +88,8 @@ async def _on_wanserve_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status >= 500:
         logger.error("request failed: %s", exc.detail, extra={"path": request.url.path})
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": str(exc.retry_after)}
     return problem_response(request, exc.problem(), headers)
 
 

@@ -107,6 +107,13 @@ class VideoCreate(BaseModel):
         max_length=MAX_URL_CHARS,
         description="where the task's events are POSTed, signed as Standard Webhooks",
     )
+    timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="the longest one attempt may run, in seconds (default and upper bound: the "
+        "server's task timeout)",
+    )
     webhook_events: list[WebhookEventName] | None = Field(
         default=None,
         min_length=1,
@@ -142,6 +149,9 @@ class Problem(BaseModel):
     )
     component: Literal["store", "queue"] | SkipJsonSchema[None] = Field(
         default=None, description="/readyz: the part that cannot be reached"
+    )
+    retry_after: int | SkipJsonSchema[None] = Field(
+        default=None, ge=1, description="429: the seconds to wait, as in Retry-After"
     )
 
 

@@ -16,6 +16,7 @@ from typing import Literal
 
 from wanserve.api.estimates import Estimator
 from wanserve.api.keys import Principal
+from wanserve.api.quotas import Quotas
 from wanserve.api.served import ServedModels
 from wanserve.api.submission import Submission
 from wanserve.artifacts.base import ArtifactStore
@@ -110,6 +111,7 @@ class VideoService:
         self._new_id = new_id
         self._seed_factory = seed_factory
         self.estimator = Estimator(store, queue, clock, default_slots=config.capacity)
+        self.quotas = Quotas(store, clock)
 
     async def create_video(
         self, principal: Principal, submission: Submission, idempotency_key: str | None
@@ -122,6 +124,7 @@ class VideoService:
         request raises IdempotencyConflict.
         """
         self.served.check(submission.request.model)
+        self._check_timeout(submission)
         await self._check_webhook(submission)
         # Only a keyed request is ever compared with another (a sha256 of the body costs).
         fingerprint = None if idempotency_key is None else submission.fingerprint()
@@ -133,6 +136,7 @@ class VideoService:
             earlier = await self._replay(principal, idempotency_key, fingerprint)
             if earlier is not None:
                 return earlier, False
+        await self.quotas.check(principal, task.priority)  # 429 before anything is stored
         await self._store_image(task, submission)
         try:
             task = await self._journal.create(task)
@@ -145,8 +149,14 @@ class VideoService:
             if earlier is None:
                 raise
             return earlier, False
-        await self._enqueue(task)
+        await self._enqueue(task, principal.limits.weight)
         return task, True
+
+    def _check_timeout(self, submission: Submission) -> None:
+        longest = self.config.task_timeout_s
+        if submission.timeout_s is not None and submission.timeout_s > longest:
+            rule = f"must be at most {longest:g} (this server's task timeout)"
+            raise InvalidRequest("timeout_s", submission.timeout_s, rule)
 
     async def _check_webhook(self, submission: Submission) -> None:
         """InvalidRequest naming webhook_url when webhooks are off or the URL policy refuses
@@ -189,7 +199,7 @@ class VideoService:
             spec=spec,
             priority=submission.priority,
             max_attempts=self.config.max_attempts,
-            timeout_s=self.config.task_timeout_s,
+            timeout_s=submission.timeout_s or self.config.task_timeout_s,
             created_at=now,
             phase_started_at=now,
             total_steps=spec.num_inference_steps,
@@ -215,9 +225,11 @@ class VideoService:
             )
         return earlier
 
-    async def _enqueue(self, task: Task) -> None:
+    async def _enqueue(self, task: Task, weight: float) -> None:
         try:
-            await self.queue.enqueue(task.id, priority=task.priority)
+            await self.queue.enqueue(
+                task.id, priority=task.priority, owner=task.owner, weight=weight
+            )
         except ConnectionError:
             # The store holds the task as queued; the reconciler enqueues it once the queue is back.
             logger.warning(

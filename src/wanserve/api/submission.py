@@ -49,7 +49,7 @@ __all__ = ["LORAS_FORM_SPELLING", "Submission", "UploadLimits", "read_submission
 
 LORAS_FORM_SPELLING = "NAME[:SCALE] separated by commas, for example lightning:1.0,style:0.6"
 _FIELDS_ALLOWANCE = 256 * 1024  # room for the text fields beside the image
-_NOT_SPEC = {"priority", "webhook_url", "webhook_events"}  # fields of the task, not its spec
+_NOT_SPEC = {"priority", "timeout_s", "webhook_url", "webhook_events"}  # the task's, not spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,7 @@ class Submission:
     priority: int
     image: UploadedImage | None
     webhook: WebhookTarget | None = None
+    timeout_s: float | None = None  # None: the server's task timeout
 
     def fingerprint(self) -> str:
         """sha256 of what was asked for: equal for the same request sent twice."""
@@ -79,6 +80,7 @@ class Submission:
             "priority": self.priority,
             "image": self.image.sha256 if self.image else None,
             **({"webhook": [webhook.url, *webhook.events]} if webhook else {}),
+            **({"timeout_s": self.timeout_s} if self.timeout_s is not None else {}),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -120,6 +122,7 @@ async def read_submission(request: Request, limits: UploadLimits, default_model:
         priority=create.priority or 0,
         image=image,
         webhook=_webhook(create),
+        timeout_s=create.timeout_s,
     )
 
 

@@ -1,6 +1,7 @@
-"""`wanserve keys`: create, list and revoke API keys in the configured store.
+"""`wanserve keys`: create, list, update (limits) and revoke API keys in the configured store.
 
-A key's secret is printed once, by `create`; the store keeps only its sha256.
+A key's secret is printed once, by `create`; the store keeps only its sha256. The limits (quotas
+and fair-share weight, domain/quotas.py) are the same as over `/v1/admin/keys`.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from wanserve.cli.app import app
 
 if TYPE_CHECKING:
+    from wanserve.api.key_admin import KeyAdmin
     from wanserve.api.keys import CreatedKey
     from wanserve.store.base import ApiKey, TaskStore
 
@@ -43,32 +45,98 @@ def _with_store(work: Callable[[TaskStore], Awaitable[_T]]) -> _T:
     return asyncio.run(run())
 
 
+def _with_admin(work: Callable[[KeyAdmin], Awaitable[_T]]) -> _T:
+    """Run `work(admin)` on the configured store; a refused value exits 2, an unknown key 1."""
+    from wanserve.api.key_admin import KeyAdmin
+    from wanserve.domain.errors import InvalidRequest, NotFound
+
+    try:
+        return _with_store(lambda store: work(KeyAdmin(store, time.time)))
+    except InvalidRequest as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from None
+    except NotFound as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+
+
+_MaxConcurrent = Annotated[
+    int | None, typer.Option(help="Tasks queued or running at once (default: no limit).")
+]
+_PerHour = Annotated[int | None, typer.Option(help="Tasks created in any hour.")]
+_GpuSeconds = Annotated[
+    float | None, typer.Option(help="GPU-seconds per UTC day, of settled attempts.")
+]
+_MaxPriority = Annotated[int | None, typer.Option(help="The highest priority it may ask for.")]
+_LIMIT_NAMES = ("max_concurrent", "per_hour", "gpu_seconds_per_day", "max_priority")
+
+
 @keys_app.command("create")
 def create_key(
     name: Annotated[str, typer.Option(help="Who or what the key is for.")],
     admin: Annotated[bool, typer.Option(help="The key sees every owner's videos.")] = False,
+    max_concurrent: _MaxConcurrent = None,
+    per_hour: _PerHour = None,
+    gpu_seconds_per_day: _GpuSeconds = None,
+    max_priority: _MaxPriority = None,
+    weight: Annotated[
+        float, typer.Option(help="Its share of a priority against other keys (fair share).")
+    ] = 1.0,
 ) -> None:
-    """Create a key and print its secret (once)."""
-    from wanserve.api.keys import create_api_key
+    """Create a key with these limits and print its secret (once)."""
+    from wanserve.domain.quotas import KeyLimits
 
-    async def work(store: TaskStore) -> CreatedKey:
-        return await create_api_key(store, name, is_admin=admin, now=time.time)
+    limits = KeyLimits(max_concurrent, per_hour, gpu_seconds_per_day, max_priority, weight)
 
-    from wanserve.domain.errors import InvalidRequest
+    async def work(keys: KeyAdmin) -> CreatedKey:
+        return await keys.create(name, is_admin=admin, limits=limits)
 
-    try:
-        created = _with_store(work)
-    except InvalidRequest as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(2) from None
+    created = _with_admin(work)
     typer.echo(f"created {'admin ' if admin else ''}key {created.key.id} ({name})")
     typer.echo("secret (shown once; send it as `Authorization: Bearer <secret>`):")
     typer.echo(created.secret)
 
 
+@keys_app.command("update")
+def update_key(
+    key_id: Annotated[str, typer.Argument(help="The key id (key_...).")],
+    max_concurrent: _MaxConcurrent = None,
+    per_hour: _PerHour = None,
+    gpu_seconds_per_day: _GpuSeconds = None,
+    max_priority: _MaxPriority = None,
+    weight: Annotated[float | None, typer.Option(help="Its fair-share weight.")] = None,
+    lift: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Remove this limit (repeatable): one of {', '.join(_LIMIT_NAMES)}."),
+    ] = None,
+) -> None:
+    """Change an active key's limits: the options given; the others stay as they are."""
+    given = {
+        "max_concurrent": max_concurrent,
+        "per_hour": per_hour,
+        "gpu_seconds_per_day": gpu_seconds_per_day,
+        "max_priority": max_priority,
+        "weight": weight,
+    }
+    changes: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+    for name in lift or ():
+        if name not in _LIMIT_NAMES:
+            typer.echo(
+                f"error: --lift {name!r} is invalid: must be one of {_LIMIT_NAMES}", err=True
+            )
+            raise typer.Exit(2)
+        changes[name] = None
+
+    async def work(keys: KeyAdmin) -> ApiKey:
+        return await keys.update(key_id, changes)
+
+    key = _with_admin(work)
+    typer.echo(f"updated {key.id}: {_limits(key)}")
+
+
 @keys_app.command("list")
 def list_keys() -> None:
-    """List keys: id, name, role, created and revoked times (never secrets)."""
+    """List keys: id, name, role, limits, created and revoked times (never secrets)."""
 
     async def work(store: TaskStore) -> list[ApiKey]:
         return await store.list_api_keys()
@@ -76,7 +144,16 @@ def list_keys() -> None:
     for key in _with_store(work):
         revoked = f"  revoked {_when(key.revoked_at)}" if key.revoked_at else ""
         role = "admin" if key.is_admin else "user"
-        typer.echo(f"{key.id}  {key.name}  {role}  created {_when(key.created_at)}{revoked}")
+        created = f"created {_when(key.created_at)}"
+        typer.echo(f"{key.id}  {key.name}  {role}  {_limits(key)}  {created}{revoked}")
+
+
+def _limits(key: ApiKey) -> str:
+    """`max_concurrent=2 per_hour=- ... weight=1`: a dash is no limit."""
+    limits = key.limits
+    values = [(name, getattr(limits, name)) for name in _LIMIT_NAMES]
+    shown = " ".join(f"{n}={'-' if v is None else f'{v:g}'}" for n, v in values)
+    return f"{shown} weight={limits.weight:g}"
 
 
 @keys_app.command("revoke")

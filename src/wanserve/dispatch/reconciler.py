@@ -66,7 +66,11 @@ class Reconciler:
         if task.is_terminal:  # its cancel was requested: settled, nothing to run
             return True
         delay = max(0.0, (task.not_before or 0.0) - now)
-        return await self._queue.enqueue(task.id, priority=task.priority, delay_s=delay)
+        key = await self._store.get_api_key(task.owner) if task.owner else None
+        weight = key.limits.weight if key is not None else 1.0
+        return await self._queue.enqueue(
+            task.id, priority=task.priority, delay_s=delay, owner=task.owner, weight=weight
+        )
 
 
 def _progress(task: Task) -> tuple[object, ...]:

@@ -12,6 +12,7 @@
     │   └── QueueFull             admission refused
     ├── PayloadTooLarge           status 413  an upload over the byte limit
     ├── UnsupportedMediaType      status 415  a request body of a media type not taken
+    ├── TooManyRequests           status 429  over a key's limit: names it, says when to retry
     └── BackendUnavailable        status 503  store, queue or a backend cannot be reached
 
 The API renders every one of them as RFC 9457 problem+json from `status`, `title` and `type`.
@@ -19,6 +20,7 @@ The API renders every one of them as RFC 9457 problem+json from `status`, `title
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -33,6 +35,7 @@ __all__ = [
     "PayloadTooLarge",
     "QueueFull",
     "StaleChange",
+    "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
     "WanserveError",
@@ -147,6 +150,25 @@ class UnsupportedMediaType(WanserveError):
     status = 415
     title = "Unsupported media type"
     type = "https://wanserve.dev/problems/unsupported-media-type"
+
+
+class TooManyRequests(WanserveError):
+    """One more task would break an API key's limit `field` (now at `value`): `rule` says
+    what it allows; the same request can pass after `retry_after_s` (the Retry-After)."""
+
+    status = 429
+    title = "Too many requests"
+    type = "https://wanserve.dev/problems/too-many-requests"
+
+    def __init__(self, field: str, value: float, rule: str, retry_after_s: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after_s))
+        super().__init__(
+            f"this API key is at its {field} limit ({value:g} used): {rule}; "
+            f"retry after {self.retry_after} s",
+            errors=[{"field": field, "value": value, "rule": rule}],
+            retry_after=self.retry_after,
+        )
+        self.field = field
 
 
 class BackendUnavailable(WanserveError, ConnectionError):

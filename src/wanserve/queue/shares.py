@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 
+from wanserve.domain.quotas import MAX_WEIGHT, MIN_WEIGHT
+
 __all__ = [
     "MAX_WEIGHT",
     "MIN_WEIGHT",
@@ -26,7 +28,7 @@ __all__ = [
 ]
 
 STRIDE_SCALE = 1_000_000  # the stride of weight 1: integer tags, exact in Lua's doubles
-MIN_WEIGHT, MAX_WEIGHT = 0.01, 100.0  # strides 1e8 .. 1e4: 2**53 is ~9e7 tasks of the least
+# weights 0.01 .. 100 (domain/quotas.py): strides 1e8 .. 1e4; 2**53 is ~9e7 tasks of the least
 _DIGITS = 20
 
 

@@ -14,6 +14,7 @@ from wanserve.domain.deliveries import (
 )
 from wanserve.domain.durations import Sample
 from wanserve.domain.journal import Change
+from wanserve.domain.quotas import NO_LIMITS, KeyLimits
 from wanserve.domain.task import Task, TaskEvent, TaskState
 
 __all__ = ["ApiKey", "TaskPage", "TaskStore", "Usage"]
@@ -27,6 +28,7 @@ class ApiKey:
     is_admin: bool
     created_at: float
     revoked_at: float | None = None
+    limits: KeyLimits = NO_LIMITS  # quotas and fair-share weight (domain/quotas.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +134,14 @@ class TaskStore(Protocol):
 
     async def get_api_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
 
+    async def get_api_key(self, key_id: str) -> ApiKey | None: ...
+
     async def list_api_keys(self) -> list[ApiKey]: ...
+
+    async def set_api_key_limits(self, key_id: str, limits: KeyLimits) -> ApiKey | None:
+        """Replace an active key's limits; the key as stored now, None when no active key
+        has that id (nothing written)."""
+        ...
 
     async def revoke_api_key(self, key_id: str, now: float) -> bool: ...
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -31,6 +31,7 @@ from wanserve.domain.deliveries import (
 from wanserve.domain.durations import WINDOW, Sample
 from wanserve.domain.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from wanserve.domain.journal import Change, JournalEntry
+from wanserve.domain.quotas import KeyLimits
 from wanserve.domain.task import Task, TaskEvent, TaskState
 from wanserve.domain.transitions import over_stored
 from wanserve.domain.types import Clock
@@ -122,8 +123,18 @@ def _task_row(task: Task) -> dict[str, Any]:
     }
 
 
+_LIMITS = [field.name for field in fields(KeyLimits)]
+
+
 def _key(row: sa.Row[Any]) -> ApiKey:
-    return ApiKey(**{**row._mapping, "is_admin": bool(row.is_admin)})
+    columns = dict(row._mapping)
+    limits = KeyLimits(**{name: columns.pop(name) for name in _LIMITS})
+    return ApiKey(**{**columns, "is_admin": bool(row.is_admin), "limits": limits})
+
+
+def _key_row(key: ApiKey) -> dict[str, Any]:
+    row = {field.name: getattr(key, field.name) for field in fields(ApiKey)}
+    return {**row, **asdict(row.pop("limits"))}
 
 
 def _owned(owner: str | None, task_id: str) -> sa.ColumnElement[bool]:
@@ -302,7 +313,7 @@ class SqlStore:
 
     async def create_api_key(self, key: ApiKey) -> None:
         try:
-            await self.database.write(lambda conn: conn.execute(api_keys.insert(), asdict(key)))
+            await self.database.write(lambda conn: conn.execute(api_keys.insert(), _key_row(key)))
         except IntegrityError as exc:
             raise Conflict(f"api key {key.id} already exists", key_id=key.id) from exc
 
@@ -314,6 +325,21 @@ class SqlStore:
             return None if row is None else _key(row)
 
         return await self.database.read(find)
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        query = api_keys.select().where(api_keys.c.id == key_id)
+        row = await self.database.read(lambda conn: conn.execute(query).first())
+        return None if row is None else _key(row)
+
+    async def set_api_key_limits(self, key_id: str, limits: KeyLimits) -> ApiKey | None:
+        stmt = (
+            api_keys.update()
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(asdict(limits))
+            .returning(*api_keys.c)
+        )
+        row = await self.database.write(lambda conn: conn.execute(stmt).first())
+        return None if row is None else _key(row)
 
     async def list_api_keys(self) -> list[ApiKey]:
         query = api_keys.select().order_by(api_keys.c.created_at, api_keys.c.id)

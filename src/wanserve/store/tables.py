@@ -78,6 +78,12 @@ api_keys = sa.Table(
     sa.Column("is_admin", sa.Boolean(), nullable=False),
     sa.Column("created_at", sa.Float(), nullable=False),
     sa.Column("revoked_at", sa.Float(), nullable=True),
+    # the key's limits (domain/quotas.py; NULL: unlimited) and its fair-share weight
+    sa.Column("max_concurrent", sa.Integer(), nullable=True),
+    sa.Column("per_hour", sa.Integer(), nullable=True),
+    sa.Column("gpu_seconds_per_day", sa.Float(), nullable=True),
+    sa.Column("max_priority", sa.Integer(), nullable=True),
+    sa.Column("weight", sa.Float(), nullable=False, server_default=sa.text("1")),
 )
 
 usage = sa.Table(

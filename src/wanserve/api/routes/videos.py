@@ -126,7 +126,7 @@ def _public(view: VideoView, request: Request, context: ApiContext) -> VideoPubl
 @router.post(
     "",
     openapi_extra=_CREATE_BODY,
-    responses={**_CREATED, **problem_responses(409, 413, 415, 422, 503)},
+    responses={**_CREATED, **problem_responses(409, 413, 415, 422, 429, 503)},
 )
 async def create_video(
     request: Request,
