@@ -1,4 +1,4 @@
-"""Per-key limits and the pure check of a submission against them (decision 0015).
+"""Per-key limits and the pure check of a submission against them (decision 0016).
 
 A key may cap its tasks in flight (queued + running), the tasks it creates per sliding hour, the
 GPU-seconds its settled attempts use per UTC day, and the highest priority it may ask for; its

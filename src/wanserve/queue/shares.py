@@ -5,7 +5,7 @@ enqueued task. A task enqueued by `owner` with weight `w` gets the start tag
 `S = max(v, last finish of owner)`; the owner's last finish becomes `S + stride(w)`. Ready tasks
 run by (priority desc, S, enqueue order), and a lease moves `v` up to the leased task's `S`.
 So an owner with 500 queued tasks holds tags v, v+1, ..., while another owner's first task
-gets `v` itself: it runs next (decision 0015). The tag is fixed at enqueue, so the order of the
+gets `v` itself: it runs next (decision 0016). The tag is fixed at enqueue, so the order of the
 ready set is the order `lease` takes, and `position` / `ahead` read it directly.
 
 Both queues (RedisQueue's Lua and the in-memory fake) compute tags with the same integers from

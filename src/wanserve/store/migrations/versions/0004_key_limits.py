@@ -1,5 +1,5 @@
 """API key limits: concurrent tasks, tasks per hour, GPU-seconds per day, highest priority, and
-the key's fair-share weight (decision 0015).
+the key's fair-share weight (decision 0016).
 
 Revision ID: 0004
 Revises: 0003
