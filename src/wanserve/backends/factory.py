@@ -41,13 +41,14 @@ def make_backend(settings: Settings, pool: PoolSettings | None = None) -> Infere
     if pool.backend == "local":
         return _local(settings, pool)
     if pool.backend == "kubernetes":
-        if pool.kind == "warm" or pool.drain_idle_s > 0:
+        if pool.kind == "warm":
             raise InvalidRequest(
                 f"dispatch.pools[{pool.name}]",
-                pool.kind if pool.kind == "warm" else f"drain_idle_s={pool.drain_idle_s:g}",
-                "a kubernetes pool runs one PyTorchJob per task: kind job, drain_idle_s 0",
+                pool.kind,
+                "a kubernetes pool runs one PyTorchJob per task, or per burst with "
+                "drain_idle_s > 0: kind job",
             )
-        return _kubernetes(settings)
+        return _kubernetes(settings, pool)
     if pool.backend == "ray":
         return _ray(settings, pool)
     if pool.backend == "kserve":
@@ -104,7 +105,7 @@ def _generate_py_gpus(settings: Settings) -> int:
     return GeneratePyConfig.from_file(config).world_size
 
 
-def _kubernetes(settings: Settings) -> InferenceBackend:
+def _kubernetes(settings: Settings, pool: PoolSettings) -> InferenceBackend:
     try:
         import kubernetes  # noqa: F401
     except ImportError:
@@ -114,7 +115,7 @@ def _kubernetes(settings: Settings) -> InferenceBackend:
         ) from None
     from wanserve.backends.kubernetes import make_kubernetes_backend
 
-    return make_kubernetes_backend(settings)
+    return make_kubernetes_backend(settings, pool)
 
 
 def _ray(settings: Settings, pool: PoolSettings) -> InferenceBackend:

@@ -3,6 +3,7 @@
     run   --spec FILE [--events SINK] [--ulysses N] [--cfg-parallel] [--fsdp] [--save-frames F.npy]
     run   --spec FILE --runner generate-py --generate-py-config FILE [--events SINK]
     serve --model ID|DIR [--events SINK] [--ulysses N] [--cfg-parallel] [--fsdp]
+          [--commands redis://...?list=KEY [--idle-exit-s S]]
     serve --model ID --runner generate-py --generate-py-config FILE [--events SINK]
 
 `--runner` and `--generate-py-config` default to the settings `engine.runner` and
@@ -76,6 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     add_parallel_flags(run)
     serve = commands.add_parser("serve", help="load once, run specs sent on stdin (warm engine)")
     serve.add_argument("--model", required=True, help="a model id or a checkpoint directory")
+    serve.add_argument(
+        "--commands", default=None, help="redis://...?list=KEY: read commands there, not stdin"
+    )
+    serve.add_argument(
+        "--idle-exit-s",
+        type=float,
+        default=0.0,
+        help="with --commands: stop after this many seconds without a command (0: never)",
+    )
     add_runner_flags(serve)
     add_parallel_flags(serve)
     return parser
@@ -104,7 +114,15 @@ def main(argv: list[str] | None = None) -> int:
 
         loras_dir = args.loras_dir or default_loras_dir(models_dir)
         options = ServeOptions(
-            args.model, plan, models_dir, args.events, args.device, args.dtype, loras_dir
+            args.model,
+            plan,
+            models_dir,
+            args.events,
+            args.device,
+            args.dtype,
+            loras_dir,
+            commands=args.commands,
+            idle_exit_s=args.idle_exit_s,
         )
         return int(serve(options))
     return int(_run(args, plan, models_dir))
@@ -131,7 +149,7 @@ def _check_generate_py_flags(parser: argparse.ArgumentParser, args: argparse.Nam
         parser.error("--runner generate-py needs --generate-py-config FILE")
     defaults: dict[str, object] = {"ulysses": 1, "cfg_parallel": False, "fsdp": False}
     defaults |= {"save_frames": None, "models_dir": None, "device": "auto", "dtype": "auto"}
-    defaults |= {"loras_dir": None}
+    defaults |= {"loras_dir": None, "commands": None, "idle_exit_s": 0.0}
     for name, default in defaults.items():
         if getattr(args, name, default) != default:
             flag = "--" + name.replace("_", "-")

@@ -2,7 +2,9 @@
 
 The service sets `<prefix>:cancel:<task_id>` to cancel a running task; the sink's stream is
 `<prefix>:engine:<task_id>:<attempt>`, so the prefix comes from the stream name. Rank 0 polls
-the key and cancels its token; the per-step agreement stops the other ranks.
+the key and cancels its token; the per-step agreement stops the other ranks. A draining
+Kubernetes job's run command names its own key (one per attempt: `key`), so the cancel of one
+attempt never stops a later one of the same task on the same engine.
 """
 
 from __future__ import annotations
@@ -27,22 +29,32 @@ def cancel_key(stream: str, task_id: str) -> str:
 
 @contextmanager
 def watch_redis_cancel(
-    sink: EventSink, task_id: str | None, token: CancelToken, *, enabled: bool, poll_s: float = 0.5
+    sink: EventSink,
+    task_id: str | None,
+    token: CancelToken,
+    *,
+    enabled: bool,
+    poll_s: float = 0.5,
+    key: str | None = None,
 ) -> Iterator[None]:
+    """While the block runs, cancel `token` once the cancel key exists (`key`, else the
+    task's `<prefix>:cancel:<task_id>`); looked at first on entry, then every `poll_s`."""
     if not enabled or task_id is None or not isinstance(sink, RedisSink):
         yield
         return
-    key = cancel_key(sink.stream, task_id)
+    flag = key or cancel_key(sink.stream, task_id)
     stop = threading.Event()
 
     def poll() -> None:
-        while not stop.wait(poll_s):
+        while True:
             try:
-                if sink.client.exists(key):
-                    token.cancel(f"cancel requested ({key})")
+                if sink.client.exists(flag):
+                    token.cancel(f"cancel requested ({flag})")
                     return
             except Exception:
-                logger.warning("could not read %s", key, exc_info=True)
+                logger.warning("could not read %s", flag, exc_info=True)
+            if stop.wait(poll_s):
+                return
 
     thread = threading.Thread(target=poll, name="wanserve-redis-cancel", daemon=True)
     thread.start()

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from wanserve.domain.events import ErrorEvent, Phase, PhaseEvent
-from wanserve.engine.sinks import EventSink
+from wanserve.engine.sinks import EventSink, on_stream
 
 __all__ = ["Reporter"]
 
@@ -21,8 +21,9 @@ class Reporter:
         self.rank = rank
         self.task_id = task_id
 
-    def for_task(self, task_id: str | None) -> Reporter:
-        return Reporter(self.sink, self.rank, task_id)
+    def for_task(self, task_id: str | None, stream: str | None = None) -> Reporter:
+        """A reporter for `task_id`'s events (to its own Redis `stream`, when one is named)."""
+        return Reporter(on_stream(self.sink, stream), self.rank, task_id)
 
     def emit(self, event_type: type[Any], **fields: Any) -> None:
         if self.rank == 0:

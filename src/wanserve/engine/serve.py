@@ -1,7 +1,10 @@
 """The warm engine: load once, then run the specs that arrive on rank 0's stdin, one at a time.
 
 Commands (`run`, `cancel`, `shutdown`; engine/commands.py, docs/engine.md) reach rank 0's
-inbox; events go to the sink (stdout by default), each with its spec's task_id: first a `ready`
+inbox, from stdin or (`--commands`, a draining Kubernetes job) from a Redis list, with an idle
+exit (`--idle-exit-s`). A `run` command may name its own `events` stream and `cancel_key` (a
+draining job's runs each report to their task's stream, and are each cancelled by their own
+key). Events go to the sink (stdout by default), each with its spec's task_id: first a `ready`
 event once the model is loaded, then each spec's phases, steps, and one terminal event (result,
 cancelled or error). Rank 0 hands each command to the other ranks through the store under
 `cmd/<n>`; idle ranks wait there in short store waits that they repeat forever, not in a
@@ -46,6 +49,8 @@ class ServeOptions:
     device: DevicePreference = "auto"
     dtype: DtypeName = "auto"
     loras_dir: Path | None = None  # LoRA adapters specs may name (each read once, then kept)
+    commands: str | None = None  # redis://...?list=KEY: commands from there, not stdin
+    idle_exit_s: float = 0.0  # with `commands`: shut down after this long without one
 
 
 class CommandLoop:
@@ -88,7 +93,7 @@ class CommandLoop:
         except ValidationError as exc:
             self.reporter.error("invalid_spec", f"spec is invalid: {exc.errors()[:3]}")
             return
-        reporter = self.reporter.for_task(spec.task_id)
+        reporter = self.reporter.for_task(spec.task_id, command.get("events"))
         self.token.clear()  # before its turn: a cancel from now on is this task's
         skip = not self.inbox.begin(spec.task_id)
         if self._agree(skip):
@@ -96,7 +101,11 @@ class CommandLoop:
             return
         try:
             with watch_redis_cancel(
-                reporter.sink, spec.task_id, self.token, enabled=self.rank_ctx.is_main
+                reporter.sink,
+                spec.task_id,
+                self.token,
+                enabled=self.rank_ctx.is_main,
+                key=command.get("cancel_key"),
             ):
                 self.engine.run(spec, reporter, self.token)
         except InvalidRequest as exc:
@@ -109,6 +118,15 @@ class CommandLoop:
         if not self.rank_ctx.is_distributed:
             return skip
         return self.rank_ctx.share(f"skip/{self._seq}", "1" if skip else "0") == "1"
+
+
+def _read_commands(inbox: CommandInbox, options: ServeOptions) -> None:
+    if options.commands is None:
+        inbox.read_stdin()
+        return
+    from wanserve.engine.redis_commands import RedisCommandChannel
+
+    inbox.read_channel(RedisCommandChannel.from_url(options.commands), options.idle_exit_s)
 
 
 def serve(options: ServeOptions) -> ExitCode:
@@ -125,7 +143,7 @@ def serve(options: ServeOptions) -> ExitCode:
         command_loop.inbox.install_signals()
         reporter.emit(ReadyEvent, model=engine.info.card.id, world_size=rank_ctx.world_size)
         if rank_ctx.is_main:
-            command_loop.inbox.read_stdin()
+            _read_commands(command_loop.inbox, options)
         code = command_loop.run()
     except BaseException as exc:
         code = handle_failure(rank_ctx, reporter, exc)

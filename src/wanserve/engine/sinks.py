@@ -16,7 +16,15 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.events import EngineEvent
 
-__all__ = ["EventSink", "FileSink", "ListSink", "RedisSink", "StreamSink", "open_sink"]
+__all__ = [
+    "EventSink",
+    "FileSink",
+    "ListSink",
+    "RedisSink",
+    "StreamSink",
+    "on_stream",
+    "open_sink",
+]
 
 
 class EventSink(Protocol):
@@ -104,6 +112,14 @@ class ListSink:
 
     def close(self) -> None:
         pass
+
+
+def on_stream(sink: EventSink, stream: str | None) -> EventSink:
+    """`sink`'s events sent to `stream` instead (a Redis sink, on the same connection): each run
+    of a draining job reports to its own task's stream. Other sinks, or no stream: `sink`."""
+    if stream is None or not isinstance(sink, RedisSink):
+        return sink
+    return RedisSink(sink.client, stream)
 
 
 def open_sink(target: str | None) -> EventSink:

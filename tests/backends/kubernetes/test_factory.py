@@ -10,7 +10,7 @@ import yaml
 from tests.backends.kubernetes.emulator import ClusterEmulator
 from wanserve.backends.factory import make_backend
 from wanserve.backends.kubernetes.backend import KubernetesBackend
-from wanserve.domain.errors import BackendUnavailable
+from wanserve.domain.errors import BackendUnavailable, InvalidRequest
 from wanserve.settings import Settings
 
 
@@ -53,3 +53,31 @@ def test_the_embedded_queue_cannot_serve_remote_pods() -> None:
     settings = Settings(dispatch={"backend": "kubernetes"}, queue={"url": None})
     with pytest.raises(BackendUnavailable, match="queue.url"):
         make_backend(settings)
+
+
+async def test_a_kubernetes_pool_with_drain_idle_s_gets_draining_jobs(
+    cluster: ClusterEmulator, tmp_path: Path, valkey_url: str
+) -> None:
+    from wanserve.backends.base import Resident
+    from wanserve.backends.kubernetes.draining import DrainingBackend
+
+    kubeconfig = _kubeconfig(tmp_path / "config", str(cluster.url).rstrip("/"))
+    settings = Settings(
+        queue={"url": valkey_url},
+        kubernetes={"kubeconfig": str(kubeconfig)},
+        dispatch={
+            "pools": [{"name": "burst", "backend": "kubernetes", "capacity": 2, "drain_idle_s": 30}]
+        },
+    )
+    backend = make_backend(settings, settings.pools()[0])
+    try:
+        assert isinstance(backend, DrainingBackend) and isinstance(backend, Resident)
+        assert (backend.drain_idle_s, backend.max_jobs, backend.engines()) == (30, 2, [])
+    finally:
+        await backend.close()
+    generate_py = settings.kubernetes.model_copy(update={"mode": "generate_py"})
+    with pytest.raises(InvalidRequest, match="mode engine"):
+        make_backend(settings.model_copy(update={"kubernetes": generate_py}), settings.pools()[0])
+    warm = settings.pools()[0].model_copy(update={"kind": "warm"})
+    with pytest.raises(InvalidRequest, match="one PyTorchJob per task, or per burst"):
+        make_backend(settings, warm)

@@ -14,6 +14,10 @@
                  cancel, reconcile), shared by the backend and its followers
     follower.py  one run: phases from the watches, engine events, the terminal outcome
     backend.py   KubernetesBackend: run, cancel, reconcile, close
+    channel.py   a draining job's Redis command list (and its keys), the dispatcher's side
+    drainjob.py  one draining job followed for its whole life: loading, idle, busy, its end
+    draining.py  DrainingBackend (drain_idle_s > 0): runs go to a job of their model that is
+                 loaded and idle, else a new one; Resident, like the local warm pool
     manifests.py what `wanserve k8s render` / `wanserve k8s rbac` print
 
 Import this package only when the kubernetes backend is chosen (`make_kubernetes_backend`).
@@ -25,13 +29,20 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from wanserve.backends.kubernetes.backend import KubernetesBackend
-    from wanserve.settings import Settings
+    from wanserve.settings import PoolSettings, Settings
 
 __all__ = ["make_kubernetes_backend"]
 
 
-def make_kubernetes_backend(settings: Settings) -> KubernetesBackend:
-    """The backend for `settings` (kubeconfig or in-cluster; Redis from queue.url)."""
+def make_kubernetes_backend(
+    settings: Settings, pool: PoolSettings | None = None
+) -> KubernetesBackend:
+    """The backend for `settings` (kubeconfig or in-cluster; Redis from queue.url): one job per
+    task, or for a `pool` with drain_idle_s > 0, jobs that drain."""
     from wanserve.backends.kubernetes.backend import KubernetesBackend
 
+    if pool is not None and pool.drain_idle_s > 0:
+        from wanserve.backends.kubernetes.draining import DrainingBackend
+
+        return DrainingBackend.for_pool(settings, pool)
     return KubernetesBackend.from_settings(settings)

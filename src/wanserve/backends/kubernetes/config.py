@@ -12,7 +12,7 @@ from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.spec import VideoSpec
 from wanserve.settings import Settings
 
-__all__ = ["JobRequest", "RenderConfig", "events_stream"]
+__all__ = ["DrainRequest", "JobRequest", "RenderConfig", "events_stream"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,16 @@ class JobRequest:
     spec: VideoSpec
     timeout_s: float
     owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DrainRequest:
+    """A draining job: its engine loads `model` once and runs the specs the dispatcher pushes to
+    its command list (channel.py) until `idle_s` pass without one."""
+
+    name: str
+    model: str
+    idle_s: float
 
 
 @dataclass(frozen=True, slots=True)

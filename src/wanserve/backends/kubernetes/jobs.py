@@ -5,7 +5,9 @@ app.kubernetes.io/managed-by=wanserve) feeding caches that every run reads, the 
 runs following a job, the tasks whose cancel arrived, and the calls that create (or adopt),
 delete and reconcile jobs. The backend and each run's `Follower` use it; neither reaches into
 the other. The jobs are of the client's `JobKind` (PyTorchJob or TrainJob); only rendering
-differs between the kinds here.
+differs between the kinds here. Draining jobs (label wanserve.dev/job, no task) are followed by
+name while their backend holds them (drainjob.py); the reconciler deletes only finished ones that
+no backend here follows (a running one of another worker's pool ends by itself when idle).
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ from wanserve.backends.base import Run
 from wanserve.backends.kubernetes import names
 from wanserve.backends.kubernetes.api import TRAINJOB, JobKind, KubeClient, Obj
 from wanserve.backends.kubernetes.informer import Informer
-from wanserve.backends.kubernetes.render import JobRequest, RenderConfig, render_pytorchjob
+from wanserve.backends.kubernetes.render import (
+    AnyJob,
+    JobRequest,
+    RenderConfig,
+    render_pytorchjob,
+)
 from wanserve.backends.kubernetes.template import Manifest
 from wanserve.backends.kubernetes.trainjob import render_trainjob
 from wanserve.backends.kubernetes.watch import job_condition
@@ -153,6 +160,18 @@ class Jobs:
             and pod["metadata"]["labels"].get(names.LABEL_ATTEMPT) == wanted
         ]
 
+    def pods_of_job(self, name: str) -> list[Obj]:
+        """The cached pods of draining job `name`."""
+        cache = self.pod_informer.cache if self.pod_informer is not None else {}
+        return [
+            pod
+            for pod in list(cache.values())
+            if (pod["metadata"].get("labels") or {}).get(names.LABEL_JOB) == name
+        ]
+
+    async def fresh_pods_of_job(self, name: str) -> list[Obj]:
+        return await self.client.list_pods(f"{names.LABEL_JOB}={name}")
+
     async def fresh_pods(self, task_id: str, attempt: int) -> list[Obj]:
         """The pods of `task_id`'s `attempt` as the API server lists them now (not the cache)."""
         task = names.label_value(task_id)
@@ -207,12 +226,17 @@ class Jobs:
             await asyncio.sleep(self.poll_s)
 
     def _render(self, run: Run) -> Manifest:
-        job = JobRequest(
-            task_id=run.task_id,
-            attempt=run.attempt,
-            spec=run.spec,
-            timeout_s=self.settings.dispatch.task_timeout_s,
+        return self.render(
+            JobRequest(
+                task_id=run.task_id,
+                attempt=run.attempt,
+                spec=run.spec,
+                timeout_s=self.settings.dispatch.task_timeout_s,
+            )
         )
+
+    def render(self, job: AnyJob) -> Manifest:
+        """`job`'s manifest, of this backend's kind."""
         if self.kind == TRAINJOB:
             return render_trainjob(self.template, job, self.config)
         return render_pytorchjob(self.template, job, self.config)
@@ -228,14 +252,22 @@ class Jobs:
             name = job["metadata"]["name"]
             annotations = job["metadata"].get("annotations") or {}
             task_id = annotations.get(f"{names.ANNOTATION_PREFIX}task-id")
-            task = await lookup(task_id) if task_id else None
-            if (task is not None and not task.is_terminal) or name in self._following:
-                report.kept.append(name)
-                continue
+            if names.LABEL_JOB in (job["metadata"].get("labels") or {}):
+                if name in self._following or job_condition(job)[0] not in _FINISHED:
+                    report.kept.append(name)
+                    continue
+            else:
+                task = await lookup(task_id) if task_id else None
+                if (task is not None and not task.is_terminal) or name in self._following:
+                    report.kept.append(name)
+                    continue
             await self.client.delete_job(name)
             report.deleted.append(name)
             log.info("reconciler deleted %s %s (task %s)", self.kind.kind, name, task_id)
         return report
+
+
+_FINISHED = ("Succeeded", "Complete", "Failed")
 
 
 def _attempt_of(job: Obj) -> int:

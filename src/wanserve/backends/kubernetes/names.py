@@ -16,6 +16,7 @@ from wanserve.domain.errors import InvalidRequest
 __all__ = [
     "ANNOTATION_PREFIX",
     "LABEL_ATTEMPT",
+    "LABEL_JOB",
     "LABEL_MANAGED_BY",
     "LABEL_MODEL",
     "LABEL_TASK",
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_JOB_NAME",
     "check_dns1123_label",
     "check_labels",
+    "drain_job_name",
     "job_name",
     "label_value",
 ]
@@ -32,6 +34,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_TASK = "wanserve.dev/task-id"
 LABEL_ATTEMPT = "wanserve.dev/attempt"
 LABEL_MODEL = "wanserve.dev/model"
+LABEL_JOB = "wanserve.dev/job"  # a draining job's name, on it and its pods (it has no one task)
 ANNOTATION_PREFIX = "wanserve.dev/"
 
 # "<job>-worker-NNN" must stay a 63-character label: leave room for the operator's suffix.
@@ -115,3 +118,13 @@ def label_value(text: str) -> str:
         return text
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-_.")[:54].strip("-_.")
     return f"{cleaned}-{_digest(text)}" if cleaned else _digest(text)
+
+
+def drain_job_name(model: str, token: str) -> str:
+    """A draining job's name: its model and a `token` unique to it (a job serves many tasks, and
+    a model can have several jobs at once), a short DNS-1035 label."""
+    body = _NOT_NAME.sub("-", model.lower().replace(".", "-")).strip("-")
+    room = MAX_JOB_NAME - len("wd--") - len(token)
+    return check_dns1123_label(
+        "metadata.name", f"wd-{body[:room].strip('-')}-{token}", dns1035=True
+    )

@@ -12,7 +12,8 @@ finds a PyTorchJob's, and the models and outputs claims with their mounts. Train
 patch into the JobSet it creates (a strategic merge keyed by replicated-job and container name),
 so the runtime must name its trainer job and container `node`, as Trainer's own runtimes and
 wanserve's `wanserve/deploy/trainingruntime.yaml` do. A pod priority class is the runtime's to
-set (a patch cannot), so `kubernetes.priority_class` is refused here.
+set (a patch cannot), so `kubernetes.priority_class` is refused here. A draining job
+(`DrainRequest`) renders the same way with its serve command and env, and no activeDeadlineSeconds.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ from typing import Any
 
 from wanserve.backends.kubernetes import names
 from wanserve.backends.kubernetes.api import TRAINJOB
+from wanserve.backends.kubernetes.config import DrainRequest
 from wanserve.backends.kubernetes.container import MODELS_VOLUME, OUTPUTS_VOLUME
 from wanserve.backends.kubernetes.render import (
     KUEUE_QUEUE_LABEL,
-    JobRequest,
+    AnyJob,
     RenderConfig,
     check_config,
+    job_script,
     pod_env,
     pod_labels,
-    pod_script,
     set_metadata,
 )
 from wanserve.backends.kubernetes.template import Manifest
@@ -56,7 +58,7 @@ def check_trainjob_config(config: RenderConfig) -> None:
         )
 
 
-def render_trainjob(template: Manifest, job: JobRequest, config: RenderConfig) -> Manifest:
+def render_trainjob(template: Manifest, job: AnyJob, config: RenderConfig) -> Manifest:
     """The TrainJob for `job` from the operator's TrainJob `template`; raises InvalidRequest."""
     check_trainjob_config(config)
     if template.get("apiVersion") != TRAINJOB.api_version or template.get("kind") != "TrainJob":
@@ -73,7 +75,10 @@ def render_trainjob(template: Manifest, job: JobRequest, config: RenderConfig) -
         raise InvalidRequest(
             "kubernetes.template.spec.runtimeRef.name", None, "must name a runtime"
         )
-    spec["activeDeadlineSeconds"] = max(1, math.ceil(job.timeout_s))
+    if isinstance(job, DrainRequest):
+        spec.pop("activeDeadlineSeconds", None)  # it ends when idle; its runs time out one by one
+    else:
+        spec["activeDeadlineSeconds"] = max(1, math.ceil(job.timeout_s))
     if KUEUE_QUEUE_LABEL in manifest["metadata"]["labels"]:
         spec["suspend"] = True
     spec["trainer"] = _trainer(spec.get("trainer") or {}, job, config)
@@ -82,10 +87,10 @@ def render_trainjob(template: Manifest, job: JobRequest, config: RenderConfig) -
     return manifest
 
 
-def _trainer(trainer: dict[str, Any], job: JobRequest, config: RenderConfig) -> dict[str, Any]:
+def _trainer(trainer: dict[str, Any], job: AnyJob, config: RenderConfig) -> dict[str, Any]:
     out = dict(trainer)
     out["image"] = trainer.get("image") or config.image
-    out["command"] = ["/bin/sh", "-c", pod_script(job.spec, config)]
+    out["command"] = ["/bin/sh", "-c", job_script(job, config)]
     out.pop("args", None)
     out["numNodes"] = config.nnodes
     out["numProcPerNode"] = config.nproc_per_node
