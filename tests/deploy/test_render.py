@@ -1,11 +1,13 @@
-"""`wanserve k8s render --deploy`: the whole service, for several option sets. Every document is
-valid (built-in kinds strictly through kubernetes-validate, the ScaledObject against the pinned
-KEDA CRD with its CEL rules); the pods read the settings the ConfigMap and Secrets give them; the
-probes are the API's routes; the worker may do what the kubernetes backend does; bad options
-are refused naming the option."""
+"""`wanserve k8s render --deploy`: the whole service, for several option sets, the bare defaults
+among them. Every document is valid (built-in kinds strictly through kubernetes-validate, the
+ScaledObject against the pinned KEDA CRD with its CEL rules); the pods read the settings the
+ConfigMap and Secrets give them; artifacts not on S3 are on a shared claim that the API, the
+worker and the jobs' pods mount; the probes are the API's routes; the worker may do what the
+kubernetes backend does; bad options are refused naming the option."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,16 +21,21 @@ from typer.testing import CliRunner
 from tests.backends.kubernetes.crd import CrdValidator, builtin_problems
 from tests.conftest import CRDS, subprocess_env
 from wanserve.api.routes.health import router as health_router
+from wanserve.backends.kubernetes.render import JobRequest, RenderConfig, render_pytorchjob
 from wanserve.backends.kubernetes.template import read_package_yaml
+from wanserve.backends.kubernetes.trainjob import render_trainjob
 from wanserve.cli import app
 from wanserve.deploy import DeployOptions, load_options, render_service, service_yaml
-from wanserve.deploy.environment import PASSWORD_ENV
+from wanserve.deploy.environment import DATA_DIR, PASSWORD_ENV
 from wanserve.deploy.scaling import FORMULA, QUEUE_KEYS
 from wanserve.deploy.workloads import LIVENESS_PATH, READINESS_PATH, RUN_AS
+from wanserve.dispatch.config import DispatchConfig
 from wanserve.domain.errors import InvalidRequest
-from wanserve.settings import Settings
+from wanserve.domain.spec import VideoRequest, resolve_spec
+from wanserve.settings import Settings, get_settings
 
 T2V = "wan2.2-t2v-a14b"
+I2V = "wan2.2-i2v-a14b"
 BASE: dict[str, Any] = {"api": {"models": [T2V]}, "artifacts": {"url": "s3://videos/ws"}}
 JOBS: dict[str, Any] = {**BASE, "dispatch": {"backend": "kubernetes", "capacity": 3}}
 GPU: dict[str, Any] = {
@@ -36,7 +43,19 @@ GPU: dict[str, Any] = {
     "engine": {"nproc": 2, "ulysses": 2},
     "kubernetes": {"models_pvc": "wan-models", "priority_class": "gpu"},
 }
+# artifacts not on S3: the shared claim
+VOLUME_JOBS: dict[str, Any] = {
+    "api": {"models": [T2V]},
+    "dispatch": {"backend": "kubernetes"},
+    "kubernetes": {"job_kind": "TrainJob"},
+}
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "bare": ({}, {}),  # get_settings() and DeployOptions() as they come
+    "jobs-shared-volume": (VOLUME_JOBS, {"data": {"size": "200Gi", "storage_class": "nfs"}}),
+    "gpu-existing-claim": (
+        {key: value for key, value in GPU.items() if key != "artifacts"},
+        {"data": {"claim": "videos"}, "name": "wan"},
+    ),
     "jobs-cpu-worker": (JOBS, {}),
     "gpu-worker-pvc": (GPU, {"engine_image": "reg.example/wanserve-engine:1"}),
     "ray-cpu-worker": ({**BASE, "dispatch": {"backend": "ray"}}, {"namespace": "video"}),
@@ -67,9 +86,16 @@ def scaledobject_crd() -> CrdValidator:
     return CrdValidator(CRDS / "keda.sh_scaledobjects.yaml")
 
 
+@pytest.fixture(autouse=True)
+def _no_wanserve_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings are the cases' alone, whatever WANSERVE_* the machine running tests has."""
+    for name in [n for n in os.environ if n.startswith("WANSERVE_")]:
+        monkeypatch.delenv(name)
+
+
 def _render(case: str) -> tuple[Settings, DeployOptions, list[dict[str, Any]]]:
     settings_kw, values = CASES[case]
-    settings, options = Settings(**settings_kw), DeployOptions.model_validate(values)
+    settings, options = get_settings(**settings_kw), DeployOptions.model_validate(values)
     return settings, options, render_service(settings, options)
 
 
@@ -236,8 +262,8 @@ def test_pods_read_the_settings_the_release_gives_them(
         pod = _settings_in_pod(docs, component, monkeypatch)
         assert pod.environment == "production"
         assert pod.api.host == "0.0.0.0" and pod.api.port == options.api.port
-        assert pod.api.models == [T2V]
-        assert pod.artifacts.url == settings.artifacts.url
+        assert pod.api.models == (settings.api.models or [settings.api.default_model])
+        assert pod.artifacts.url == (settings.artifacts.url or f"{DATA_DIR}/artifacts")
         assert pod.dispatch.backend == settings.dispatch.backend
         assert pod.dispatch.capacity == settings.dispatch.capacity
         assert pod.queue.prefix == settings.queue.prefix
@@ -304,11 +330,33 @@ def test_keda_scales_workers_on_the_queues_tasks(case: str) -> None:
 REFUSED: list[tuple[dict[str, Any], dict[str, Any], str]] = [
     ({**BASE, "dispatch": {"backend": "kubernetes"}}, {"worker": {"kind": "gpu"}}, "worker.kind"),
     (BASE, {"worker": {"kind": "cpu"}}, "worker.kind"),
-    ({**JOBS, "artifacts": {}}, {}, "artifacts.url"),
+    ({**JOBS, "artifacts": {"url": "gs://videos/ws"}}, {}, "artifacts.url"),
     (JOBS, {"artifacts_url": "/srv/videos"}, "artifacts_url"),
-    ({**JOBS, "api": {}}, {}, "api.models"),
+    ({**JOBS, "api": {"models": []}}, {}, "api.models"),
+    ({**JOBS, "api": {"models": [T2V, "wan9"]}}, {}, "api.models"),
+    ({"api": {"default_model": "wan9"}}, {}, "api.default_model"),
+    (
+        {"dispatch": {"pools": [{"name": "jobs", "backend": "kubernetes", "models": ["wan9"]}]}},
+        {},
+        "dispatch.pools",
+    ),
+    (
+        {**VOLUME_JOBS, "kubernetes": {"output_url": "s3://v/{task_id}"}},
+        {},
+        "kubernetes.output_url",
+    ),
+    ({**VOLUME_JOBS, "kubernetes": {"outputs_pvc": "work"}}, {}, "kubernetes.outputs_pvc"),
+    ({**VOLUME_JOBS, "kubernetes": {"outputs_mount": "/out"}}, {}, "kubernetes.outputs_mount"),
+    (JOBS, {"data": {"size": "10Gi"}}, "data.size"),  # S3: no claim rendered
+    ({}, {"data": {"claim": "videos", "storage_class": "nfs"}}, "data.storage_class"),
     (JOBS, {"store": {"url": "sqlite+aiosqlite:///x.db"}}, "store.url"),
+    ({}, {"store": {"url": f"sqlite:///{DATA_DIR}/wanserve.db"}}, "store.url"),  # on the claim
     (JOBS, {"store": {"url": "postgresql+asyncpg://u:pw@pg/db"}}, "store.url"),
+    (
+        JOBS,
+        {"store": {"url": "postgresql+asyncpg://u@pg/db", "secret": {"name": "s", "key": "u"}}},
+        "store.url",
+    ),
     (JOBS, {"queue": {"url": "redis://:pw@valkey:6379/0"}}, "queue.url"),
     (JOBS, {"queue": {"url": "unix:///run/valkey.sock"}}, "queue.url"),
     (JOBS, {"queue": {"secret": {"name": "v", "key": "url"}}}, "queue.address"),
@@ -331,6 +379,8 @@ def test_options_that_would_not_work_are_refused(
     [
         ("worker: {kind: tpu}", "worker.kind"),
         ("api: {cpu: lots}", "api.cpu"),
+        ("data: {size: big}", "data.size"),
+        ("data: {claim: My_Claim}", "data.claim"),
         ("replicas: 3", "replicas"),
         ("env: {'BAD NAME': x}", "env"),
         ("- a list", "--values"),
@@ -378,22 +428,19 @@ def test_cli_refuses_options_of_the_other_renders(args: list[str], option: str) 
     assert f"error: {option}=" in result.output
 
 
-def test_render_deploy_imports_nothing_heavy(tmp_path: Path) -> None:
+def test_the_bare_command_renders_and_imports_nothing_heavy(tmp_path: Path) -> None:
+    """`wanserve k8s render --deploy` with no settings at all (the acceptance check)."""
     script = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from wanserve.cli import app\n"
         "result = CliRunner().invoke(app, ['k8s', 'render', '--deploy'])\n"
         "assert result.exit_code == 0, result.output\n"
-        "assert 'kind: ScaledObject' in result.output\n"
+        "sys.stderr.write(result.output)\n"
         "print(sorted(m for m in ('torch', 'ray', 'kubernetes', 'kserve') if m in sys.modules))\n"
     )
-    env = subprocess_env(
-        WANSERVE_API__MODELS=T2V,
-        WANSERVE_ARTIFACTS__URL="s3://v/w",
-        WANSERVE_DISPATCH__BACKEND="kubernetes",
-    )
-    out = subprocess.run(
+    env = {k: v for k, v in subprocess_env().items() if not k.startswith("WANSERVE_")}
+    done = subprocess.run(
         [sys.executable, "-c", script],
         env=env,
         capture_output=True,
@@ -401,5 +448,165 @@ def test_render_deploy_imports_nothing_heavy(tmp_path: Path) -> None:
         timeout=60,
         check=True,
         cwd=tmp_path,
-    ).stdout
-    assert out.strip() == "[]"
+    )
+    assert done.stdout.strip() == "[]"
+    assert done.stderr == service_yaml(Settings())
+    assert done.stderr.startswith("# wanserve k8s render --deploy: defaults taken")
+    kinds = [d["kind"] for d in yaml.safe_load_all(done.stderr)]
+    assert "PersistentVolumeClaim" in kinds and kinds[-1] == "ScaledObject"
+
+
+def test_bare_defaults_render_a_service_that_shares_its_artifacts(
+    scaledobject_crd: CrdValidator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, options, docs = _render("bare")
+    assert settings == Settings() and options == DeployOptions()
+    assert [d["kind"] for d in docs if d["kind"] != "ScaledObject"] == [
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "ServiceAccount",
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "Deployment",
+        "PodDisruptionBudget",
+    ]
+    for doc in docs:
+        problems = (
+            scaledobject_crd.problems(doc)
+            if doc["kind"] == "ScaledObject"
+            else builtin_problems(doc)
+        )
+        assert problems == [], doc["kind"]
+    claim = _one(docs, "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "wanserve-data"
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteMany"],
+        "resources": {"requests": {"storage": "50Gi"}},
+    }
+    config = _one(docs, "ConfigMap")["data"]
+    assert config["WANSERVE_API__MODELS"] == '["wan2.2-tiny"]'
+    assert settings.api.default_model == "wan2.2-tiny"
+    for component in ("api", "worker"):
+        pod = _settings_in_pod(docs, component, monkeypatch)
+        assert pod.api.models == ["wan2.2-tiny"]
+        assert _claim_mounts(_one(docs, "Deployment", component)) == {"wanserve-data": DATA_DIR}
+        # the local artifact store's directory is on the claim (artifacts/__init__.py)
+        assert pod.artifacts.url == f"{DATA_DIR}/artifacts"
+        assert Path(pod.artifacts.url).is_relative_to(pod.data_dir)
+        assert str(pod.data_dir) == DATA_DIR
+        assert pod.store.url == "from-wanserve-store-url"
+        assert pod.queue.url == settings.kubernetes.redis_url
+    worker = _container(_one(docs, "Deployment", "worker"))
+    assert worker["image"] == settings.kubernetes.image  # gpu: a local pool runs the engine
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    text = service_yaml(settings, options)
+    for shown in ("api.models is unset", "wanserve-data", "store-url", "wanserve-redis"):
+        assert shown in text.split("apiVersion:")[0], shown
+
+
+def _claim_mounts(deployment: dict[str, Any]) -> dict[str, str]:
+    """claim name -> where the container mounts it."""
+    pod = deployment["spec"]["template"]["spec"]
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    mounts = _container(deployment)["volumeMounts"]
+    return {claims[m["name"]]: m["mountPath"] for m in mounts if m["name"] in claims}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_artifacts_not_on_s3_are_on_one_claim_the_pods_share(case: str) -> None:
+    settings, options, docs = _render(case)
+    rendered = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    config = _one(docs, "ConfigMap")["data"]
+    if config["WANSERVE_ARTIFACTS__URL"].startswith("s3://"):
+        assert rendered == []
+        for component in ("api", "worker"):
+            pod = _one(docs, "Deployment", component)["spec"]["template"]["spec"]
+            assert {"name": "data", "emptyDir": {}} in pod["volumes"]
+        return
+    claim = options.data.claim or f"{options.name}-data"
+    if options.data.claim is None:
+        (own,) = rendered
+        assert own["metadata"]["name"] == claim
+        assert own["spec"]["accessModes"] == ["ReadWriteMany"]
+        assert own["spec"]["resources"]["requests"]["storage"] == options.data.size
+        assert own["spec"].get("storageClassName") == options.data.storage_class
+    else:
+        assert rendered == []  # the operator's own
+    for component in ("api", "worker"):
+        assert _claim_mounts(_one(docs, "Deployment", component))[claim] == DATA_DIR
+    assert ("WANSERVE_KUBERNETES__OUTPUTS_PVC" in config) == (
+        settings.dispatch.backend == "kubernetes"
+    )
+
+
+@pytest.mark.parametrize("job_kind", ["PyTorchJob", "TrainJob"])
+def test_job_pods_write_their_outputs_where_the_worker_reads_them(
+    job_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kubernetes pool without S3: the job pods mount the worker's claim at the worker's path,
+    and the output the dispatcher gives them (its work directory) is on it."""
+    settings_kw = {**VOLUME_JOBS, "kubernetes": {"job_kind": job_kind}}
+    docs = render_service(get_settings(**settings_kw), DeployOptions())
+    worker = _settings_in_pod(docs, "worker", monkeypatch)
+    config = RenderConfig.from_settings(worker)
+    assert config.output_url is None and config.outputs_pvc == "wanserve-data"
+    out = DispatchConfig.from_settings(worker).workdir / "video_abc123" / "2" / "out"
+    spec = resolve_spec(VideoRequest(model=T2V, prompt="a fox"), lambda: 0)
+    job = JobRequest("video_abc123", 2, spec.model_copy(update={"output": str(out)}), 60.0)
+    if job_kind == "PyTorchJob":
+        manifest = render_pytorchjob(read_package_yaml("pytorchjob.yaml")[0], job, config)
+    else:
+        manifest = render_trainjob(read_package_yaml("trainjob.yaml")[0], job, config)
+    volumes, mounts = _walk(manifest, "volumes"), _walk(manifest, "volumeMounts")
+    (outputs,) = [v for v in volumes if "persistentVolumeClaim" in v]
+    assert outputs["persistentVolumeClaim"] == {"claimName": "wanserve-data"}
+    (mount,) = [m for m in mounts if m["name"] == outputs["name"]]
+    assert mount["mountPath"] == DATA_DIR
+    assert out.is_relative_to(mount["mountPath"])
+    assert str(out) in json.dumps(manifest)  # the spec the pod runs writes there
+
+
+def _walk(doc: Any, key: str) -> list[dict[str, Any]]:
+    """Every item of every list under `key`, anywhere in `doc`."""
+    found: list[dict[str, Any]] = []
+    if isinstance(doc, dict):
+        for name, value in doc.items():
+            found += value if name == key and isinstance(value, list) else _walk(value, key)
+    elif isinstance(doc, list):
+        for value in doc:
+            found += _walk(value, key)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("settings_kw", "models"),
+    [
+        ({}, ["wan2.2-tiny"]),
+        ({"api": {"default_model": T2V}, "dispatch": {"backend": "ray"}}, [T2V]),
+        ({"dispatch": {"backend": "kserve"}, "kserve": {"model": I2V}}, ["wan2.2-tiny", I2V]),
+        (
+            {
+                "dispatch": {
+                    "pools": [
+                        {"name": "warm", "backend": "kubernetes", "models": [I2V, "wan2.2-tiny"]},
+                        {"name": "jobs", "backend": "kubernetes", "models": [T2V, I2V]},
+                        {"name": "rest", "backend": "kubernetes"},
+                    ]
+                }
+            },
+            ["wan2.2-tiny", I2V, T2V],
+        ),
+        ({"api": {"models": [I2V, T2V]}}, [I2V, T2V]),  # given: as given
+    ],
+)
+def test_the_api_offers_the_models_the_pools_can_run(
+    settings_kw: dict[str, Any], models: list[str]
+) -> None:
+    docs = render_service(get_settings(**settings_kw), DeployOptions())
+    assert json.loads(_one(docs, "ConfigMap")["data"]["WANSERVE_API__MODELS"]) == models

@@ -3,10 +3,11 @@
 
 The ConfigMap carries the settings of the machine that renders (its WANSERVE_* environment)
 that differ from the defaults, except what is local to that machine (paths, its own queue URL)
-or secret, plus what the deployment decides (production, bind address, data directory, queue,
-store, artifacts, the engine image). Secret values never appear: a `secretKeyRef` per key, and
-the optional ones (admin key, S3 keys) are marked `optional` so the operator adds only those
-needed. A container's `env` wins over its `envFrom`, so a Secret's value replaces a setting.
+or secret, plus what the deployment decides (production, bind address, data directory, the
+models offered, queue, store, artifacts and where the jobs write their outputs, the engine
+image). Secret values never appear: a `secretKeyRef` per key, and the optional ones (admin key,
+S3 keys) are marked `optional` so the operator adds only those needed. A container's `env` wins
+over its `envFrom`, so a Secret's value replaces a setting.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from wanserve.deploy.options import SecretKeyRef
-from wanserve.deploy.release import Release
+from wanserve.deploy.release import DATA_DIR, Release
 
 __all__ = ["DATA_DIR", "PASSWORD_ENV", "config_data", "container_env"]
 
-DATA_DIR = "/var/lib/wanserve"  # an emptyDir in the pods; the images' WANSERVE_DATA_DIR
 PASSWORD_ENV = "WANSERVE_REDIS_PASSWORD"  # noqa: S105 -- a variable name, not a password
 QUEUE_URL = "WANSERVE_QUEUE__URL"
 PODS_REDIS_URL = "WANSERVE_KUBERNETES__REDIS_URL"  # the engines' pods reach Redis there
@@ -56,10 +56,15 @@ def config_data(release: Release) -> dict[str, str]:
         "WANSERVE_DATA_DIR": DATA_DIR,
         "WANSERVE_API__HOST": "0.0.0.0",
         "WANSERVE_API__PORT": str(options.api.port),
+        "WANSERVE_API__MODELS": json.dumps(list(release.models)),
         "WANSERVE_ARTIFACTS__URL": release.artifacts_url,
         "WANSERVE_KUBERNETES__NAMESPACE": release.namespace,
         "WANSERVE_KUBERNETES__IMAGE": release.engine_image,
     }
+    claim = release.job_outputs_claim
+    if claim is not None:  # the job pods mount the worker's data claim at the same path
+        data["WANSERVE_KUBERNETES__OUTPUTS_PVC"] = claim
+        data["WANSERVE_KUBERNETES__OUTPUTS_MOUNT"] = DATA_DIR
     if release.queue_url is not None and options.queue.password is None:
         data |= {QUEUE_URL: release.queue_url, PODS_REDIS_URL: release.queue_url}
     if options.store.url is not None:
@@ -85,8 +90,8 @@ def container_env(release: Release, role: Literal["api", "worker"]) -> list[dict
     a variable is defined before a `$(VAR)` that uses it)."""
     options = release.options
     env: list[dict[str, Any]] = []
-    if options.store.url is None:
-        env.append(_from_secret(STORE_URL, options.store.secret))
+    if release.store_secret is not None:
+        env.append(_from_secret(STORE_URL, release.store_secret))
     env += _queue_env(release, role)
     for group in ("api", "s3") if role == "api" else ("s3",):
         for name, key in _OPTIONAL_SECRETS[group].items():

@@ -3,8 +3,9 @@
 `DeployOptions` is a frozen pydantic model (unknown keys refused), read from a values file
 (`--values deploy.yaml`) with a few CLI flags on top. Everything about how wanserve itself
 behaves stays in the settings (WANSERVE_*); the options say where it runs: images, replicas,
-which worker, how KEDA scales it, and where the queue and store are (plain URLs, or references to
-Secret keys the operator creates; wanserve never renders a secret's value).
+which worker, how KEDA scales it, where the queue and store are (plain URLs, or references to
+Secret keys the operator creates; wanserve never renders a secret's value), and the shared volume
+that holds the artifacts when they are not on S3.
 
 `load_options(path, **overrides)` raises InvalidRequest naming the option, the value and the rule.
 """
@@ -24,6 +25,7 @@ from wanserve.domain.errors import InvalidRequest
 __all__ = [
     "DEFAULT_SECRET",
     "ApiOptions",
+    "DataOptions",
     "DeployOptions",
     "QueueOptions",
     "SecretKeyRef",
@@ -104,7 +106,26 @@ class StoreOptions(_Options):
     """The shared database (Postgres): a plain `url` (no password in it), else a Secret key."""
 
     url: str | None = None
-    secret: SecretKeyRef = SecretKeyRef(name=DEFAULT_SECRET, key="store-url")
+    secret: SecretKeyRef | None = None  # None: key store-url of the release's secret_name
+
+
+class DataOptions(_Options):
+    """The volume at the pods' data directory when the artifacts are not on S3: the API serves
+    the videos the workers write, so both mount one ReadWriteMany claim. `claim` names one the
+    operator made; else the release renders `<name>-data` of `size` and `storage_class`."""
+
+    claim: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253
+    )
+    size: str = "50Gi"
+    storage_class: str | None = Field(  # None: the cluster's default StorageClass
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _quantities(cls, value: str) -> str:
+        return _quantity(value)
 
 
 class DeployOptions(_Options):
@@ -118,7 +139,9 @@ class DeployOptions(_Options):
     engine_image: str | None = None
     image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
     secret_name: str = Field(default=DEFAULT_SECRET, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    artifacts_url: str | None = None  # None: artifacts.url (it must be s3://)
+    # None: artifacts.url when it is s3://, else the shared volume (`data`)
+    artifacts_url: str | None = None
+    data: DataOptions = DataOptions()
     api: ApiOptions = ApiOptions()
     worker: WorkerOptions = WorkerOptions()
     queue: QueueOptions = QueueOptions()

@@ -1,8 +1,9 @@
 """The API and worker Deployments, the API's Service and a PodDisruptionBudget for each.
 
 Both run as the images' non-root user with a read-only root filesystem; what they write goes to
-an emptyDir at the data directory (and /tmp). The API's readiness probe is `/readyz` (store and
-queue answer), its liveness `/healthz` (the process serves), and a startup probe gives the
+the data directory (and an emptyDir at /tmp): the release's data claim when it has one (the
+artifacts are there, volume.py), else an emptyDir. The API's readiness probe is `/readyz` (store
+and queue answer), its liveness `/healthz` (the process serves), and a startup probe gives the
 store's migrations time. The worker has no health route: a worker that hangs stops renewing its
 leases, and its tasks are re-run elsewhere after queue.lease_ttl_s. Its grace period on
 termination covers dispatch.shutdown_grace_s, during which running tasks finish or go back.
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from wanserve.deploy.environment import DATA_DIR, config_data, container_env
-from wanserve.deploy.release import Release
+from wanserve.deploy.environment import config_data, container_env
+from wanserve.deploy.release import DATA_DIR, Release
 
 __all__ = [
     "LIVENESS_PATH",
@@ -166,11 +167,14 @@ def _pod(release: Release, role: str, container: dict[str, Any]) -> dict[str, An
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [
-            {"name": _DATA_VOLUME, "emptyDir": {}},
-            {"name": _TMP_VOLUME, "emptyDir": {}},
-        ],
+        "volumes": [_data_volume(release), {"name": _TMP_VOLUME, "emptyDir": {}}],
     }
+
+
+def _data_volume(release: Release) -> dict[str, Any]:
+    if release.data_claim is None:
+        return {"name": _DATA_VOLUME, "emptyDir": {}}
+    return {"name": _DATA_VOLUME, "persistentVolumeClaim": {"claimName": release.data_claim}}
 
 
 def _resources(cpu: str, memory: str) -> dict[str, Any]:
