@@ -26,6 +26,7 @@ head pod: the engine's ranks here are node 0 of a group whose other nodes are wo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -42,8 +43,8 @@ from wanserve.backends.factory import make_backend
 from wanserve.backends.warm import WarmPoolBackend
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.models import get_model
-from wanserve.modelserver.board import TaskBoard
 from wanserve.kserve.group import Group
+from wanserve.modelserver.board import TaskBoard
 from wanserve.modelserver.instances import parse_instance
 from wanserve.settings import PoolSettings, Settings
 
@@ -66,6 +67,7 @@ class WanModel(kserve.Model):  # type: ignore[misc]
         self.ready = True  # accepts tasks from the start (they wait while the engine loads)
         self.board: TaskBoard | None = None
         self.group = group  # the pods' group this server heads, if any
+        self._stopping = asyncio.Event()  # KServe unloaded the model (the server is stopping)
 
     async def start_engine(self) -> None:
         pool = PoolSettings(name="kserve", backend="local", kind="warm", idle_timeout_s=0)
@@ -78,7 +80,19 @@ class WanModel(kserve.Model):  # type: ignore[misc]
             await backend.prewarm(self.model_id)  # load now: the first task finds it warm
 
     def stop_engine(self) -> None:
+        """KServe unloads the model as the server stops (SIGTERM): not ready any more, and the
+        engine is stopped by `run_until_stopped` (tasks still running end cancelled; their
+        workers retry them)."""
         self.ready = False
+        self._stopping.set()
+
+    async def run_until_stopped(self) -> None:
+        """Runs beside KServe's servers (the server's run ends when all of them did): once the
+        model is unloaded, stops the engine and its tasks, so the process exits instead of
+        waiting on an engine that was never told to stop."""
+        await self._stopping.wait()
+        if self.board is not None:
+            await self.board.close()
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:  # noqa: ARG002
         board = self._board()
@@ -123,8 +137,6 @@ def install_routes(app: FastAPI, model: WanModel) -> None:
             raise HTTPException(404, f"task {task_id} is not on this server") from None
 
         async def lines() -> AsyncIterator[bytes]:
-            import asyncio
-
             item = first
             loop = asyncio.get_running_loop()
             deadline = loop.time() + _STREAM_S
@@ -180,5 +192,6 @@ def main(argv: list[str] | None = None) -> None:
     model = WanModel(args.model_name, settings, Group.from_env(os.environ))
     install_routes(model_server.app, model)
     server = model_server.ModelServer(http_port=args.http_port, enable_grpc=False)
+    server.servers.append(model.run_until_stopped())  # gathered with KServe's own servers
     log.info("serving %s on port %d (tasks under %s)", model.model_id, args.http_port, ROUTES)
     server.start([model])

@@ -16,7 +16,7 @@ import pytest
 from tests.backends.contract import BackendContract, ServerSubject, Stream, make_run
 from tests.fixtures.kserve import MODEL, Server
 from wanserve.backends.base import Run
-from wanserve.domain.events import ErrorEvent, Phase, PhaseEvent, ResultEvent
+from wanserve.domain.events import CancelledEvent, ErrorEvent, Phase, PhaseEvent, ResultEvent
 from wanserve.settings import KServeSettings
 
 pytest.importorskip("kserve")
@@ -134,3 +134,21 @@ def test_a_kserve_pool_needs_its_servers_url_and_serves_one_model(tmp_path: Path
         data_dir=tmp_path, dispatch={"backend": "kserve"}, kserve={"url": "http://k"}
     )
     assert short.pools()[0].models == ["wan2.2-tiny"]  # the short form serves api.default_model
+
+
+async def test_a_sigtermed_server_stops_its_engine_and_exits(
+    kserve_server: Server, tmp_path: Path
+) -> None:
+    backend = _backend(kserve_server)
+    try:
+        stream = Stream(ServerSubject(backend), make_run(tmp_path, "video_term", steps=50))
+        await stream.first_step()
+        assert len(kserve_server.processes()) >= 2  # the server and its engine
+        code = await asyncio.to_thread(kserve_server.terminate, 60)
+        assert code == 0, code
+        last = await stream.end()
+        assert isinstance(last, ErrorEvent | CancelledEvent), last  # the worker retries it
+        assert kserve_server.processes() == []  # no engine left behind
+    finally:
+        await backend.close()
+        await asyncio.to_thread(kserve_server.start)
