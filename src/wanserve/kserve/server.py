@@ -38,13 +38,13 @@ from fastapi.responses import FileResponse, StreamingResponse
 from kserve.errors import InvalidInput
 
 import kserve
-from wanserve.backends.base import EngineState, EngineStatus, Resident
+from wanserve.backends.base import Resident
 from wanserve.backends.factory import make_backend
 from wanserve.backends.warm import WarmPoolBackend
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.models import get_model
 from wanserve.kserve.group import Group
-from wanserve.modelserver.board import TaskBoard
+from wanserve.modelserver.board import TaskBoard, board_status
 from wanserve.modelserver.instances import parse_instance
 from wanserve.settings import PoolSettings, Settings
 
@@ -115,14 +115,7 @@ class WanModel(kserve.Model):  # type: ignore[misc]
         return self.board
 
     def status(self) -> dict[str, Any]:
-        board = self.board
-        backend = None if board is None else board.backend
-        engines: list[EngineStatus] = backend.engines() if isinstance(backend, Resident) else []
-        return {
-            "model": self.model_id,
-            "engine": engines[0].state.value if engines else EngineState.STOPPED.value,
-            "running": [] if board is None else board.running,
-        }
+        return board_status(self.model_id, self.board)
 
 
 def install_routes(app: FastAPI, model: WanModel) -> None:

@@ -1,4 +1,4 @@
-"""The tasks a model server (KServe's, TorchServe's) holds: submitted at once, run one after another.
+"""The tasks a model server (KServe's, TorchServe's) holds: submitted at once, run in turn.
 
 A task is submitted in one short request and runs in the background on the server's engine (a
 warm pool of one engine, kept loaded); its events are kept in order, numbered from 1, so that a
@@ -17,13 +17,14 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from wanserve.backends.base import InferenceBackend, Run
+from wanserve.backends.base import EngineState, EngineStatus, InferenceBackend, Resident, Run
 from wanserve.domain.events import EngineEvent, ResultEvent, is_terminal
 from wanserve.domain.spec import VideoSpec
 from wanserve.domain.types import Clock
 
-__all__ = ["TaskBoard"]
+__all__ = ["TaskBoard", "board_status"]
 
 
 @dataclass
@@ -136,3 +137,15 @@ class TaskBoard:
     def _drop(self, task_id: str) -> None:
         entry = self._entries.pop(task_id)
         shutil.rmtree(entry.run.workdir, ignore_errors=True)
+
+
+def board_status(model_id: str, board: TaskBoard | None) -> dict[str, Any]:
+    """What a model server says of itself: its model, its engine's state (`stopped` until it
+    first loads) and the tasks running on it."""
+    backend = None if board is None else board.backend
+    engines: list[EngineStatus] = backend.engines() if isinstance(backend, Resident) else []
+    return {
+        "model": model_id,
+        "engine": (engines[0].state if engines else EngineState.STOPPED).value,
+        "running": [] if board is None else board.running,
+    }

@@ -35,11 +35,11 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from wanserve.backends.base import EngineState, EngineStatus, Resident
+from wanserve.backends.base import Resident
 from wanserve.domain.errors import InvalidRequest
 from wanserve.domain.events import is_terminal
 from wanserve.domain.models import get_model
-from wanserve.modelserver.board import TaskBoard
+from wanserve.modelserver.board import TaskBoard, board_status
 from wanserve.modelserver.instances import parse_instance
 from wanserve.settings import PoolSettings, Settings, get_settings
 
@@ -165,14 +165,7 @@ class WanHandler:
             return file.read(length)
 
     def status(self) -> dict[str, Any]:
-        board = self.board
-        backend = None if board is None else board.backend
-        engines: list[EngineStatus] = backend.engines() if isinstance(backend, Resident) else []
-        return {
-            "model": self.model_id,
-            "engine": engines[0].state.value if engines else EngineState.STOPPED.value,
-            "running": [] if board is None else board.running,
-        }
+        return board_status(self.model_id, self.board)
 
     def close(self) -> None:
         """Stop the engine (TorchServe unregisters the model or stops the worker)."""
