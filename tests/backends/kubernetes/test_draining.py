@@ -68,6 +68,7 @@ class Pod(threading.Thread):
         self.events_url, self.commands_url = env["WANSERVE_EVENTS"], env["WANSERVE_COMMANDS"]
         self.killed = threading.Event()
         self.ran: list[str] = []
+        self.cancelled: list[str] = []  # the runs it stopped at their cancel key
         self.code: int | None = None
         self.inbox = CommandInbox(lambda _: None, lambda _: None)
 
@@ -92,6 +93,7 @@ class Pod(threading.Thread):
             if self.killed.is_set():
                 return  # SIGKILL: not a word
             if sink.client.exists(command["cancel_key"]):
+                self.cancelled.append(task or "")
                 out.emit(CancelledEvent(task_id=task, at=time.time(), reason="cancel requested"))
                 return
             out.emit(StepEvent(task_id=task, at=time.time(), step=step, total=total))
@@ -354,3 +356,30 @@ async def test_close_deletes_the_jobs_and_ends_a_run_in_flight_retryably(
     last = await running.end()
     assert isinstance(last, ErrorEvent) and last.retryable and last.code == "backend_closed"
     await operator.until_gone(name)
+
+
+async def test_a_timed_out_run_its_attempt_stops_following_frees_the_job_once_its_engine_stopped(
+    make_draining: MakeDraining, world: Cluster, cluster: ClusterEmulator
+) -> None:
+    backend = make_draining()
+    await _done(backend, _run("video_a"))
+    slow = Collector(backend, _run("video_b", steps=50))
+    await slow.until(lambda: any(isinstance(e, StepEvent) for e in slow.events))
+    # the attempt stops reading the run (its deadline, a lost lease) before its cancel arrives
+    slow.task.cancel()
+    await asyncio.gather(slow.task, return_exceptions=True)
+    assert not any(isinstance(e, CancelledEvent) for e in slow.events)
+    (job,) = backend.engines()
+    assert job.task_id == "video_b"  # still held: its engine has not stopped the run yet
+    await backend.cancel("video_b")
+
+    async def idle() -> None:
+        while backend.engines()[0].state != EngineState.IDLE:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(idle(), 10)
+    third = await _done(backend, _run("video_c"))
+    assert isinstance(third.events[-1], ResultEvent)
+    (name,) = world.jobs()
+    assert _creates(cluster) == 1 and world.pods[name].ran == ["video_a", "video_b", "video_c"]
+    assert world.pods[name].cancelled == ["video_b"]  # stopped by its cancel key, not finished
