@@ -279,6 +279,23 @@ def test_pods_read_the_settings_the_release_gives_them(
             assert pod.queue.url == settings.kubernetes.redis_url
     worker = _settings_in_pod(docs, "worker", monkeypatch)
     assert worker.kubernetes.redis_url == worker.queue.url  # the engines' pods: the same Redis
+    assert worker.dispatch.metrics_port == options.worker.metrics_port
+    assert worker.dispatch.metrics_host == "0.0.0.0"  # reachable from Prometheus
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_prometheus_is_told_where_the_api_and_worker_metrics_are(case: str) -> None:
+    _, options, docs = _render(case)
+    for component, port_name in (("api", "http"), ("worker", "metrics")):
+        deployment = _one(docs, "Deployment", component)
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        ports = {p["name"]: p["containerPort"] for p in _container(deployment)["ports"]}
+        assert annotations == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(ports[port_name]),
+            "prometheus.io/path": "/metrics",
+        }
+    assert ports["metrics"] == options.worker.metrics_port
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -78,6 +78,9 @@ class WorkerOptions(_Options):
     cooldown_s: int = Field(default=300, ge=0)  # empty queue this long -> scale to min_replicas
     cpu: str = "2"
     memory: str = "4Gi"
+    # the worker's Prometheus /metrics port (dispatch.metrics_port), announced to Prometheus by
+    # the pods' prometheus.io/* annotations; 0: none
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
 
     @field_validator("cpu", "memory")
     @classmethod

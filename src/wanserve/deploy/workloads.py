@@ -81,7 +81,7 @@ def api_deployment(release: Release) -> dict[str, Any]:
             "labelSelector": {"matchLabels": selector(release, "api")},
         }
     ]
-    return _deployment(release, "api", options.replicas, pod)
+    return _deployment(release, "api", options.replicas, pod, _scraped(options.port))
 
 
 def _api_probes() -> dict[str, Any]:
@@ -115,8 +115,26 @@ def worker_deployment(release: Release) -> dict[str, Any]:
     pod["terminationGracePeriodSeconds"] = release.termination_grace_s
     if release.has_job_rbac:
         pod["automountServiceAccountToken"] = True
+    annotations = None
+    if options.metrics_port:
+        port = options.metrics_port
+        container["ports"] = [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+        container["env"] += [
+            {"name": "WANSERVE_DISPATCH__METRICS_PORT", "value": str(port)},
+            {"name": "WANSERVE_DISPATCH__METRICS_HOST", "value": "0.0.0.0"},
+        ]
+        annotations = _scraped(port)
     # KEDA owns the replica count; min_replicas is where it starts
-    return _deployment(release, "worker", options.min_replicas, pod)
+    return _deployment(release, "worker", options.min_replicas, pod, annotations)
+
+
+def _scraped(port: int) -> dict[str, str]:
+    """Prometheus' conventional scrape annotations (read by a scrape config's pod discovery)."""
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
 
 
 def _gpu_pod(release: Release, pod: dict[str, Any], container: dict[str, Any]) -> None:
@@ -182,8 +200,15 @@ def _resources(cpu: str, memory: str) -> dict[str, Any]:
 
 
 def _deployment(
-    release: Release, component: str, replicas: int, pod: dict[str, Any]
+    release: Release,
+    component: str,
+    replicas: int,
+    pod: dict[str, Any],
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    template: dict[str, Any] = {"labels": labels(release, component)}
+    if annotations:
+        template["annotations"] = annotations
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -191,7 +216,7 @@ def _deployment(
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector(release, component)},
-            "template": {"metadata": {"labels": labels(release, component)}, "spec": pod},
+            "template": {"metadata": template, "spec": pod},
         },
     }
 
