@@ -127,7 +127,8 @@ def _pools(settings: Settings) -> Pools:
                 backend_kind=pool.backend,
             )
             for pool in settings.pools()
-        ]
+        ],
+        gpus=settings.dispatch.gpus,
     )
 
 

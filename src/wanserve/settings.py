@@ -140,6 +140,14 @@ class DispatchSettings(BaseModel):
     # this many tasks of the model arrived within its idle timeout; else a job pool runs it.
     scale_up_priority: int = Field(default=5, ge=0, le=9)
     scale_up_demand: int = Field(default=2, ge=1)
+    # The GPUs this worker's local pools share (None: each pool owns its capacity). With a budget
+    # a warm pool may hold every GPU and a job takes one no engine holds (decision 0009).
+    gpus: int | None = Field(default=None, ge=1)
+    # Keep-warm rule (0: off, warm engines stop after their pool's idle timeout): keep
+    # ceil(work arrived in this window / window) engines of a model warm (at least 1 while any
+    # task arrived in it); one above that stops after half a cold start idle (at most the pool's
+    # idle timeout). 1800-3600 suits a day curve (docs/benchmarks.md, hybrid).
+    keep_warm_window_s: float = Field(default=0.0, ge=0)
     max_attempts: int = 3
     task_timeout_s: float = 3600.0
     retry_base_delay_s: float = 2.0

@@ -131,6 +131,41 @@ async def test_two_engines_run_two_tasks_at_once(tmp_path: Path) -> None:
         await pool.close()
 
 
+async def _engine_count(pool: WarmPoolBackend, count: int, timeout_s: float = 10.0) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if len(pool.engines()) == count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{len(pool.engines())} engines, not {count}, after {timeout_s} s")
+
+
+async def test_keep_warm_keeps_the_floors_engines_and_stops_those_above_it(
+    tmp_path: Path,
+) -> None:
+    # idle_timeout_s 0 (never, without the rule): the rule alone stops engines here
+    pool = _pool(tmp_path, idle_timeout_s=0, max_engines=2)
+    floor = {"wan2.2-tiny": 1}
+    asked: list[str] = []
+
+    def limits(model: str) -> tuple[int, float]:
+        asked.append(model)
+        return floor.get(model, 0), 0.2  # the floor, and the idle stop above it
+
+    pool.use_keep_warm(limits)
+    try:
+        runs = [make_run(tmp_path, f"video_{n}", steps=4) for n in range(2)]
+        await asyncio.gather(*(_phases(pool, run) for run in runs))
+        await _engine_count(pool, 1)  # the engine above the floor stopped after its idle stop
+        await asyncio.sleep(1.0)  # five idle stops: the floor's engine stays
+        [engine] = pool.engines()
+        assert engine.state == EngineState.IDLE and set(asked) == {"wan2.2-tiny"}
+        floor["wan2.2-tiny"] = 0  # the traffic left the window
+        await _engine_count(pool, 0)
+        assert pool.idle_seconds > 1.0  # both engines' idle time counted
+    finally:
+        await pool.close()
+
+
 async def test_a_cancel_while_the_engine_loads_ends_the_run_and_the_engine_loads_on(
     tmp_path: Path,
 ) -> None:

@@ -9,10 +9,13 @@ an idle engine already loaded with its model; else it starts one (yielding the `
 `loading` phases, so a cold start shows on the task), first stopping the engine of another model
 that has been idle the longest when the pool is full. An engine with no task for
 `idle_timeout_s` is stopped, so an idle pool holds no process (0: engines are never stopped for
-idleness). The same class serves a warm pool (idle timeout of minutes) and a draining job pool
-(a job that takes further tasks of its model for a short while). A dead engine ends its run with
-a retryable error; a cancel that the engine does not honour within the grace kills the engine's
-process group.
+idleness). With the keep-warm rule (`use_keep_warm`, dispatch/keepwarm.py) the dispatcher
+says per model how many engines to keep (the floor: they never stop for idleness while the
+floor holds them) and how long one above the floor may idle (half a cold start, at most
+`idle_timeout_s`). The same class serves a warm pool (idle timeout of minutes) and a draining
+job pool (a job that takes further tasks of its model for a short while). A dead engine ends its
+run with a retryable error; a cancel that the engine does not honour within the grace kills the
+engine's process group.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,10 @@ from wanserve.domain.events import (
 )
 from wanserve.domain.types import Clock
 
-__all__ = ["WarmEngine", "WarmPoolBackend"]
+__all__ = ["KeepWarmLimits", "WarmEngine", "WarmPoolBackend"]
+
+# A model's keep-warm floor now and the idle stop (s) of an engine above it; None: no rule.
+KeepWarmLimits = Callable[[str], tuple[int, float] | None]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +155,11 @@ class WarmPoolBackend:
         self._claiming = asyncio.Lock()
         self._closed = False
         self.idle_seconds = 0.0  # seconds engines spent loaded without a task (all engines)
+        self._keep_warm: KeepWarmLimits | None = None
+
+    def use_keep_warm(self, limits: KeepWarmLimits) -> None:
+        """Stop idle engines by the keep-warm rule's `limits` instead of `idle_timeout_s`."""
+        self._keep_warm = limits
 
     @property
     def gpus_per_run(self) -> int:
@@ -289,8 +300,14 @@ class WarmPoolBackend:
             engine.enter(EngineState.IDLE)
         self._arm_idle_stop(engine)
 
+    def _limits(self, model: str) -> tuple[int, float]:
+        """The floor of `model` and the idle stop above it (the rule's, else no floor and the
+        fixed idle timeout)."""
+        limits = self._keep_warm(model) if self._keep_warm is not None else None
+        return limits if limits is not None else (0, self.idle_timeout_s)
+
     def _arm_idle_stop(self, engine: WarmEngine) -> None:
-        if self.idle_timeout_s > 0:
+        if self.idle_timeout_s > 0 or self._keep_warm is not None:
             engine.idle_stop = asyncio.create_task(self._stop_when_idle(engine))
 
     def _settle_idle(self, engine: WarmEngine) -> None:
@@ -302,23 +319,32 @@ class WarmPoolBackend:
             engine.idle_stop = None
 
     async def _stop_when_idle(self, engine: WarmEngine) -> None:
-        """Stop `engine` once it has been idle for the idle timeout (loading does not count)."""
+        """Stop `engine` once it has been idle for the idle stop (loading does not count) and
+        more engines of its model are loaded than its keep-warm floor (0 without the rule): the
+        one idle the longest goes first, a floor's engine waits until the floor drops."""
         while True:
             if not await _ready(engine, self.ready_timeout_s, asyncio.Event()):
                 return  # it died, or never loaded: its run says why
-            left = self.idle_timeout_s - (self._clock() - engine.since)
+            floor, stop_s = self._limits(engine.model)
+            if stop_s <= 0:
+                return  # no idle stop (the rule off, idle_timeout_s 0)
+            idle_for = self._clock() - engine.since
+            left = stop_s - idle_for
             if left > 0:
                 await asyncio.sleep(left)
                 continue
-            break
-        async with self._claiming:
-            if engine.state != EngineState.IDLE or engine.task_id:
-                return
-            log.info("stopping the %s engine: idle for %.0f s", engine.model, self.idle_timeout_s)
-            engine.idle_stop = None  # this task: not cancelled by its own stop
-            self._settle_idle(engine)
-            if engine in self._engines:
-                self._engines.remove(engine)
+            async with self._claiming:
+                if engine.state != EngineState.IDLE or engine.task_id:
+                    return
+                same = [e for e in self._live() if e.model == engine.model]
+                if len(same) > floor:
+                    log.info("stopping the %s engine: idle for %.0f s", engine.model, idle_for)
+                    engine.idle_stop = None  # this task: not cancelled by its own stop
+                    self._settle_idle(engine)
+                    if engine in self._engines:
+                        self._engines.remove(engine)
+                    break
+            await asyncio.sleep(stop_s)  # held by the floor: look again later
         await self._stop(engine)
 
     async def _start(self, model: str, task_id: str | None) -> WarmEngine:

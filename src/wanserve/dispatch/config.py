@@ -21,6 +21,7 @@ class DispatchConfig:
     shutdown_grace_s: float = 30.0
     retention_s: float = 7 * 24 * 3600.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    keep_warm_window_s: float = 0.0  # the keep-warm rule's window (0: off, fixed idle timeouts)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DispatchConfig:
@@ -32,6 +33,7 @@ class DispatchConfig:
             reconcile_interval_s=dispatch.reconcile_interval_s,
             shutdown_grace_s=dispatch.shutdown_grace_s,
             retention_s=settings.artifacts.retention_s,
+            keep_warm_window_s=dispatch.keep_warm_window_s,
             retry=RetryPolicy(
                 base_delay_s=dispatch.retry_base_delay_s, max_delay_s=dispatch.retry_max_delay_s
             ),

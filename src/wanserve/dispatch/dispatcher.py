@@ -16,6 +16,7 @@ lease expired) and is requeued before it starts again, and a cancelled one is se
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -67,7 +68,12 @@ class Dispatcher:
         policy: RoutingPolicy | None = None,
         webhooks: WebhookSender | None = None,
     ) -> None:
-        self.monitor = PoolMonitor(pools, clock)
+        self.monitor = PoolMonitor(pools, clock, keep_warm_window_s=config.keep_warm_window_s)
+        if config.keep_warm_window_s > 0:  # the warm pools ask the rule before an idle stop
+            for pool in pools.pools:
+                attach = getattr(pool.backend, "use_keep_warm", None)
+                if attach is not None:
+                    attach(functools.partial(self.monitor.keep_warm, pool))
         self.metrics = WorkerMetrics(self.monitor)
         journal = Journal(store, queue, clock=clock, observe=self.metrics.observe)
         self._webhooks = webhooks
@@ -175,6 +181,8 @@ class Dispatcher:
     async def _scale_up(self, pool: Pool, model: str) -> None:
         """Start one more engine of `model` in `pool`, with no task (the next ones find it)."""
         backend = pool.backend
+        if self._pools.spare_runs(pool) == 0:
+            return  # every GPU of the budget is held: an engine more would exceed it
         if isinstance(backend, Resident):
             await self._safely(f"scale {pool.name} up", lambda: backend.prewarm(model))
 

@@ -6,6 +6,8 @@ free when that task's remaining time (from its own step rate) has passed, and a 
 after the rest of its cold start plus its task. It counts recent arrivals per model (demand),
 and the GPU-seconds each pool spent busy (the engine's work), starting (cold starts) and idle
 (engines loaded without a task). `report()` is what the worker publishes for `GET /v1/pools`.
+With a keep-warm window it also keeps the arrivals the keep-warm rule sizes each model's warm
+floor from (`keep_warm`, keepwarm.py), which the warm pools ask before stopping an idle engine.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wanserve.backends.base import EngineState, EngineStatus, Resident
+from wanserve.dispatch.keepwarm import KeepWarm, idle_stop_s
 from wanserve.dispatch.pools import Pool, PoolKind, Pools
 from wanserve.dispatch.routing import Demand, PoolView
 from wanserve.domain.durations import COLD_PHASES, WORK_PHASES, Durations
@@ -34,8 +37,9 @@ class GpuSeconds:
 
 
 class PoolMonitor:
-    def __init__(self, pools: Pools, clock: Clock) -> None:
+    def __init__(self, pools: Pools, clock: Clock, *, keep_warm_window_s: float = 0.0) -> None:
         self._pools = pools
+        self._keep_warm = KeepWarm(keep_warm_window_s) if keep_warm_window_s > 0 else None
         self._clock = clock
         self.durations = Durations({})
         self._arrivals: dict[str, deque[float]] = defaultdict(deque)
@@ -58,7 +62,18 @@ class PoolMonitor:
         name, world = (pool.name, pool.backend.gpus_per_run) if pool else (None, 1)
         run_s = self.durations.run_s(task.spec, name, world)
         concurrent = sum(1 for at in arrivals if at >= now - run_s)
+        if self._keep_warm is not None and task.attempt == 0:
+            self._keep_warm.arrive(model, now, run_s)
         return Demand(recent=max(1, len(arrivals)), concurrent=max(1, concurrent))
+
+    def keep_warm(self, pool: Pool, model: str) -> tuple[int, float] | None:
+        """`model`'s warm floor now and how long an engine above it may idle in `pool` (None:
+        no keep-warm rule, the pool's own idle timeout applies)."""
+        if self._keep_warm is None:
+            return None
+        cold_s = self.durations.cold_s(model, pool.name, pool.backend.gpus_per_run)
+        floor = self._keep_warm.floor(model, self._clock())
+        return floor, idle_stop_s(cold_s, pool.idle_timeout_s)
 
     def views(self, model: str, running: Mapping[str, Task]) -> list[PoolView]:
         """The pools serving `model`, in preference order, as routing sees them now."""
@@ -70,11 +85,11 @@ class PoolMonitor:
         mine = [e for e in pool.engines() if e.model == model]
         free_in = [self._free_in(e, running, pool, world) for e in mine]
         busy = [t for t in free_in if t is not None]
-        room = self._room(pool, model)
+        room = self._room(pool, model, self._pools.spare_runs(pool))
         return PoolView(
             name=pool.name,
             kind=pool.kind,
-            free=pool.free,
+            free=self._pools.free(pool),
             room=room,
             loaded=len(mine),
             loaded_idle=sum(1 for e in mine if e.state == EngineState.IDLE),
@@ -83,15 +98,17 @@ class PoolMonitor:
         )
 
     @staticmethod
-    def _room(pool: Pool, model: str) -> int:
-        """Engines of `model` the pool may still start: its free engine slots, and those of
-        another model's engines with no task (the pool stops the one idle the longest to load
-        this model). A one-shot job pool starts its jobs per task: 0."""
+    def _room(pool: Pool, model: str, budget: int | None) -> int:
+        """Engines of `model` the pool may still start: its free engine slots (within the GPUs
+        no pool holds, under a budget), and those of another model's engines with no task (the
+        pool stops the one idle the longest to load this model). A one-shot job pool starts its
+        jobs per task: 0."""
         if not isinstance(pool.backend, Resident):
             return 0
         engines = pool.engines()
         spare = sum(1 for e in engines if e.model != model and e.unclaimed)
-        return max(0, pool.slots - len(engines) + spare)
+        slots = pool.slots - len(engines)
+        return max(0, (slots if budget is None else min(slots, budget)) + spare)
 
     def _free_in(
         self, engine: EngineStatus, running: Mapping[str, Task], pool: Pool, world: int
