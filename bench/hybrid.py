@@ -13,7 +13,11 @@ a real dispatcher on this machine, with the real engine and the tiny model (64x6
 `--sim` drives the same routing code (`wanserve.dispatch.routing.route`) in simulated time
 through a day of traffic at cluster scale: 8 GPU groups, a day curve with bursts, and cold
 starts and runs drawn from the real runs' measurements scaled by `--scale` (default 60: the
-tiny model's ~6 s cold start becomes ~6 minutes, a ~1.5 s run ~1.5 minutes). Printed per
+tiny model's ~6 s cold start becomes ~6 minutes, a ~1.5 s run ~1.5 minutes), or without
+`--real` from log-normals around `--cold-s` / `--run-s` (`--sim --cold-s 5.68 --run-s 3.42`:
+the real runs' documented means). There hybrid is the dispatcher's `dispatch.gpus` and
+`dispatch.keep_warm_window_s` (`--keep-warm-s`): a warm and a job pool sharing the 8 GPUs with
+the keep-warm rule (`wanserve.dispatch.keepwarm`); `split 6+2` is the fixed partition. Printed per
 policy: p50 / p95 time to first step and to result, GPU-seconds busy / idle / starting, tasks
 per GPU-hour; the two targets (hybrid's p95 time to result <= 1.2x warm-only's, its idle
 GPU-seconds <= 0.2x warm-only's); and, in real mode, the ETA's error: median and p90 of
@@ -42,6 +46,7 @@ from wanserve.backends.process import LocalOptions
 from wanserve.backends.warm import WarmPoolBackend
 from wanserve.dispatch.config import DispatchConfig
 from wanserve.dispatch.dispatcher import Dispatcher
+from wanserve.dispatch.keepwarm import KeepWarm, budget_runs, idle_stop_s
 from wanserve.dispatch.pools import Pool, PoolKind, Pools
 from wanserve.dispatch.routing import Demand, PoolView, RoutingPolicy, route
 from wanserve.domain.durations import COLD_PHASES, WORK_PHASES
@@ -145,7 +150,13 @@ class Simulation:
     `cold` and `run`. A pool holds at most `capacity` engines: warm ones stay loaded for their
     idle timeout (0: forever), job ones for their drain (0: they end with their task); a pool
     that needs an engine when it holds `capacity` stops its longest idle one. A route's
-    `scale_up` loads an engine in the background, as the dispatcher's prewarm does."""
+    `scale_up` loads an engine in the background, as the dispatcher's prewarm does.
+
+    With `gpus` the pools share that many GPUs as the dispatcher's `Pools(gpus=)` does (a run
+    takes an engine with no task, else a GPU no engine holds; no scale-up without one), and with
+    `keep_warm_s` warm engines stop by the keep-warm rule (`dispatch.keepwarm`: the floor from
+    the arrivals within that window; one above it after its idle stop), rechecked as often as
+    `WarmPoolBackend` does."""
 
     def __init__(
         self,
@@ -153,10 +164,16 @@ class Simulation:
         cold: Callable[[], float],
         run: Callable[[], float],
         policy: RoutingPolicy,
+        *,
+        gpus: int | None = None,
+        keep_warm_s: float = 0.0,
     ) -> None:
         self.shapes, self.cold, self.run, self.policy = shapes, cold, run, policy
+        self.gpus = gpus
+        self.keep_warm = KeepWarm(keep_warm_s) if keep_warm_s > 0 else None
         self.engines: dict[str, list[SimEngine]] = {s.name: [] for s in shapes}
         self.outcome = Outcome()
+        self.peak_held = 0  # the most engines loaded or loading at once, all pools
         self.cold_s = statistics.mean(cold() for _ in range(200))  # what history would say
         self.run_s = statistics.mean(run() for _ in range(200))
         warm = [s.idle_timeout_s for s in shapes if s.kind == PoolKind.WARM]
@@ -166,18 +183,21 @@ class Simulation:
         events = [(t, i, "arrive") for i, t in enumerate(arrivals)]
         heapq.heapify(events)
         seq, queue, recent, now = len(events), list[float](), list[float](), 0.0
+        pending = -1.0  # the next keep-warm check already scheduled
         while events:
             now, _, kind = heapq.heappop(events)
             if kind == "arrive":
                 queue.append(now)
                 recent.append(now)
+                if self.keep_warm is not None:
+                    self.keep_warm.arrive(MODEL, now, self.run_s)
             self._expire(now)
             recent = [t for t in recent if t > now - self.window_s]
             while queue:
                 concurrent = sum(1 for t in recent if t > now - self.run_s)
                 demand = Demand(recent=len(recent), concurrent=max(1, concurrent))
                 decision = route(self._views(now), priority=0, demand=demand, policy=self.policy)
-                if decision.scale_up is not None:
+                if decision.scale_up is not None and self._spare() != 0:
                     seq += 1
                     heapq.heappush(events, (self._prewarm(decision.scale_up, now), seq, "up"))
                 if decision.pool is None:
@@ -186,22 +206,37 @@ class Simulation:
                     break
                 seq += 1
                 heapq.heappush(events, (self._start(decision.pool, now, queue.pop(0)), seq, "done"))
+            check = self._next_check(now)
+            if check is not None and (pending <= now or check < pending):
+                pending = check
+                seq += 1
+                heapq.heappush(events, (check, seq, "check"))
         self._close(now)
         return self.outcome
 
+    def _spare(self) -> int | None:
+        """Runs that fit in the GPUs no engine holds (None: no budget), as `Pools.spare_runs`."""
+        held = sum(len(engines) for engines in self.engines.values())
+        return budget_runs(self.gpus, held, 1)
+
     def _views(self, now: float) -> list[PoolView]:
         views = []
+        spare = self._spare()
         for shape in self.shapes:
             engines = self.engines[shape.name]
             busy = [e.free_at - now for e in engines if e.free_at > now]
             running = sum(1 for e in engines if e.busy and e.free_at > now)
             warm = shape.kind == PoolKind.WARM
+            free, room = shape.capacity - running, shape.capacity - len(engines)
+            if spare is not None:  # as Pools.free and PoolMonitor._room under a budget
+                unclaimed = sum(1 for e in engines if not (e.busy and e.free_at > now))
+                free, room = min(free, unclaimed + spare), min(room, spare)
             views.append(
                 PoolView(
                     name=shape.name,
                     kind=shape.kind,
-                    free=shape.capacity - running,
-                    room=shape.capacity - len(engines) if warm else 0,
+                    free=max(0, free),
+                    room=max(0, room) if warm else 0,
                     loaded=len(engines),
                     loaded_idle=sum(1 for e in engines if e.free_at <= now),
                     free_in_s=min(busy, default=None),
@@ -222,6 +257,7 @@ class Simulation:
         self.outcome.starting += cold
         engine = SimEngine(now + cold)
         engines.append(engine)
+        self.peak_held = max(self.peak_held, sum(len(e) for e in self.engines.values()))
         return engine
 
     def _prewarm(self, pool: str, now: float) -> float:
@@ -242,9 +278,18 @@ class Simulation:
         self.outcome.result.append(begin + run - submitted)
         return begin + run
 
+    def _idle_stop(self, shape: PoolShape) -> float:
+        """How long an idle engine of `shape` may wait (above the floor, with keep-warm)."""
+        if self.keep_warm is not None and shape.kind == PoolKind.WARM:
+            return idle_stop_s(self.cold_s, shape.idle_timeout_s)
+        return shape.idle_timeout_s
+
     def _expire(self, now: float) -> None:
         """Stop the engines whose idle timeout (or drain) passed; count their idle time."""
         for shape in self.shapes:
+            if self.keep_warm is not None and shape.kind == PoolKind.WARM:
+                self._expire_keep_warm(shape, now)
+                continue
             keep = []
             for engine in self.engines[shape.name]:
                 if engine.free_at <= now:
@@ -258,6 +303,36 @@ class Simulation:
                 keep.append(engine)
             self.engines[shape.name] = keep
 
+    def _expire_keep_warm(self, shape: PoolShape, now: float) -> None:
+        """The keep-warm rule, as `WarmPoolBackend` applies it: an engine idle for its idle
+        stop goes when more engines are loaded than the floor, the one idle longest first."""
+        assert self.keep_warm is not None
+        engines = self.engines[shape.name]
+        for engine in engines:
+            if engine.free_at <= now:
+                engine.busy = False
+        floor, stop_s = self.keep_warm.floor(MODEL, now), self._idle_stop(shape)
+        for engine in sorted((e for e in engines if e.free_at <= now), key=lambda e: e.free_at):
+            if len(engines) > floor and now - engine.free_at >= stop_s:
+                self.outcome.idle += now - engine.free_at
+                engines.remove(engine)
+
+    def _next_check(self, now: float) -> float | None:
+        """When an idle warm engine's stop is next due (or, held by the floor, looked at again
+        one idle stop later, as `WarmPoolBackend` does); None: no idle warm engine."""
+        if self.keep_warm is None:
+            return None
+        due = []
+        for shape in self.shapes:
+            if shape.kind != PoolKind.WARM:
+                continue
+            stop_s = self._idle_stop(shape)
+            for engine in self.engines[shape.name]:
+                if engine.free_at <= now or not engine.busy:
+                    at = max(engine.free_at, 0.0) + stop_s
+                    due.append(at if at > now else now + stop_s)
+        return min(due, default=None)
+
     def _next_change(self, now: float) -> float:
         ends = [e.free_at for es in self.engines.values() for e in es if e.free_at > now]
         return min(ends, default=now + 1.0)
@@ -267,7 +342,8 @@ class Simulation:
         for shape in self.shapes:
             for engine in self.engines[shape.name]:
                 if engine.free_at < end:
-                    limit = engine.free_at + shape.idle_timeout_s if shape.idle_timeout_s else end
+                    timeout = shape.idle_timeout_s if self.keep_warm is None else 0.0
+                    limit = engine.free_at + timeout if timeout else end
                     self.outcome.idle += min(limit, end) - engine.free_at
 
 
@@ -404,6 +480,11 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=60.0, help="sim times = real times x this")
     parser.add_argument("--cold-s", type=float, default=7.0, help="sim without --real: cold start")
     parser.add_argument("--run-s", type=float, default=1.5, help="sim without --real: run (s)")
+    parser.add_argument("--cold-sigma", type=float, default=0.25, help="sim: log-normal sigma")
+    parser.add_argument("--run-sigma", type=float, default=0.3, help="sim: log-normal sigma")
+    parser.add_argument(
+        "--keep-warm-s", type=float, default=1800.0, help="sim: hybrid's keep-warm window (s)"
+    )
     args = parser.parse_args()
     colds: list[float] = []
     runs: list[float] = []
@@ -452,42 +533,67 @@ def real_mode(seed: int) -> tuple[list[float], list[float]]:
 def sim_mode(args: argparse.Namespace, colds: list[float], runs: list[float]) -> None:
     """A simulated day; cold starts and runs drawn from the real runs' (x scale), else from
     log-normals around --cold-s and --run-s."""
-    rng = random.Random(args.seed)
     scale = args.scale
     if colds and runs:
         source = "drawn from the real runs' measurements"
-        cold = lambda: rng.choice(colds) * scale  # noqa: E731
-        run = lambda: rng.choice(runs) * scale  # noqa: E731
         cold_s, run_s = statistics.mean(colds), statistics.mean(runs)
     else:
-        source = "log-normal (sigma 0.25 / 0.3) around --cold-s / --run-s"
+        source = (
+            f"log-normal (sigma {args.cold_sigma:g} / {args.run_sigma:g}) around --cold-s / --run-s"
+        )
         cold_s, run_s = args.cold_s, args.run_s
-        cold = lambda: rng.lognormvariate(math.log(cold_s * scale), 0.25)  # noqa: E731
-        run = lambda: rng.lognormvariate(math.log(run_s * scale), 0.3)  # noqa: E731
+
+    def draws() -> tuple[Callable[[], float], Callable[[], float]]:
+        """Cold starts and runs from a fresh generator: every policy sees the same draws."""
+        rng = random.Random(args.seed)
+        if colds and runs:
+            return (lambda: rng.choice(colds) * scale), (lambda: rng.choice(runs) * scale)
+        return (
+            lambda: rng.lognormvariate(math.log(cold_s * scale), args.cold_sigma),
+            lambda: rng.lognormvariate(math.log(run_s * scale), args.run_sigma),
+        )
+
     arrivals = day_trace(args.seed)
     idle_s = cold_s * scale
     shapes = policies(8, idle_s=idle_s, drain_s=idle_s / 2)
     outcomes = {
-        name: Simulation(pools, cold, run, RoutingPolicy()).simulate(arrivals)
-        for name, pools in shapes.items()
+        name: Simulation(shapes[name], *draws(), RoutingPolicy()).simulate(arrivals)
+        for name in ("job-only", "warm-only")
     }
+    outcomes["hybrid"] = shared_hybrid(8, args.keep_warm_s, *draws()).simulate(arrivals)
+    outcomes["split 6+2"] = Simulation(shapes["hybrid"], *draws(), RoutingPolicy()).simulate(
+        arrivals
+    )
     table(
-        f"simulated day: {len(arrivals)} tasks, 8 GPU groups, cold ~{cold_s * scale:.0f} s, "
-        f"run ~{run_s * scale:.0f} s ({source}, x {scale:g}); hybrid: warm 6 (idle timeout "
-        f"{idle_s:.0f} s = the mean cold start) + job 2 (drain {idle_s / 2:.0f} s)",
+        f"simulated day: {len(arrivals)} tasks, 8 GPUs, cold ~{cold_s * scale:.0f} s, "
+        f"run ~{run_s * scale:.0f} s ({source}, x {scale:g}); hybrid: warm + job pools sharing "
+        f"8 GPUs, keep-warm window {args.keep_warm_s:.0f} s (above the floor: idle stop "
+        f"{idle_s / 2:.0f} s = half the mean cold start); split 6+2: the fixed partition (warm "
+        f"6, idle timeout {idle_s:.0f} s, + job 2, drain {idle_s / 2:.0f} s)",
         outcomes,
     )
     warm = outcomes["warm-only"]
-    print("hybrid's idle timeout against the targets (the same day, drain = half of it):")
-    for factor in (0.25, 0.5, 1.0, 2.0, 4.0):
-        timeout = idle_s * factor
-        pools = policies(8, idle_s=timeout, drain_s=timeout / 2)["hybrid"]
-        o = Simulation(pools, cold, run, RoutingPolicy()).simulate(arrivals)
+    print("hybrid's keep-warm window against the targets (the same day):")
+    for window in (900.0, 1800.0, 3600.0):
+        o = shared_hybrid(8, window, *draws()).simulate(arrivals)
         ratio = percentile(o.result, 95) / percentile(warm.result, 95)
         print(
-            f"  idle timeout {timeout:6.0f} s ({factor:4g} x cold start): p95 to result "
-            f"{ratio:.2f}x warm-only's, idle GPU-seconds {o.idle / warm.idle:.2f}x"
+            f"  window {window:6.0f} s: p95 to result {ratio:.2f}x warm-only's, "
+            f"idle GPU-seconds {o.idle / warm.idle:.2f}x"
         )
+
+
+def shared_hybrid(
+    gpus: int, keep_warm_s: float, cold: Callable[[], float], run: Callable[[], float]
+) -> Simulation:
+    """Hybrid as the dispatcher runs it with `dispatch.gpus` and `dispatch.keep_warm_window_s`:
+    a warm pool and a one-shot job pool, each up to every GPU, sharing `gpus`; the warm pool's
+    idle timeout 0 (no cap: engines above the floor stop after half a cold start)."""
+    shapes = [
+        PoolShape("warm", PoolKind.WARM, gpus, 0.0),
+        PoolShape("jobs", PoolKind.JOB, gpus, 0.0),
+    ]
+    return Simulation(shapes, cold, run, RoutingPolicy(), gpus=gpus, keep_warm_s=keep_warm_s)
 
 
 if __name__ == "__main__":
