@@ -15,6 +15,7 @@ from wanserve.backends.base import Run
 from wanserve.domain.events import EngineEvent
 from wanserve.domain.task import Task, TaskState
 from wanserve.domain.transitions import create
+from wanserve.queue.base import Lease
 
 
 class GatedBackend(InstantBackend):
@@ -49,6 +50,16 @@ async def test_a_keys_single_task_starts_after_at_most_capacity_of_anothers(
 ) -> None:
     backend = GatedBackend()
     busy = [await submit(harness, "key-a") for _ in range(50)]
+    leased: list[str] = []  # the order the dispatcher takes tasks (runs then start at once)
+    lease = harness.queue.lease
+
+    async def recorded(worker_id: str, *, wait_s: float) -> Lease | None:
+        taken = await lease(worker_id, wait_s=wait_s)
+        if taken is not None:
+            leased.append(taken.task_id)
+        return taken
+
+    harness.queue.lease = recorded  # type: ignore[method-assign]
     harness.start(backend, capacity=capacity)
     await started(backend, capacity)  # A's first `capacity` run; the other 47+ wait
     single = await submit(harness, "key-b")
@@ -57,7 +68,6 @@ async def test_a_keys_single_task_starts_after_at_most_capacity_of_anothers(
     backend.gate.set()
     done = await harness.wait(single.id, timeout=20)
     assert done.state == TaskState.COMPLETED
-    order = [run.task_id for run in backend.runs]
-    assert order.index(single.id) == capacity  # right after the ones already running
-    assert order[:capacity] == [task.id for task in busy[:capacity]]
+    assert leased[:capacity] == [task.id for task in busy[:capacity]]
+    assert leased.index(single.id) == capacity  # right after the ones already running
     await harness.stop()
