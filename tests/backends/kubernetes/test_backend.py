@@ -375,6 +375,7 @@ async def test_a_broken_watch_resumes_without_losing_or_repeating_a_transition(
     seen = Collector(backend, run)
     name = job_name(run.task_id)
     await operator.wait_for_job(name)
+    await seen.phase(Phase.STARTING)  # seen before its pods come (else it is rightly skipped)
     await operator.create_pods(name)
     await operator.unschedulable(name)
     await seen.phase(Phase.WAITING_FOR_GPUS)
