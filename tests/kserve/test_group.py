@@ -127,27 +127,11 @@ async def test_head_and_worker_pods_serve_the_single_process_video(
     result = events[-1]
     assert isinstance(result, ResultEvent), (events[-3:], _logs(tmp_path))
     assert [e.step for e in events if isinstance(e, StepEvent)] == [1, 2, 3, 4]
-    reference = _single_process_video(tiny_checkpoint, tmp_path)
+    reference = pods.single_process_video(pods._spec(tiny_checkpoint), tmp_path)
     ours, single = pods._frames(Path(result.path)), pods._frames(reference)
     assert ours.shape == single.shape == (9, 64, 64, 3)
     assert int(np.abs(ours - single).max()) <= 2  # the acceptance bar's tolerance
     assert float(single.std()) > 1.0  # a real picture, not a constant
-
-
-def _single_process_video(checkpoint: Path, tmp_path: Path) -> Path:
-    spec = pods._spec(checkpoint)
-    single = spec.model_copy(update={"output": str(tmp_path / "single"), "task_id": "ref"})
-    spec_file = tmp_path / "single.json"
-    spec_file.write_text(single.model_dump_json())
-    done = subprocess.run(
-        [sys.executable, "-m", "wanserve.engine", "run", "--spec", str(spec_file)],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return tmp_path / "single" / "video.mp4"
 
 
 def test_the_group_is_read_from_torchruns_variables() -> None:

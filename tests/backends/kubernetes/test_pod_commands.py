@@ -88,6 +88,22 @@ def _pods(manifest: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
     return out
 
 
+def single_process_video(spec: VideoSpec, tmp_path: Path) -> Path:
+    """`spec`'s video from one engine process (`wanserve.engine run`): the reference."""
+    single = spec.model_copy(update={"output": str(tmp_path / "single"), "task_id": "ref"})
+    spec_file = tmp_path / "single.json"
+    spec_file.write_text(single.model_dump_json())
+    done = subprocess.run(
+        [sys.executable, "-m", "wanserve.engine", "run", "--spec", str(spec_file)],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp_path / "single" / "video.mp4"
+
+
 def _frames(path: Path) -> np.ndarray:
     with av.open(str(path)) as video:
         return np.stack([f.to_ndarray(format="rgb24") for f in video.decode(video=0)]).astype(
@@ -145,18 +161,7 @@ def test_two_pods_from_the_manifest_make_the_single_process_video(
     assert Path(result.path) == pod_video and pod_video.exists()
     assert [e.step for e in events if e.type == "step"] == [1, 2, 3, 4]
 
-    single = spec.model_copy(update={"output": str(tmp_path / "single"), "task_id": "ref"})
-    spec_file = tmp_path / "single.json"
-    spec_file.write_text(single.model_dump_json())
-    done = subprocess.run(
-        [sys.executable, "-m", "wanserve.engine", "run", "--spec", str(spec_file)],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    ours, reference = _frames(pod_video), _frames(tmp_path / "single" / "video.mp4")
+    ours, reference = _frames(pod_video), _frames(single_process_video(spec, tmp_path))
     assert ours.shape == reference.shape == (9, 64, 64, 3)
     assert int(np.abs(ours - reference).max()) <= 2  # the acceptance bar's tolerance
     assert float(reference.std()) > 1.0  # a real picture, not a constant
