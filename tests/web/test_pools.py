@@ -77,13 +77,18 @@ def _agree(page: Any, client: httpx.Client, timeout_s: float = 3 * REFRESH_S) ->
         time.sleep(0.5)
 
 
-def _wait_pool(page: Any, state: str, replicas: int, timeout_s: float = 60) -> dict[str, Any]:
-    """Wait for the strip's one pool to show `state` with `replicas` up; returns what it shows."""
+def _wait_pool(
+    page: Any, state: str, replicas: int, busy: int = 0, timeout_s: float = 60
+) -> dict[str, Any]:
+    """Wait for the strip's one pool to show `state` with `replicas` up and `busy` slots taken
+    (the worker reports its pools every heartbeat: a task's end shows on the next one);
+    returns what it shows."""
     words = f"{replicas} {'replica' if replicas == 1 else 'replicas'} up"
     deadline = time.monotonic() + timeout_s
     while True:
         shown = shown_pools(page)
-        if len(shown) == 1 and (shown[0]["state"], shown[0]["replicas"]) == (state, words):
+        seen = [(p["state"], p["replicas"], (p["busy"] or "").split("/")[0]) for p in shown]
+        if seen == [(state, words, str(busy))]:
             return shown[0]
         assert time.monotonic() < deadline, f"not {state} with {words}: {shown}"
         time.sleep(0.25)
