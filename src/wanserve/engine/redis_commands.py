@@ -13,9 +13,8 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
-from wanserve.domain.errors import InvalidRequest
+from wanserve.engine.sinks import redis_key_url
 
 __all__ = ["CLOSED_SUFFIX", "RedisCommandChannel"]
 
@@ -45,12 +44,9 @@ class RedisCommandChannel:
     def from_url(cls, url: str) -> RedisCommandChannel:
         import redis
 
-        parts = urlsplit(url)
-        key = parse_qs(parts.query).get("list", [""])[0]
-        if not key:
-            raise InvalidRequest("commands", url, "a redis command channel needs ?list=KEY")
-        rest = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "list"])
-        client = redis.Redis.from_url(url.split("?", 1)[0] + (f"?{rest}" if rest else ""))
+        client, key = redis_key_url(
+            url, "list", "commands", "a redis command channel", redis.Redis.from_url
+        )
         return cls(client, key)
 
     def pop(self, timeout_s: float) -> str | None:

@@ -24,6 +24,7 @@ __all__ = [
     "StreamSink",
     "on_stream",
     "open_sink",
+    "redis_key_url",
 ]
 
 
@@ -79,14 +80,9 @@ class RedisSink:
     def from_url(cls, url: str) -> RedisSink:
         import redis
 
-        parts = urlsplit(url)
-        stream = parse_qs(parts.query).get("stream", [""])[0]
-        if not stream:
-            raise InvalidRequest("events", url, "a redis sink needs ?stream=KEY")
-        # The URL minus `stream` (kept as text: urlunsplit would turn unix:///path into
-        # unix:/path, which redis-py refuses).
-        rest = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "stream"])
-        client = redis.Redis.from_url(url.split("?", 1)[0] + (f"?{rest}" if rest else ""))
+        client, stream = redis_key_url(
+            url, "stream", "events", "a redis sink", redis.Redis.from_url
+        )
         return cls(client, stream)
 
     def emit(self, event: EngineEvent) -> None:
@@ -99,6 +95,19 @@ class RedisSink:
 
     def close(self) -> None:
         self.client.close()
+
+
+def redis_key_url(url: str, param: str, option: str, what: str, connect: Any) -> tuple[Any, str]:
+    """A Redis URL naming one key in its query (`redis://host/db?stream=KEY`): the client
+    `connect` makes for the URL without `param`, and the key; InvalidRequest naming `option`
+    when `param` is missing (`what` needs it)."""
+    key = parse_qs(urlsplit(url).query).get(param, [""])[0]
+    if not key:
+        raise InvalidRequest(option, url, f"{what} needs ?{param}=KEY")
+    # The URL minus `param` (kept as text: urlunsplit would turn unix:///path into unix:/path,
+    # which redis-py refuses).
+    rest = urlencode([(k, v) for k, v in parse_qsl(urlsplit(url).query) if k != param])
+    return connect(url.split("?", 1)[0] + (f"?{rest}" if rest else "")), key
 
 
 class ListSink:
