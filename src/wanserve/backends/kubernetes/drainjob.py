@@ -186,9 +186,10 @@ class DrainJob:
             self.changed.set()
 
     async def _job(self) -> Obj | None:
-        job = self.jobs.cached_job(self.name)
-        if job is None and not self._seen:  # the watch may lag behind our create
-            job = await self.jobs.client.get_job(self.name)
+        """The job as the watch last saw it, else as the API server has it: the watch may lag
+        behind our create (and lag again after a re-list), so a job missing from the cache is
+        taken for deleted only when the API server says so too."""
+        job = self.jobs.cached_job(self.name) or await self.jobs.client.get_job(self.name)
         self._seen = self._seen or job is not None
         return job
 
